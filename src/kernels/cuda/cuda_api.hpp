@@ -1,0 +1,32 @@
+// What the host side of the engine (CLI, C ABI, model) may call in the CUDA backend. Plain C++
+// types only, so this header compiles without the CUDA toolkit; builds without CUDA link
+// no_cuda.cpp, whose functions report why the GPU path is unavailable.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+
+namespace sf::cuda {
+
+// Empty when this build has CUDA and a usable device; otherwise a sentence a user can act on
+// ("this build has no CUDA backend: rebuild with nvcc on PATH", "no CUDA device is visible").
+std::string unavailable_reason();
+
+struct GemmBenchOptions {
+  int64_t n = 4096, k = 4096;                       // W is [n, k]
+  std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64, 256, 2048, 8192};  // M values
+  DType dtype = DType::F16;
+  int warmup = 10, iters = 100;
+};
+
+// Runs, in this process and per M: cuBLAS dense, cuSPARSELt (when built with it) and SparseFlow's
+// 2:4 kernel on the same random inputs, after checking SparseFlow's output against cuBLAS on the
+// pruned weights. Returns {"gpu": ..., "rows": [{"m":..,"dense_ms":..,...}, ...], ...}.
+// Throws sf::Error(NoDevice) with unavailable_reason() when the GPU path cannot run.
+nlohmann::json benchmark_gemm(const GemmBenchOptions& opts);
+
+}  // namespace sf::cuda

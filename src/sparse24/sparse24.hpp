@@ -1,0 +1,100 @@
+// 2:4 structured sparsity along the input dimension K of y = x W^T.
+//
+// W is [N, K] row-major (N outputs, K inputs). Every aligned group of 4 consecutive elements of a
+// row keeps at most 2 nonzeros. The compressed form is what the sparse tensor cores consume
+// (mma.sp m16n8k32 for 16-bit types); docs/SPARSE24.md specifies it bit by bit.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "core/dtype.hpp"
+
+namespace sf::s24 {
+
+// A read-only view of a dense row-major matrix of a float dtype (F32, F16 or BF16).
+struct MatrixView {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;  // N
+  int64_t cols = 0;  // K
+};
+
+// ---- masks ---------------------------------------------------------------------------------
+// A mask holds one byte per element (1 = keep), [rows, cols] row-major, exactly 2 kept per group.
+// Magnitude: keep the 2 largest |w| of each group, ties to the lower index. NaN counts as larger
+// than any number (so it is kept and shows up downstream instead of being silently dropped);
+// +-Inf counts as larger than any finite value. Throws Error(UnsupportedShape) when cols % 4 != 0
+// or the matrix is empty.
+std::vector<uint8_t> magnitude_mask(const MatrixView& w);
+// Wanda-style activation-aware: score_ij = |w_ij| * act_norm_j, act_norm has cols entries (the
+// L2 norm of input channel j over calibration tokens). Same tie and NaN rules as magnitude.
+std::vector<uint8_t> wanda_mask(const MatrixView& w, std::span<const float> act_norm);
+// Zero every element whose mask byte is 0, in place (data must be writable, same dtype as view).
+void apply_mask(void* data, DType dtype, int64_t rows, int64_t cols, std::span<const uint8_t> mask);
+
+// ---- validation ----------------------------------------------------------------------------
+struct Violation {
+  int64_t row = 0;
+  int64_t group = 0;     // group index along the row; columns [4*group, 4*group+4)
+  int nonzeros = 0;      // how many of the 4 are nonzero (> 2). NaN counts as nonzero.
+};
+// nullopt when w is 2:4 along cols; otherwise the first violation in row-major order.
+// Throws Error(UnsupportedShape) when cols % 4 != 0 or the matrix is empty.
+std::optional<Violation> find_violation(const MatrixView& w);
+
+// ---- compressed form -----------------------------------------------------------------------
+// See docs/SPARSE24.md. Summary:
+//   rows_padded = round_up(rows, 16), cols_padded = round_up(cols, 32); padding is zeros.
+//   values: [rows_padded, cols_padded / 2] row-major, element type = dtype; the two kept elements
+//           of each group in ascending column order (a group with fewer than 2 nonzeros keeps
+//           zeros at the lowest free indices so every group stores exactly 2 indices i0 < i1).
+//   meta:   uint32 words in mma.sp m16n8k32 fragment order: for each 16-row block rb and each
+//           32-column block kb, 16 consecutive words at meta[(rb * (cols_padded/32) + kb) * 16 + w];
+//           word w is the metadata register that lane (4 * (w / 2) + (w % 2)) hands to mma.sp with
+//           sparsity selector 0. docs/SPARSE24.md gives the bit layout inside each word.
+struct Compressed {
+  DType dtype = DType::F16;
+  int64_t rows = 0, cols = 0;               // logical dense shape [N, K]
+  int64_t rows_padded = 0, cols_padded = 0;
+  std::vector<uint8_t> values;              // rows_padded * cols_padded / 2 elements of dtype
+  std::vector<uint32_t> meta;               // rows_padded/16 * cols_padded/32 * 16 words
+
+  size_t value_bytes() const { return values.size(); }
+  size_t meta_bytes() const { return meta.size() * sizeof(uint32_t); }
+  // The bytes a kernel must read to use W once: the figure bandwidth is reported against.
+  size_t compressed_bytes() const { return value_bytes() + meta_bytes(); }
+};
+
+// Compress a matrix that is already 2:4 (find_violation == nullopt); throws Error(InvalidArgument)
+// naming the first violating row and group otherwise. dtype of the result = w.dtype.
+Compressed compress(const MatrixView& w);
+// Exact inverse: writes rows * cols elements of c.dtype (bit-exact for every input compress took).
+void decompress(const Compressed& c, void* out);
+// The 2-bit indices (i0, i1) kept for group g of row r, read back from the metadata words.
+std::pair<int, int> group_indices(const Compressed& c, int64_t row, int64_t group);
+
+// ---- CPU GEMM ------------------------------------------------------------------------------
+enum class Activation { None = 0, ReLU = 1, GELU = 2, SiLU = 3 };  // GELU: exact erf form
+
+struct Epilogue {
+  const void* bias = nullptr;      // [N], dtype bias_dtype, optional
+  DType bias_dtype = DType::F32;
+  Activation act = Activation::None;
+  const void* residual = nullptr;  // [M, N], dtype residual_dtype, optional; added after act
+  DType residual_dtype = DType::F32;
+};
+
+// y[M, N] = act(x[M, K] W^T + bias) + residual, fp32 accumulation. x is x_dtype (F32/F16/BF16),
+// y is y_dtype (F32/F16/BF16). Multithreaded (OpenMP) and vectorized. x and y must not alias.
+void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void* y, DType y_dtype,
+              const Epilogue& ep = {});
+
+// Dense reference with the same contract, W dense [N, K]; used by tests and as the "own dense" path.
+void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m, void* y,
+                    DType y_dtype, const Epilogue& ep = {});
+
+float apply_activation(Activation a, float v);
+
+}  // namespace sf::s24
