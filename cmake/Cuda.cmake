@@ -25,22 +25,29 @@ if(SF_WITH_CUDA)
   string(APPEND CMAKE_CUDA_FLAGS " --expt-relaxed-constexpr -lineinfo")
   find_package(CUDAToolkit REQUIRED)
   # cuSPARSELt: optional baseline (PyPI nvidia-cusparselt-cu13, or the GPU image's torch venv).
-  find_path(CUSPARSELT_INCLUDE_DIR cusparseLt.h
-    HINTS ENV CUSPARSELT_DIR
-    PATHS /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt
-          /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13
-    PATH_SUFFIXES include)
+  # The wheel's include folder (nvidia/cu13/include) also holds pip copies of the CUDA headers, so
+  # it is never put on the include path: only cusparseLt.h (+ its stub) is copied into the build
+  # tree, and the toolkit's own cuda_runtime.h etc. stay the ones nvcc sees.
+  set(sf_cslt_roots $ENV{CUSPARSELT_DIR}
+      /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt
+      /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13)
+  find_path(CUSPARSELT_INCLUDE_DIR cusparseLt.h PATHS ${sf_cslt_roots} PATH_SUFFIXES include NO_DEFAULT_PATH)
+  find_path(CUSPARSELT_INCLUDE_DIR cusparseLt.h)
   find_library(CUSPARSELT_LIBRARY NAMES cusparseLt libcusparseLt.so.0
-    HINTS ENV CUSPARSELT_DIR
-    PATHS /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt
-          /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13
-    PATH_SUFFIXES lib)
-  if(CUSPARSELT_INCLUDE_DIR AND CUSPARSELT_LIBRARY)
+    PATHS ${sf_cslt_roots} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
+  find_library(CUSPARSELT_LIBRARY NAMES cusparseLt libcusparseLt.so.0)
+  option(SPARSEFLOW_CUSPARSELT "Use cuSPARSELt as a benchmark baseline when it is found" ON)
+  if(SPARSEFLOW_CUSPARSELT AND CUSPARSELT_INCLUDE_DIR AND CUSPARSELT_LIBRARY)
     set(SF_WITH_CUSPARSELT ON)
-    message(STATUS "cuSPARSELt baseline: ${CUSPARSELT_LIBRARY}")
+    set(SF_CUSPARSELT_SHIM ${CMAKE_BINARY_DIR}/cusparselt-include)
+    file(MAKE_DIRECTORY ${SF_CUSPARSELT_SHIM})
+    file(GLOB sf_cslt_headers ${CUSPARSELT_INCLUDE_DIR}/cusparseLt*.h)
+    file(COPY ${sf_cslt_headers} DESTINATION ${SF_CUSPARSELT_SHIM})
+    message(STATUS "cuSPARSELt baseline: ${CUSPARSELT_LIBRARY} (header from ${CUSPARSELT_INCLUDE_DIR})")
   else()
     set(SF_WITH_CUSPARSELT OFF)
-    message(STATUS "cuSPARSELt not found: the cuSPARSELt baseline is left out")
+    message(STATUS "cuSPARSELt not found: the cuSPARSELt baseline is left out "
+                   "(set CUSPARSELT_DIR to the folder holding include/cusparseLt.h and lib/)")
   endif()
 endif()
 message(STATUS "SparseFlow CUDA backend: ${SF_WITH_CUDA} (archs: ${SPARSEFLOW_CUDA_ARCHS})")

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,12 +27,32 @@ struct OptConfig {
   int64_t max_position_embeddings = 0;
   int64_t word_embed_proj_dim = 0;      // == hidden_size unless project_in/project_out exist
   bool do_layer_norm_before = true;     // false: post-layernorm (OPT-350m)
+  bool remove_final_layer_norm = false; // HF "_remove_final_layer_norm" (old OPT-350m configs)
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;
   bool tie_word_embeddings = true;      // lm_head.weight == embed_tokens.weight
   std::string activation_function = "relu";
   int64_t pad_token_id = 1, bos_token_id = 2, eos_token_id = 2;
   static constexpr int64_t kPositionOffset = 2;  // OPT's learned positions start at index 2
+  // HF builds model.decoder.final_layer_norm only in this case (modeling_opt.py OPTDecoder).
+  bool has_final_layer_norm() const { return do_layer_norm_before && !remove_final_layer_norm; }
+  bool has_projections() const { return word_embed_proj_dim != hidden_size; }
+};
+
+// One tensor an OPT checkpoint holds, with the shape the config implies.
+struct ExpectedTensor {
+  std::string name;             // with the "model." prefix
+  std::vector<int64_t> shape;
+  bool prunable = false;        // a decoder linear weight (q,k,v,out_proj,fc1,fc2): 2:4 candidate
+};
+// Every tensor of an OPT model in a canonical order (embeddings, layers, final norm, lm_head).
+// lm_head.weight is listed only when `untied_lm_head`.
+std::vector<ExpectedTensor> opt_expected_tensors(const OptConfig& c, bool untied_lm_head);
+
+struct OpenOptions {
+  std::string sparsity = "none";  // HF directories: "none" or "2:4" (magnitude pruning in memory)
+  std::optional<DType> dtype;     // HF directories: convert float tensors to this type (default: as stored)
+  bool verify_checksums = true;   // .sf files: xxh64 of every tensor on open
 };
 
 // A dense tensor view into memory owned by the Model (mmap or buffer).
@@ -59,6 +81,7 @@ class Model {
   // what is missing or damaged. `sparsity` applies only to HF directories ("none" or "2:4",
   // magnitude pruning in memory).
   static std::unique_ptr<Model> open(const std::string& path, const std::string& sparsity = "none");
+  static std::unique_ptr<Model> open(const std::string& path, const OpenOptions& options);
 
   const OptConfig& config() const { return config_; }
   const std::string& vocab_json() const { return vocab_json_; }
@@ -72,15 +95,37 @@ class Model {
   const Tensor& lm_head() const;
   DType dtype() const { return dtype_; }  // element type of the linear weights
   bool is_sparse() const { return !sparse_.empty(); }
+  // Where the model came from and how: "sf" or "hf"; for .sf files the header's metadata object
+  // (converter version, sparsity, method, source, ...), for HF directories a few derived keys.
+  const std::string& source_format() const { return source_format_; }
+  const nlohmann::json& metadata() const { return metadata_; }
+  const std::map<std::string, Tensor>& dense_tensors() const { return dense_; }
+  const std::map<std::string, s24::Compressed>& sparse_tensors() const { return sparse_; }
 
  protected:
   OptConfig config_;
   std::string vocab_json_, merges_txt_;
   DType dtype_ = DType::F16;
+  std::string source_format_;
+  nlohmann::json metadata_ = nlohmann::json::object();
   std::map<std::string, Tensor> dense_;
   std::map<std::string, s24::Compressed> sparse_;  // key: "...weight" names of 2:4 linears
   std::vector<std::shared_ptr<void>> keep_alive_;  // mmaps and buffers backing the views
   friend class ModelBuilder;
 };
+
+// ---- helpers shared by the loaders, `convert` and `synth` ----------------------------------
+// A copy of a float tensor's elements in `dtype` (exact when widening; round to nearest even when
+// narrowing). Throws Error(UnsupportedShape) for non-float tensors.
+std::vector<uint8_t> convert_elements(const Tensor& t, DType dtype);
+
+struct Pruned {
+  s24::Compressed compressed;
+  double relative_error = 0;  // ||W - W_2:4||_F / ||W||_F, fp64, measured in the output dtype
+  double norm_sq = 0, dropped_sq = 0;  // ||W||_F^2 and ||W - W_2:4||_F^2 (to aggregate per layer)
+};
+// Prunes a dense [out, in] weight to 2:4 along `in` and compresses it, in `dtype`. With an empty
+// act_norm the mask is magnitude; otherwise Wanda (|w| * act_norm[in]), act_norm has `in` entries.
+Pruned prune_24(const Tensor& w, DType dtype, std::span<const float> act_norm = {});
 
 }  // namespace sf::model

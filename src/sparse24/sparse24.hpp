@@ -49,7 +49,8 @@ std::optional<Violation> find_violation(const MatrixView& w);
 //   rows_padded = round_up(rows, 16), cols_padded = round_up(cols, 32); padding is zeros.
 //   values: [rows_padded, cols_padded / 2] row-major, element type = dtype; the two kept elements
 //           of each group in ascending column order (a group with fewer than 2 nonzeros keeps
-//           zeros at the lowest free indices so every group stores exactly 2 indices i0 < i1).
+//           zeros at the lowest free indices so every group stores exactly 2 indices i0 < i1;
+//           a -0.0 is preferred over a +0.0 as filler so that it survives the round trip).
 //   meta:   uint32 words in mma.sp m16n8k32 fragment order: for each 16-row block rb and each
 //           32-column block kb, 16 consecutive words at meta[(rb * (cols_padded/32) + kb) * 16 + w];
 //           word w is the metadata register that lane (4 * (w / 2) + (w % 2)) hands to mma.sp with
@@ -96,5 +97,13 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
                     DType y_dtype, const Epilogue& ep = {});
 
 float apply_activation(Activation a, float v);
+
+// Which CPU kernels gemm_cpu / gemm_dense_cpu use. Auto picks the best the CPU supports
+// (AVX-512F, else AVX2+FMA+F16C, else portable C++); tests force the others to cover them.
+enum class CpuIsa { Auto = 0, Generic = 1, Avx2 = 2, Avx512 = 3 };
+CpuIsa cpu_isa_supported();      // the best this CPU runs
+CpuIsa cpu_isa();                // the one in use now
+void set_cpu_isa(CpuIsa isa);    // process-wide; throws Error(UnsupportedShape) above supported
+const char* cpu_isa_name(CpuIsa isa);
 
 }  // namespace sf::s24

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -28,5 +29,19 @@ struct GemmBenchOptions {
 // pruned weights. Returns {"gpu": ..., "rows": [{"m":..,"dense_ms":..,...}, ...], ...}.
 // Throws sf::Error(NoDevice) with unavailable_reason() when the GPU path cannot run.
 nlohmann::json benchmark_gemm(const GemmBenchOptions& opts);
+
+struct TuneOptions {
+  std::vector<std::pair<int64_t, int64_t>> sizes = {{4096, 4096}};  // [N, K] of each weight
+  std::vector<int64_t> batches = {1, 8, 16, 32, 64, 256, 2048};      // M values measured
+  DType dtype = DType::F16;
+  std::string output;  // empty: tune_cache_path() for this GPU
+  int iters = 50;
+};
+
+// Measures, per size and M, every SparseFlow configuration (decode kernel warps x splits, the
+// dense fallback), cuSPARSELt when built and cuBLAS dense; writes the winners to the tuning cache
+// (merged with entries already there for other sizes) and returns {"path":..., "entries": [...],
+// "measurements": [...]}. Throws sf::Error(NoDevice) when the GPU path cannot run.
+nlohmann::json tune_gemm(const TuneOptions& opts);
 
 }  // namespace sf::cuda

@@ -13,4 +13,6 @@ nlohmann::json benchmark_gemm(const GemmBenchOptions&) {
   throw Error(Status::NoDevice, unavailable_reason());
 }
 
+nlohmann::json tune_gemm(const TuneOptions&) { throw Error(Status::NoDevice, unavailable_reason()); }
+
 }  // namespace sf::cuda

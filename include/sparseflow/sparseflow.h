@@ -1,0 +1,182 @@
+/* SparseFlow's stable C ABI (C99).
+ *
+ * Conventions, for every function declared here:
+ *  - Functions return sf_status and never let a C++ exception cross the boundary. The exceptions
+ *    are the pure queries sf_version, sf_version_string, sf_status_string, sf_last_error and the
+ *    destructor sf_sparse24_free.
+ *  - Every function that returns sf_status sets this thread's last-error message: to "" when it
+ *    returns SF_OK, otherwise to a sentence naming the function, what was expected and what was
+ *    found. sf_last_error() reads it; other threads never see it.
+ *  - NULL pointers, negative sizes, sizes whose byte count overflows and enum values out of range
+ *    are SF_ERR_INVALID_ARGUMENT. Shapes that are well-formed but that 2:4 sparsity cannot take
+ *    (K not a multiple of 4, an empty matrix) are SF_ERR_UNSUPPORTED_SHAPE.
+ *  - Matrices are dense and row-major. W is [rows, cols] = [N, K] for y = x W^T: the 2:4 groups
+ *    run along cols (K), 4 consecutive elements per group.
+ *  - Handles are opaque; a handle may be read from several threads at once, but must not be freed
+ *    while another thread uses it.
+ *
+ * Values of the enums are part of the ABI and never change meaning.
+ */
+#ifndef SPARSEFLOW_SPARSEFLOW_H
+#define SPARSEFLOW_SPARSEFLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* SF_API marks the exported functions. The library is linked with -fvisibility=hidden and a
+ * version script, so nothing else (no C++ symbol of the engine) is visible from outside. */
+#if defined(_WIN32)
+#  if defined(SF_BUILDING_LIBRARY)
+#    define SF_API __declspec(dllexport)
+#  else
+#    define SF_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define SF_API __attribute__((visibility("default")))
+#else
+#  define SF_API
+#endif
+
+/* The version of these headers. sf_version() reports the library actually loaded; a program
+ * should check that its major part equals SF_VERSION_MAJOR. */
+#define SF_VERSION_MAJOR 0
+#define SF_VERSION_MINOR 1
+#define SF_VERSION_PATCH 0
+/* Encoded as major * 10000 + minor * 100 + patch, the same encoding sf_version() returns. */
+#define SF_VERSION (SF_VERSION_MAJOR * 10000 + SF_VERSION_MINOR * 100 + SF_VERSION_PATCH)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status and errors ----------------------------------------------------------------------- */
+
+/* Mirrors sf::Status in src/core/error.hpp value for value. */
+typedef enum sf_status {
+  SF_OK = 0,
+  SF_ERR_INVALID_ARGUMENT = 1,  /* a caller passed something malformed (shape, dtype, NULL) */
+  SF_ERR_UNSUPPORTED_SHAPE = 2, /* well-formed, but the format or kernel cannot take it */
+  SF_ERR_IO = 3,                /* a file could not be opened, read or written */
+  SF_ERR_FORMAT = 4,            /* a file's contents are damaged or lie */
+  SF_ERR_OUT_OF_MEMORY = 5,
+  SF_ERR_CUDA = 6,              /* a CUDA / cuBLAS / cuSPARSELt call failed */
+  SF_ERR_NO_DEVICE = 7,         /* a GPU was asked for and none is usable */
+  SF_ERR_NOT_FOUND = 8,         /* a named tensor, key or file is missing */
+  SF_ERR_INTERNAL = 9
+} sf_status;
+
+/* A short constant name for a status ("invalid argument"); "unknown status" for other values. */
+SF_API const char* sf_status_string(sf_status status);
+
+/* This thread's message from its last call that returns sf_status: "" when that call succeeded.
+ * Never NULL. The pointer stays valid until this thread's next call into the library. */
+SF_API const char* sf_last_error(void);
+
+/* ---- version ----------------------------------------------------------------------------------- */
+
+/* The loaded library's version, encoded like SF_VERSION. */
+SF_API int sf_version(void);
+/* The loaded library's version as "MAJOR.MINOR.PATCH"; static storage. */
+SF_API const char* sf_version_string(void);
+
+/* ---- element types and options ------------------------------------------------------------------ */
+
+/* Mirrors sf::DType in src/core/dtype.hpp. The 2:4 functions take F32, F16 and BF16 (F16 is IEEE
+ * binary16, BF16 the top half of a binary32, both passed as 16-bit words); the other values exist
+ * so that callers can name any tensor type, and are rejected with SF_ERR_INVALID_ARGUMENT. */
+typedef enum sf_dtype {
+  SF_DTYPE_F32 = 0,
+  SF_DTYPE_F16 = 1,
+  SF_DTYPE_BF16 = 2,
+  SF_DTYPE_F64 = 3,
+  SF_DTYPE_I8 = 4,
+  SF_DTYPE_U8 = 5,
+  SF_DTYPE_I16 = 6,
+  SF_DTYPE_I32 = 7,
+  SF_DTYPE_I64 = 8,
+  SF_DTYPE_BOOL = 9
+} sf_dtype;
+
+/* How sf_prune_24 chooses the 2 elements of each group of 4 that it keeps. */
+typedef enum sf_prune_method {
+  SF_PRUNE_MAGNITUDE = 0, /* the 2 largest |w|; ties go to the lower index */
+  SF_PRUNE_WANDA = 1      /* the 2 largest |w_ij| * act_norms[j] (Wanda-style, activation-aware) */
+} sf_prune_method;
+
+/* Applied to x W^T + bias before the residual is added. */
+typedef enum sf_activation {
+  SF_ACT_NONE = 0,
+  SF_ACT_RELU = 1,
+  SF_ACT_GELU = 2, /* exact erf form */
+  SF_ACT_SILU = 3
+} sf_activation;
+
+/* ---- 2:4 pruning and validation ----------------------------------------------------------------- */
+
+/* Prune w [rows, cols] to 2:4 along cols and write the dense result (same dtype and shape) to out.
+ * out may be w itself (in place); other overlaps are not allowed. act_norms has cols entries (the
+ * L2 norm of each input channel over calibration tokens) and is required for SF_PRUNE_WANDA,
+ * ignored (may be NULL) for SF_PRUNE_MAGNITUDE. NaN counts as larger than any number, so it is kept
+ * and shows up downstream; +-Inf counts as larger than any finite value. */
+SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
+                             sf_prune_method method, const float* act_norms, void* out);
+
+/* Set *is_24 to 1 when every group of 4 along cols of w holds at most 2 nonzeros (NaN counts as
+ * nonzero), else 0. first_row and first_group (each may be NULL) receive the first violating row
+ * and group in row-major order (the group covers columns [4*group, 4*group+4)), or -1 when w is
+ * 2:4. */
+SF_API sf_status sf_check_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
+                             int* is_24, int64_t* first_row, int64_t* first_group);
+
+/* ---- compressed 2:4 matrices ------------------------------------------------------------------- */
+
+/* A compressed 2:4 matrix: values + metadata in the layout the sparse tensor cores consume
+ * (docs/SPARSE24.md). Immutable once made. */
+typedef struct sf_sparse24 sf_sparse24;
+
+/* Compress w [rows, cols], which must already be 2:4 (else SF_ERR_INVALID_ARGUMENT naming the first
+ * violating row and group). On success *out is a new handle, to be released with sf_sparse24_free;
+ * on failure *out is set to NULL. */
+SF_API sf_status sf_sparse24_compress(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
+                                      sf_sparse24** out);
+/* Release a handle. NULL is allowed and does nothing. */
+SF_API void sf_sparse24_free(sf_sparse24* h);
+
+/* The logical dense shape [rows, cols] = [N, K]. Either pointer may be NULL. */
+SF_API sf_status sf_sparse24_shape(const sf_sparse24* h, int64_t* rows, int64_t* cols);
+/* The stored shape: rows rounded up to 16, cols rounded up to 32 (the padding is zeros). */
+SF_API sf_status sf_sparse24_padded_shape(const sf_sparse24* h, int64_t* rows_padded,
+                                          int64_t* cols_padded);
+SF_API sf_status sf_sparse24_dtype(const sf_sparse24* h, sf_dtype* dtype);
+/* Bytes a kernel reads to use the matrix once: values + metadata. */
+SF_API sf_status sf_sparse24_compressed_bytes(const sf_sparse24* h, size_t* bytes);
+
+/* The kept values, [rows_padded, cols_padded / 2] row-major of the handle's dtype. The pointer is
+ * owned by the handle and valid until sf_sparse24_free. */
+SF_API sf_status sf_sparse24_values(const sf_sparse24* h, const void** data, size_t* bytes);
+/* The metadata words (uint32, mma.sp m16n8k32 fragment order, docs/SPARSE24.md):
+ * rows_padded / 16 * cols_padded / 32 * 16 words. Owned by the handle like the values. */
+SF_API sf_status sf_sparse24_meta(const sf_sparse24* h, const uint32_t** data, size_t* bytes);
+
+/* Write the dense [rows, cols] matrix (the handle's dtype) to out; bit-exact inverse of compress. */
+SF_API sf_status sf_sparse24_decompress(const sf_sparse24* h, void* out);
+
+/* y[m, N] = act(x[m, K] W^T + bias) + residual on the CPU, fp32 accumulation, multithreaded.
+ * x_dtype and y_dtype are F32, F16 or BF16. bias [N] and residual [m, N] are optional (NULL); their
+ * dtype arguments are read only when they are given. m == 0 does nothing. y must not overlap x or
+ * residual. */
+SF_API sf_status sf_sparse24_gemm_cpu(const sf_sparse24* h, const void* x, sf_dtype x_dtype,
+                                      int64_t m, void* y, sf_dtype y_dtype, const void* bias,
+                                      sf_dtype bias_dtype, sf_activation act, const void* residual,
+                                      sf_dtype residual_dtype);
+
+/* ---- models ------------------------------------------------------------------------------------ */
+/* Reserved for the model API (a later issue): an opaque sf_model handle opened from a .sf file
+ * (sf_model_open / sf_model_free), text generation (sf_model_generate) and evaluation
+ * (sf_model_perplexity), following the conventions above. Nothing is declared here yet. */
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* SPARSEFLOW_SPARSEFLOW_H */

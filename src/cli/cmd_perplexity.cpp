@@ -1,0 +1,82 @@
+// sparseflow perplexity: exp(mean negative log-likelihood) of a token sequence, the first token of
+// each window being context only; with one window this is exp(HF's loss) on the same ids.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.hpp"
+#include "cli/model_io.hpp"
+#include "core/error.hpp"
+#include "model/generate.hpp"
+
+namespace sf::cli {
+
+namespace {
+
+struct PerplexityOptions {
+  std::string model, text_file, ids, device = "cpu";
+  int64_t context = 0;
+  bool json = false;
+  int threads = 0;
+};
+
+void run_perplexity(const PerplexityOptions& o) {
+  require_cpu_device(o.device);
+  set_cpu_threads(o.threads);
+  if (o.text_file.empty() == o.ids.empty()) fail(Status::InvalidArgument, "give exactly one of --text FILE or --ids 2,17,...");
+  auto model = model::Model::open(o.model);
+  model::OptCpu opt(*model);
+
+  std::vector<int32_t> ids;
+  if (!o.text_file.empty()) {
+    std::ifstream f(o.text_file, std::ios::binary);
+    if (!f) fail(Status::Io, "cannot open --text file {}; check the path.", o.text_file);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    // Tokenized like HF's OPT tokenizer(text): BOS first.
+    ids = model_tokenizer(*model).encode_with_bos(ss.str(), int32_t(model->config().bos_token_id));
+  } else {
+    ids = parse_id_list(o.ids);
+  }
+  const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = model::perplexity(opt, ids, context);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (o.json) {
+    const nlohmann::ordered_json out = {{"perplexity", r.perplexity()}, {"mean_nll", r.mean_nll()},
+                                        {"tokens", ids.size()},          {"predicted", r.predicted},
+                                        {"windows", r.windows},          {"context", context},
+                                        {"seconds", secs}};
+    fmt::print("{}\n", out.dump());
+  } else {
+    fmt::print("perplexity {:.6g}  (mean NLL {:.6f} nats over {} predicted tokens; {} tokens in {} window{} of "
+               "up to {})\n",
+               r.perplexity(), r.mean_nll(), r.predicted, ids.size(), r.windows, r.windows == 1 ? "" : "s", context);
+  }
+  fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs, cpu_threads());
+}
+
+}  // namespace
+
+void add_perplexity_command(CLI::App& app) {
+  auto o = std::make_shared<PerplexityOptions>();
+  CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a text or token sequence on the CPU");
+  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")->required();
+  auto* t = cmd->add_option("--text", o->text_file, "a UTF-8 text file (tokenized with BOS first)");
+  auto* i = cmd->add_option("--ids", o->ids, "token ids, comma-separated, used exactly as given");
+  t->excludes(i);
+  cmd->add_option("--context", o->context,
+                  "score non-overlapping windows of N tokens (default: max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->add_option("--device", o->device, "where to run: cpu")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
+  cmd->callback([o] { run_perplexity(*o); });
+}
+
+}  // namespace sf::cli

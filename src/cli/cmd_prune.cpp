@@ -1,0 +1,215 @@
+// sparseflow prune: make the 2-D floating tensors of a safetensors file 2:4 along their last
+// dimension (the K of y = x W^T), keeping them dense, with the same names, dtypes and shapes.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <regex>
+
+#include "cli/commands.hpp"
+#include "cli/table.hpp"
+#include "cli/tensor_view.hpp"
+#include "core/error.hpp"
+#include "format/safetensors.hpp"
+#include "sparse24/sparse24.hpp"
+
+namespace sf::cli {
+
+namespace {
+
+struct PruneOptions {
+  std::string input, output, method = "magnitude", norms_path, only;
+};
+
+enum class Action { Copy, Skip, Prune };
+
+struct Plan {
+  const st::TensorInfo* tensor = nullptr;
+  Action action = Action::Copy;
+  std::string note;          // why a 2-D floating tensor was skipped
+  std::vector<float> norms;  // Wanda: one activation norm per input channel
+};
+
+// The Wanda norms for weight `t`: a 1-D F32 tensor of length K under the same name.
+std::vector<float> load_norms(const st::File& norms, const st::TensorInfo& t) {
+  const int64_t k = t.shape[1];
+  const st::TensorInfo* n = norms.find(t.name);
+  if (!n)
+    fail(Status::NotFound, "--activation-norms file '{}' has no tensor '{}'; expected a 1-D F32 "
+         "tensor of length {} (the L2 norm of each input channel) under the weight's name. Add it, "
+         "or leave '{}' out with --only", norms.path(), t.name, k, t.name);
+  if (n->dtype != DType::F32 || n->shape != std::vector<int64_t>{k})
+    fail(Status::InvalidArgument, "--activation-norms file '{}': tensor '{}' is {} {}, expected F32 "
+         "[{}] (one norm per input channel of the weight {})", norms.path(), t.name,
+         dtype_name(n->dtype), format_shape(n->shape), k, format_shape(t.shape));
+  std::vector<float> v(static_cast<size_t>(k));
+  std::memcpy(v.data(), norms.data(*n).data(), v.size() * sizeof(float));
+  for (size_t j = 0; j < v.size(); ++j)
+    if (!std::isfinite(v[j]) || v[j] < 0)
+      fail(Status::InvalidArgument, "--activation-norms file '{}': tensor '{}' entry {} is {}; norms "
+           "must be finite and non-negative", norms.path(), t.name, j, v[j]);
+  return v;
+}
+
+struct PruneStats {
+  double norm2 = 0, err2 = 0;  // ||W||_F^2 and ||W - W_pruned||_F^2
+  int64_t nonzero_before = 0, nonzero_after = 0;
+};
+
+// Prunes one tensor; returns its new bytes.
+std::vector<uint8_t> prune_tensor(const st::File& file, const Plan& p, PruneStats& s) {
+  const st::TensorInfo& t = *p.tensor;
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const auto bytes = file.data(t);
+  MatrixCopy m = values_matrix(bytes, t.dtype, rows, cols);
+  const std::vector<uint8_t> mask =
+      p.norms.empty() ? s24::magnitude_mask(m.view) : s24::wanda_mask(m.view, p.norms);
+
+  // Statistics from the original values: what the mask drops is exactly W - W_pruned.
+  const bool f64 = t.dtype == DType::F64;
+  const void* orig = f64 ? static_cast<const void*>(bytes.data()) : m.storage.data();
+  for (size_t i = 0; i < mask.size(); ++i) {
+    const double w = load_as_double(orig, t.dtype, i);
+    s.norm2 += w * w;
+    s.nonzero_before += w != 0;  // NaN != 0 too
+    if (mask[i]) s.nonzero_after += w != 0;
+    else s.err2 += w * w;
+  }
+
+  if (!f64) {  // m.storage is a copy of the tensor in its own dtype: prune it in place
+    s24::apply_mask(m.storage.data(), t.dtype, rows, cols, mask);
+    return std::move(m.storage);
+  }
+  std::vector<uint8_t> out = copy_bytes(bytes);
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) std::memset(out.data() + 8 * i, 0, 8);
+  return out;
+}
+
+std::string percent(int64_t part, int64_t whole) {
+  return whole ? fmt::format("{:.1f}%", 100.0 * double(part) / double(whole)) : "-";
+}
+
+void run_prune(const PruneOptions& o) {
+  const bool wanda = o.method == "wanda";
+  if (wanda && o.norms_path.empty())
+    fail(Status::InvalidArgument, "--method wanda needs --activation-norms NORMS.safetensors (for "
+         "each weight, a 1-D F32 tensor of per-input-channel activation norms under the same name)");
+  if (!wanda && !o.norms_path.empty())
+    fail(Status::InvalidArgument, "--activation-norms is only used by --method wanda; add "
+         "--method wanda or drop --activation-norms");
+  std::optional<std::regex> only;
+  if (!o.only.empty()) {
+    try {
+      only.emplace(o.only, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      fail(Status::InvalidArgument, "--only '{}' is not a valid regular expression ({})", o.only, e.what());
+    }
+  }
+
+  const st::File file = st::File::open(o.input);
+  std::optional<st::File> norms;
+  if (wanda) norms.emplace(st::File::open(o.norms_path));
+
+  // Decide everything (and load every norm) before the slow part, so mistakes surface at once.
+  std::vector<Plan> plans;
+  int n_prune = 0;
+  for (const auto& t : file.tensors()) {
+    Plan p;
+    p.tensor = &t;
+    if (is_2d_float(t) && (!only || std::regex_search(t.name, *only))) {
+      p.note = not_sparsifiable_reason(t);
+      if (!p.note.empty()) {
+        if (only && t.numel() != 0)
+          fail(Status::UnsupportedShape, "--only '{}' matches '{}' {}, whose {}, so it cannot be "
+               "2:4 (groups of 4 along the last dimension). Narrow --only so it does not match it",
+               o.only, t.name, format_shape(t.shape), p.note);
+        p.action = Action::Skip;
+      } else {
+        p.action = Action::Prune;
+        if (wanda) p.norms = load_norms(*norms, t);
+        ++n_prune;
+      }
+    }
+    plans.push_back(std::move(p));
+  }
+  if (only && n_prune == 0)
+    fail(Status::NotFound, "--only '{}' matches no 2-D floating tensor of '{}' ({} tensors); check "
+         "the pattern (it is searched for anywhere in each name, ECMAScript syntax)", o.only,
+         o.input, file.tensors().size());
+
+  std::vector<std::vector<uint8_t>> pruned;  // owns the new bytes until they are written
+  pruned.reserve(size_t(n_prune));
+  std::vector<st::TensorToWrite> out;
+  Table table({"tensor", "dtype", "shape", "nonzero before", "kept", "rel. error ||W-Wp||/||W||"});
+  PruneStats total;
+  std::vector<std::string> skipped;
+  int copied = 0;
+  for (const Plan& p : plans) {
+    const st::TensorInfo& t = *p.tensor;
+    std::span<const uint8_t> data = file.data(t);
+    if (p.action == Action::Prune) {
+      PruneStats s;
+      pruned.push_back(prune_tensor(file, p, s));
+      data = pruned.back();
+      const int64_t n = t.numel();
+      table.add_row({t.name, std::string(dtype_name(t.dtype)), format_shape(t.shape),
+                     percent(s.nonzero_before, n), percent(s.nonzero_after, n),
+                     format_number(s.norm2 > 0 ? std::sqrt(s.err2 / s.norm2) : 0.0)});
+      total.norm2 += s.norm2;
+      total.err2 += s.err2;
+    } else if (p.action == Action::Skip) {
+      skipped.push_back(fmt::format("{} {}: {}", t.name, format_shape(t.shape), p.note));
+      ++copied;
+    } else {
+      ++copied;
+    }
+    out.push_back({t.name, t.dtype, t.shape, data});
+  }
+  st::write_file(o.output, out, file.metadata());
+
+  if (n_prune) {
+    if (n_prune > 1)
+      table.add_row({"(all pruned)", "", "", "", "",
+                     format_number(total.norm2 > 0 ? std::sqrt(total.err2 / total.norm2) : 0.0)});
+    fmt::print("{}", table.str());
+  }
+  for (const auto& s : skipped) fmt::print("skipped (copied unchanged): {}\n", s);
+  fmt::print("wrote {}: {} tensor(s) pruned to 2:4 ({}), {} copied unchanged\n", o.output, n_prune,
+             o.method, copied);
+}
+
+}  // namespace
+
+void add_prune_command(CLI::App& app) {
+  auto o = std::make_shared<PruneOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "prune",
+      "Prune the 2-D floating tensors of a safetensors file to 2:4 sparsity along their last "
+      "dimension (keep 2 of every aligned group of 4) and write them, still dense, with the same "
+      "names, dtypes and shapes. Other tensors are copied unchanged; __metadata__ is kept. The "
+      "output is written atomically (it may be the input file).\n"
+      "Tensors whose last dimension is not a multiple of 4 are skipped, with a note, unless --only "
+      "names them (then it is an error).\n"
+      "Wanda norms file: a safetensors file holding, for each weight to prune, a 1-D F32 tensor "
+      "of length K (the weight's last dimension) under the weight's own name: entry j is the L2 "
+      "norm of input channel j over calibration tokens. A weight's scores are |W_ij| * norm_j.");
+  cmd->add_option("--input,-i", o->input, "safetensors file to prune")->required();
+  cmd->add_option("--output,-o", o->output, "safetensors file to write")->required();
+  cmd->add_option("--method", o->method,
+                  "magnitude: keep the 2 largest |w| of each group; wanda: keep the 2 largest "
+                  "|w| * activation norm")
+      ->check(CLI::IsMember({"magnitude", "wanda"}))
+      ->capture_default_str();
+  cmd->add_option("--activation-norms", o->norms_path,
+                  "safetensors file of per-input-channel activation norms (--method wanda; see above)");
+  cmd->add_option("--only", o->only,
+                  "prune only tensors whose name matches this regular expression (searched anywhere "
+                  "in the name, ECMAScript syntax), e.g. 'fc[12]\\.weight$'");
+  cmd->callback([o] { run_prune(*o); });
+}
+
+}  // namespace sf::cli

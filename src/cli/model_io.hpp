@@ -1,0 +1,37 @@
+// Small pieces shared by the commands that run a model (generate, perplexity, tokenize): parsing an
+// --ids list, getting the model's tokenizer, choosing the CPU thread count, and streaming UTF-8.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/weights.hpp"
+#include "tokenizer/bpe.hpp"
+
+namespace sf::cli {
+
+// "2,17, 5" -> {2, 17, 5}. Throws Error(InvalidArgument) naming the bad item.
+std::vector<int32_t> parse_id_list(const std::string& text);
+
+// The model's own vocab.json + merges.txt. Throws Error(NotFound) when the model carries none.
+tok::Tokenizer model_tokenizer(const model::Model& m);
+
+// --threads N (0 keeps OpenMP's default). Throws Error(InvalidArgument) for N < 0.
+void set_cpu_threads(int threads);
+int cpu_threads();
+
+// --device: only "cpu" runs these commands for now. Throws Error(InvalidArgument) otherwise.
+void require_cpu_device(const std::string& device);
+
+// Token bytes arrive in pieces that can split a UTF-8 character; push() returns the text that is
+// complete so far (invalid bytes become U+FFFD), finish() whatever is left.
+class Utf8Stream {
+ public:
+  std::string push(const std::string& bytes);
+  std::string finish();
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace sf::cli

@@ -1,0 +1,17 @@
+#include "kernels/cuda/check.hpp"
+
+#include <string_view>
+
+#include "core/error.hpp"
+
+namespace sf::cuda::detail {
+
+void throw_cuda(const char* lib, const char* what, const char* stmt, const char* file, int line) {
+  Status st = Status::Cuda;
+  if (what && std::string_view(what).find("out of memory") != std::string_view::npos) st = Status::OutOfMemory;
+  fail(st, "{} call failed: {}\n  statement: {}\n  at {}:{}", lib, what ? what : "?", stmt, file, line);
+}
+
+void throw_status(int status, const std::string& message) { throw Error(Status(status), message); }
+
+}  // namespace sf::cuda::detail

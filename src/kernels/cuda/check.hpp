@@ -1,0 +1,51 @@
+// One check macro family for CUDA, cuBLAS and cuSPARSELt calls: a failure throws sf::Error(Cuda)
+// naming the statement, the file and line, and the library's own error string.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#ifdef SF_WITH_CUSPARSELT
+#include <cusparseLt.h>
+#endif
+
+namespace sf::cuda::detail {
+
+// Defined in check.cpp (fmt's compile-time format checks do not build under nvcc).
+// This header stays free of fmt (core/error.hpp) so that .cu files can include it.
+[[noreturn]] void throw_cuda(const char* lib, const char* what, const char* stmt, const char* file, int line);
+// throw sf::Error(Status(status), message), for .cu files.
+[[noreturn]] void throw_status(int status, const std::string& message);
+
+inline const char* cublas_error_string(cublasStatus_t s) { return cublasGetStatusString(s); }
+
+}  // namespace sf::cuda::detail
+
+#define SF_CUDA_CHECK(stmt)                                                                     \
+  do {                                                                                         \
+    cudaError_t sf_err_ = (stmt);                                                              \
+    if (sf_err_ != cudaSuccess)                                                                \
+      ::sf::cuda::detail::throw_cuda("CUDA", cudaGetErrorString(sf_err_), #stmt, __FILE__, __LINE__); \
+  } while (0)
+
+// After every kernel launch: catches bad launch configurations at once (not at the next sync).
+#define SF_CUDA_CHECK_LAUNCH() SF_CUDA_CHECK(cudaGetLastError())
+
+#define SF_CUBLAS_CHECK(stmt)                                                                   \
+  do {                                                                                         \
+    cublasStatus_t sf_st_ = (stmt);                                                            \
+    if (sf_st_ != CUBLAS_STATUS_SUCCESS)                                                       \
+      ::sf::cuda::detail::throw_cuda("cuBLAS", ::sf::cuda::detail::cublas_error_string(sf_st_), #stmt, \
+                                     __FILE__, __LINE__);                                      \
+  } while (0)
+
+#ifdef SF_WITH_CUSPARSELT
+#define SF_CUSPARSELT_CHECK(stmt)                                                               \
+  do {                                                                                         \
+    cusparseStatus_t sf_st_ = (stmt);                                                          \
+    if (sf_st_ != CUSPARSE_STATUS_SUCCESS)                                                     \
+      ::sf::cuda::detail::throw_cuda("cuSPARSELt", cusparseLtGetErrorString(sf_st_), #stmt,    \
+                                     __FILE__, __LINE__);                                      \
+  } while (0)
+#endif

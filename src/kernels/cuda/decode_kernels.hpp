@@ -1,0 +1,44 @@
+// Launchers of the kernels behind SparseGemm (host side; the kernels live in the .cu files).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "core/dtype.hpp"
+#include "kernels/cuda/epilogue.cuh"
+
+namespace sf::cuda {
+
+struct DecodeLaunch {
+  const void* values = nullptr;  // DeviceWeight24::values
+  const void* meta = nullptr;    // DeviceWeight24::meta
+  const void* x = nullptr;       // [m, k]
+  int m = 0, n = 0, k = 0;
+  int k_tiles = 0, k_quads = 0;
+  int row_blocks = 0;
+  int splits = 1, quads_per_split = 0;
+  EpilogueParams ep;
+  float* partials = nullptr;  // [token_chunks * row_blocks * splits * mt * 8 * 16] when splits > 1
+  int* counters = nullptr;    // [token_chunks * row_blocks], zero on entry, zero on exit
+};
+
+// mt: 8-token n-tiles per block (1, 2, 4 or 8); tokens beyond 8 * mt go to more blocks (grid.z).
+// warps: 4 or 8. Throws Error(Internal) for a combination that is not instantiated.
+void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, cudaStream_t stream);
+inline constexpr int kDecodeMaxMt = 8;
+// Partial-sum floats launch_decode needs for this launch.
+inline size_t decode_partial_floats(int m, int row_blocks, int splits, int mt) {
+  const int chunks = (m + 8 * mt - 1) / (8 * mt);
+  return splits > 1 ? size_t(chunks) * row_blocks * splits * mt * 8 * 16 : 0;
+}
+inline size_t decode_counter_count(int m, int row_blocks, int mt) {
+  return size_t((m + 8 * mt - 1) / (8 * mt)) * row_blocks;
+}
+
+// Dense [n, k] row-major copy of W (for the dense fallback and the tests).
+void launch_decompress(const void* values, const void* meta, int64_t n, int64_t k, int64_t k_tiles,
+                       void* dense, cudaStream_t stream);
+// y = epilogue(acc) elementwise, acc [m, n] fp32.
+void launch_epilogue(const float* acc, int64_t m, int64_t n, const EpilogueParams& ep, cudaStream_t stream);
+
+}  // namespace sf::cuda

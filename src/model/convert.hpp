@@ -1,0 +1,53 @@
+// Writes a loaded (dense) model as a `.sf` file, optionally pruning every decoder linear weight to
+// 2:4 on the way. Streams: each tensor is converted, pruned, written and dropped in turn, so the
+// output never needs the model's size in memory beyond the source's own mapping.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/weights.hpp"
+
+namespace sf::model {
+
+inline constexpr const char* kConverterVersion = SPARSEFLOW_VERSION_STRING;
+
+struct ConvertOptions {
+  std::string sparsity = "none";   // "none" or "2:4"
+  std::string method = "magnitude";  // 2:4 only: "magnitude" or "wanda"
+  // Wanda: per decoder linear ("model.decoder.layers.3.fc1"), the L2 norm of each input channel
+  // over calibration tokens (collect_activation_norms in opt_cpu.hpp).
+  std::map<std::string, std::vector<float>> act_norms;
+  std::optional<DType> dtype;      // element type of every float tensor (default: as loaded)
+  nlohmann::json extra_metadata = nlohmann::json::object();  // merged into the header metadata
+};
+
+struct LinearReport {
+  std::string name;               // "model.decoder.layers.0.fc1.weight"
+  int64_t layer = -1;
+  double relative_error = 0;      // ||W - W_2:4|| / ||W||
+  double norm_sq = 0, dropped_sq = 0;
+};
+
+struct ConvertReport {
+  int64_t parameters = 0;         // logical elements of every model tensor (pruned zeros included)
+  uint64_t file_bytes = 0;
+  uint64_t dense_bytes = 0;       // what the weights would take dense in the output dtype
+  uint64_t weight_bytes = 0;      // what they take as written (2:4 values + metadata)
+  std::vector<LinearReport> linears;
+  // Per decoder layer: sqrt(sum dropped^2 / sum ||W||^2) over its pruned linears.
+  std::vector<double> layer_relative_error;
+};
+
+// (tensors done, tensors total, name of the tensor just written, bytes written so far, bytes total)
+using ConvertProgress = std::function<void(size_t, size_t, const std::string&, uint64_t, uint64_t)>;
+
+// Throws Error(InvalidArgument) for bad options (wanda without norms, unknown sparsity), and
+// Error(UnsupportedShape) for a source model that is already 2:4. The output is atomic.
+ConvertReport convert_to_sf(const Model& source, const std::string& output, const ConvertOptions& opt,
+                            const ConvertProgress& progress = {});
+
+}  // namespace sf::model

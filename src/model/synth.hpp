@@ -1,0 +1,55 @@
+// Synthetic OPT checkpoints with deterministic random weights: the built-in default model (no
+// download needed) and the shapes of real OPT models for benchmarks. The weights are random and
+// say so: config.json carries "sparseflow_synthetic" and the safetensors metadata "synthetic".
+// The tokenizer is the fixture tokenizer (tests/data/tokenizer), embedded into the binary.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "model/weights.hpp"
+
+namespace sf::model {
+
+// One row per architecture `sparseflow synth --arch` knows. vocab 0 = the built-in tokenizer's.
+struct SynthShape {
+  std::string_view name;
+  int64_t hidden, layers, heads, ffn, max_positions, word_embed_proj_dim, vocab;
+  bool do_layer_norm_before;
+};
+// Shapes from the published OPT configs belong here (issue 6 adds opt-125m ... opt-30b rows).
+inline constexpr SynthShape kSynthShapes[] = {
+    // A model that runs anywhere in milliseconds: 2 layers, 4 heads of 16, ReLU FFN of 256.
+    {"tiny", 64, 2, 4, 256, 128, 64, 0, true},
+};
+const SynthShape& find_synth_shape(std::string_view name);  // throws Error(InvalidArgument)
+
+struct SynthOptions {
+  std::string arch = "tiny";
+  uint64_t seed = 0;
+  DType dtype = DType::F16;
+  float init_std = 0.02f;  // N(0, std) weights, as HF's OPT initialisation
+  // Variants of the checkpoint layout (the loader's tests use every one):
+  std::optional<int64_t> word_embed_proj_dim;  // != hidden adds project_in / project_out
+  std::optional<bool> do_layer_norm_before;    // false: post-layernorm
+  bool tie_word_embeddings = true;             // false: a separate lm_head.weight
+  bool model_prefix = true;                    // "model.decoder.*" (OPTForCausalLM) or "decoder.*" (OPTModel)
+  int shards = 1;                              // > 1: model-0000i-of-0000n.safetensors + index json
+};
+
+// The config the options describe (vocab from the built-in tokenizer when the shape says 0).
+OptConfig synth_config(const SynthOptions& o);
+
+// Writes an HF checkpoint directory (created when absent): config.json, model.safetensors (or
+// shards and model.safetensors.index.json), vocab.json, merges.txt. Every file is written
+// atomically. Same options and seed -> the same bytes on every machine.
+OptConfig write_tiny_opt(const std::string& dir, const SynthOptions& o);
+
+// The built-in tokenizer (tests/data/tokenizer/{vocab.json,merges.txt} at build time).
+std::string_view builtin_vocab_json();
+std::string_view builtin_merges_txt();
+
+}  // namespace sf::model

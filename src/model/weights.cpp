@@ -1,0 +1,407 @@
+// Model::open: a `.sf` file (views into its mmap) or a Hugging Face OPT checkpoint directory
+// (views into the safetensors mmaps, converted or pruned in memory when asked).
+#include "model/weights.hpp"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/ranges.h>
+
+#include "core/error.hpp"
+#include "format/hf_config.hpp"
+#include "format/safetensors.hpp"
+#include "format/sf_file.hpp"
+
+namespace sf::model {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kVocabTensor = "tokenizer.vocab.json";
+constexpr const char* kMergesTensor = "tokenizer.merges.txt";
+
+std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+std::string read_text_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) fail(Status::Io, "cannot read '{}'", p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// HF saves "model.decoder.*" from OPTForCausalLM and "decoder.*" from OPTModel.
+std::string normalize_name(const std::string& n) {
+  if (n.rfind("decoder.", 0) == 0) return "model." + n;
+  return n;
+}
+
+bool is_float16_or_32(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+std::string list_some(const std::vector<std::string>& names, size_t max = 12) {
+  std::vector<std::string> head(names.begin(), names.begin() + std::min(names.size(), max));
+  std::string s = fmt::format("{}", fmt::join(head, ", "));
+  if (names.size() > max) s += fmt::format(" and {} more", names.size() - max);
+  return s;
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> opt_expected_tensors(const OptConfig& c, bool untied_lm_head) {
+  const int64_t h = c.hidden_size, w = c.word_embed_proj_dim, f = c.ffn_dim;
+  std::vector<ExpectedTensor> v;
+  const std::string d = "model.decoder.";
+  v.push_back({d + "embed_tokens.weight", {c.vocab_size, w}, false});
+  v.push_back({d + "embed_positions.weight", {c.max_position_embeddings + OptConfig::kPositionOffset, h}, false});
+  if (c.has_projections()) {
+    v.push_back({d + "project_in.weight", {h, w}, false});
+    v.push_back({d + "project_out.weight", {w, h}, false});
+  }
+  auto layer_norm = [&](const std::string& p) {
+    if (!c.layer_norm_elementwise_affine) return;
+    v.push_back({p + ".weight", {h}, false});
+    v.push_back({p + ".bias", {h}, false});
+  };
+  auto linear = [&](const std::string& p, int64_t out, int64_t in) {
+    v.push_back({p + ".weight", {out, in}, true});
+    if (c.enable_bias) v.push_back({p + ".bias", {out}, false});
+  };
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string l = fmt::format("{}layers.{}.", d, i);
+    linear(l + "self_attn.q_proj", h, h);
+    linear(l + "self_attn.k_proj", h, h);
+    linear(l + "self_attn.v_proj", h, h);
+    linear(l + "self_attn.out_proj", h, h);
+    layer_norm(l + "self_attn_layer_norm");
+    linear(l + "fc1", f, h);
+    linear(l + "fc2", h, f);
+    layer_norm(l + "final_layer_norm");
+  }
+  if (c.has_final_layer_norm()) layer_norm(d + "final_layer_norm");
+  if (untied_lm_head) v.push_back({"lm_head.weight", {c.vocab_size, w}, false});
+  return v;
+}
+
+std::vector<uint8_t> convert_elements(const Tensor& t, DType dtype) {
+  if (!is_float16_or_32(t.dtype) && t.dtype != DType::F64)
+    fail(Status::UnsupportedShape, "cannot convert a {} tensor to {}: only float tensors convert",
+         dtype_name(t.dtype), dtype_name(dtype));
+  const int64_t n = t.numel();
+  std::vector<uint8_t> out(size_t(n) * dtype_size(dtype));
+  if (t.dtype == dtype) {
+    std::memcpy(out.data(), t.data, out.size());
+    return out;
+  }
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) store_from_float(out.data(), dtype, size_t(i), load_as_float(t.data, t.dtype, size_t(i)));
+  return out;
+}
+
+Pruned prune_24(const Tensor& w, DType dtype, std::span<const float> act_norm) {
+  if (w.shape.size() != 2)
+    fail(Status::UnsupportedShape, "2:4 pruning needs a matrix [out, in], found shape {}", shape_str(w.shape));
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  if (!act_norm.empty() && int64_t(act_norm.size()) != cols)
+    fail(Status::InvalidArgument, "Wanda pruning: {} activation norms for a weight with {} input channels",
+         act_norm.size(), cols);
+  std::vector<uint8_t> buf = convert_elements(w, dtype);
+  const s24::MatrixView view{buf.data(), dtype, rows, cols};
+  const std::vector<uint8_t> mask = act_norm.empty() ? s24::magnitude_mask(view) : s24::wanda_mask(view, act_norm);
+  // Error of the dropped elements relative to the whole, in fp64.
+  double dropped = 0, total = 0;
+#pragma omp parallel for reduction(+ : dropped, total) schedule(static)
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const double x = load_as_float(buf.data(), dtype, size_t(i));
+    total += x * x;
+    if (!mask[size_t(i)]) dropped += x * x;
+  }
+  s24::apply_mask(buf.data(), dtype, rows, cols, mask);
+  Pruned p;
+  p.compressed = s24::compress(view);
+  p.relative_error = total > 0 ? std::sqrt(dropped / total) : 0.0;
+  p.norm_sq = total;
+  p.dropped_sq = dropped;
+  return p;
+}
+
+// ---- Model accessors -----------------------------------------------------------------------
+
+const Tensor* Model::find(const std::string& name) const {
+  const auto it = dense_.find(name);
+  return it == dense_.end() ? nullptr : &it->second;
+}
+
+const Tensor& Model::tensor(const std::string& name) const {
+  if (const Tensor* t = find(name)) return *t;
+  if (sparse_.count(name))
+    fail(Status::NotFound, "tensor '{}' is stored 2:4-compressed; use Model::linear() for it", name);
+  fail(Status::NotFound, "the model has no tensor '{}' ({} dense, {} 2:4 tensors loaded)", name, dense_.size(),
+       sparse_.size());
+}
+
+Linear Model::linear(const std::string& prefix) const {
+  Linear l;
+  const std::string wname = prefix + ".weight";
+  if (const auto it = sparse_.find(wname); it != sparse_.end()) {
+    l.sparse = &it->second;
+    l.out_features = it->second.rows;
+    l.in_features = it->second.cols;
+  } else {
+    const Tensor& w = tensor(wname);
+    if (w.shape.size() != 2)
+      fail(Status::Format, "'{}' should be a matrix [out, in], found shape {}", wname, shape_str(w.shape));
+    l.dense = &w;
+    l.out_features = w.shape[0];
+    l.in_features = w.shape[1];
+  }
+  l.bias = find(prefix + ".bias");
+  return l;
+}
+
+const Tensor& Model::lm_head() const {
+  if (!config_.tie_word_embeddings)
+    if (const Tensor* t = find("lm_head.weight")) return *t;
+  return tensor("model.decoder.embed_tokens.weight");
+}
+
+// ---- loading -------------------------------------------------------------------------------
+
+class ModelBuilder {
+ public:
+  static std::unique_ptr<Model> from_sf(const std::string& path, const OpenOptions& opt);
+  static std::unique_ptr<Model> from_hf(const std::string& dir, const OpenOptions& opt);
+
+ private:
+  // Every tensor the config implies is present (dense, or 2:4 for linear weights) with its shape
+  // and a float dtype; sets dtype_ from the linear weights.
+  static void check_complete(Model& m, const std::string& where);
+};
+
+void ModelBuilder::check_complete(Model& m, const std::string& where) {
+  const auto expected = opt_expected_tensors(m.config_, !m.config_.tie_word_embeddings);
+  std::vector<std::string> missing;
+  bool first_linear = true;
+  for (const auto& e : expected) {
+    std::vector<int64_t> shape;
+    DType dt;
+    if (const auto it = m.dense_.find(e.name); it != m.dense_.end()) {
+      shape = it->second.shape;
+      dt = it->second.dtype;
+    } else if (const auto is = m.sparse_.find(e.name); is != m.sparse_.end() && e.prunable) {
+      shape = {is->second.rows, is->second.cols};
+      dt = is->second.dtype;
+    } else {
+      missing.push_back(e.name);
+      continue;
+    }
+    if (shape != e.shape)
+      fail(Status::Format, "{}: tensor '{}' has shape {}, but the config (hidden {}, ffn {}, vocab {}, "
+           "word_embed_proj_dim {}) implies {}. Is config.json from a different checkpoint?", where, e.name,
+           shape_str(shape), m.config_.hidden_size, m.config_.ffn_dim, m.config_.vocab_size,
+           m.config_.word_embed_proj_dim, shape_str(e.shape));
+    if (!is_float16_or_32(dt))
+      fail(Status::UnsupportedShape, "{}: tensor '{}' is {}, expected F32, F16 or BF16", where, e.name, dtype_name(dt));
+    if (e.prunable && first_linear) {
+      m.dtype_ = dt;
+      first_linear = false;
+    }
+  }
+  if (!missing.empty())
+    fail(Status::NotFound, "{}: {} tensor(s) the config implies are missing: {}. Check that the checkpoint "
+         "is complete (all shards present) and that config.json belongs to it.", where, missing.size(),
+         list_some(missing));
+}
+
+std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const OpenOptions& opt) {
+  if (opt.sparsity != "none" && !opt.sparsity.empty())
+    fail(Status::InvalidArgument, "'{}' is a .sf file: its sparsity was fixed by `sparseflow convert`; "
+         "--sparsity {} applies only to HF checkpoint directories", path, opt.sparsity);
+  auto file = std::make_shared<sff::File>(sff::File::open(path, {opt.verify_checksums}));
+  if (file->architecture() != "opt")
+    fail(Status::UnsupportedShape, "'{}' holds a \"{}\" model; this build runs \"opt\" only", path,
+         file->architecture());
+  auto m = std::unique_ptr<Model>(new Model());
+  m->config_ = format::parse_opt_config_json(file->config(), path + " (header config)");
+  m->source_format_ = "sf";
+  m->metadata_ = file->metadata();
+  m->metadata_["sf.format_version"] = file->version();
+  m->metadata_["sf.checksums_verified"] = file->checksums_verified();
+  for (const auto& e : file->entries()) {
+    if (e.kind == sff::kKindDense) {
+      const auto bytes = file->data(e.parts[0]);
+      if (e.name == kVocabTensor) {
+        m->vocab_json_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else if (e.name == kMergesTensor) {
+        m->merges_txt_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else {
+        m->dense_[e.name] = Tensor{e.dtype, e.shape, bytes.data()};
+      }
+    } else if (e.kind == sff::kKindS24) {
+      // Copied: s24::Compressed owns its arrays. The mmap pages are dropped by the kernel later.
+      s24::Compressed c;
+      c.dtype = e.dtype;
+      c.rows = e.shape[0];
+      c.cols = e.shape[1];
+      c.rows_padded = e.padded_shape[0];
+      c.cols_padded = e.padded_shape[1];
+      const auto v = file->data(*e.part("values"));
+      const auto mt = file->data(*e.part("meta"));
+      c.values.assign(v.begin(), v.end());
+      c.meta.resize(mt.size() / sizeof(uint32_t));
+      std::memcpy(c.meta.data(), mt.data(), mt.size());  // little-endian on disk and on every host we run
+      m->sparse_.emplace(e.name, std::move(c));
+    }
+    // Other kinds (added by later format users) are skipped: this reader does not need them.
+  }
+  check_complete(*m, "'" + path + "'");
+  m->keep_alive_.push_back(file->mapping());
+  m->keep_alive_.push_back(file);
+  return m;
+}
+
+std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const OpenOptions& opt) {
+  const fs::path dir(dir_str);
+  if (opt.sparsity != "none" && opt.sparsity != "2:4" && !opt.sparsity.empty())
+    fail(Status::InvalidArgument, "sparsity \"{}\" is not supported; use \"none\" or \"2:4\"", opt.sparsity);
+  if (opt.dtype && !is_float16_or_32(*opt.dtype))
+    fail(Status::InvalidArgument, "dtype {} is not a weight type; use fp16, bf16 or fp32", dtype_name(*opt.dtype));
+  const fs::path cfg_path = dir / "config.json";
+  if (!fs::exists(cfg_path))
+    fail(Status::NotFound, "'{}' has no config.json: expected a Hugging Face OPT checkpoint directory "
+         "(config.json, model.safetensors, vocab.json, merges.txt)", dir_str);
+  auto m = std::unique_ptr<Model>(new Model());
+  json cfg_json;
+  try {
+    cfg_json = json::parse(read_text_file(cfg_path));
+  } catch (const json::exception& e) {
+    fail(Status::Format, "{} is not valid JSON: {}. Expected a Hugging Face OPT config.json.", cfg_path.string(),
+         e.what());
+  }
+  m->config_ = format::parse_opt_config_json(cfg_json, cfg_path.string());
+  m->source_format_ = "hf";
+
+  // Which safetensors files hold which tensors.
+  std::vector<std::shared_ptr<st::File>> files;
+  std::map<std::string, std::pair<const st::File*, const st::TensorInfo*>> by_name;
+  auto add_file = [&](const fs::path& p) {
+    if (!fs::exists(p))
+      fail(Status::NotFound, "'{}' is missing: the checkpoint in '{}' names it{}", p.string(), dir_str,
+           p.filename() == "model.safetensors" ? "" : " in model.safetensors.index.json. Copy every shard.");
+    files.push_back(std::make_shared<st::File>(st::File::open(p.string())));
+    for (const auto& t : files.back()->tensors()) {
+      const std::string n = normalize_name(t.name);
+      if (!by_name.emplace(n, std::make_pair(files.back().get(), &t)).second)
+        fail(Status::Format, "tensor '{}' appears twice in the checkpoint '{}' (second time in '{}')", n, dir_str,
+             p.filename().string());
+    }
+  };
+  const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    json ij;
+    try {
+      ij = json::parse(read_text_file(index));
+    } catch (const json::exception& e) {
+      fail(Status::Format, "'{}' is not valid JSON: {}", index.string(), e.what());
+    }
+    const auto wm = ij.find("weight_map");
+    if (!ij.is_object() || wm == ij.end() || !wm->is_object())
+      fail(Status::Format, "'{}' has no \"weight_map\" object mapping tensor names to shard files", index.string());
+    std::set<std::string> shards;
+    for (const auto& [name, shard] : wm->items()) {
+      if (!shard.is_string() || shard.get<std::string>().find('/') != std::string::npos)
+        fail(Status::Format, "'{}': tensor '{}' maps to {}, expected a shard file name in the same directory",
+             index.string(), name, shard.dump());
+      shards.insert(shard.get<std::string>());
+    }
+    for (const auto& s : shards) add_file(dir / s);
+    for (const auto& [name, shard] : wm->items())
+      if (!by_name.count(normalize_name(name)))
+        fail(Status::Format, "'{}' says tensor '{}' is in '{}', but that shard does not hold it", index.string(),
+             name, shard.get<std::string>());
+  } else if (fs::exists(single)) {
+    add_file(single);
+  } else {
+    const bool has_bin = fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json");
+    fail(Status::NotFound, "'{}' has neither model.safetensors nor model.safetensors.index.json{}", dir_str,
+         has_bin ? ". It has pytorch_model.bin: SparseFlow reads safetensors only; re-save the model with "
+                   "save_pretrained(..., safe_serialization=True)" : "");
+  }
+
+  // lm_head: untied only when stored and the config does not tie it (HF ties over a stored copy).
+  const bool untied = by_name.count("lm_head.weight") && !m->config_.tie_word_embeddings;
+  m->config_.tie_word_embeddings = !untied;
+  const auto expected = opt_expected_tensors(m->config_, untied);
+  std::vector<std::string> missing;
+  for (const auto& e : expected)
+    if (!by_name.count(e.name)) missing.push_back(e.name);
+  if (!missing.empty())
+    fail(Status::NotFound, "'{}': {} tensor(s) that config.json implies are missing from the safetensors "
+         "files: {}. Check that every shard is present and that config.json belongs to these weights.",
+         dir_str, missing.size(), list_some(missing));
+
+  const bool prune = opt.sparsity == "2:4";
+  for (const auto& e : expected) {
+    const auto& [file, info] = by_name.at(e.name);
+    if (info->shape != e.shape)
+      fail(Status::Format, "'{}': tensor '{}' has shape {}, but config.json implies {}", dir_str, e.name,
+           shape_str(info->shape), shape_str(e.shape));
+    if (!is_float16_or_32(info->dtype))
+      fail(Status::UnsupportedShape, "'{}': tensor '{}' is {}, expected F32, F16 or BF16", dir_str, e.name,
+           dtype_name(info->dtype));
+    Tensor t{info->dtype, info->shape, file->data(*info).data()};
+    const DType want = opt.dtype.value_or(info->dtype);
+    if (prune && e.prunable) {
+      m->sparse_.emplace(e.name, prune_24(t, want).compressed);
+    } else if (want != t.dtype) {
+      auto buf = std::make_shared<std::vector<uint8_t>>(convert_elements(t, want));
+      m->dense_[e.name] = Tensor{want, t.shape, buf->data()};
+      m->keep_alive_.push_back(buf);
+    } else {
+      m->dense_[e.name] = t;
+    }
+  }
+  check_complete(*m, "'" + dir_str + "'");
+  for (auto& f : files) m->keep_alive_.push_back(f);
+
+  if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
+    m->vocab_json_ = read_text_file(dir / "vocab.json");
+    m->merges_txt_ = read_text_file(dir / "merges.txt");
+  }
+  m->metadata_ = {{"source.format", "hf"},
+                  {"source.path", dir_str},
+                  {"sparsity.pattern", prune ? "2:4" : "none"},
+                  {"sparsity.method", prune ? "magnitude" : "none"}};
+  if (!files.empty())
+    for (const auto& [k, v] : files.front()->metadata()) m->metadata_["source.safetensors." + k] = v;
+  // Checkpoints from `sparseflow synth` say their weights are random; keep saying it downstream.
+  if (const auto syn = cfg_json.find("sparseflow_synthetic"); syn != cfg_json.end()) {
+    m->metadata_["weights.synthetic"] = true;
+    m->metadata_["weights.synthetic_info"] = *syn;
+  }
+  return m;
+}
+
+std::unique_ptr<Model> Model::open(const std::string& path, const std::string& sparsity) {
+  OpenOptions o;
+  o.sparsity = sparsity;
+  return open(path, o);
+}
+
+std::unique_ptr<Model> Model::open(const std::string& path, const OpenOptions& options) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    fail(Status::NotFound, "model '{}' does not exist: pass a .sf file or a Hugging Face checkpoint directory",
+         path);
+  if (fs::is_directory(st)) return ModelBuilder::from_hf(path, options);
+  return ModelBuilder::from_sf(path, options);
+}
+
+}  // namespace sf::model

@@ -1,0 +1,41 @@
+// UTF-8 decoding and the Unicode classes GPT-2's pre-tokenizer distinguishes.
+//
+// Invalid UTF-8 is never rejected: each maximal invalid subpart (Unicode 15 §3.9, "U+FFFD
+// substitution of maximal subparts") becomes U+FFFD, exactly as Python's
+// bytes.decode("utf-8", errors="replace") and Rust's String::from_utf8_lossy do. So encoding
+// arbitrary bytes gives the ids Hugging Face gives for the text Python would read from them.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace sf::tok {
+
+struct CodepointRange {
+  uint32_t first, last;  // inclusive
+};
+
+// \p{L}, \p{N}, \s and everything else, as the fast (Rust) HF tokenizer's regex engine sees them.
+enum class CharClass : uint8_t { Letter, Number, Whitespace, Other };
+
+CharClass char_class(char32_t cp);
+
+inline constexpr char32_t kReplacementChar = 0xFFFD;
+
+struct Decoded {
+  char32_t cp;   // kReplacementChar when !valid
+  uint32_t len;  // bytes consumed, >= 1: the sequence, or the maximal invalid subpart
+  bool valid;
+};
+
+// Decodes one code point starting at s[pos] (pos < s.size()).
+Decoded decode_utf8(std::string_view s, size_t pos);
+
+void append_utf8(std::string& out, char32_t cp);
+
+// `s` with every maximal invalid subpart replaced by U+FFFD (EF BF BD); valid input is unchanged.
+std::string to_valid_utf8(std::string_view s);
+
+bool is_valid_utf8(std::string_view s);
+
+}  // namespace sf::tok
