@@ -17,6 +17,11 @@ if(SF_WITH_CUDA)
   # Explicit -gencode flags: "90a" must be compute_90a/sm_90a for wgmma.sp.
   set(CMAKE_CUDA_ARCHITECTURES OFF)
   enable_language(CUDA)
+  # CMake 3.25 does not know nvcc 13's C++20 flag; tell it.
+  if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  endif()
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   foreach(arch IN LISTS SPARSEFLOW_CUDA_ARCHS)

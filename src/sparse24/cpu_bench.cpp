@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "core/error.hpp"
 #include "sparse24/sparse24.hpp"
@@ -44,8 +45,13 @@ using SbgemmFn = void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, blasint
                           blasint);
 SbgemmFn find_sbgemm() { return reinterpret_cast<SbgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sbgemm")); }
 
+// OpenBLAS and OpenMP worker threads both spin for a while after a call; on a machine with few
+// cores the spinning of one starves the other. Pause between phases so each starts on idle cores.
+void let_threads_sleep() { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
+
 template <typename F>
 double median_ms(F&& f, int iters) {
+  let_threads_sleep();
   for (int i = 0; i < std::min(iters, 3); ++i) f();  // warmup: caches, thread pools, page faults
   std::vector<double> t;
   for (int i = 0; i < iters; ++i) {

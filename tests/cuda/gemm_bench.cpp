@@ -1,7 +1,7 @@
 // cuda_gemm_bench: runs sf::cuda::benchmark_gemm over several weight shapes (optionally after
 // sf::cuda::tune_gemm), prints one table per shape and a summary, writes JSON and Markdown.
 // Build: cmake --build build --target cuda_gemm_bench
-// Run:   build/tests/cuda/cuda_gemm_bench --sizes 4096x4096,8192x8192 --batches 1,16,2048 \
+// Run:   build/tests/cuda/cuda_gemm_bench --sizes 4096x4096,8192x8192 --batches 1,16,2048
 //          [--tune] [--json F] [--md F] [--iters N]
 #include <fmt/format.h>
 

@@ -58,8 +58,8 @@ std::vector<uint16_t> random_24(int64_t n, int64_t k, DType dt) {
   static constexpr int kPairs[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
   for (int64_t r = 0; r < n; ++r)
     for (int64_t g = 0; g < k / 4; ++g) {
-      const int* keep = kPairs[rng() % 6];
-      const int extra_zero = int(rng() % 16);  // 1 in 16 groups loses a kept value too
+      const int* keep = kPairs[rng()() % 6];
+      const int extra_zero = int(rng()() % 16);  // 1 in 16 groups loses a kept value too
       for (int i = 0; i < 4; ++i)
         if ((i != keep[0] && i != keep[1]) || (extra_zero == 0 && i == keep[0])) w[size_t(r * k + 4 * g + i)] = 0;
     }

@@ -24,7 +24,7 @@ struct Rng {
 };
 
 std::vector<float> randn(Rng& r, int64_t n, float std, float mean = 0.0f) {
-  std::vector<float> v(size_t(n));
+  std::vector<float> v(static_cast<size_t>(n));
   for (auto& e : v) e = mean + std * r.normal();
   return v;
 }

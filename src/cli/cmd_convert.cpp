@@ -1,0 +1,180 @@
+// sparseflow convert: a Hugging Face OPT checkpoint directory -> one .sf file, dense or 2:4
+// (magnitude or Wanda pruning). The output appears only when complete (written atomically).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.hpp"
+#include "cli/model_io.hpp"
+#include "cli/table.hpp"
+#include "core/error.hpp"
+#include "model/convert.hpp"
+#include "model/opt_cpu.hpp"
+#include "model/weights.hpp"
+#include "tokenizer/bpe.hpp"
+
+namespace sf::cli {
+
+namespace {
+
+struct ConvertArgs {
+  std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
+  int64_t calibration_tokens = 4096;
+  bool json = false;
+};
+
+std::string mib(uint64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1 << 20)); }
+
+// A bar that redraws in place on a terminal; elsewhere (logs, CI) a plain line per 10% step.
+class Progress {
+ public:
+  Progress() : tty_(::isatty(::fileno(stderr)) != 0) {}
+  void operator()(size_t done, size_t count, const std::string& name, uint64_t bytes, uint64_t total) {
+    const double frac = total ? double(bytes) / double(total) : 1.0;
+    if (tty_) {
+      const int width = 30, fill = int(frac * width);
+      fmt::print(stderr, "\r[{}{}] {:3.0f}% {}/{} {:<48.48}", std::string(size_t(fill), '#'),
+                 std::string(size_t(width - fill), ' '), frac * 100, done, count, name);
+      if (done == count) fmt::print(stderr, "\n");
+    } else if (int(frac * 10) > last_decile_ || done == count) {
+      last_decile_ = int(frac * 10);
+      fmt::print(stderr, "convert: {:3.0f}% ({}/{} tensors, {} of {}) {}\n", frac * 100, done, count, mib(bytes),
+                 mib(total), name);
+    }
+    std::fflush(stderr);
+  }
+
+ private:
+  bool tty_;
+  int last_decile_ = -1;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(Status::Io, "cannot read calibration file '{}'. Check the path.", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void run_convert(const ConvertArgs& a) {
+  namespace fs = std::filesystem;
+  const auto dtype = dtype_from_cli(a.dtype);
+  if (!dtype || (*dtype != DType::F16 && *dtype != DType::BF16 && *dtype != DType::F32))
+    fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
+  if (a.sparsity != "none" && a.sparsity != "2:4")
+    fail(Status::InvalidArgument, "--sparsity {}: expected none or 2:4", a.sparsity);
+  if (a.method != "magnitude" && a.method != "wanda")
+    fail(Status::InvalidArgument, "--method {}: expected magnitude or wanda", a.method);
+  const bool wanda = a.sparsity == "2:4" && a.method == "wanda";
+  if (a.method == "wanda" && a.sparsity != "2:4")
+    fail(Status::InvalidArgument, "--method wanda prunes; add --sparsity 2:4");
+  if (wanda && a.calibration.empty())
+    fail(Status::InvalidArgument, "--method wanda needs --calibration TEXT_FILE: Wanda weighs each weight by "
+         "the activation norms of its input channel, measured by running the dense model over that text");
+  if (!wanda && !a.calibration.empty())
+    fail(Status::InvalidArgument, "--calibration is used only by --method wanda; drop it or add --method wanda");
+  if (fs::is_directory(a.output))
+    fail(Status::InvalidArgument, "--output '{}' is a directory; give the path of the .sf file to write", a.output);
+  std::error_code ec;
+  if (fs::exists(a.output) && fs::equivalent(a.input, a.output, ec))
+    fail(Status::InvalidArgument, "--output is the input '{}'; write to another path", a.input);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  model::OpenOptions oo;
+  oo.sparsity = "none";
+  const auto src = model::Model::open(a.input, oo);
+
+  model::ConvertOptions co;
+  co.sparsity = a.sparsity;
+  co.method = a.method;
+  co.dtype = *dtype;
+  co.extra_metadata["source.path"] = fs::absolute(a.input).string();
+  co.extra_metadata["source.format"] = src->source_format();
+  if (wanda) {
+    const std::string text = read_text(a.calibration);
+    const auto tok = model_tokenizer(*src);
+    auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
+    if (int64_t(ids.size()) > a.calibration_tokens) ids.resize(size_t(a.calibration_tokens));
+    if (ids.size() < 2)
+      fail(Status::InvalidArgument, "calibration file '{}' gives {} tokens; Wanda needs text (hundreds of tokens "
+           "or more)", a.calibration, ids.size());
+    fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n", ids.size());
+    co.act_norms = model::collect_activation_norms(*src, ids);
+    co.extra_metadata["sparsity.calibration_file"] = fs::path(a.calibration).filename().string();
+    co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
+  }
+
+  Progress progress;
+  const auto rep = model::convert_to_sf(*src, a.output, co, std::ref(progress));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (a.json) {
+    nlohmann::ordered_json j = {{"output", a.output},
+                                {"sparsity", a.sparsity},
+                                {"method", a.sparsity == "2:4" ? a.method : "none"},
+                                {"dtype", a.dtype},
+                                {"parameters", rep.parameters},
+                                {"file_bytes", rep.file_bytes},
+                                {"dense_weight_bytes", rep.dense_bytes},
+                                {"weight_bytes", rep.weight_bytes},
+                                {"seconds", secs}};
+    auto layers = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
+      nlohmann::ordered_json l = {{"layer", i}, {"relative_error", rep.layer_relative_error[i]}};
+      for (const auto& li : rep.linears)
+        if (li.layer == int64_t(i)) l["linears"][li.name] = li.relative_error;
+      layers.push_back(l);
+    }
+    j["layers"] = layers;
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("wrote {} ({}) in {:.1f} s\n", a.output, mib(rep.file_bytes), secs);
+  fmt::print("  parameters     {}\n", rep.parameters);
+  fmt::print("  weights        {} as written, {} dense {} ({:.3f} of dense)\n", mib(rep.weight_bytes),
+             mib(rep.dense_bytes), a.dtype, rep.dense_bytes ? double(rep.weight_bytes) / double(rep.dense_bytes) : 1.0);
+  fmt::print("  sparsity       {}{}\n", a.sparsity, a.sparsity == "2:4" ? " (" + a.method + ")" : "");
+  if (!rep.layer_relative_error.empty()) {
+    fmt::print("\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
+    Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "layer"});
+    for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
+      std::vector<std::string> row = {std::to_string(i)};
+      for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"})
+        for (const auto& li : rep.linears)
+          if (li.layer == int64_t(i) && li.name.find(std::string(n) + ".weight") != std::string::npos)
+            row.push_back(format_number(li.relative_error));
+      row.push_back(format_number(rep.layer_relative_error[i]));
+      t.add_row(row);
+    }
+    fmt::print("{}", t.str());
+  }
+}
+
+}  // namespace
+
+void add_convert_command(CLI::App& app) {
+  auto a = std::make_shared<ConvertArgs>();
+  auto* c = app.add_subcommand("convert", "Convert a Hugging Face OPT checkpoint directory into a .sf model file, "
+                                          "optionally pruned to 2:4");
+  c->add_option("--input,-i", a->input, "HF checkpoint directory (config.json, *.safetensors, vocab.json, merges.txt)")
+      ->required();
+  c->add_option("--output,-o", a->output, "the .sf file to write (replaced only when complete)")->required();
+  c->add_option("--sparsity", a->sparsity, "none or 2:4 (prunes q/k/v/out_proj, fc1, fc2)")->capture_default_str();
+  c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();
+  c->add_option("--calibration", a->calibration, "text file for Wanda's activation norms");
+  c->add_option("--calibration-tokens", a->calibration_tokens, "at most this many calibration tokens")
+      ->capture_default_str();
+  c->add_option("--dtype", a->dtype, "element type of the weights: fp16, bf16 or fp32")->capture_default_str();
+  c->add_flag("--json", a->json, "print the summary as JSON");
+  c->callback([a] { run_convert(*a); });
+}
+
+}  // namespace sf::cli

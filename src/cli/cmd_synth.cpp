@@ -1,0 +1,88 @@
+// sparseflow synth: write a synthetic OPT checkpoint with deterministic random weights (an HF
+// directory, or a .sf file), so that the whole pipeline runs with no download.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "model/convert.hpp"
+#include "model/synth.hpp"
+
+namespace sf::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct SynthArgs {
+  std::string arch = "tiny", output, format = "hf", dtype = "fp16";
+  uint64_t seed = 0;
+};
+
+// A scratch directory removed on every exit path.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const fs::path& near) {
+    std::string pattern = (near / ".sparseflow-synth-XXXXXX").string();
+    if (!::mkdtemp(pattern.data()))
+      fail(Status::Io, "cannot create a scratch directory in '{}'; check that it is writable", near.string());
+    path = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+void run_synth(const SynthArgs& a) {
+  model::SynthOptions o;
+  o.arch = a.arch;
+  o.seed = a.seed;
+  const auto dt = dtype_from_cli(a.dtype);
+  if (!dt) fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
+  o.dtype = *dt;
+  model::find_synth_shape(a.arch);  // a bad --arch fails before anything is written
+  if (a.format == "hf") {
+    if (fs::exists(a.output) && !fs::is_directory(a.output))
+      fail(Status::InvalidArgument, "--output '{}' exists and is not a directory; --format hf writes a directory",
+           a.output);
+    const auto c = model::write_tiny_opt(a.output, o);
+    fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, {} heads, ffn {}, vocab {}; "
+               "random weights, not a trained model\n", a.output, a.arch, a.seed, a.dtype, c.hidden_size,
+               c.num_hidden_layers, c.num_attention_heads, c.ffn_dim, c.vocab_size);
+  } else if (a.format == "sf") {
+    if (fs::is_directory(a.output))
+      fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
+    fs::path parent = fs::absolute(a.output).parent_path();
+    TempDir tmp(parent);
+    model::write_tiny_opt(tmp.path.string(), o);
+    const auto m = model::Model::open(tmp.path.string());
+    model::ConvertOptions co;
+    co.extra_metadata = {{"source.format", "synth"}, {"source.path", fmt::format("sparseflow synth --arch {} --seed {}",
+                                                                                 a.arch, a.seed)}};
+    const auto rep = model::convert_to_sf(*m, a.output, co);
+    fmt::print("wrote {} (.sf, arch {}, seed {}, {}): {} parameters, {} bytes; random weights, not a trained "
+               "model\n", a.output, a.arch, a.seed, a.dtype, rep.parameters, rep.file_bytes);
+  } else {
+    fail(Status::InvalidArgument, "--format {}: expected hf (a checkpoint directory) or sf (a .sf file)", a.format);
+  }
+}
+
+}  // namespace
+
+void add_synth_command(CLI::App& app) {
+  auto a = std::make_shared<SynthArgs>();
+  auto* c = app.add_subcommand("synth", "Write a synthetic OPT model with deterministic random weights");
+  c->add_option("--arch", a->arch, "shape: tiny (hidden 64, 2 layers, 4 heads, ffn 256)")->capture_default_str();
+  c->add_option("--output,-o", a->output, "directory (--format hf) or file (--format sf) to write")->required();
+  c->add_option("--format", a->format, "hf (config.json, model.safetensors, vocab.json, merges.txt) or sf")
+      ->capture_default_str();
+  c->add_option("--seed", a->seed, "random seed; the same seed gives the same bytes")->capture_default_str();
+  c->add_option("--dtype", a->dtype, "fp16, bf16 or fp32")->capture_default_str();
+  c->callback([a] { run_synth(*a); });
+}
+
+}  // namespace sf::cli
