@@ -26,15 +26,15 @@
 /* SF_API marks the exported functions. The library is linked with -fvisibility=hidden and a
  * version script, so nothing else (no C++ symbol of the engine) is visible from outside. */
 #if defined(_WIN32)
-#  if defined(SF_BUILDING_LIBRARY)
-#    define SF_API __declspec(dllexport)
-#  else
-#    define SF_API __declspec(dllimport)
-#  endif
-#elif defined(__GNUC__)
-#  define SF_API __attribute__((visibility("default")))
+#if defined(SF_BUILDING_LIBRARY)
+#define SF_API __declspec(dllexport)
 #else
-#  define SF_API
+#define SF_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define SF_API __attribute__((visibility("default")))
+#else
+#define SF_API
 #endif
 
 /* The version of these headers. sf_version() reports the library actually loaded; a program
@@ -59,9 +59,9 @@ typedef enum sf_status {
   SF_ERR_IO = 3,                /* a file could not be opened, read or written */
   SF_ERR_FORMAT = 4,            /* a file's contents are damaged or lie */
   SF_ERR_OUT_OF_MEMORY = 5,
-  SF_ERR_CUDA = 6,              /* a CUDA / cuBLAS / cuSPARSELt call failed */
-  SF_ERR_NO_DEVICE = 7,         /* a GPU was asked for and none is usable */
-  SF_ERR_NOT_FOUND = 8,         /* a named tensor, key or file is missing */
+  SF_ERR_CUDA = 6,      /* a CUDA / cuBLAS / cuSPARSELt call failed */
+  SF_ERR_NO_DEVICE = 7, /* a GPU was asked for and none is usable */
+  SF_ERR_NOT_FOUND = 8, /* a named tensor, key or file is missing */
   SF_ERR_INTERNAL = 9
 } sf_status;
 
@@ -72,14 +72,14 @@ SF_API const char* sf_status_string(sf_status status);
  * Never NULL. The pointer stays valid until this thread's next call into the library. */
 SF_API const char* sf_last_error(void);
 
-/* ---- version ----------------------------------------------------------------------------------- */
+/* ---- version --------------------------------------------------------------------------------- */
 
 /* The loaded library's version, encoded like SF_VERSION. */
 SF_API int sf_version(void);
 /* The loaded library's version as "MAJOR.MINOR.PATCH"; static storage. */
 SF_API const char* sf_version_string(void);
 
-/* ---- element types and options ------------------------------------------------------------------ */
+/* ---- element types and options --------------------------------------------------------------- */
 
 /* Mirrors sf::DType in src/core/dtype.hpp. The 2:4 functions take F32, F16 and BF16 (F16 is IEEE
  * binary16, BF16 the top half of a binary32, both passed as 16-bit words); the other values exist
@@ -111,7 +111,7 @@ typedef enum sf_activation {
   SF_ACT_SILU = 3
 } sf_activation;
 
-/* ---- 2:4 pruning and validation ----------------------------------------------------------------- */
+/* ---- 2:4 pruning and validation -------------------------------------------------------------- */
 
 /* Prune w [rows, cols] to 2:4 along cols and write the dense result (same dtype and shape) to out.
  * out may be w itself (in place); other overlaps are not allowed. act_norms has cols entries (the
@@ -125,10 +125,10 @@ SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_
  * nonzero), else 0. first_row and first_group (each may be NULL) receive the first violating row
  * and group in row-major order (the group covers columns [4*group, 4*group+4)), or -1 when w is
  * 2:4. */
-SF_API sf_status sf_check_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
-                             int* is_24, int64_t* first_row, int64_t* first_group);
+SF_API sf_status sf_check_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols, int* is_24,
+                             int64_t* first_row, int64_t* first_group);
 
-/* ---- compressed 2:4 matrices ------------------------------------------------------------------- */
+/* ---- compressed 2:4 matrices ----------------------------------------------------------------- */
 
 /* A compressed 2:4 matrix: values + metadata in the layout the sparse tensor cores consume
  * (docs/SPARSE24.md). Immutable once made. */
@@ -158,7 +158,8 @@ SF_API sf_status sf_sparse24_values(const sf_sparse24* h, const void** data, siz
  * rows_padded / 16 * cols_padded / 32 * 16 words. Owned by the handle like the values. */
 SF_API sf_status sf_sparse24_meta(const sf_sparse24* h, const uint32_t** data, size_t* bytes);
 
-/* Write the dense [rows, cols] matrix (the handle's dtype) to out; bit-exact inverse of compress. */
+/* Write the dense [rows, cols] matrix (the handle's dtype) to out; bit-exact inverse of compress.
+ */
 SF_API sf_status sf_sparse24_decompress(const sf_sparse24* h, void* out);
 
 /* y[m, N] = act(x[m, K] W^T + bias) + residual on the CPU, fp32 accumulation, multithreaded.
@@ -170,7 +171,7 @@ SF_API sf_status sf_sparse24_gemm_cpu(const sf_sparse24* h, const void* x, sf_dt
                                       sf_dtype bias_dtype, sf_activation act, const void* residual,
                                       sf_dtype residual_dtype);
 
-/* ---- models ------------------------------------------------------------------------------------ */
+/* ---- models ---------------------------------------------------------------------------------- */
 /* Reserved for the model API (a later issue): an opaque sf_model handle opened from a .sf file
  * (sf_model_open / sf_model_free), text generation (sf_model_generate) and evaluation
  * (sf_model_perplexity), following the conventions above. Nothing is declared here yet. */

@@ -28,11 +28,14 @@ inline void check(sf_status status) {
   if (status != SF_OK) throw Error(status, sf_last_error());
 }
 
-inline std::string version() { return sf_version_string(); }
+inline std::string version() {
+  return sf_version_string();
+}
 
 // Prune w [rows, cols] to 2:4 into out (out may equal w). act_norms: cols floats, only for wanda.
 inline void prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols, void* out,
-                     sf_prune_method method = SF_PRUNE_MAGNITUDE, const float* act_norms = nullptr) {
+                     sf_prune_method method = SF_PRUNE_MAGNITUDE,
+                     const float* act_norms = nullptr) {
   check(sf_prune_24(w, dtype, rows, cols, method, act_norms, out));
 }
 

@@ -31,7 +31,8 @@ static_assert(SF_ACT_NONE == int(sf::s24::Activation::None) &&
               SF_ACT_GELU == int(sf::s24::Activation::GELU) &&
               SF_ACT_SILU == int(sf::s24::Activation::SiLU));
 // The header's version macros must follow project(VERSION) in CMakeLists.txt.
-static_assert(SF_VERSION_MAJOR == SF_PROJECT_VERSION_MAJOR && SF_VERSION_MINOR == SF_PROJECT_VERSION_MINOR &&
+static_assert(SF_VERSION_MAJOR == SF_PROJECT_VERSION_MAJOR &&
+                  SF_VERSION_MINOR == SF_PROJECT_VERSION_MINOR &&
                   SF_VERSION_PATCH == SF_PROJECT_VERSION_PATCH,
               "update SF_VERSION_* in include/sparseflow/sparseflow.h to the project version");
 
@@ -55,7 +56,8 @@ std::string dtype_label(sf_dtype d) {
 // The 2:4 code takes the three float types that weights and activations come in.
 DType float_dtype(const char* fn, const char* what, sf_dtype d) {
   if (d != SF_DTYPE_F32 && d != SF_DTYPE_F16 && d != SF_DTYPE_BF16)
-    reject(fn, "{} has dtype {}; expected F32, F16 or BF16 (convert it first)", what, dtype_label(d));
+    reject(fn, "{} has dtype {}; expected F32, F16 or BF16 (convert it first)", what,
+           dtype_label(d));
   return static_cast<DType>(d);
 }
 
@@ -65,10 +67,12 @@ void need(const char* fn, const void* p, const char* what) {
 
 // Bytes of a [rows, cols] matrix of dtype, checked so that no later size computation overflows.
 size_t matrix_bytes(const char* fn, const char* what, int64_t rows, int64_t cols, DType dtype) {
-  if (rows < 0 || cols < 0) reject(fn, "{} has shape [{}, {}]; sizes must not be negative", what, rows, cols);
+  if (rows < 0 || cols < 0)
+    reject(fn, "{} has shape [{}, {}]; sizes must not be negative", what, rows, cols);
   int64_t elems = 0, bytes = 0;
   if (__builtin_mul_overflow(rows, cols, &elems) ||
-      __builtin_mul_overflow(elems, int64_t(sf::dtype_size(dtype)), &bytes) || bytes > PTRDIFF_MAX / 2)
+      __builtin_mul_overflow(elems, int64_t(sf::dtype_size(dtype)), &bytes) ||
+      bytes > PTRDIFF_MAX / 2)
     reject(fn, "{} has shape [{}, {}], too large to address", what, rows, cols);
   return size_t(bytes);
 }
@@ -93,11 +97,17 @@ SF_API const char* sf_status_string(sf_status status) {
   return sf::status_name(static_cast<sf::Status>(v));
 }
 
-SF_API const char* sf_last_error(void) { return sf::capi::last_error(); }
+SF_API const char* sf_last_error(void) {
+  return sf::capi::last_error();
+}
 
-SF_API int sf_version(void) { return SF_VERSION; }
+SF_API int sf_version(void) {
+  return SF_VERSION;
+}
 
-SF_API const char* sf_version_string(void) { return SPARSEFLOW_VERSION_STRING; }
+SF_API const char* sf_version_string(void) {
+  return SPARSEFLOW_VERSION_STRING;
+}
 
 SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
                              sf_prune_method method, const float* act_norms, void* out) {
@@ -115,11 +125,14 @@ SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_
       mask = sf::s24::magnitude_mask(view);
     } else if (method == SF_PRUNE_WANDA) {
       if (!act_norms)
-        reject(fn, "SF_PRUNE_WANDA needs act_norms ({} per-input-channel norms), got NULL; use "
-                   "SF_PRUNE_MAGNITUDE to prune without activation statistics", cols);
+        reject(fn,
+               "SF_PRUNE_WANDA needs act_norms ({} per-input-channel norms), got NULL; use "
+               "SF_PRUNE_MAGNITUDE to prune without activation statistics",
+               cols);
       mask = sf::s24::wanda_mask(view, std::span<const float>(act_norms, size_t(cols)));
     } else {
-      reject(fn, "method is {}; expected SF_PRUNE_MAGNITUDE (0) or SF_PRUNE_WANDA (1)", int(method));
+      reject(fn, "method is {}; expected SF_PRUNE_MAGNITUDE (0) or SF_PRUNE_WANDA (1)",
+             int(method));
     }
     // The mask is computed before out is written, so out == w works.
     if (out != w) std::memcpy(out, w, bytes);
@@ -127,8 +140,8 @@ SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_
   });
 }
 
-SF_API sf_status sf_check_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,
-                             int* is_24, int64_t* first_row, int64_t* first_group) {
+SF_API sf_status sf_check_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols, int* is_24,
+                             int64_t* first_row, int64_t* first_group) {
   static constexpr const char* fn = "sf_check_24";
   return sf::capi::guard(fn, [&] {
     need(fn, w, "w");
@@ -155,7 +168,9 @@ SF_API sf_status sf_sparse24_compress(const void* w, sf_dtype dtype, int64_t row
   });
 }
 
-SF_API void sf_sparse24_free(sf_sparse24* h) { delete h; }
+SF_API void sf_sparse24_free(sf_sparse24* h) {
+  delete h;
+}
 
 SF_API sf_status sf_sparse24_shape(const sf_sparse24* h, int64_t* rows, int64_t* cols) {
   static constexpr const char* fn = "sf_sparse24_shape";

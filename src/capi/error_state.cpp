@@ -9,9 +9,13 @@ namespace {
 thread_local std::string t_last_error;
 }  // namespace
 
-const char* last_error() noexcept { return t_last_error.c_str(); }
+const char* last_error() noexcept {
+  return t_last_error.c_str();
+}
 
-void clear_error() noexcept { t_last_error.clear(); }
+void clear_error() noexcept {
+  t_last_error.clear();
+}
 
 sf_status set_error(sf_status status, const char* fn, const char* what) noexcept {
   try {

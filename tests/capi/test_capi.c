@@ -13,37 +13,39 @@
 
 static int g_checks = 0, g_failures = 0;
 
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    ++g_checks;                                                                       \
-    if (!(cond)) {                                                                    \
-      ++g_failures;                                                                   \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: \"%s\"\n", __FILE__,    \
-              __LINE__, #cond, sf_last_error());                                      \
-    }                                                                                 \
+#define CHECK(cond)                                                                          \
+  do {                                                                                       \
+    ++g_checks;                                                                              \
+    if (!(cond)) {                                                                           \
+      ++g_failures;                                                                          \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: \"%s\"\n", __FILE__, __LINE__, \
+              #cond, sf_last_error());                                                       \
+    }                                                                                        \
   } while (0)
 
 /* The call fails with `status` and the thread's message contains `text`. */
-#define CHECK_FAILS(call, status, text)                                               \
-  do {                                                                                \
-    sf_status s_ = (call);                                                            \
-    ++g_checks;                                                                       \
-    if (s_ != (status) || strstr(sf_last_error(), (text)) == NULL) {                  \
-      ++g_failures;                                                                   \
-      fprintf(stderr, "%s:%d: %s\n  expected %s with a message containing \"%s\"\n"   \
-              "  got %s: \"%s\"\n", __FILE__, __LINE__, #call,                        \
-              sf_status_string(status), (text), sf_status_string(s_), sf_last_error()); \
-    }                                                                                 \
+#define CHECK_FAILS(call, status, text)                                                          \
+  do {                                                                                           \
+    sf_status s_ = (call);                                                                       \
+    ++g_checks;                                                                                  \
+    if (s_ != (status) || strstr(sf_last_error(), (text)) == NULL) {                             \
+      ++g_failures;                                                                              \
+      fprintf(stderr,                                                                            \
+              "%s:%d: %s\n  expected %s with a message containing \"%s\"\n"                      \
+              "  got %s: \"%s\"\n",                                                              \
+              __FILE__, __LINE__, #call, sf_status_string(status), (text), sf_status_string(s_), \
+              sf_last_error());                                                                  \
+    }                                                                                            \
   } while (0)
 
-#define CHECK_OK(call)                                                                \
-  do {                                                                                \
-    sf_status s_ = (call);                                                            \
-    CHECK(s_ == SF_OK && #call);                                                      \
-    CHECK(sf_last_error()[0] == '\0');                                                \
+#define CHECK_OK(call)                 \
+  do {                                 \
+    sf_status s_ = (call);             \
+    CHECK(s_ == SF_OK && #call);       \
+    CHECK(sf_last_error()[0] == '\0'); \
   } while (0)
 
-/* ---- helpers ----------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static unsigned long long g_rng = 0x9e3779b97f4a7c15ull;
 static float rnd(void) { /* uniform in [-1, 1), multiples of 1/1024: exact in fp16 */
@@ -86,7 +88,7 @@ static int has_nonzero_over_2(const float* w, long rows, long cols) {
   return 0;
 }
 
-/* ---- status, version ----------------------------------------------------------------------------- */
+/* ---- status, version ------------------------------------------------------------------------- */
 
 static void test_version_and_status(void) {
   char expect[32];
@@ -107,20 +109,17 @@ static void test_version_and_status(void) {
   CHECK(sf_last_error() != NULL);
 }
 
-/* ---- pruning and checking -------------------------------------------------------------------------- */
+/* ---- pruning and checking -------------------------------------------------------------------- */
 
 /* 2 x 8, chosen so that magnitude and Wanda keep different elements. */
-static const float kW[16] = {1, -5, 3, 0.5f, 2, 2, 2, 2,
-                             0, 0, 0, 0,     7, -8, 1, -1};
+static const float kW[16] = {1, -5, 3, 0.5f, 2, 2, 2, 2, 0, 0, 0, 0, 7, -8, 1, -1};
 static const float kNorms[8] = {10, 1, 1, 1, 1, 1, 1, 10};
 
 static void test_prune(void) {
   /* Magnitude: the 2 largest |w|, ties to the lower index; an all-zero group stays zero. */
-  static const float mag[16] = {0, -5, 3, 0, 2, 2, 0, 0,
-                                0, 0, 0, 0, 7, -8, 0, 0};
+  static const float mag[16] = {0, -5, 3, 0, 2, 2, 0, 0, 0, 0, 0, 0, 7, -8, 0, 0};
   /* Wanda: |w| * norm, e.g. row 0 group 1 scores 2,2,2,20 keeps index 3 and then index 0. */
-  static const float wanda[16] = {1, -5, 0, 0, 2, 0, 0, 2,
-                                  0, 0, 0, 0, 0, -8, 0, -1};
+  static const float wanda[16] = {1, -5, 0, 0, 2, 0, 0, 2, 0, 0, 0, 0, 0, -8, 0, -1};
   float out[16], inplace[16];
   unsigned short h[16], hout[16];
   int i;
@@ -197,7 +196,7 @@ static void test_check(void) {
               "sf_check_24: ");
 }
 
-/* ---- compression and the CPU GEMM ------------------------------------------------------------------ */
+/* ---- compression and the CPU GEMM ------------------------------------------------------------ */
 
 enum { N = 37, K = 52, M = 3 }; /* neither a multiple of the 16 x 32 tile */
 
@@ -214,7 +213,7 @@ static void test_compress_fp32(void) {
   for (i = 0; i < N * K; ++i) w[i] = rnd();
   CHECK_FAILS(sf_sparse24_compress(w, SF_DTYPE_F32, N, K, &h), SF_ERR_INVALID_ARGUMENT,
               "row 0"); /* names the first violation */
-  CHECK(h == NULL); /* set to NULL on failure */
+  CHECK(h == NULL);     /* set to NULL on failure */
 
   CHECK_OK(sf_prune_24(w, SF_DTYPE_F32, N, K, SF_PRUNE_MAGNITUDE, NULL, pruned));
   CHECK(!has_nonzero_over_2(pruned, N, K));
@@ -305,7 +304,8 @@ static void test_compress_fp32(void) {
   CHECK_FAILS(sf_sparse24_dtype(NULL, &dt), SF_ERR_INVALID_ARGUMENT, "handle is NULL");
   CHECK_FAILS(sf_sparse24_dtype(h, NULL), SF_ERR_INVALID_ARGUMENT, "dtype is NULL");
   CHECK_FAILS(sf_sparse24_compressed_bytes(h, NULL), SF_ERR_INVALID_ARGUMENT, "bytes is NULL");
-  CHECK_FAILS(sf_sparse24_values(NULL, &values, &vbytes), SF_ERR_INVALID_ARGUMENT, "handle is NULL");
+  CHECK_FAILS(sf_sparse24_values(NULL, &values, &vbytes), SF_ERR_INVALID_ARGUMENT,
+              "handle is NULL");
   CHECK_FAILS(sf_sparse24_meta(NULL, &meta, &mbytes), SF_ERR_INVALID_ARGUMENT, "handle is NULL");
   CHECK_FAILS(sf_sparse24_decompress(h, NULL), SF_ERR_INVALID_ARGUMENT,
               "sf_sparse24_decompress: out is NULL");
@@ -355,7 +355,8 @@ static void test_compress_fp16(void) {
   sf_sparse24_free(h);
 }
 
-/* ---- the last-error message is per thread ----------------------------------------------------------- */
+/* ---- the last-error message is per thread
+ * ----------------------------------------------------------- */
 
 typedef struct {
   int which;

@@ -25,7 +25,7 @@ namespace {
 constexpr double kTol = 3e-5;
 
 std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed = 7) {
-  std::vector<int32_t> t(size_t(n));
+  std::vector<int32_t> t(static_cast<size_t>(n));
   uint32_t s = seed;
   for (auto& e : t) {
     s = s * 1664525u + 1013904223u;

@@ -23,7 +23,8 @@ TEST(Sampling, ArgmaxTakesLowestIndexOnTiesAndSkipsNaN) {
 std::vector<double> frequencies(const SamplingParams& p, const std::vector<float>& logits, int n) {
   Sampler s(p);
   std::vector<double> f(logits.size(), 0.0);
-  for (int i = 0; i < n; ++i) f[size_t(s.sample(logits))] += 1.0 / n;
+  for (int i = 0; i < n; ++i) f[size_t(s.sample(logits))] += 1.0;
+  for (auto& e : f) e /= n;
   return f;
 }
 
