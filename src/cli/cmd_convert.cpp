@@ -144,7 +144,7 @@ void run_convert(const ConvertArgs& a) {
   fmt::print("  sparsity       {}{}\n", a.sparsity, a.sparsity == "2:4" ? " (" + a.method + ")" : "");
   if (!rep.layer_relative_error.empty()) {
     fmt::print("\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
-    Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "layer"});
+    Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "all six"});
     for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
       std::vector<std::string> row = {std::to_string(i)};
       for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"})

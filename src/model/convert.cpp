@@ -87,8 +87,9 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   if (prune) requires_features.push_back("s24");
 
   sff::Writer w(output, "opt", format::opt_config_to_json(c), meta, specs, requires_features);
-  uint64_t written = 0;
-  const uint64_t total = w.bytes_total();
+  uint64_t written = 0, total = 0;  // progress counts tensor bytes
+  for (const auto& sp : specs)
+    for (const auto& part : sp.parts) total += part.second;
   const size_t count = expected.size() + (tokenizer ? 2 : 0);
   for (size_t i = 0; i < expected.size(); ++i) {
     const auto& e = expected[i];
@@ -112,10 +113,11 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   if (tokenizer) {
     w.write(as_bytes(src.vocab_json()));
     w.write(as_bytes(src.merges_txt()));
+    written += src.vocab_json().size() + src.merges_txt().size();
     if (progress) progress(count, count, "tokenizer", total, total);
   }
   w.finish();
-  rep.file_bytes = total;
+  rep.file_bytes = w.bytes_total();
   if (prune) {
     rep.layer_relative_error.assign(size_t(c.num_hidden_layers), 0.0);
     std::vector<double> norm(size_t(c.num_hidden_layers), 0.0), dropped(size_t(c.num_hidden_layers), 0.0);

@@ -200,7 +200,7 @@ TEST_F(SparseGemmTest, SweepMAllEpilogues) {
 // N not a multiple of 16, K a multiple of 4 but not of 32 (the padding of both).
 TEST_F(SparseGemmTest, AwkwardShapes) {
   for (DType dt : {DType::F16, DType::BF16})
-    for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 68}, {1, 4}, {33, 100}, {250, 1028}})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 68}, {1, 4}, {33, 100}, {250, 1028}, {129, 72}, {40, 2056}})
       for (int64_t m : {1, 6, 19, 70}) {
         Case c{n, k, m, dt, dt};
         c.bias = true;
@@ -213,7 +213,8 @@ TEST_F(SparseGemmTest, AwkwardShapes) {
 TEST_F(SparseGemmTest, EveryPathForced) {
   std::vector<KernelChoice> choices;
   for (int warps : {4, 8})
-    for (int splits : {1, 2, 3, 5, 16}) choices.push_back({GemmPath::Decode, warps, splits});
+    for (int splits : {1, 2, 3, 5, 16})
+      for (bool sx : {false, true}) choices.push_back({GemmPath::Decode, warps, splits, sx});
   choices.push_back({GemmPath::DenseFallback, 0, 0});
   for (const auto& ch : choices)
     for (int64_t m : {1, 12, 40, 64, 90}) {
@@ -225,13 +226,17 @@ TEST_F(SparseGemmTest, EveryPathForced) {
     }
 }
 
-// Shapes a kernel cannot take fall back to a path that can: x not 4-byte aligned -> dense fallback.
+// Shapes a kernel cannot take fall back to a path that can: x only 4-byte aligned -> the plain
+// decode kernel instead of the shared-x one; x 2-byte aligned -> dense fallback.
 TEST_F(SparseGemmTest, MisalignedInputFallsBack) {
-  for (int64_t m : {1, 9}) {
-    Case c{64, 128, m, DType::BF16, DType::F32};
-    c.x_offset_elems = 1;
-    check_case(*gemm_, c);
-  }
+  const KernelChoice sx{GemmPath::Decode, 8, 2, true};
+  for (int offset : {1, 2})
+    for (int64_t m : {1, 9}) {
+      Case c{64, 256, m, DType::BF16, DType::F32};
+      c.x_offset_elems = offset;
+      c.force = &sx;
+      check_case(*gemm_, c);
+    }
 }
 
 TEST_F(SparseGemmTest, RejectsFp32Weights) {

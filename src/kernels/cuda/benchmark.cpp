@@ -275,7 +275,7 @@ nlohmann::json benchmark_gemm(const GemmBenchOptions& o) {
     SF_CUDA_CHECK(cudaMemsetAsync(ys.p, 0xff, size_t(m_pad * o.n * 2), s));  // poison: NaN in fp16/bf16
     KernelChoice choice = gemm.choose(pb.sparse[0], m);
     if (choice.path == GemmPath::Decode && choice.splits == 0)
-      choice.splits = gemm.resolve_splits(pb.sparse[0], m, choice.warps);
+      choice.splits = gemm.resolve_splits(pb.sparse[0], m, choice.warps, choice.shared_x);
 
     nlohmann::json row;
     row["m"] = m;
@@ -371,7 +371,12 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
         for (int warps : {4, 8})
           for (int splits : {1, 2, 3, 4, 6, 8, 12, 16}) {
             if (splits > 1 && pb.sparse[0].k_quads() / (2 * warps) < splits) continue;
-            cands.push_back({GemmPath::Decode, warps, splits});
+            cands.push_back({GemmPath::Decode, warps, splits, false});
+          }
+        for (int warps : {4, 8})
+          for (int splits : {1, 2, 4, 6, 8, 12, 16, 24, 32}) {
+            if (splits > 1 && pb.sparse[0].k_quads() / 2 < splits) continue;
+            cands.push_back({GemmPath::Decode, warps, splits, true});
           }
       }
       cands.push_back({GemmPath::DenseFallback, 0, 0});
@@ -391,7 +396,9 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
                          {"k", k},
                          {"m", m},
                          {"dtype", o.dtype == DType::BF16 ? "bf16" : "fp16"},
-                         {"path", best.path == GemmPath::DenseFallback ? "dense_fallback" : "decode"},
+                         {"path", best.path == GemmPath::DenseFallback ? "dense_fallback"
+                                  : best.shared_x                        ? "decode_sx"
+                                                                         : "decode"},
                          {"warps", best.warps},
                          {"splits", best.splits},
                          {"ms", best_ms},

@@ -23,13 +23,15 @@ struct DecodeLaunch {
 };
 
 // mt: 8-token n-tiles per block (1, 2, 4 or 8); tokens beyond 8 * mt go to more blocks (grid.z).
-// warps: 4 or 8. Throws Error(Internal) for a combination that is not instantiated.
-void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, cudaStream_t stream);
+// warps: 4 or 8. shared_x: the variant that stages x in shared memory once per block (needs
+// k % 8 == 0 and x 16-byte aligned). Throws Error(Internal) for a combination not instantiated.
+void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, bool shared_x, cudaStream_t stream);
 inline constexpr int kDecodeMaxMt = 8;
 // Partial-sum floats launch_decode needs for this launch.
+// (Row blocks rounded up to 8: the shared-x variant gives each block 4 or 8 of them.)
 inline size_t decode_partial_floats(int m, int row_blocks, int splits, int mt) {
   const int chunks = (m + 8 * mt - 1) / (8 * mt);
-  return splits > 1 ? size_t(chunks) * row_blocks * splits * mt * 8 * 16 : 0;
+  return splits > 1 ? size_t(chunks) * size_t((row_blocks + 7) / 8 * 8) * splits * mt * 8 * 16 : 0;
 }
 inline size_t decode_counter_count(int m, int row_blocks, int mt) {
   return size_t((m + 8 * mt - 1) / (8 * mt)) * row_blocks;

@@ -45,3 +45,26 @@ __device__ __forceinline__ void mma_sp_m16n8k32<__nv_bfloat16>(float (&d)[4], co
 }
 
 }  // namespace sf::cuda::ptx
+
+namespace sf::cuda::ptx {
+
+// 16-byte global -> shared copy that bypasses registers and L1 (.cg); src_bytes < 16 zero-fills the
+// rest, so out-of-range rows and columns arrive as zeros without a branch.
+__device__ __forceinline__ void cp_async_cg_16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Four 8x8 b16 matrices from shared memory: with token rows and 8 consecutive k per row, register i
+// of lane (g, t) is x[g][8 i + 2 t .. + 1], exactly the mma.sp m16n8k32 B fragment.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+}  // namespace sf::cuda::ptx

@@ -30,27 +30,27 @@ struct TableRow {
   GemmPath path;
   int warps;
   int splits;
-  // why (measurement)
+  bool shared_x;
 };
 constexpr TableRow kTable[] = {
-    // sm_90 (H100/H200). M <= 64: the decode kernel is bound by HBM and beats cuBLAS dense by
-    // 1.5-1.75x (bench/results/*-gemm.md). Above 64 tokens the decode kernel re-reads x per 16-row
-    // block and loses to dense; until the tiled prefill kernel lands, decompress + cuBLAS.
-    {90, 8, GemmPath::Decode, 4, 0},
-    {90, 16, GemmPath::Decode, 4, 0},
-    {90, 32, GemmPath::Decode, 4, 0},
-    {90, 64, GemmPath::Decode, 4, 0},
-    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0},
-    // sm_80/86/89: same kernels (mma.sp exists from sm_80); not measured here yet, so the sm_90
-    // choices are carried over.
-    {80, 64, GemmPath::Decode, 4, 0},
-    {80, INT64_MAX, GemmPath::DenseFallback, 0, 0},
+    // sm_90 (H100). M <= 64: decode kernel with x shared through shared memory by 8 warps (8
+    // 16-row blocks per block). The first H100 run (2026-11-22) measured the one-row-block-per-block
+    // variant at 1.7x dense for M = 1 but only 0.9-1.0x at M = 16: every 16-row block re-read x
+    // from L2, 134 MB for 8192x8192 at M = 16 against 38 MB of W.
+    {90, 64, GemmPath::Decode, 8, 0, true},
+    // M > 64: the decode kernels lose to dense (0.3x at M = 64 in that run); until a tiled prefill
+    // kernel lands, W is decompressed into scratch and cuBLAS runs dense (0.6-0.85x of a resident
+    // dense weight at M >= 2048: the decompression pass is the difference).
+    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false},
+    // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
+    {80, 64, GemmPath::Decode, 8, 0, true},
+    {80, INT64_MAX, GemmPath::DenseFallback, 0, 0, false},
 };
 }  // namespace
 
 std::string KernelChoice::name() const {
   if (path == GemmPath::DenseFallback) return "dense_fallback(cublas)";
-  return fmt::format("decode_w{}_s{}", warps, splits);
+  return fmt::format("{}_w{}_s{}", shared_x ? "decode_sx" : "decode", warps, splits);
 }
 
 // ---- tuning cache -----------------------------------------------------------------------------
@@ -167,8 +167,9 @@ SparseGemm::SparseGemm(cudaStream_t stream) : stream_(stream), tuned_(new Tuned)
         t.k = e.at("k");
         t.m = e.at("m");
         t.dtype = *dtype_from_cli(e.at("dtype").get<std::string>());
-        t.choice.path = e.at("path").get<std::string>() == "dense_fallback" ? GemmPath::DenseFallback
-                                                                           : GemmPath::Decode;
+        const std::string path = e.at("path").get<std::string>();
+        t.choice.path = path == "dense_fallback" ? GemmPath::DenseFallback : GemmPath::Decode;
+        t.choice.shared_x = path == "decode_sx";
         t.choice.warps = e.value("warps", 4);
         t.choice.splits = e.value("splits", 0);
         tuned_->entries.push_back(t);
@@ -197,18 +198,18 @@ KernelChoice SparseGemm::choose(const DeviceWeight24& w, int64_t m) const {
   }
   if (best) return best->choice;
   for (const auto& r : kTable)
-    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits};
+    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits, r.shared_x};
   return KernelChoice{GemmPath::DenseFallback, 0, 0};
 }
 
-int SparseGemm::resolve_splits(const DeviceWeight24& w, int64_t m, int warps) const {
-  // Aim for ~8 blocks of 4 warps per SM (enough 16-byte loads in flight to cover HBM latency), but
+int SparseGemm::resolve_splits(const DeviceWeight24& w, int64_t m, int warps, bool shared_x) const {
+  // Aim for ~32 resident warps per SM (enough 16-byte loads in flight to cover HBM latency), but
   // give every warp at least one 8-tile step of its split.
   const int64_t chunks = (m + 63) / 64;
-  const int64_t blocks = w.row_blocks * chunks;
+  const int64_t blocks = (shared_x ? (w.row_blocks + warps - 1) / warps : w.row_blocks) * chunks;
   const int64_t target = int64_t(sm_count_) * 32 / warps;
-  int64_t s = (target + blocks - 1) / blocks;
-  const int64_t max_s = std::max<int64_t>(1, w.k_quads() / (2 * warps));
+  const int64_t s = (target + blocks - 1) / blocks;
+  const int64_t max_s = std::max<int64_t>(1, shared_x ? w.k_quads() / 2 : w.k_quads() / (2 * warps));
   return int(std::clamp<int64_t>(s, 1, std::min<int64_t>(max_s, 64)));
 }
 
@@ -294,7 +295,9 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
   p.k_tiles = int(w.k_tiles);
   p.k_quads = int(w.k_quads());
   p.row_blocks = int(w.row_blocks);
-  int splits = c.splits > 0 ? c.splits : resolve_splits(w, m, warps);
+  // The shared-x variant copies x with 16-byte cp.async: rows must start 16-byte aligned.
+  const bool shared_x = c.shared_x && w.k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  int splits = c.splits > 0 ? c.splits : resolve_splits(w, m, warps, shared_x);
   splits = std::clamp<int>(splits, 1, std::max<int>(1, p.k_quads));
   p.quads_per_split = (p.k_quads + splits - 1) / splits;
   p.quads_per_split = (p.quads_per_split + 1) / 2 * 2;  // whole 8-tile steps
@@ -306,7 +309,7 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
     p.partials = partials_;
     p.counters = counters_;
   }
-  launch_decode(p, w.dtype, mt, warps, stream_);
+  launch_decode(p, w.dtype, mt, warps, shared_x, stream_);
 }
 
 void SparseGemm::run_dense(const DeviceWeight24& w, const void* x, int64_t m, void* y, DType y_dtype,

@@ -1,0 +1,126 @@
+// The dense decode product y[m, n] = epilogue(x[m, :] . W[n, :]) for M <= 8 (batch-1..8 decode).
+//
+// Decode is bound by HBM: every byte of W is read exactly once per step and nothing else matters.
+// So: one warp per output row (N = 4096..50272 rows give 512..6284 blocks of 8 warps, enough to fill
+// 132 SMs), each lane streaming 16-byte chunks of its row with UNROLL loads in flight before the
+// first use, W read with ld.global.nc.L1::no_allocate so it does not evict x from L1 (x is [M, K],
+// at most 8 x 16384 x 2 bytes, read by every warp of the block). The fused epilogue (bias,
+// activation, fp32 residual, output type) saves cuBLAS's extra pass over y.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/check.hpp"
+#include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/model/model_kernels.hpp"
+
+namespace sf::cuda::model {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kUnroll = 4;
+
+// ld.global.nc.L1::no_allocate: read-only, streamed once; keep L1 for the x rows every warp re-reads.
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Dot product of two 16-byte chunks (8 halves, 8 bf16 or 4 floats), accumulated in fp32.
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, __half) {
+  const __half2* x = reinterpret_cast<const __half2*>(&a);
+  const __half2* y = reinterpret_cast<const __half2*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fx = __half22float2(x[i]), fy = __half22float2(y[i]);
+    s = fmaf(fx.x, fy.x, s);
+    s = fmaf(fx.y, fy.y, s);
+  }
+  return s;
+}
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
+  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fx = __bfloat1622float2(x[i]), fy = __bfloat1622float2(y[i]);
+    s = fmaf(fx.x, fy.x, s);
+    s = fmaf(fx.y, fy.y, s);
+  }
+  return s;
+}
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
+  const float4 x = *reinterpret_cast<const float4*>(&a), y = *reinterpret_cast<const float4*>(&b);
+  return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+}
+
+template <typename T, int M>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
+                                                           int n, int kv, EpilogueParams ep) {
+  const int row = blockIdx.x * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= n) return;
+  const uint4* wr = w + int64_t(row) * kv;  // kv: 16-byte chunks per row
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  int i = lane;
+  for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
+    uint4 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + i + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m] += dot16(wv[u], __ldg(x + int64_t(m) * kv + i + 32 * u), T{});
+  }
+  for (; i < kv; i += 32) {
+    const uint4 wv = ld_stream(wr + i);
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] += dot16(wv, __ldg(x + int64_t(m) * kv + i), T{});
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float v = acc[m];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == m) epilogue_store(ep, m, row, v);  // one lane per token row
+  }
+}
+
+template <typename T>
+void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const EpilogueParams& ep,
+              cudaStream_t stream) {
+  const unsigned grid = unsigned((n + kWarps - 1) / kWarps);
+  const auto* w4 = static_cast<const uint4*>(w);
+  const auto* x4 = static_cast<const uint4*>(x);
+  switch (m) {
+#define SF_GEMV_CASE(M) \
+  case M: gemv_kernel<T, M><<<grid, kWarps * 32, 0, stream>>>(w4, x4, int(n), kv, ep); break;
+    SF_GEMV_CASE(1) SF_GEMV_CASE(2) SF_GEMV_CASE(3) SF_GEMV_CASE(4)
+    SF_GEMV_CASE(5) SF_GEMV_CASE(6) SF_GEMV_CASE(7) SF_GEMV_CASE(8)
+#undef SF_GEMV_CASE
+  }
+  SF_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
+                 cudaStream_t stream) {
+  const int64_t elem = w_dt == 0 ? 4 : 2;
+  const int64_t per16 = 16 / elem;
+  if (m < 1 || m > kGemvMaxM || k % per16 != 0 || n > (int64_t(1) << 30) || k / per16 > (int64_t(1) << 30) ||
+      reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    return false;
+  const int kv = int(k / per16);
+  if (w_dt == 1) launch_t<__half>(w, x, m, n, kv, ep, stream);
+  else if (w_dt == 2) launch_t<__nv_bfloat16>(w, x, m, n, kv, ep, stream);
+  else launch_t<float>(w, x, m, n, kv, ep, stream);
+  return true;
+}
+
+}  // namespace sf::cuda::model

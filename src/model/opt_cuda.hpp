@@ -1,0 +1,110 @@
+// The OPT forward pass on one CUDA GPU, mirroring OptCpu (opt_cpu.hpp) stage by stage with the
+// same Hugging Face semantics. Plain C++ interface (no CUDA types), so the CLI includes it in
+// every build; a build without CUDA links opt_cuda_none.cpp, whose constructor throws
+// Error(NoDevice) with the reason.
+//
+// Where things live: every weight once in device memory (dense [out, in] in the model's dtype, or
+// 2:4 in the kernel layout of sf::cuda::upload_weight; q/k/v fused into one [3 hidden, hidden]
+// linear; a tied lm_head shares embed_tokens), biases and layer-norm parameters as fp32, the KV
+// cache [layers, batch, capacity, hidden] in the activation type (= the weights' type), the
+// residual stream, layer-norm statistics, logits and softmax in fp32.
+//
+// Decode: one CUDA graph per (batch, capacity), replayed each step. The token ids and the position
+// live on the device; sampling runs on the device and writes the chosen ids into pinned host
+// memory, so a step needs no host work besides the graph launch and one wait for its event.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/generate.hpp"
+#include "model/sampling.hpp"
+#include "model/weights.hpp"
+
+namespace sf::model {
+
+struct CudaOptions {
+  int device = 0;
+  // Widen every weight to fp32 on upload and compute in fp32 throughout: the exact-semantics mode
+  // the tests compare with HF's fp32 logits at CPU tolerances. Twice the memory of fp16.
+  bool fp32_compute = false;
+  bool use_graph = true;  // false: every decode step is launched kernel by kernel (debugging)
+};
+
+// Device memory the engine holds, by purpose, and what the device reported.
+struct CudaMemoryReport {
+  size_t weights = 0;    // every weight, bias and norm parameter
+  size_t kv_cache = 0;
+  size_t workspace = 0;  // activations, cuBLAS workspace, attention scratch, logits
+  size_t device_total = 0;
+  size_t device_peak_used = 0;  // max over the engine's checkpoints of (total - free), all processes
+};
+
+struct BatchGenerateResult {
+  std::vector<std::vector<int32_t>> ids;  // [batch][new tokens]; no EOS stop (benchmark semantics)
+  double prefill_ms = 0.0;                // all prompts' forward passes and first tokens
+  double decode_ms = 0.0;
+  int64_t decode_steps = 0;               // graph replays (each produces `batch` tokens)
+};
+
+class OptCuda {
+ public:
+  // Uploads the model (which must outlive this object). Throws Error(NoDevice) without a usable
+  // GPU, Error(OutOfMemory) naming what was needed and what is free, Error(Format) like OptCpu.
+  explicit OptCuda(const Model& model, const CudaOptions& options = {});
+  ~OptCuda();
+  OptCuda(const OptCuda&) = delete;
+  OptCuda& operator=(const OptCuda&) = delete;
+
+  const OptConfig& config() const;
+  const Model& model() const;
+
+  // Makes an empty KV cache for `batch` sequences of up to `capacity` tokens (reallocating only when
+  // the shape changes). Like OptCpu::make_cache, but the cache lives inside the engine.
+  void reset(int64_t capacity, int64_t batch = 1);
+  int64_t length() const;    // tokens cached per sequence
+  int64_t capacity() const;
+  int64_t batch() const;
+
+  // OptCpu::forward for a batch-1 cache: runs `tokens` at positions length().., appends their keys
+  // and values, returns logits [n, vocab] when all_logits, else the last position's [vocab] (fp32,
+  // copied to the host). One token runs the decode path (graph when enabled), more the prefill.
+  std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false);
+
+  // Generation with the same contract as model::generate (stop after EOS, on_token per token), with
+  // sampling on the GPU: greedy is identical to Sampler's argmax; otherwise temperature, top-k and
+  // top-p with a Philox generator keyed by (seed, position) (same seed, same text on a given GPU;
+  // not the CPU Sampler's random stream).
+  GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens, const SamplingParams& sampling,
+                          const std::function<void(int32_t)>& on_token = {});
+  // `batch` prompts of equal length decoded together (M = batch in every GEMM): exactly
+  // max_new_tokens each, no EOS stop. Used by the benchmark.
+  BatchGenerateResult generate_batch(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new_tokens,
+                                     const SamplingParams& sampling);
+  // Perplexity over non-overlapping windows, as model::perplexity; the NLL is computed on the GPU.
+  PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0);
+
+  // Bytes a decode step must read: every weight once (2:4: values + metadata), plus the KV cache
+  // rows attended at sequence length `len` for `batch` sequences.
+  size_t weight_bytes_per_step() const;
+  size_t kv_bytes_per_step(int64_t len, int64_t batch) const;
+  CudaMemoryReport memory() const;
+  std::string device_name() const;
+  bool sparse() const;
+  // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
+  // the HBM limit is taken against (DESIGN.md).
+  double measure_copy_bandwidth(size_t bytes = size_t(1) << 30);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "" when a CUDA device is usable by this build, else why not (a sentence a user can act on).
+std::string cuda_unavailable_reason();
+
+}  // namespace sf::model
