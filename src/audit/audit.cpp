@@ -170,6 +170,7 @@ std::string fmt_si(double v) {
   if (v >= 1e12) return fmt::format("{:.3g}T", v / 1e12);
   if (v >= 1e9) return fmt::format("{:.3g}G", v / 1e9);
   if (v >= 1e6) return fmt::format("{:.3g}M", v / 1e6);
+  if (v >= 1000) return fmt::format("{:.0f}", v);
   return fmt::format("{:.4g}", v);
 }
 
@@ -425,7 +426,7 @@ std::string missing_measurements(const Request& req, const ModelShape& model, co
   std::string s = fmt::format(
       "no measured throughput for {}{}: sparseflow audit computes GPU counts only from measurements, "
       "never from assumed speeds.\n  Measurements found:\n{}"
-      "  It needs, measured on the GPU you will serve with, either\n",
+      "  It needs, measured on the GPU you will serve with:\n",
       model.name, gpu_note, found);
   if (model.family == "opt") {
     s += fmt::format(
@@ -439,7 +440,7 @@ std::string missing_measurements(const Request& req, const ModelShape& model, co
         model.name, model.name, model.name, model.name, model.name, model.name, qps);
   } else {
     s += fmt::format(
-        "  (the engine runs OPT models only, so {} cannot have model benchmarks yet)\n  (b)", model.name);
+        "  (model benchmarks of {} are not possible yet: the engine runs OPT models only)\n ", model.name);
   }
   s += " GEMM benchmarks of every decoder linear shape (a bound: linear layers only):\n";
   std::string files;

@@ -61,7 +61,10 @@ bool gemm_shape(const json& j, const std::string& where, int64_t& n, int64_t& k)
 
 void check_provenance(const Provenance& p, const std::string& where, bool require) {
   if (p.gpu.empty())
-    fail(Status::Format, "{}: a benchmark has no \"gpu\" (the device name it was measured on); {}", where, kSeeDoc);
+    fail(Status::Format,
+         "{}: a benchmark has no \"gpu\" (the device name it was measured on); the audit counts GPUs, so it "
+         "needs results of `sparseflow benchmark --device cuda` (a CPU benchmark cannot be used); {}",
+         where, kSeeDoc);
   if (require && (p.date.empty() || p.command.empty()))
     fail(Status::Format,
          "{}: shipped measurements must say when and how they were made, found date \"{}\" and command \"{}\"; "
@@ -134,11 +137,7 @@ void collect(const json& j, Provenance prov, const std::string& where, bool requ
     return;
   }
   if (!j.is_object()) return;
-  for (const char* key : {"gpu", "device"})
-    if (auto s = text(j, key); !s.empty()) {
-      prov.gpu = s;
-      break;
-    }
+  if (auto s = text(j, "gpu"); !s.empty()) prov.gpu = s;
   if (auto s = text(j, "date"); !s.empty()) prov.date = s;
   if (auto s = text(j, "command"); !s.empty()) prov.command = s;
   if (j.contains("runs") && j["runs"].is_array()) parse_model(j, prov, where, require, out);

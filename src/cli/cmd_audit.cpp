@@ -137,9 +137,15 @@ void run_audit_command(const AuditOptions& o) {
   const ModelShape model = resolve_model(o.model);
   audit::Measurements meas;
   for (const auto& f : o.from_benchmark) audit::load_measurement_file(f, /*require_provenance=*/false, meas);
+  std::string searched = o.from_benchmark.empty() ? "" : "the --from-benchmark files";
   if (o.from_benchmark.empty() && !o.no_shipped) {
     const fs::path dir = audit::shipped_measurement_dir();
-    if (!dir.empty()) audit::load_measurement_dir(dir, meas);
+    if (dir.empty()) {
+      searched = "no shipped table (set SPARSEFLOW_DATA_DIR to the folder holding measured/)";
+    } else {
+      const int files = audit::load_measurement_dir(dir, meas);
+      searched = fmt::format("the shipped table {} ({} files)", dir.string(), files);
+    }
   }
   audit::Request req;
   req.qps = o.qps;
@@ -150,7 +156,13 @@ void run_audit_command(const AuditOptions& o) {
   req.price_per_gpu_hour = o.price;
   req.power_watts = o.watts;
   req.grid_g_per_kwh = o.grid;
-  const audit::Report r = audit::run_audit(req, model, meas);
+  audit::Report r;
+  try {
+    r = audit::run_audit(req, model, meas);
+  } catch (const Error& e) {
+    if (e.status() != Status::NotFound || searched.empty()) throw;
+    throw Error(e.status(), fmt::format("{}\n  Searched: {}.", e.what(), searched));
+  }
   if (o.json) print_json(r);
   else print_text(r);
   if (!o.plot.empty()) {

@@ -23,6 +23,9 @@ namespace {
 struct BenchmarkOptions {
   std::string size, batches, device = "cpu", dtype = "fp16", json;
   int iters = 0;  // 0: the device's default
+  // --model: whole-model generation speed instead (cmd_benchmark_model.cpp).
+  std::string model, sparsity = "none";
+  int64_t prompt_tokens = 128, new_tokens = 256;
 };
 
 constexpr const char* kCpuBatches = "1,16,256";
@@ -138,6 +141,7 @@ std::string results_table(const nlohmann::json& rows) {
 }
 
 void run_benchmark(const BenchmarkOptions& o) {
+  if (o.size.empty()) fail(Status::InvalidArgument, "give --size NxK (a GEMM benchmark) or --model M (a model benchmark)");
   const auto [n, k] = parse_size(o.size);
   const bool cuda = o.device == "cuda";
   const std::vector<int64_t> batches =
@@ -185,6 +189,11 @@ void run_benchmark(const BenchmarkOptions& o) {
 
 }  // namespace
 
+// cmd_benchmark_model.cpp
+void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
+                         int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
+                         const std::string& json_path);
+
 void add_benchmark_command(CLI::App& app) {
   auto o = std::make_shared<BenchmarkOptions>();
   CLI::App* cmd = app.add_subcommand(
@@ -193,8 +202,7 @@ void add_benchmark_command(CLI::App& app) {
       "SparseFlow's 2:4 GEMM on the same pruned weights, y[M, N] = x[M, K] W^T, for each batch "
       "size M, after checking that the results agree. Prints times, speedup, achieved GB/s and "
       "GFLOP/s; --json also writes them.");
-  cmd->add_option("--size", o->size, "weight shape NxK, e.g. 4096x4096 (K a multiple of 4)")
-      ->required();
+  auto* size = cmd->add_option("--size", o->size, "weight shape NxK, e.g. 4096x4096 (K a multiple of 4)");
   cmd->add_option("--batch", o->batches,
                   fmt::format("comma-separated M values (default: {} on cpu, {} on cuda)",
                               kCpuBatches, kCudaBatches));
@@ -207,7 +215,18 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--iters", o->iters, "timed iterations per case (default: 10 on cpu, 100 on cuda)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json, "also write the results as JSON to FILE ('-' for stdout)");
-  cmd->callback([o] { run_benchmark(*o); });
+  // --model: generation speed of a whole model on the GPU (prefill, decode, % of the HBM limit).
+  cmd->add_option("--model", o->model, "benchmark this model (.sf or HF dir) instead of one GEMM; needs --device cuda")
+      ->excludes(size);
+  cmd->add_option("--prompt-tokens", o->prompt_tokens, "--model: prompt length")->capture_default_str();
+  cmd->add_option("--new-tokens", o->new_tokens, "--model: tokens generated per sequence")->capture_default_str();
+  cmd->add_option("--sparsity", o->sparsity, "--model on an HF dir: none, or 2:4 (magnitude-pruned in memory)")
+      ->capture_default_str();
+  cmd->callback([o] {
+    if (!o->model.empty())
+      return run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json);
+    run_benchmark(*o);
+  });
 }
 
 }  // namespace sf::cli

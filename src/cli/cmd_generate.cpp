@@ -11,6 +11,7 @@
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
 #include "model/generate.hpp"
+#include "model/opt_cuda.hpp"
 
 namespace sf::cli {
 
@@ -27,7 +28,7 @@ struct GenerateOptions {
 };
 
 void run_generate(const GenerateOptions& o) {
-  require_cpu_device(o.device);
+  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
   set_cpu_threads(o.threads);
   if (o.prompt.empty() == o.ids.empty())
     fail(Status::InvalidArgument, "give exactly one of --prompt TEXT or --ids 2,17,...");
@@ -78,7 +79,13 @@ void run_generate(const GenerateOptions& o) {
     else fmt::print("{} ", id);
     std::fflush(stdout);
   };
-  const auto res = model::generate(opt, prompt_ids, max_new, sampler, on_token);
+  model::GenerateResult res;
+  if (o.device == "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
+    model::OptCuda gpu(*model);
+    res = gpu.generate(prompt_ids, max_new, sp, on_token);
+  } else {
+    res = model::generate(opt, prompt_ids, max_new, sampler, on_token);
+  }
   const std::string text = tok ? tok->decode(res.ids) : std::string();
 
   if (o.json) {
@@ -114,7 +121,7 @@ void add_generate_command(CLI::App& app) {
   g->excludes(t)->excludes(k)->excludes(tp);
   cmd->add_option("--seed", o->seed, "random seed for sampling (same seed, same text)")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object at the end instead of streaming text");
-  cmd->add_option("--device", o->device, "where to run: cpu")->capture_default_str();
+  cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
   cmd->callback([o] { run_generate(*o); });
 }

@@ -12,6 +12,7 @@
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
 #include "model/generate.hpp"
+#include "model/opt_cuda.hpp"
 
 namespace sf::cli {
 
@@ -25,7 +26,7 @@ struct PerplexityOptions {
 };
 
 void run_perplexity(const PerplexityOptions& o) {
-  require_cpu_device(o.device);
+  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
   set_cpu_threads(o.threads);
   if (o.text_file.empty() == o.ids.empty()) fail(Status::InvalidArgument, "give exactly one of --text FILE or --ids 2,17,...");
   auto model = model::Model::open(o.model);
@@ -44,7 +45,8 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = model::perplexity(opt, ids, context);
+  const auto r = o.device == "cuda" ? model::OptCuda(*model).perplexity(ids, context)  // NLL on the GPU
+                                    : model::perplexity(opt, ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (o.json) {
@@ -74,7 +76,7 @@ void add_perplexity_command(CLI::App& app) {
                   "score non-overlapping windows of N tokens (default: max_position_embeddings)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "print one JSON object");
-  cmd->add_option("--device", o->device, "where to run: cpu")->capture_default_str();
+  cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
   cmd->callback([o] { run_perplexity(*o); });
 }

@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "model/convert.hpp"
 #include "model/synth.hpp"
+#include "model/synth_large.hpp"
 
 namespace sf::cli {
 
@@ -44,6 +45,16 @@ void run_synth(const SynthArgs& a) {
   const auto dt = dtype_from_cli(a.dtype);
   if (!dt) fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
   o.dtype = *dt;
+  if (model::find_large_opt_shape(a.arch) && a.format == "hf") {  // real OPT shapes, streamed (synth_large.hpp)
+    const auto c = model::write_large_opt_hf(a.output, a.arch, a.seed, o.dtype);
+    fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}, vocab {}; random "
+               "weights, not a trained model\n", a.output, a.arch, a.seed, a.dtype, c.hidden_size,
+               c.num_hidden_layers, c.ffn_dim, c.vocab_size);
+    return;
+  }
+  if (model::find_large_opt_shape(a.arch))
+    fail(Status::InvalidArgument, "--arch {} is written as an HF directory (--format hf) by streaming; convert it "
+         "with `sparseflow convert` to get a .sf file", a.arch);
   model::find_synth_shape(a.arch);  // a bad --arch fails before anything is written
   if (a.format == "hf") {
     if (fs::exists(a.output) && !fs::is_directory(a.output))
@@ -76,7 +87,8 @@ void run_synth(const SynthArgs& a) {
 void add_synth_command(CLI::App& app) {
   auto a = std::make_shared<SynthArgs>();
   auto* c = app.add_subcommand("synth", "Write a synthetic OPT model with deterministic random weights");
-  c->add_option("--arch", a->arch, "shape: tiny (hidden 64, 2 layers, 4 heads, ffn 256)")->capture_default_str();
+  c->add_option("--arch", a->arch, "shape: tiny (hidden 64, 2 layers, 4 heads, ffn 256), or opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, "
+                 "opt-13b, opt-30b (real OPT shapes, streamed to disk)")->capture_default_str();
   c->add_option("--output,-o", a->output, "directory (--format hf) or file (--format sf) to write")->required();
   c->add_option("--format", a->format, "hf (config.json, model.safetensors, vocab.json, merges.txt) or sf")
       ->capture_default_str();

@@ -27,6 +27,7 @@ void run_validate(const ValidateOptions& o) {
 
   nlohmann::ordered_json tensors = nlohmann::ordered_json::array();
   Table table({"tensor", "dtype", "shape", "2:4"});
+  table.align_left(3);  // verdicts are sentences
   int checked = 0, sparse = 0, other = 0, unsupported = 0;
   for (const auto& t : file.tensors()) {
     nlohmann::ordered_json j = {{"name", t.name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}};

@@ -236,7 +236,7 @@ std::string shape_of(const nlohmann::json& t) {
 }
 
 std::string backend_name(const std::string& key) {
-  if (key == "sparseflow") return "SparseFlow 2:4";
+  if (key == "sparseflow" || key == "sparse") return "SparseFlow 2:4";
   if (key == "cusparselt") return "cuSPARSELt 2:4";
   return key;
 }

@@ -99,8 +99,12 @@ uint64_t pair_key(int32_t left, int32_t right) {
 
 // Words recur: a bounded map from piece bytes to ids, shared by threads.
 struct Tokenizer::Cache {
+  struct Hash {  // lets find() take the piece as a string_view, without a copy
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   std::mutex mutex;
-  std::unordered_map<std::string, std::vector<int32_t>> words;
+  std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> words;
 };
 
 Tokenizer::Tokenizer() : cache_(std::make_unique<Cache>()) {}
@@ -272,7 +276,7 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) 
   const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
   if (cacheable) {
     std::lock_guard lock(cache_->mutex);
-    auto it = cache_->words.find(std::string(piece));
+    auto it = cache_->words.find(piece);
     if (it != cache_->words.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
@@ -335,7 +339,7 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
   for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
 }
 
-std::string Tokenizer::token_bytes(int32_t id) const {
+const std::string& Tokenizer::bytes_of(int32_t id) const {
   if (id < 0 || static_cast<size_t>(id) >= id_to_bytes_.size() || !id_used_[id]) {
     fail(Status::InvalidArgument, "token id {} is not in the vocabulary (ids are 0..{}{}); was it "
          "produced with a different tokenizer or model?", id, vocab_size() - 1,
@@ -344,9 +348,11 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   return id_to_bytes_[id];
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const { return bytes_of(id); }
+
 std::string Tokenizer::decode_bytes(std::span<const int32_t> ids) const {
   std::string out;
-  for (int32_t id : ids) out += token_bytes(id);
+  for (int32_t id : ids) out += bytes_of(id);
   return out;
 }
 

@@ -76,6 +76,7 @@ class Tokenizer {
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   void bpe(std::string_view piece, std::vector<int32_t>& out) const;
   std::optional<Merge> find_merge(int32_t left, int32_t right) const;
+  const std::string& bytes_of(int32_t id) const;  // throws for an unknown id
 
   std::unordered_map<std::string, int32_t> token_to_id_;
   std::vector<std::string> id_to_bytes_;  // raw bytes of each token

@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
   model::OptCpu d(*dense), s(*sparse);
-  std::vector<int32_t> ids(size_t(prompt));
+  std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[size_t(i)] = i == 0 ? 2 : int32_t((i * 7919) % spec.config.vocab_size);
 
   struct Result { double best_tps = 0, prefill_ms = 1e300; std::vector<double> tps; };

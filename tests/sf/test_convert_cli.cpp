@@ -13,14 +13,14 @@ using namespace sf;
 
 namespace {
 
-struct Run {
+struct CliResult {
   int code = -1;
   std::string out;  // stdout and stderr together
 };
 
-Run run(const std::string& args) {
+CliResult run_cli(const std::string& args) {
   const std::string cmd = std::string(SF_CLI_PATH) + " " + args + " 2>&1";
-  Run r;
+  CliResult r;
   std::FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
   char buf[4096];
@@ -35,13 +35,13 @@ class ConvertCliTest : public sftest::ScratchTest {
  protected:
   void SetUp() override {
     ScratchTest::SetUp();
-    const Run r = run(fmt::format("synth --arch tiny --output {} --seed 3", path("tiny")));
+    const CliResult r = run_cli(fmt::format("synth --arch tiny --output {} --seed 3", path("tiny")));
     ASSERT_EQ(r.code, 0) << r.out;
   }
 };
 
 TEST_F(ConvertCliTest, SynthConvertInspect) {
-  Run r = run(fmt::format("convert --input {} --output {} --sparsity 2:4", path("tiny"), path("t24.sf")));
+  CliResult r = run_cli(fmt::format("convert --input {} --output {} --sparsity 2:4", path("tiny"), path("t24.sf")));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("relative pruning error"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("parameters     204416"), std::string::npos) << r.out;
@@ -49,11 +49,11 @@ TEST_F(ConvertCliTest, SynthConvertInspect) {
   const auto m = model::Model::open(path("t24.sf"));
   EXPECT_TRUE(m->is_sparse());
 
-  r = run(fmt::format("inspect {}", path("t24.sf")));
+  r = run_cli(fmt::format("inspect {}", path("t24.sf")));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("verification: ok"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("model.decoder.layers.1.fc2.weight"), std::string::npos);
-  r = run(fmt::format("inspect --json {}", path("t24.sf")));
+  r = run_cli(fmt::format("inspect --json {}", path("t24.sf")));
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["format_version"], 1);
@@ -61,30 +61,30 @@ TEST_F(ConvertCliTest, SynthConvertInspect) {
   EXPECT_EQ(j["metadata"]["sparsity.pattern"], "2:4");
   EXPECT_EQ(j["totals"]["kinds"]["s24"], 12);
 
-  r = run(fmt::format("convert -i {} -o {} --dtype bf16 --json", path("tiny"), path("bf.sf")));
+  r = run_cli(fmt::format("convert -i {} -o {} --dtype bf16 --json", path("tiny"), path("bf.sf")));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(model::Model::open(path("bf.sf"))->dtype(), DType::BF16);
 
-  r = run(fmt::format("synth --arch tiny --format sf --output {} --seed 3", path("direct.sf")));
+  r = run_cli(fmt::format("synth --arch tiny --format sf --output {} --seed 3", path("direct.sf")));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(model::Model::open(path("direct.sf"))->metadata().at("source.format"), "synth");
   EXPECT_TRUE(temporaries().empty());
 }
 
 TEST_F(ConvertCliTest, DamagedFileExitCodes) {
-  ASSERT_EQ(run(fmt::format("convert -i {} -o {}", path("tiny"), path("m.sf"))).code, 0);
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("m.sf"))).code, 0);
   auto b = sftest::read_bytes(path("m.sf"));
   const auto f = sff::File::open(path("m.sf"));
   b[f.data_start() + f.get("model.decoder.layers.0.fc1.bias").parts[0].offset] ^= 0x80;
   sftest::write_bytes(path("bad.sf"), b);
-  Run r = run(fmt::format("inspect {}", path("bad.sf")));
+  CliResult r = run_cli(fmt::format("inspect {}", path("bad.sf")));
   EXPECT_EQ(r.code, 1) << r.out;  // checksum failure: table printed, then FAILED
   EXPECT_NE(r.out.find("FAILED"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("model.decoder.layers.0.fc1.bias"), std::string::npos) << r.out;
-  EXPECT_EQ(run(fmt::format("inspect --no-verify {}", path("bad.sf"))).code, 0);
+  EXPECT_EQ(run_cli(fmt::format("inspect --no-verify {}", path("bad.sf"))).code, 0);
   b.resize(b.size() / 2);
   sftest::write_bytes(path("cut.sf"), b);
-  r = run(fmt::format("inspect {}", path("cut.sf")));
+  r = run_cli(fmt::format("inspect {}", path("cut.sf")));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("truncated"), std::string::npos) << r.out;
 }
@@ -93,26 +93,26 @@ TEST_F(ConvertCliTest, FailingConvertLeavesNothingBehindAndKeepsTheOldOutput) {
   const std::string out = path("keep.sf");
   sftest::write_bytes(out, {'o', 'l', 'd'});
   // Bad options, a missing input, an incomplete checkpoint: each fails with exit 2.
-  Run r = run(fmt::format("convert -i {} -o {} --sparsity 3:4", path("tiny"), out));
+  CliResult r = run_cli(fmt::format("convert -i {} -o {} --sparsity 3:4", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("expected none or 2:4"), std::string::npos) << r.out;
-  r = run(fmt::format("convert -i {} -o {} --sparsity 2:4 --method wanda", path("tiny"), out));
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method wanda", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("--calibration"), std::string::npos) << r.out;
-  r = run(fmt::format("convert -i {} -o {}", path("absent"), out));
+  r = run_cli(fmt::format("convert -i {} -o {}", path("absent"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   std::filesystem::remove(path("tiny/model.safetensors"));
-  r = run(fmt::format("convert -i {} -o {}", path("tiny"), out));
+  r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("model.safetensors"), std::string::npos) << r.out;
   EXPECT_EQ(sftest::read_bytes(out), (std::vector<uint8_t>{'o', 'l', 'd'}));
   EXPECT_TRUE(temporaries().empty());
-  r = run(fmt::format("convert -i {} -o {}", path("tiny"), path("new.sf")));
+  r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("new.sf")));
   EXPECT_EQ(r.code, 2);
   EXPECT_FALSE(std::filesystem::exists(path("new.sf")));
   // A directory as output, and a missing --output, are refused too.
-  EXPECT_EQ(run(fmt::format("convert -i {} -o {}", path("tiny"), path("tiny"))).code, 2);
-  EXPECT_EQ(run(fmt::format("convert -i {}", path("tiny"))).code, 2);
+  EXPECT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("tiny"))).code, 2);
+  EXPECT_EQ(run_cli(fmt::format("convert -i {}", path("tiny"))).code, 2);
 }
 
 }  // namespace

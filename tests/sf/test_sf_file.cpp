@@ -76,14 +76,15 @@ std::vector<uint8_t> relayout(const std::vector<uint8_t>& f, const std::function
   std::vector<uint8_t> tr(f.end() - std::ptrdiff_t(trailer), f.end());
   mutate(header);
   const std::string text = header.dump();
-  std::vector<uint8_t> out(f.begin(), f.begin() + 24);
-  put64(out.data() + 16, text.size());
-  out.insert(out.end(), text.begin(), text.end());
-  out.resize((out.size() + 63) / 64 * 64, 0);
-  out.insert(out.end(), data.begin(), data.end());
   put64(tr.data(), sff::xxh64({reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
   put64(tr.data() + 8 * (nparts + 1), sff::xxh64({tr.data(), 8 * (nparts + 1)}));
-  out.insert(out.end(), tr.begin(), tr.end());
+  const size_t d2 = (24 + text.size() + 63) / 64 * 64;
+  std::vector<uint8_t> out(d2 + data.size() + tr.size(), 0);
+  std::memcpy(out.data(), f.data(), 24);
+  put64(out.data() + 16, text.size());
+  std::memcpy(out.data() + 24, text.data(), text.size());
+  std::memcpy(out.data() + d2, data.data(), data.size());
+  std::memcpy(out.data() + d2 + data.size(), tr.data(), tr.size());
   return out;
 }
 

@@ -1,0 +1,145 @@
+// sparseflow benchmark --model M --device cuda: whole-model generation speed on the GPU backend.
+// Prefill tokens/s, decode tokens/s and ms per step, GPU memory, and the fraction of the HBM limit
+// reached: (weight bytes + KV bytes read per decode step) / (device-to-device copy bandwidth
+// measured in this process) over the measured step time. Each batch size runs once untimed (it
+// captures the decode graph and warms the clocks) and once timed, with the same shapes.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/table.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "model/opt_cuda.hpp"
+
+namespace sf::cli {
+
+namespace {
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(item, &used);
+      if (used != item.size() || v <= 0) throw std::invalid_argument(item);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      fail(Status::InvalidArgument, "--batch '{}': expected positive integers separated by commas, e.g. 1,8,64", s);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+}  // namespace
+
+void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
+                         int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
+                         const std::string& json_path) {
+  if (device != "cuda")
+    fail(Status::InvalidArgument, "benchmark --model runs on the GPU backend; add --device cuda (for the CPU, "
+         "time `sparseflow generate --device cpu`).");
+  if (prompt_tokens < 1 || new_tokens < 2)
+    fail(Status::InvalidArgument, "--prompt-tokens must be >= 1 and --new-tokens >= 2 (got {} and {}).",
+         prompt_tokens, new_tokens);
+  const auto bs = parse_list(batches.empty() ? "1" : batches);
+  std::FILE* human = json_path == "-" ? stderr : stdout;
+
+  auto t0 = std::chrono::steady_clock::now();
+  model::OpenOptions oo;
+  oo.sparsity = sparsity;
+  oo.verify_checksums = false;  // 13 GB of xxh64 is not what this command measures
+  auto model = model::Model::open(model_path, oo);
+  const double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  t0 = std::chrono::steady_clock::now();
+  model::OptCuda gpu(*model);
+  const double upload_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto& c = gpu.config();
+  if (prompt_tokens + new_tokens > c.max_position_embeddings)
+    fail(Status::InvalidArgument, "--prompt-tokens {} + --new-tokens {} exceeds max_position_embeddings {}.",
+         prompt_tokens, new_tokens, c.max_position_embeddings);
+  const double bw = gpu.measure_copy_bandwidth();
+  const size_t wbytes = gpu.weight_bytes_per_step();
+  fmt::print(human, "model {}: {} layers, hidden {}, ffn {}, {} weights; opened in {:.1f} s, uploaded to {} in {:.1f} s\n",
+             model_path, c.num_hidden_layers, c.hidden_size, c.ffn_dim, gpu.sparse() ? "2:4" : "dense", open_s,
+             gpu.device_name(), upload_s);
+  fmt::print(human, "device-to-device copy: {:.0f} GB/s (read + written); weight bytes per decode step: {:.3f} GB\n",
+             bw / 1e9, double(wbytes) / 1e9);
+
+  nlohmann::ordered_json result = {{"gpu", gpu.device_name()},
+                                   {"model", model_path},
+                                   {"weights", gpu.sparse() ? "2:4" : "dense"},
+                                   {"dtype", std::string(dtype_name(model->dtype()))},
+                                   {"layers", c.num_hidden_layers},
+                                   {"hidden", c.hidden_size},
+                                   {"copy_bandwidth_GBps", bw / 1e9},
+                                   {"weight_bytes_per_step", wbytes},
+                                   {"upload_s", upload_s},
+                                   {"rows", nlohmann::json::array()}};
+  Table t({"batch", "prompt", "new", "prefill tok/s", "decode tok/s", "ms/step", "HBM limit ms", "% of HBM limit"});
+  std::mt19937_64 rng(1234);
+  for (int64_t B : bs) {
+    std::vector<std::vector<int32_t>> prompts(size_t(B), std::vector<int32_t>(size_t(prompt_tokens)));
+    for (auto& p : prompts) {
+      p[0] = int32_t(c.bos_token_id);
+      for (size_t i = 1; i < p.size(); ++i) p[i] = int32_t(4 + rng() % uint64_t(c.vocab_size - 4));
+    }
+    model::SamplingParams greedy;
+    gpu.generate_batch(prompts, new_tokens, greedy);  // untimed: captures the graph, warms up
+    const auto r = gpu.generate_batch(prompts, new_tokens, greedy);
+    const double ms_step = r.decode_ms / double(r.decode_steps);
+    const double kv = double(gpu.kv_bytes_per_step(prompt_tokens + new_tokens / 2, B));
+    const double limit_ms = (double(wbytes) + kv) / bw * 1e3;
+    const double frac = limit_ms / ms_step;
+    const double prefill_tps = double(B * prompt_tokens) / (r.prefill_ms * 1e-3);
+    const double decode_tps = double(B * r.decode_steps) / (r.decode_ms * 1e-3);
+    t.add_row({std::to_string(B), std::to_string(prompt_tokens), std::to_string(new_tokens), format_number(prefill_tps),
+               format_number(decode_tps), format_number(ms_step), format_number(limit_ms),
+               format_number(100.0 * frac)});
+    result["rows"].push_back({{"batch", B},
+                              {"prompt_tokens", prompt_tokens},
+                              {"new_tokens", new_tokens},
+                              {"prefill_ms", r.prefill_ms},
+                              {"prefill_tokens_per_s", prefill_tps},
+                              {"decode_steps", r.decode_steps},
+                              {"decode_ms", r.decode_ms},
+                              {"ms_per_step", ms_step},
+                              {"decode_tokens_per_s", decode_tps},
+                              {"kv_bytes_per_step", kv},
+                              {"hbm_limit_ms_per_step", limit_ms},
+                              {"hbm_fraction", frac},
+                              {"first_ids", std::vector<int32_t>(r.ids[0].begin(),
+                                                                 r.ids[0].begin() + std::min<size_t>(8, r.ids[0].size()))}});
+  }
+  const auto mem = gpu.memory();
+  result["memory"] = {{"weights", mem.weights},
+                      {"kv_cache", mem.kv_cache},
+                      {"workspace", mem.workspace},
+                      {"device_total", mem.device_total},
+                      {"device_peak_used", mem.device_peak_used}};
+  fmt::print(human, "{}", t.str());
+  fmt::print(human, "GPU memory: weights {:.2f} GB, KV cache {:.2f} GB, workspace {:.2f} GB; peak used on the device "
+             "{:.2f} of {:.2f} GB\n", mem.weights / 1e9, mem.kv_cache / 1e9, mem.workspace / 1e9,
+             mem.device_peak_used / 1e9, mem.device_total / 1e9);
+  fmt::print(human, "HBM limit = (weight bytes + KV bytes at the mean length) / measured copy bandwidth; ms/step is "
+             "one decode step of the whole batch (CUDA graph replay, greedy sampling on the GPU).\n");
+  if (json_path == "-") {
+    fmt::print("{}\n", result.dump(2));
+  } else if (!json_path.empty()) {
+    const std::string text = result.dump(2) + "\n";
+    AtomicFile f(json_path);
+    f.write(text.data(), text.size());
+    f.commit();
+    fmt::print(human, "wrote {}\n", json_path);
+  }
+}
+
+}  // namespace sf::cli
