@@ -53,6 +53,8 @@ double tonnes_co2(double kwh, double grams_per_kwh) { return kwh * grams_per_kwh
 // ---- models ------------------------------------------------------------------------------------------
 
 std::string normalize_model_name(std::string_view name) {
+  while (!name.empty() && name.back() == '/') name.remove_suffix(1);
+  if (name.size() > 3 && name.substr(name.size() - 3) == ".sf") name.remove_suffix(3);
   auto slash = name.find_last_of('/');
   if (slash != std::string_view::npos) name = name.substr(slash + 1);
   std::string out(name);
@@ -111,6 +113,13 @@ double weight_bytes_fp16(const ModelShape& m, bool sparse24) {
 
 double kv_bytes_per_sequence(const ModelShape& m, double tokens) {
   return 2.0 * double(m.layers) * double(m.hidden) * 2.0 * tokens;
+}
+
+bool measures(const ModelMeasurement& m, const ModelShape& shape) {
+  if (m.model == shape.name) return true;
+  if (m.layers != shape.layers || m.hidden != shape.hidden) return false;
+  if (m.ffn != 0 && m.ffn != shape.ffn) return false;
+  return (m.family.empty() ? std::string("opt") : m.family) == shape.family;
 }
 
 // ---- GPUs --------------------------------------------------------------------------------------------
@@ -260,13 +269,13 @@ std::optional<Report> from_model_runs(const Request& req, const ModelShape& mode
                                       const Measurements& meas, Report base) {
   std::set<std::string> gpus;
   for (const auto& m : meas.models)
-    if (m.model == model.name) gpus.insert(m.prov.gpu);
+    if (measures(m, model)) gpus.insert(m.prov.gpu);
   for (const auto& gpu : filter_gpus(gpus, req)) {
     const GpuSpec* spec = find_gpu(gpu);
     const double max_batch = max_batch_by_memory(model, spec, base.tokens_in + base.tokens_out);
     std::optional<Chosen> dense, sparse;
     for (const auto& m : meas.models) {
-      if (m.model != model.name || m.prov.gpu != gpu) continue;
+      if (!measures(m, model) || m.prov.gpu != gpu) continue;
       auto run = choose_run(m, req, max_batch);
       if (!run) continue;
       auto& slot = m.sparse24 ? sparse : dense;

@@ -56,7 +56,8 @@ double kv_bytes_per_sequence(const ModelShape& m, double tokens);
 // normalize_model_name().
 const ModelShape* find_model(std::string_view name);
 const std::vector<ModelShape>& known_models();
-// "facebook/OPT-6.7B" -> "opt-6.7b": lower case, the part after the last '/'.
+// "facebook/OPT-6.7B" -> "opt-6.7b": lower case, the part after the last '/', without a ".sf"
+// extension or trailing '/'.
 std::string normalize_model_name(std::string_view name);
 
 // ---- GPUs (published datasheets) ------------------------------------------------------------------
@@ -90,10 +91,16 @@ struct ModelRun {
 };
 struct ModelMeasurement {
   Provenance prov;
-  std::string model;     // normalized architecture name
-  bool sparse24 = false;  // the .sf's linear layers were 2:4
+  std::string model;      // normalize_model_name of "model" (a name, or the path of the .sf / HF dir)
+  std::string family;     // "architecture" when given ("opt"); empty otherwise
+  int64_t layers = 0, hidden = 0, ffn = 0;  // 0 when not given
+  bool sparse24 = false;  // the model's linear layers were 2:4
   std::vector<ModelRun> runs;
 };
+// Whether `m` measured a model of shape `shape`: same name, or the same layers and hidden size
+// (and FFN size and architecture where the benchmark gives them; the engine runs OPT only, so a
+// benchmark without "architecture" is taken as OPT).
+bool measures(const ModelMeasurement& m, const ModelShape& shape);
 
 // One GEMM benchmark shape: per M the dense and the SparseFlow 2:4 time of y = x W^T, W [n, k].
 struct GemmRow {

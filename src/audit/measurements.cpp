@@ -77,15 +77,24 @@ void parse_model(const json& j, const Provenance& prov, const std::string& where
   ModelMeasurement m;
   m.prov = prov;
   m.model = normalize_model_name(text(j, "model"));
-  if (m.model.empty())
-    fail(Status::Format, "{}: a model benchmark needs \"model\" (the architecture, e.g. \"opt-6.7b\"); {}", where, kSeeDoc);
-  const std::string sp = text(j, "sparsity");
+  m.family = normalize_model_name(text(j, "architecture"));
+  for (auto [key, field] : {std::pair{"layers", &m.layers}, std::pair{"hidden", &m.hidden}, std::pair{"ffn", &m.ffn}})
+    if (j.contains(key)) *field = int64_t(number(j, key, where));
+  if (m.model.empty() && (m.layers == 0 || m.hidden == 0))
+    fail(Status::Format,
+         "{}: a model benchmark needs \"model\" (e.g. \"opt-6.7b\") or \"layers\" and \"hidden\" to say what "
+         "was measured; {}",
+         where, kSeeDoc);
+  std::string sp = text(j, "sparsity");
+  if (sp.empty()) sp = text(j, "weights");
   if (sp == "2:4") m.sparse24 = true;
   else if (sp != "dense")
-    fail(Status::Format, "{}: expected \"sparsity\" \"dense\" or \"2:4\", found \"{}\"; {}", where, sp, kSeeDoc);
+    fail(Status::Format, "{}: expected \"weights\" (or \"sparsity\") \"dense\" or \"2:4\", found \"{}\"; {}", where,
+         sp, kSeeDoc);
+  const char* list = j.contains("runs") ? "runs" : "rows";
   int i = 0;
-  for (const auto& r : j["runs"]) {
-    const std::string rw = fmt::format("{}: runs[{}]", where, i++);
+  for (const auto& r : j[list]) {
+    const std::string rw = fmt::format("{}: {}[{}]", where, list, i++);
     if (!r.is_object()) fail(Status::Format, "{}: expected an object, found {}", rw, r.dump());
     ModelRun run;
     run.batch = int64_t(number(r, "batch", rw));
@@ -140,7 +149,10 @@ void collect(const json& j, Provenance prov, const std::string& where, bool requ
   if (auto s = text(j, "gpu"); !s.empty()) prov.gpu = s;
   if (auto s = text(j, "date"); !s.empty()) prov.date = s;
   if (auto s = text(j, "command"); !s.empty()) prov.command = s;
-  if (j.contains("runs") && j["runs"].is_array()) parse_model(j, prov, where, require, out);
+  // Model benchmarks have "runs", or "rows" of tokens/s; GEMM benchmarks "rows" of milliseconds.
+  const bool model_rows = j.contains("rows") && j["rows"].is_array() && !j["rows"].empty() &&
+                          j["rows"][0].is_object() && j["rows"][0].contains("decode_tokens_per_s");
+  if ((j.contains("runs") && j["runs"].is_array()) || model_rows) parse_model(j, prov, where, require, out);
   else if (j.contains("rows") && j["rows"].is_array()) parse_gemm(j, prov, where, require, out);
   for (const char* key : {"results", "benchmarks", "cases", "shapes", "entries"})
     if (j.contains(key) && j[key].is_array()) collect(j[key], prov, fmt::format("{}.{}", where, key), require, out);

@@ -23,6 +23,7 @@ void add_tokenize_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_synth_command(CLI::App& app);
+void add_tune_command(CLI::App& app);
 void dispatch_argv0(int& argc, char**& argv);  // argv0.hpp: sparseflow-audit ARGS runs sparseflow audit ARGS
 
 }  // namespace sf::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   sf::cli::add_convert_command(app);
   sf::cli::add_inspect_command(app);
   sf::cli::add_synth_command(app);
+  sf::cli::add_tune_command(app);
   sf::cli::dispatch_argv0(argc, argv);  // the seed's names: sparseflow-audit == sparseflow audit
 
   try {

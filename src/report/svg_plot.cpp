@@ -289,15 +289,20 @@ LineChart speedup_chart(const nlohmann::json& bench) {
 LineChart tokens_chart(const nlohmann::json& bench) {
   std::vector<std::pair<const nlohmann::json*, std::string>> tables;
   find_tables(bench, "runs", "", tables);
+  find_tables(bench, "rows", "", tables);  // `sparseflow benchmark --model` writes "rows"
   LineChart c;
   c.log2_x = true;
   c.x_label = "batch (sequences decoded together), log2 scale";
   c.y_label = "decode tokens/s (all sequences)";
   for (const auto& [t, gpu] : tables) {
-    const std::string model = t->contains("model") && (*t)["model"].is_string() ? (*t)["model"].get<std::string>() : "model";
-    const std::string sp = t->contains("sparsity") && (*t)["sparsity"].is_string() ? (*t)["sparsity"].get<std::string>() : "";
+    std::string model = t->contains("model") && (*t)["model"].is_string() ? (*t)["model"].get<std::string>() : "model";
+    while (model.size() > 1 && model.back() == '/') model.pop_back();
+    model = model.substr(model.find_last_of('/') + 1);  // a path: its last component
+    std::string sp;
+    for (const char* key : {"sparsity", "weights"})
+      if (sp.empty() && t->contains(key) && (*t)[key].is_string()) sp = (*t)[key].get<std::string>();
     Series s{sp.empty() ? model : model + " " + sp, {}};
-    for (const auto& r : (*t)["runs"])
+    for (const auto& r : t->contains("runs") ? (*t)["runs"] : (*t)["rows"])
       if (r.is_object() && r.contains("batch") && r.contains("decode_tokens_per_s") && r["batch"].is_number() &&
           r["decode_tokens_per_s"].is_number())
         s.points.push_back({r["batch"].get<double>(), r["decode_tokens_per_s"].get<double>()});

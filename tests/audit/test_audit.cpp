@@ -266,3 +266,35 @@ TEST(AuditShipped, TableLoadsWithProvenance) {
   }
   for (const auto& g : m.models) EXPECT_FALSE(g.prov.command.empty());
 }
+
+TEST(AuditParse, ModelBenchmarkAsTheCommandWritesIt) {
+  // The shape `sparseflow benchmark --model` writes: "rows" of tokens/s, "weights", a model path.
+  const json dense = {{"gpu", "NVIDIA H200"}, {"model", "/models/synthetic-opt.sf"}, {"weights", "dense"},
+                      {"layers", 32}, {"hidden", 4096},
+                      {"rows", json::array({{{"batch", 1}, {"prompt_tokens", 128}, {"new_tokens", 256},
+                                             {"prefill_tokens_per_s", 8000.0}, {"decode_tokens_per_s", 250.0}}})}};
+  json sparse = dense;
+  sparse["weights"] = "2:4";
+  sparse["model"] = "/models/opt-6.7b-24.sf/";
+  sparse["rows"][0]["decode_tokens_per_s"] = 400.0;
+  Measurements m;
+  parse_measurements(dense, "d.json", false, m);
+  parse_measurements(sparse, "s.json", false, m);
+  ASSERT_EQ(m.models.size(), 2u);
+  EXPECT_TRUE(m.gemms.empty());
+  EXPECT_EQ(m.models[0].model, "synthetic-opt");
+  EXPECT_EQ(m.models[1].model, "opt-6.7b-24");
+  EXPECT_TRUE(m.models[1].sparse24);
+  // Matched by shape: 32 layers of 4096 is opt-6.7b (and, by shape alone, llama-7b too, but the
+  // engine runs OPT, so a benchmark without "architecture" is OPT).
+  EXPECT_TRUE(measures(m.models[0], *find_model("opt-6.7b")));
+  EXPECT_FALSE(measures(m.models[0], *find_model("llama-7b")));
+  EXPECT_FALSE(measures(m.models[0], *find_model("opt-13b")));
+  Request req;
+  req.qps = 1;
+  const Report r = run_audit(req, *find_model("opt-6.7b"), m);
+  // 128 / 8000 + 256 / 250 = 1.04 s dense -> 2 GPUs; 128 / 8000 + 256 / 400 = 0.656 s -> 1 GPU.
+  EXPECT_EQ(r.dense.gpus, 2);
+  EXPECT_EQ(r.sparse.gpus, 1);
+  EXPECT_THROW(run_audit(req, *find_model("llama-7b"), m), sf::Error);
+}
