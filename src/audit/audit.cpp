@@ -442,8 +442,8 @@ std::string missing_measurements(const Request& req, const ModelShape& model, co
         "  (a) model benchmarks of {} dense and 2:4 (measured tokens/s: the real answer):\n"
         "        sparseflow convert --input CHECKPOINT_DIR --output {}.sf\n"
         "        sparseflow convert --input CHECKPOINT_DIR --sparsity 2:4 --output {}-24.sf\n"
-        "        sparseflow benchmark --model {}.sf --batch 32 --json dense.json\n"
-        "        sparseflow benchmark --model {}-24.sf --batch 32 --json sparse.json\n"
+        "        sparseflow benchmark --device cuda --model {}.sf --batch 32 --json dense.json\n"
+        "        sparseflow benchmark --device cuda --model {}-24.sf --batch 32 --json sparse.json\n"
         "        sparseflow audit --model {} --qps {} --from-benchmark dense.json --from-benchmark sparse.json\n"
         "  or (b)",
         model.name, model.name, model.name, model.name, model.name, model.name, qps);

@@ -87,7 +87,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   Table t({"batch", "prompt", "new", "prefill tok/s", "decode tok/s", "ms/step", "HBM limit ms", "% of HBM limit"});
   std::mt19937_64 rng(1234);
   for (int64_t B : bs) {
-    std::vector<std::vector<int32_t>> prompts(size_t(B), std::vector<int32_t>(size_t(prompt_tokens)));
+    std::vector<std::vector<int32_t>> prompts(size_t(B), std::vector<int32_t>(size_t(prompt_tokens), 0));
     for (auto& p : prompts) {
       p[0] = int32_t(c.bos_token_id);
       for (size_t i = 1; i < p.size(); ++i) p[i] = int32_t(4 + rng() % uint64_t(c.vocab_size - 4));
@@ -104,7 +104,8 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
     t.add_row({std::to_string(B), std::to_string(prompt_tokens), std::to_string(new_tokens), format_number(prefill_tps),
                format_number(decode_tps), format_number(ms_step), format_number(limit_ms),
                format_number(100.0 * frac)});
-    result["rows"].push_back({{"batch", B},
+    const std::vector<int32_t> first(r.ids[0].begin(), r.ids[0].begin() + std::min<ptrdiff_t>(8, ptrdiff_t(r.ids[0].size())));
+    const nlohmann::ordered_json row = {{"batch", B},
                               {"prompt_tokens", prompt_tokens},
                               {"new_tokens", new_tokens},
                               {"prefill_ms", r.prefill_ms},
@@ -116,8 +117,8 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                               {"kv_bytes_per_step", kv},
                               {"hbm_limit_ms_per_step", limit_ms},
                               {"hbm_fraction", frac},
-                              {"first_ids", std::vector<int32_t>(r.ids[0].begin(),
-                                                                 r.ids[0].begin() + std::min<size_t>(8, r.ids[0].size()))}});
+                              {"first_ids", first}};
+    result["rows"].push_back(row);
   }
   const auto mem = gpu.memory();
   result["memory"] = {{"weights", mem.weights},

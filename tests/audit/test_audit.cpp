@@ -151,7 +151,7 @@ TEST(AuditRun, BatchWithoutASparseMeasurementAsksForIt) {
     EXPECT_EQ(e.status(), sf::Status::NotFound);
     const std::string msg = e.what();
     EXPECT_NE(msg.find("model benchmark: opt-6.7b 2:4 on NVIDIA H100 80GB HBM3"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("sparseflow benchmark --model opt-6.7b-24.sf"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("sparseflow benchmark --device cuda --model opt-6.7b-24.sf"), std::string::npos) << msg;
   }
 }
 

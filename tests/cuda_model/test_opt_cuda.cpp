@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/error.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cpu.hpp"
 #include "model/opt_cuda.hpp"

@@ -35,6 +35,13 @@ double weight_bytes_per_token(const model::Model& m) {
   return b;
 }
 
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
 std::string cpu_name() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;
@@ -115,7 +122,8 @@ int main(int argc, char** argv) {
 
   fmt::print("OPT-125m shape, random fp16 weights, CPU: {}, {} threads, ISA {}, {}\n", cpu_name(), omp_get_max_threads(),
              s24::cpu_isa_name(s24::cpu_isa()), date);
-  fmt::print("prompt {} tokens, then {} decode steps, median of {} runs\n", prompt, tokens, reps);
+  fmt::print("prompt {} tokens, then {} decode steps, median of {} runs; load average {}\n", prompt, tokens, reps,
+             load_average());
   fmt::print("{:<6} {:>12} {:>12} {:>14} {:>10}\n", "model", "decode tok/s", "prefill ms", "MB/token", "GB/s");
   fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "dense", md, rd.prefill_ms, bd / 1e6, md * bd / 1e9);
   fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "2:4", ms, rs.prefill_ms, bs / 1e6, ms * bs / 1e9);
@@ -129,6 +137,7 @@ int main(int argc, char** argv) {
         {"threads", omp_get_max_threads()},
         {"isa", s24::cpu_isa_name(s24::cpu_isa())},
         {"date", date},
+        {"load_average_at_end", load_average()},
         {"prompt_tokens", prompt},
         {"decode_tokens", tokens},
         {"reps", reps},
