@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <optional>
 #include <memory>
 
@@ -148,6 +149,12 @@ void run_benchmark(const BenchmarkOptions& o) {
       parse_batches(o.batches.empty() ? (cuda ? kCudaBatches : kCpuBatches) : o.batches);
   const DType dtype = *dtype_from_cli(o.dtype);  // IsMember has checked the spelling
   const int iters = o.iters > 0 ? o.iters : cuda ? 100 : 10;
+  if (!o.json.empty() && o.json != "-") {  // find out before a long run, not after it
+    const auto dir = std::filesystem::path(o.json).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+      fail(Status::Io, "--json '{}': directory '{}' does not exist; create it or pick another path",
+           o.json, dir.string());
+  }
 
   nlohmann::json result;
   if (cuda) {

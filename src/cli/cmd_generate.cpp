@@ -1,7 +1,7 @@
 // sparseflow generate: text from a model on the CPU backend. The prompt's forward pass (prefill)
 // runs once; then one token at a time with the KV cache, each printed (flushed) as it is chosen.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -34,14 +34,16 @@ void run_generate(const GenerateOptions& o) {
     fail(Status::InvalidArgument, "give exactly one of --prompt TEXT or --ids 2,17,...");
   const bool sampling = o.temperature || o.top_k || o.top_p;
   if (o.greedy && sampling)
-    fail(Status::InvalidArgument, "--greedy cannot be combined with --temperature/--top-k/--top-p; pick one mode.");
+    fail(Status::InvalidArgument,
+         "--greedy cannot be combined with --temperature/--top-k/--top-p; pick one mode.");
 
   auto model = model::Model::open(o.model);
   model::OptCpu opt(*model);
   std::optional<tok::Tokenizer> tok;
   if (!model->vocab_json().empty()) tok.emplace(model_tokenizer(*model));
 
-  // --prompt gets BOS (</s>, id 2 for OPT) prepended as HF's OPT tokenizer does; --ids are used as given.
+  // --prompt gets BOS (</s>, id 2 for OPT) prepended as HF's OPT tokenizer does; --ids are used as
+  // given.
   std::vector<int32_t> prompt_ids;
   if (!o.prompt.empty()) {
     if (!tok) (void)model_tokenizer(*model);  // throws the "no tokenizer" error
@@ -51,12 +53,13 @@ void run_generate(const GenerateOptions& o) {
   }
   const int64_t room = model->config().max_position_embeddings - int64_t(prompt_ids.size());
   if (room <= 0)
-    fail(Status::InvalidArgument, "the prompt has {} tokens, the model's max_position_embeddings is {}: shorten it.",
+    fail(Status::InvalidArgument,
+         "the prompt has {} tokens, the model's max_position_embeddings is {}: shorten it.",
          prompt_ids.size(), model->config().max_position_embeddings);
   int64_t max_new = o.max_new_tokens;
   if (max_new > room) {
-    fmt::print(stderr, "note: --max-new-tokens {} lowered to {} (max_position_embeddings {})\n", max_new, room,
-               model->config().max_position_embeddings);
+    fmt::print(stderr, "note: --max-new-tokens {} lowered to {} (max_position_embeddings {})\n",
+               max_new, room, model->config().max_position_embeddings);
     max_new = room;
   }
 
@@ -75,12 +78,15 @@ void run_generate(const GenerateOptions& o) {
   }
   auto on_token = [&](int32_t id) {
     if (o.json) return;
-    if (tok) std::fputs(stream.push(tok->token_bytes(id)).c_str(), stdout);
-    else fmt::print("{} ", id);
+    if (tok)
+      std::fputs(stream.push(tok->token_bytes(id)).c_str(), stdout);
+    else
+      fmt::print("{} ", id);
     std::fflush(stdout);
   };
   model::GenerateResult res;
-  if (o.device == "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
+  if (o.device ==
+      "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
     model::OptCuda gpu(*model);
     res = gpu.generate(prompt_ids, max_new, sp, on_token);
   } else {
@@ -98,31 +104,42 @@ void run_generate(const GenerateOptions& o) {
   } else {
     fmt::print("{}\n", tok ? stream.finish() : "");
   }
-  fmt::print(stderr, "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
-             prompt_ids.size(), res.prefill_ms, res.decode_steps, res.decode_tokens_per_s(), cpu_threads(),
-             model->is_sparse() ? "2:4 weights" : "dense weights");
+  fmt::print(
+      stderr,
+      "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
+      prompt_ids.size(), res.prefill_ms, res.decode_steps, res.decode_tokens_per_s(), cpu_threads(),
+      model->is_sparse() ? "2:4 weights" : "dense weights");
 }
 
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate text with a model on the CPU (greedy or sampled)");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")->required();
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate text with a model on the CPU (greedy or sampled)");
+  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+      ->required();
   auto* p = cmd->add_option("--prompt,-p", o->prompt, "prompt text (BOS is prepended, as HF does)");
-  auto* i = cmd->add_option("--ids", o->ids, "prompt token ids, comma-separated, used exactly as given");
+  auto* i =
+      cmd->add_option("--ids", o->ids, "prompt token ids, comma-separated, used exactly as given");
   p->excludes(i);
-  cmd->add_option("--max-new-tokens,-n", o->max_new_tokens, "stop after this many new tokens (or at EOS)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  auto* g = cmd->add_flag("--greedy", o->greedy, "argmax decoding (the default without sampling options)");
+  cmd->add_option("--max-new-tokens,-n", o->max_new_tokens,
+                  "stop after this many new tokens (or at EOS)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  auto* g = cmd->add_flag("--greedy", o->greedy,
+                          "argmax decoding (the default without sampling options)");
   auto* t = cmd->add_option("--temperature", o->temperature, "sample from softmax(logits / T)");
   auto* k = cmd->add_option("--top-k", o->top_k, "sample among the K most likely tokens");
-  auto* tp = cmd->add_option("--top-p", o->top_p, "sample among the most likely tokens of total mass P");
+  auto* tp =
+      cmd->add_option("--top-p", o->top_p, "sample among the most likely tokens of total mass P");
   g->excludes(t)->excludes(k)->excludes(tp);
-  cmd->add_option("--seed", o->seed, "random seed for sampling (same seed, same text)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "random seed for sampling (same seed, same text)")
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object at the end instead of streaming text");
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
+      ->capture_default_str();
   cmd->callback([o] { run_generate(*o); });
 }
 

@@ -1,7 +1,7 @@
 // sparseflow perplexity: exp(mean negative log-likelihood) of a token sequence, the first token of
 // each window being context only; with one window this is exp(HF's loss) on the same ids.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -28,7 +28,8 @@ struct PerplexityOptions {
 void run_perplexity(const PerplexityOptions& o) {
   if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
   set_cpu_threads(o.threads);
-  if (o.text_file.empty() == o.ids.empty()) fail(Status::InvalidArgument, "give exactly one of --text FILE or --ids 2,17,...");
+  if (o.text_file.empty() == o.ids.empty())
+    fail(Status::InvalidArgument, "give exactly one of --text FILE or --ids 2,17,...");
   auto model = model::Model::open(o.model);
   model::OptCpu opt(*model);
 
@@ -45,30 +46,40 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = o.device == "cuda" ? model::OptCuda(*model).perplexity(ids, context)  // NLL on the GPU
-                                    : model::perplexity(opt, ids, context);
+  const auto r = o.device == "cuda"
+                     ? model::OptCuda(*model).perplexity(ids, context)  // NLL on the GPU
+                     : model::perplexity(opt, ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (o.json) {
-    const nlohmann::ordered_json out = {{"perplexity", r.perplexity()}, {"mean_nll", r.mean_nll()},
-                                        {"tokens", ids.size()},          {"predicted", r.predicted},
-                                        {"windows", r.windows},          {"context", context},
+    const nlohmann::ordered_json out = {{"perplexity", r.perplexity()},
+                                        {"mean_nll", r.mean_nll()},
+                                        {"tokens", ids.size()},
+                                        {"predicted", r.predicted},
+                                        {"windows", r.windows},
+                                        {"context", context},
                                         {"seconds", secs}};
     fmt::print("{}\n", out.dump());
   } else {
-    fmt::print("perplexity {:.6g}  (mean NLL {:.6f} nats over {} predicted tokens; {} tokens in {} window{} of "
-               "up to {})\n",
-               r.perplexity(), r.mean_nll(), r.predicted, ids.size(), r.windows, r.windows == 1 ? "" : "s", context);
+    fmt::print(
+        "perplexity {:.6g}  (mean NLL {:.6f} nats over {} predicted tokens; {} tokens in {} "
+        "window{} of "
+        "up to {})\n",
+        r.perplexity(), r.mean_nll(), r.predicted, ids.size(), r.windows, r.windows == 1 ? "" : "s",
+        context);
   }
-  fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs, cpu_threads());
+  fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs,
+             cpu_threads());
 }
 
 }  // namespace
 
 void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
-  CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a text or token sequence on the CPU");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")->required();
+  CLI::App* cmd =
+      app.add_subcommand("perplexity", "Perplexity of a text or token sequence on the CPU");
+  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+      ->required();
   auto* t = cmd->add_option("--text", o->text_file, "a UTF-8 text file (tokenized with BOS first)");
   auto* i = cmd->add_option("--ids", o->ids, "token ids, comma-separated, used exactly as given");
   t->excludes(i);
@@ -77,7 +88,8 @@ void add_perplexity_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
+      ->capture_default_str();
   cmd->callback([o] { run_perplexity(*o); });
 }
 

@@ -1,7 +1,7 @@
 // sparseflow tokenize: the ids a prompt becomes (BOS first, as generate --prompt does) and each
 // token's text.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
@@ -25,12 +25,18 @@ std::string printable(const std::string& bytes) {
   const bool valid = s.push(bytes) == bytes && s.finish().empty();
   std::string out;
   for (unsigned char c : bytes) {
-    if (!valid) out += fmt::format("\\x{:02x}", c);
-    else if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\r') out += "\\r";
-    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out += char(c);
+    if (!valid)
+      out += fmt::format("\\x{:02x}", c);
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += char(c);
   }
   return out;
 }
@@ -59,8 +65,10 @@ void run_tokenize(const TokenizeOptions& o) {
 
 void add_tokenize_command(CLI::App& app) {
   auto o = std::make_shared<TokenizeOptions>();
-  CLI::App* cmd = app.add_subcommand("tokenize", "Show the token ids and pieces of a text (BOS first)");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")->required();
+  CLI::App* cmd =
+      app.add_subcommand("tokenize", "Show the token ids and pieces of a text (BOS first)");
+  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+      ->required();
   cmd->add_option("--text,-t", o->text, "the text to tokenize")->required();
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] { run_tokenize(*o); });

@@ -20,8 +20,10 @@ std::vector<int32_t> parse_id_list(const std::string& text) {
     int32_t v = 0;
     const auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
     if (item.empty() || ec != std::errc() || p != item.data() + item.size() || v < 0)
-      fail(Status::InvalidArgument, "--ids: item {} (\"{}\") is not a non-negative integer; expected a comma-separated "
-           "list like 2,17,42.", ids.size() + 1, item);
+      fail(Status::InvalidArgument,
+           "--ids: item {} (\"{}\") is not a non-negative integer; expected a comma-separated "
+           "list like 2,17,42.",
+           ids.size() + 1, item);
     ids.push_back(v);
     pos = end + 1;
   }
@@ -30,21 +32,26 @@ std::vector<int32_t> parse_id_list(const std::string& text) {
 
 tok::Tokenizer model_tokenizer(const model::Model& m) {
   if (m.vocab_json().empty() || m.merges_txt().empty())
-    fail(Status::NotFound, "the model has no tokenizer (vocab.json + merges.txt). Put both files in the checkpoint "
+    fail(Status::NotFound,
+         "the model has no tokenizer (vocab.json + merges.txt). Put both files in the checkpoint "
          "directory (and re-run convert for a .sf file), or pass token ids with --ids.");
   return tok::Tokenizer::from_json_and_merges(m.vocab_json(), m.merges_txt());
 }
 
 void set_cpu_threads(int threads) {
-  if (threads < 0) fail(Status::InvalidArgument, "--threads must be >= 1 (or 0 for all cores), got {}.", threads);
+  if (threads < 0)
+    fail(Status::InvalidArgument, "--threads must be >= 1 (or 0 for all cores), got {}.", threads);
   if (threads > 0) omp_set_num_threads(threads);
 }
 
-int cpu_threads() { return omp_get_max_threads(); }
+int cpu_threads() {
+  return omp_get_max_threads();
+}
 
 void require_cpu_device(const std::string& device) {
   if (device != "cpu")
-    fail(Status::InvalidArgument, "--device {}: this command runs on the CPU backend only for now; use --device cpu.",
+    fail(Status::InvalidArgument,
+         "--device {}: this command runs on the CPU backend only for now; use --device cpu.",
          device);
 }
 

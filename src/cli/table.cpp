@@ -62,8 +62,8 @@ std::string format_number(double v) {
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
   const double a = std::fabs(v);
   if (a == 0) return "0";
-  if (a >= 1e4) return fmt::format("{:.0f}", v);
-  if (a >= 1e-3) return fmt::format("{:.4g}", v);
+  if (a >= 999.95) return fmt::format("{:.0f}", v);
+  if (a >= 1e-3) return fmt::format("{:#.4g}", v);  // '#' keeps trailing zeros: 26.00, not 26
   return fmt::format("{:.1e}", v);
 }
 

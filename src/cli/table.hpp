@@ -24,7 +24,7 @@ class Table {
 
 std::string format_shape(const std::vector<int64_t>& shape);  // "[4096, 4096]", "[]" for 0-d
 // Four significant digits for ordinary magnitudes, exponent form for tiny ones, no exponent for
-// large ones: "0.0123", "12.35", "4096", "1.2e-07", "nan".
+// large ones: "0.01230", "12.35", "26.00", "4096", "1.2e-07", "nan".
 std::string format_number(double v);
 
 }  // namespace sf::cli

@@ -14,16 +14,19 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens, Sampler& sampler,
-                        const std::function<void(int32_t)>& on_token) {
+GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
+                        Sampler& sampler, const std::function<void(int32_t)>& on_token) {
   const auto& cfg = opt.config();
-  if (prompt.empty()) fail(Status::InvalidArgument, "generate() needs a prompt of at least one token.");
-  if (max_new_tokens < 0) fail(Status::InvalidArgument, "max_new_tokens must be >= 0, got {}.", max_new_tokens);
+  if (prompt.empty())
+    fail(Status::InvalidArgument, "generate() needs a prompt of at least one token.");
+  if (max_new_tokens < 0)
+    fail(Status::InvalidArgument, "max_new_tokens must be >= 0, got {}.", max_new_tokens);
   const int64_t total = int64_t(prompt.size()) + max_new_tokens;
   if (total > cfg.max_position_embeddings)
-    fail(Status::InvalidArgument, "prompt ({} tokens) + max new tokens ({}) = {} exceeds the model's "
-         "max_position_embeddings ({}); ask for fewer new tokens or shorten the prompt.", prompt.size(),
-         max_new_tokens, total, cfg.max_position_embeddings);
+    fail(Status::InvalidArgument,
+         "prompt ({} tokens) + max new tokens ({}) = {} exceeds the model's "
+         "max_position_embeddings ({}); ask for fewer new tokens or shorten the prompt.",
+         prompt.size(), max_new_tokens, total, cfg.max_position_embeddings);
   GenerateResult res;
   if (max_new_tokens == 0) return res;
   KvCache cache = opt.make_cache(total);
@@ -44,7 +47,9 @@ GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t ma
   return res;
 }
 
-double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
+double PerplexityResult::perplexity() const {
+  return std::exp(mean_nll());
+}
 
 PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context) {
   const auto& cfg = opt.config();
@@ -53,8 +58,8 @@ PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t c
     fail(Status::InvalidArgument, "context must be in [2, {}] (max_position_embeddings), got {}.",
          cfg.max_position_embeddings, context);
   if (ids.size() < 2)
-    fail(Status::InvalidArgument, "perplexity needs at least 2 tokens (the first is context only), got {}.",
-         ids.size());
+    fail(Status::InvalidArgument,
+         "perplexity needs at least 2 tokens (the first is context only), got {}.", ids.size());
   PerplexityResult res;
   KvCache cache = opt.make_cache(context);
   const int64_t V = cfg.vocab_size;

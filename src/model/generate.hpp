@@ -12,18 +12,20 @@
 namespace sf::model {
 
 struct GenerateResult {
-  std::vector<int32_t> ids;     // generated tokens only; ends with EOS when generation stopped there
-  double prefill_ms = 0.0;      // the prompt's forward pass (gives the first new token)
-  double decode_ms = 0.0;       // all incremental forward passes
-  int64_t decode_steps = 0;     // incremental forward passes run
-  double decode_tokens_per_s() const { return decode_ms > 0.0 ? 1000.0 * double(decode_steps) / decode_ms : 0.0; }
+  std::vector<int32_t> ids;  // generated tokens only; ends with EOS when generation stopped there
+  double prefill_ms = 0.0;   // the prompt's forward pass (gives the first new token)
+  double decode_ms = 0.0;    // all incremental forward passes
+  int64_t decode_steps = 0;  // incremental forward passes run
+  double decode_tokens_per_s() const {
+    return decode_ms > 0.0 ? 1000.0 * double(decode_steps) / decode_ms : 0.0;
+  }
 };
 
 // Generates up to max_new_tokens after `prompt` (used exactly as given), stopping after EOS
 // (config.eos_token_id) like HF's generate(). on_token is called with each token as it is chosen.
 // Throws Error(InvalidArgument) when prompt + max_new_tokens exceeds max_position_embeddings.
-GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens, Sampler& sampler,
-                        const std::function<void(int32_t)>& on_token = {});
+GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
+                        Sampler& sampler, const std::function<void(int32_t)>& on_token = {});
 
 struct PerplexityResult {
   double nll_sum = 0.0;   // sum over predicted tokens of -log p(token | its window's prefix)

@@ -14,6 +14,9 @@ namespace sf::model {
 namespace {
 
 constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm's default, which OPT uses
+// Below this many elements of work a loop runs on one thread: a parallel region's fork and barrier
+// cost microseconds (far more when cores are oversubscribed), more than the loop itself.
+constexpr int64_t kParallelMinWork = 1 << 15;
 
 std::vector<float> to_f32(const Tensor& t) {
   std::vector<float> out(size_t(t.numel()));
@@ -29,8 +32,10 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 void expect_shape(const Tensor& t, const std::string& name, std::vector<int64_t> want) {
   if (t.shape != want)
-    fail(Status::Format, "tensor {} has shape {}, expected {} from the model's config. The checkpoint and its "
-         "config.json disagree: re-export the model or fix config.json.", name, shape_str(t.shape), shape_str(want));
+    fail(Status::Format,
+         "tensor {} has shape {}, expected {} from the model's config. The checkpoint and its "
+         "config.json disagree: re-export the model or fix config.json.",
+         name, shape_str(t.shape), shape_str(want));
   if (!dtype_is_float(t.dtype))
     fail(Status::Format, "tensor {} has dtype {}, expected a float type (F32, F16 or BF16).", name,
          dtype_name(t.dtype));
@@ -38,12 +43,15 @@ void expect_shape(const Tensor& t, const std::string& name, std::vector<int64_t>
 
 void expect_linear(const Linear& l, const std::string& name, int64_t out, int64_t in, bool bias) {
   if (l.out_features != out || l.in_features != in)
-    fail(Status::Format, "linear {} is [{}, {}], expected [{}, {}] from the model's config.", name, l.out_features,
-         l.in_features, out, in);
-  if (!l.dense && !l.sparse) fail(Status::Format, "linear {} has no weight (neither dense nor 2:4).", name);
+    fail(Status::Format, "linear {} is [{}, {}], expected [{}, {}] from the model's config.", name,
+         l.out_features, l.in_features, out, in);
+  if (!l.dense && !l.sparse)
+    fail(Status::Format, "linear {} has no weight (neither dense nor 2:4).", name);
   if (bias && !l.bias)
-    fail(Status::NotFound, "linear {} has no bias, but config.json says enable_bias=true. Missing tensor: "
-         "{}.bias", name, name);
+    fail(Status::NotFound,
+         "linear {} has no bias, but config.json says enable_bias=true. Missing tensor: "
+         "{}.bias",
+         name, name);
   if (l.bias) expect_shape(*l.bias, name + ".bias", {out});
 }
 
@@ -59,32 +67,42 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 KvCache::KvCache(const OptConfig& c, int64_t capacity_tokens)
     : layers(c.num_hidden_layers), capacity(capacity_tokens), hidden(c.hidden_size) {
-  if (capacity_tokens <= 0) fail(Status::InvalidArgument, "KV cache capacity must be positive, got {}", capacity_tokens);
+  if (capacity_tokens <= 0)
+    fail(Status::InvalidArgument, "KV cache capacity must be positive, got {}", capacity_tokens);
   k.assign(size_t(layers * capacity * hidden), 0.0f);
   v.assign(size_t(layers * capacity * hidden), 0.0f);
 }
 
 OptCpu::OptCpu(const Model& model) : model_(model), cfg_(model.config()) {
-  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size;
-  if (H <= 0 || F <= 0 || V <= 0 || E <= 0 || cfg_.num_hidden_layers <= 0 || cfg_.num_attention_heads <= 0 ||
-      cfg_.max_position_embeddings <= 0)
-    fail(Status::Format, "OPT config has a non-positive size (hidden {}, ffn {}, vocab {}, word_embed_proj_dim {}, "
-         "layers {}, heads {}, max_position_embeddings {}).", H, F, V, E, cfg_.num_hidden_layers,
-         cfg_.num_attention_heads, cfg_.max_position_embeddings);
+  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim,
+                V = cfg_.vocab_size;
+  if (H <= 0 || F <= 0 || V <= 0 || E <= 0 || cfg_.num_hidden_layers <= 0 ||
+      cfg_.num_attention_heads <= 0 || cfg_.max_position_embeddings <= 0)
+    fail(Status::Format,
+         "OPT config has a non-positive size (hidden {}, ffn {}, vocab {}, word_embed_proj_dim {}, "
+         "layers {}, heads {}, max_position_embeddings {}).",
+         H, F, V, E, cfg_.num_hidden_layers, cfg_.num_attention_heads,
+         cfg_.max_position_embeddings);
   if (H % cfg_.num_attention_heads != 0)
-    fail(Status::Format, "hidden_size {} is not divisible by num_attention_heads {}.", H, cfg_.num_attention_heads);
+    fail(Status::Format, "hidden_size {} is not divisible by num_attention_heads {}.", H,
+         cfg_.num_attention_heads);
   head_dim_ = H / cfg_.num_attention_heads;
-  if (cfg_.activation_function == "relu") act_ = s24::Activation::ReLU;
-  else if (cfg_.activation_function == "gelu") act_ = s24::Activation::GELU;
+  if (cfg_.activation_function == "relu")
+    act_ = s24::Activation::ReLU;
+  else if (cfg_.activation_function == "gelu")
+    act_ = s24::Activation::GELU;
   else
-    fail(Status::UnsupportedShape, "activation_function \"{}\" is not supported by the CPU backend; expected "
-         "\"relu\" (every OPT checkpoint) or \"gelu\".", cfg_.activation_function);
+    fail(Status::UnsupportedShape,
+         "activation_function \"{}\" is not supported by the CPU backend; expected "
+         "\"relu\" (every OPT checkpoint) or \"gelu\".",
+         cfg_.activation_function);
 
   const std::string d = "model.decoder.";
   embed_tokens_ = &model.tensor(d + "embed_tokens.weight");
   expect_shape(*embed_tokens_, d + "embed_tokens.weight", {V, E});
   embed_pos_ = &model.tensor(d + "embed_positions.weight");
-  expect_shape(*embed_pos_, d + "embed_positions.weight", {cfg_.max_position_embeddings + OptConfig::kPositionOffset, H});
+  expect_shape(*embed_pos_, d + "embed_positions.weight",
+               {cfg_.max_position_embeddings + OptConfig::kPositionOffset, H});
   lm_head_ = &model.lm_head();
   expect_shape(*lm_head_, "lm_head.weight", {V, E});
   if (E != H) {
@@ -114,8 +132,10 @@ OptCpu::OptCpu(const Model& model) : model_(model), cfg_(model.config()) {
     L.prefix = d + "layers." + std::to_string(i) + ".";
     L.attn_ln = load_ln(L.prefix + "self_attn_layer_norm");
     L.ffn_ln = load_ln(L.prefix + "final_layer_norm");
-    const std::pair<Linear*, const char*> attn[] = {
-        {&L.q, "self_attn.q_proj"}, {&L.k, "self_attn.k_proj"}, {&L.v, "self_attn.v_proj"}, {&L.out, "self_attn.out_proj"}};
+    const std::pair<Linear*, const char*> attn[] = {{&L.q, "self_attn.q_proj"},
+                                                    {&L.k, "self_attn.k_proj"},
+                                                    {&L.v, "self_attn.v_proj"},
+                                                    {&L.out, "self_attn.out_proj"}};
     for (auto [lin, name] : attn) {
       *lin = model.linear(L.prefix + name);
       expect_linear(*lin, L.prefix + name, H, H, cfg_.enable_bias);
@@ -128,8 +148,8 @@ OptCpu::OptCpu(const Model& model) : model_(model), cfg_(model.config()) {
   }
 }
 
-void OptCpu::linear(const Linear& l, const std::string& name, const float* x, int64_t rows, float* y,
-                    const float* residual, bool activate) {
+void OptCpu::linear(const Linear& l, const std::string& name, const float* x, int64_t rows,
+                    float* y, const float* residual, bool activate) {
   if (observer_) observer_(name, x, rows, l.in_features);
   s24::Epilogue ep;
   if (l.bias) {
@@ -149,10 +169,11 @@ void OptCpu::linear(const Linear& l, const std::string& name, const float* x, in
   }
 }
 
-// y = (x - mean) / sqrt(var + eps) * weight + bias per row; x may equal y. Statistics in fp64 so the
-// only fp32 rounding is in the output, as close to the exact value as fp32 allows.
-void OptCpu::layer_norm(const LayerNormW& ln, const float* x, float* y, int64_t rows, int64_t dim) const {
-#pragma omp parallel for schedule(static) if (rows > 1)
+// y = (x - mean) / sqrt(var + eps) * weight + bias per row; x may equal y. Statistics in fp64 so
+// the only fp32 rounding is in the output, as close to the exact value as fp32 allows.
+void OptCpu::layer_norm(const LayerNormW& ln, const float* x, float* y, int64_t rows,
+                        int64_t dim) const {
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * dim >= kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     float* yr = y + r * dim;
@@ -171,18 +192,21 @@ void OptCpu::layer_norm(const LayerNormW& ln, const float* x, float* y, int64_t 
 
 // Causal multi-head attention of n new queries (positions past..past+n-1) over the cached keys and
 // values 0..past+n-1. q is already scaled. q, out: [n, hidden]; head h owns columns [h*d, (h+1)*d).
-void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n, float* out) const {
+void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
+                       float* out) const {
   const int64_t H = cfg_.hidden_size, heads = cfg_.num_attention_heads, d = head_dim_;
   const float* K = cache.key(layer, 0);
   const float* V = cache.value(layer, 0);
-#pragma omp parallel
+  const int64_t work = n * heads * (past + n) * d;  // multiply-adds of QK^T (and as many for PV)
+#pragma omp parallel if (work >= kParallelMinWork)
   {
     std::vector<float> p(size_t(past + n));  // this thread's scores, then probabilities
 #pragma omp for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t h = 0; h < heads; ++h) {
         const float* qi = q + i * H + h * d;
-        const int64_t len = past + i + 1;  // the causal mask: key j is visible iff j <= query position
+        const int64_t len =
+            past + i + 1;  // the causal mask: key j is visible iff j <= query position
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < len; ++j) {
           p[size_t(j)] = dot(qi, K + j * H + h * d, d);
@@ -207,23 +231,31 @@ void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t pa
   }
 }
 
-std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits) {
+std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cache,
+                                   bool all_logits) {
   const int64_t n = int64_t(tokens.size()), past = cache.length;
-  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size;
+  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim,
+                V = cfg_.vocab_size;
   if (n == 0) fail(Status::InvalidArgument, "forward() got no tokens; pass at least one token id.");
   if (cache.layers != cfg_.num_hidden_layers || cache.hidden != H)
-    fail(Status::InvalidArgument, "KV cache is for {} layers x {} hidden, the model has {} x {}; make it with "
-         "OptCpu::make_cache().", cache.layers, cache.hidden, cfg_.num_hidden_layers, H);
+    fail(Status::InvalidArgument,
+         "KV cache is for {} layers x {} hidden, the model has {} x {}; make it with "
+         "OptCpu::make_cache().",
+         cache.layers, cache.hidden, cfg_.num_hidden_layers, H);
   if (past + n > cache.capacity)
-    fail(Status::InvalidArgument, "sequence of {} tokens does not fit the KV cache of {} tokens; make a larger "
-         "cache.", past + n, cache.capacity);
+    fail(Status::InvalidArgument,
+         "sequence of {} tokens does not fit the KV cache of {} tokens; make a larger "
+         "cache.",
+         past + n, cache.capacity);
   if (past + n > cfg_.max_position_embeddings)
-    fail(Status::InvalidArgument, "sequence of {} tokens is longer than the model's max_position_embeddings ({}); "
-         "shorten the prompt or the number of new tokens.", past + n, cfg_.max_position_embeddings);
+    fail(Status::InvalidArgument,
+         "sequence of {} tokens is longer than the model's max_position_embeddings ({}); "
+         "shorten the prompt or the number of new tokens.",
+         past + n, cfg_.max_position_embeddings);
   for (int64_t i = 0; i < n; ++i)
     if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= V)
-      fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).", tokens[size_t(i)],
-           i, V);
+      fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
+           tokens[size_t(i)], i, V);
 
   std::vector<float> h(size_t(n * H));     // [n, hidden] the residual stream
   std::vector<float> x(size_t(n * H));     // [n, hidden] layer-norm output
@@ -232,20 +264,26 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
   std::vector<float> attn(size_t(n * H));  // [n, hidden] attention output, heads side by side
   std::vector<float> ff(size_t(n * F));    // [n, ffn] fc1 output after the activation
 
-  // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions. Without
+  // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
+  // Without
   //    padding HF's cumsum(attention_mask) - 1 is just the position, and the table is offset by 2.
   {
     std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
-#pragma omp parallel for schedule(static) if (n > 1)
+#pragma omp parallel for schedule(static) if (n * E >= kParallelMinWork)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < E; ++j)
-        emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype, size_t(tokens[size_t(i)] * E + j));
-    if (project_in_) linear(*project_in_, "model.decoder.project_in", emb.data(), n, h.data());
-    else h = std::move(emb);
-#pragma omp parallel for schedule(static) if (n > 1)
+        emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
+                                               size_t(tokens[size_t(i)] * E + j));
+    if (project_in_)
+      linear(*project_in_, "model.decoder.project_in", emb.data(), n, h.data());
+    else
+      h = std::move(emb);
+#pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t pos = past + i + OptConfig::kPositionOffset;
-      for (int64_t j = 0; j < H; ++j) h[size_t(i * H + j)] += load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
+      for (int64_t j = 0; j < H; ++j)
+        h[size_t(i * H + j)] +=
+            load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
     }
   }
 
@@ -266,7 +304,8 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
     // HF scales q_proj's output (bias included) before QK^T, in this order.
     for (auto& e : q) e *= scaling;
     attention(q.data(), cache, l, past, n, attn.data());
-    linear(L.out, L.prefix + "self_attn.out_proj", attn.data(), n, tmp.data(), /*residual=*/h.data());
+    linear(L.out, L.prefix + "self_attn.out_proj", attn.data(), n, tmp.data(),
+           /*residual=*/h.data());
     std::swap(h, tmp);
     if (!pre) layer_norm(L.attn_ln, h.data(), h.data(), n, H);
 
@@ -302,16 +341,17 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
   return logits;
 }
 
-std::map<std::string, std::vector<float>> collect_activation_norms(const Model& model,
-                                                                   std::span<const int32_t> tokens) {
+std::map<std::string, std::vector<float>> collect_activation_norms(
+    const Model& model, std::span<const int32_t> tokens) {
   if (tokens.empty())
-    fail(Status::InvalidArgument, "Wanda calibration needs at least one token; the calibration text is empty.");
+    fail(Status::InvalidArgument,
+         "Wanda calibration needs at least one token; the calibration text is empty.");
   OptCpu opt(model);
   std::map<std::string, std::vector<double>> sumsq;
   opt.set_observer([&](const std::string& prefix, const float* x, int64_t rows, int64_t in) {
     auto& acc = sumsq[prefix];
     acc.resize(size_t(in), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * in >= kParallelMinWork)
     for (int64_t j = 0; j < in; ++j) {
       double s = 0.0;
       for (int64_t r = 0; r < rows; ++r) s += double(x[r * in + j]) * double(x[r * in + j]);

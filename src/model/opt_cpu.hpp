@@ -1,9 +1,9 @@
 // The OPT forward pass on the CPU: fp32 activations, weights read in their stored dtype (fp16,
 // bf16 or fp32; dense or 2:4-compressed), fp32 accumulation, OpenMP threads inside every stage.
 // Semantics follow Hugging Face's modeling_opt.py (OPTForCausalLM, eval mode, one sequence, no
-// padding): learned positions at index + 2, q scaled by head_dim^-0.5 after its bias, causal softmax
-// in fp32, pre- or post-layernorm, final_layer_norm only with do_layer_norm_before, project_in/out
-// when word_embed_proj_dim != hidden_size.
+// padding): learned positions at index + 2, q scaled by head_dim^-0.5 after its bias, causal
+// softmax in fp32, pre- or post-layernorm, final_layer_norm only with do_layer_norm_before,
+// project_in/out when word_embed_proj_dim != hidden_size.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -32,8 +32,8 @@ struct KvCache {
 
 // Called with the input of every linear layer of the decoder (not lm_head) as it runs:
 // prefix like "model.decoder.layers.3.fc1", x = [rows, in_features] fp32.
-using LinearInputObserver = std::function<void(const std::string& prefix, const float* x, int64_t rows,
-                                               int64_t in_features)>;
+using LinearInputObserver = std::function<void(const std::string& prefix, const float* x,
+                                               int64_t rows, int64_t in_features)>;
 
 class OptCpu {
  public:
@@ -50,7 +50,8 @@ class OptCpu {
   // A whole prompt at once is the prefill; one token at a time is the incremental decode.
   // Throws Error(InvalidArgument) for an empty input, an id outside the vocabulary, or a sequence
   // longer than the cache or max_position_embeddings.
-  std::vector<float> forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits = false);
+  std::vector<float> forward(std::span<const int32_t> tokens, KvCache& cache,
+                             bool all_logits = false);
 
   // While set, every decoder linear's input is handed to the observer (used for Wanda norms).
   void set_observer(LinearInputObserver obs) { observer_ = std::move(obs); }
@@ -67,7 +68,8 @@ class OptCpu {
   void linear(const Linear& l, const std::string& name, const float* x, int64_t rows, float* y,
               const float* residual = nullptr, bool relu = false);
   void layer_norm(const LayerNormW& ln, const float* x, float* y, int64_t rows, int64_t dim) const;
-  void attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n, float* out) const;
+  void attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
+                 float* out) const;
 
   const Model& model_;
   OptConfig cfg_;

@@ -13,7 +13,8 @@ int32_t argmax(std::span<const float> logits) {
   if (logits.empty()) fail(Status::InvalidArgument, "argmax of an empty logits row");
   int32_t best = 0;
   for (size_t i = 1; i < logits.size(); ++i)
-    if (logits[i] > logits[size_t(best)] || (std::isnan(logits[size_t(best)]) && !std::isnan(logits[i])))
+    if (logits[i] > logits[size_t(best)] ||
+        (std::isnan(logits[size_t(best)]) && !std::isnan(logits[i])))
       best = int32_t(i);
   return best;
 }
@@ -21,14 +22,19 @@ int32_t argmax(std::span<const float> logits) {
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
   if (p.greedy) return;
   if (!(p.temperature > 0.0f) || !std::isfinite(p.temperature))
-    fail(Status::InvalidArgument, "temperature must be a positive number, got {}; use --greedy for argmax decoding.",
+    fail(Status::InvalidArgument,
+         "temperature must be a positive number, got {}; use --greedy for argmax decoding.",
          p.temperature);
-  if (p.top_k < 0) fail(Status::InvalidArgument, "top-k must be >= 0 (0 keeps every token), got {}.", p.top_k);
+  if (p.top_k < 0)
+    fail(Status::InvalidArgument, "top-k must be >= 0 (0 keeps every token), got {}.", p.top_k);
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
-    fail(Status::InvalidArgument, "top-p must be in (0, 1] (1 keeps every token), got {}.", p.top_p);
+    fail(Status::InvalidArgument, "top-p must be in (0, 1] (1 keeps every token), got {}.",
+         p.top_p);
 }
 
-double Sampler::uniform01() { return double(rng_() >> 11) * 0x1.0p-53; }
+double Sampler::uniform01() {
+  return double(rng_() >> 11) * 0x1.0p-53;
+}
 
 int32_t Sampler::sample(std::span<const float> logits) {
   if (p_.greedy) return argmax(logits);

@@ -1,7 +1,8 @@
-// Choosing the next token from a row of logits: greedy, or temperature + top-k + top-p sampling with
-// a seeded generator. The same seed, settings and logits give the same tokens on every machine: the
-// generator is std::mt19937_64 (fully specified by the standard) and the uniform draw is computed
-// here rather than by std::uniform_real_distribution (whose algorithm is implementation-defined).
+// Choosing the next token from a row of logits: greedy, or temperature + top-k + top-p sampling
+// with a seeded generator. The same seed, settings and logits give the same tokens on every
+// machine: the generator is std::mt19937_64 (fully specified by the standard) and the uniform draw
+// is computed here rather than by std::uniform_real_distribution (whose algorithm is
+// implementation-defined).
 #pragma once
 #include <cstdint>
 #include <random>
@@ -13,7 +14,7 @@ struct SamplingParams {
   bool greedy = true;        // argmax; the other fields are ignored
   float temperature = 1.0f;  // > 0; logits are divided by it
   int64_t top_k = 0;         // keep the k most likely tokens; 0 = all
-  float top_p = 1.0f;        // keep the smallest set of most likely tokens whose mass reaches p; 1 = all
+  float top_p = 1.0f;  // keep the smallest set of most likely tokens whose mass reaches p; 1 = all
   uint64_t seed = 0;
 };
 
@@ -31,7 +32,8 @@ class Sampler {
   std::mt19937_64 rng_;
 };
 
-// Index of the largest value, the lowest index among equals; NaN is never chosen unless all are NaN.
+// Index of the largest value, the lowest index among equals; NaN is never chosen unless all are
+// NaN.
 int32_t argmax(std::span<const float> logits);
 
 }  // namespace sf::model

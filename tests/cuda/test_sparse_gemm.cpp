@@ -215,6 +215,9 @@ TEST_F(SparseGemmTest, EveryPathForced) {
   for (int warps : {4, 8})
     for (int splits : {1, 2, 3, 5, 16})
       for (bool sx : {false, true}) choices.push_back({GemmPath::Decode, warps, splits, sx});
+  // Shared-x with k-groups (capped at 8 / mt: M = 40, 64, 90 run fewer k-groups than asked).
+  for (auto [warps, kg] : {std::pair{4, 2}, {8, 2}, {4, 4}})
+    for (int splits : {1, 3, 16}) choices.push_back({GemmPath::Decode, warps, splits, true, kg});
   choices.push_back({GemmPath::DenseFallback, 0, 0});
   for (const auto& ch : choices)
     for (int64_t m : {1, 12, 40, 64, 90}) {
@@ -259,13 +262,14 @@ TEST_F(SparseGemmTest, DeterministicAcrossRuns) {
   Dev dx(x.size() * 2), dy(size_t(m * n) * 4);
   ck(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
   std::vector<float> first(size_t(m * n)), again(size_t(m * n));
-  const KernelChoice ch{GemmPath::Decode, 4, 8};
-  for (int rep = 0; rep < 3; ++rep) {
-    ck(cudaMemset(dy.p, 0xff, size_t(m * n) * 4));
-    gemm_->run_with(ch, dw, dx.p, m, dy.p, DType::F32);
-    ck(cudaMemcpy(rep == 0 ? first.data() : again.data(), dy.p, size_t(m * n) * 4, cudaMemcpyDeviceToHost));
-    if (rep > 0) {
-      EXPECT_EQ(0, std::memcmp(first.data(), again.data(), first.size() * 4));
+  for (const KernelChoice ch : {KernelChoice{GemmPath::Decode, 4, 8}, KernelChoice{GemmPath::Decode, 4, 4, true, 4}}) {
+    for (int rep = 0; rep < 3; ++rep) {
+      ck(cudaMemset(dy.p, 0xff, size_t(m * n) * 4));
+      gemm_->run_with(ch, dw, dx.p, m, dy.p, DType::F32);
+      ck(cudaMemcpy(rep == 0 ? first.data() : again.data(), dy.p, size_t(m * n) * 4, cudaMemcpyDeviceToHost));
+      if (rep > 0) {
+        EXPECT_EQ(0, std::memcmp(first.data(), again.data(), first.size() * 4)) << ch.name();
+      }
     }
   }
   free_weight(dw);

@@ -2,7 +2,8 @@
 // 50272) with random fp16 weights (stated: random, not trained), dense vs every decoder linear 2:4,
 // measured in the same process, alternating dense and 2:4 runs so both see the same machine state.
 // Not a test. Build: cmake --build build --target opt_cpu_decode_bench
-// Run:   build/tests/model/opt_cpu_decode_bench [--threads N] [--prompt 32] [--tokens 64] [--reps 3]
+// Run:   build/tests/model/opt_cpu_decode_bench [--threads N] [--prompt 32] [--tokens 64] [--reps
+// 3]
 //        [--out bench/results/opt125m_cpu_decode.json]
 // Bytes per decode step = every weight read once (linears, lm_head, the token's embedding rows),
 // reported as GB/s next to tokens/s.
@@ -29,9 +30,11 @@ namespace {
 double weight_bytes_per_token(const model::Model& m) {
   double b = 0;
   for (const auto& [name, t] : m.dense_tensors())
-    if (t.shape.size() == 2 && name.find("embed") == std::string::npos) b += double(t.numel()) * double(dtype_size(t.dtype));
+    if (t.shape.size() == 2 && name.find("embed") == std::string::npos)
+      b += double(t.numel()) * double(dtype_size(t.dtype));
   for (const auto& [name, c] : m.sparse_tensors()) b += double(c.compressed_bytes());
-  b += double(m.lm_head().numel()) * double(dtype_size(m.lm_head().dtype));  // tied: embed_tokens as lm_head
+  b += double(m.lm_head().numel()) *
+       double(dtype_size(m.lm_head().dtype));  // tied: embed_tokens as lm_head
   return b;
 }
 
@@ -57,11 +60,16 @@ int main(int argc, char** argv) {
   std::string out_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--threads") threads = std::stoi(argv[i + 1]);
-    else if (a == "--prompt") prompt = std::stoi(argv[i + 1]);
-    else if (a == "--tokens") tokens = std::stoi(argv[i + 1]);
-    else if (a == "--reps") reps = std::stoi(argv[i + 1]);
-    else if (a == "--out") out_path = argv[i + 1];
+    if (a == "--threads")
+      threads = std::stoi(argv[i + 1]);
+    else if (a == "--prompt")
+      prompt = std::stoi(argv[i + 1]);
+    else if (a == "--tokens")
+      tokens = std::stoi(argv[i + 1]);
+    else if (a == "--reps")
+      reps = std::stoi(argv[i + 1]);
+    else if (a == "--out")
+      out_path = argv[i + 1];
     else {
       fmt::print(stderr, "unknown option {}\n", a);
       return 2;
@@ -82,9 +90,13 @@ int main(int argc, char** argv) {
 
   model::OptCpu d(*dense), s(*sparse);
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
-  for (int i = 0; i < prompt; ++i) ids[size_t(i)] = i == 0 ? 2 : int32_t((i * 7919) % spec.config.vocab_size);
+  for (int i = 0; i < prompt; ++i)
+    ids[size_t(i)] = i == 0 ? 2 : int32_t((i * 7919) % spec.config.vocab_size);
 
-  struct Result { double best_tps = 0, prefill_ms = 1e300; std::vector<double> tps; };
+  struct Result {
+    double best_tps = 0, prefill_ms = 1e300;
+    std::vector<double> tps;
+  };
   Result rd, rs;
   model::Sampler greedy(model::SamplingParams{});
   // Ignore EOS so every run decodes the same number of tokens.
@@ -92,13 +104,16 @@ int main(int argc, char** argv) {
     model::KvCache cache = opt.make_cache(prompt + tokens);
     auto t = std::chrono::steady_clock::now();
     auto logits = opt.forward(ids, cache);
-    r.prefill_ms = std::min(r.prefill_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
+    r.prefill_ms = std::min(
+        r.prefill_ms,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
     t = std::chrono::steady_clock::now();
     for (int i = 0; i < tokens; ++i) {
       const int32_t next = greedy.sample(logits);
       logits = opt.forward(std::span<const int32_t>(&next, 1), cache);
     }
-    const double tps = tokens / std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    const double tps =
+        tokens / std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     r.tps.push_back(tps);
     r.best_tps = std::max(r.best_tps, tps);
   };
@@ -120,19 +135,24 @@ int main(int argc, char** argv) {
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
 
-  fmt::print("OPT-125m shape, random fp16 weights, CPU: {}, {} threads, ISA {}, {}\n", cpu_name(), omp_get_max_threads(),
-             s24::cpu_isa_name(s24::cpu_isa()), date);
-  fmt::print("prompt {} tokens, then {} decode steps, median of {} runs; load average {}\n", prompt, tokens, reps,
-             load_average());
-  fmt::print("{:<6} {:>12} {:>12} {:>14} {:>10}\n", "model", "decode tok/s", "prefill ms", "MB/token", "GB/s");
-  fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "dense", md, rd.prefill_ms, bd / 1e6, md * bd / 1e9);
-  fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "2:4", ms, rs.prefill_ms, bs / 1e6, ms * bs / 1e9);
+  fmt::print("OPT-125m shape, random fp16 weights, CPU: {}, {} threads, ISA {}, {}\n", cpu_name(),
+             omp_get_max_threads(), s24::cpu_isa_name(s24::cpu_isa()), date);
+  fmt::print("prompt {} tokens, then {} decode steps, median of {} runs; load average {}\n", prompt,
+             tokens, reps, load_average());
+  fmt::print("{:<6} {:>12} {:>12} {:>14} {:>10}\n", "model", "decode tok/s", "prefill ms",
+             "MB/token", "GB/s");
+  fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "dense", md, rd.prefill_ms,
+             bd / 1e6, md * bd / 1e9);
+  fmt::print("{:<6} {:>12.2f} {:>12.1f} {:>14.1f} {:>10.2f}\n", "2:4", ms, rs.prefill_ms, bs / 1e6,
+             ms * bs / 1e9);
   fmt::print("2:4 / dense decode speed: {:.3f}x (bytes ratio {:.3f})\n", ms / md, bs / bd);
 
   if (!out_path.empty()) {
     nlohmann::ordered_json j = {
         {"benchmark", "opt_cpu_decode_bench"},
-        {"model", "OPT-125m shape (hidden 768, 12 layers, 12 heads, ffn 3072, vocab 50272), random fp16 weights"},
+        {"model",
+         "OPT-125m shape (hidden 768, 12 layers, 12 heads, ffn 3072, vocab 50272), random fp16 "
+         "weights"},
         {"cpu", cpu_name()},
         {"threads", omp_get_max_threads()},
         {"isa", s24::cpu_isa_name(s24::cpu_isa())},
@@ -141,10 +161,16 @@ int main(int argc, char** argv) {
         {"prompt_tokens", prompt},
         {"decode_tokens", tokens},
         {"reps", reps},
-        {"dense", {{"decode_tokens_per_s_median", md}, {"runs", rd.tps}, {"prefill_ms_best", rd.prefill_ms},
-                   {"weight_bytes_per_token", bd}}},
-        {"sparse24", {{"decode_tokens_per_s_median", ms}, {"runs", rs.tps}, {"prefill_ms_best", rs.prefill_ms},
-                      {"weight_bytes_per_token", bs}}},
+        {"dense",
+         {{"decode_tokens_per_s_median", md},
+          {"runs", rd.tps},
+          {"prefill_ms_best", rd.prefill_ms},
+          {"weight_bytes_per_token", bd}}},
+        {"sparse24",
+         {{"decode_tokens_per_s_median", ms},
+          {"runs", rs.tps},
+          {"prefill_ms_best", rs.prefill_ms},
+          {"weight_bytes_per_token", bs}}},
         {"speedup_2to4_over_dense", ms / md},
     };
     std::ofstream(out_path) << j.dump(2) << "\n";

@@ -47,12 +47,14 @@ TEST(Utf8Stream, ReassemblesCharactersSplitAcrossTokens) {
 TEST(Utf8Stream, InvalidBytesBecomeReplacementCharacters) {
   const std::string fffd = "\xEF\xBF\xBD";
   Utf8Stream s;
-  EXPECT_EQ(s.push("a\xFF" "b"), "a" + fffd + "b");
-  EXPECT_EQ(s.push("\xC3"), "");               // incomplete: held back
-  EXPECT_EQ(s.push("x"), fffd + "x");          // lead without its continuation
+  EXPECT_EQ(s.push("a\xFF"
+                   "b"),
+            "a" + fffd + "b");
+  EXPECT_EQ(s.push("\xC3"), "");                          // incomplete: held back
+  EXPECT_EQ(s.push("x"), fffd + "x");                     // lead without its continuation
   EXPECT_EQ(s.push("\xED\xA0\x80"), fffd + fffd + fffd);  // a surrogate is not UTF-8
   EXPECT_EQ(s.push("\xE2\x82"), "");
-  EXPECT_EQ(s.finish(), fffd);                 // truncated at the end
+  EXPECT_EQ(s.finish(), fffd);  // truncated at the end
 }
 
 }  // namespace

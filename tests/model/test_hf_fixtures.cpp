@@ -6,20 +6,20 @@
 // results differ only by rounding order. expected.json records HF fp32's own error against an fp64
 // run of the same weights: 3e-7 to 7e-7 (relative L2). Ours has the same order (see
 // test_opt_cpu.cpp), and the reference was rounded to 6 significant digits (<= 5e-6 relative per
-// element). So a correct forward pass lands around 1e-6; we require 1e-4, 100x above that, while any
-// semantic slip (position offset, scaling order, a missing layer norm) gives errors of order 1e-1..1.
-// For contrast, HF's own fp16/bf16 compute differs from its fp32 by 7e-4 .. 6e-3 (recorded too).
-// Greedy continuations must be identical: the script records the smallest top-1/top-2 logit gap
-// along each greedy path, and we check it exceeds 100x our largest logit error before comparing.
-// Perplexity: within 1e-3 relative, as the issue asks (we observe ~1e-6).
+// element). So a correct forward pass lands around 1e-6; we require 1e-4, 100x above that, while
+// any semantic slip (position offset, scaling order, a missing layer norm) gives errors of order
+// 1e-1..1. For contrast, HF's own fp16/bf16 compute differs from its fp32 by 7e-4 .. 6e-3 (recorded
+// too). Greedy continuations must be identical: the script records the smallest top-1/top-2 logit
+// gap along each greedy path, and we check it exceeds 100x our largest logit error before
+// comparing. Perplexity: within 1e-3 relative, as the issue asks (we observe ~1e-6).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <sstream>
 
 #include "model/generate.hpp"
@@ -35,7 +35,9 @@ constexpr double kLogitTol = 1e-4;
 
 nlohmann::json load_expected(const std::string& variant) {
   std::ifstream f(kRoot + variant + "/expected.json");
-  if (!f) throw std::runtime_error("missing " + kRoot + variant + "/expected.json: run scripts/make_opt_fixtures.py");
+  if (!f)
+    throw std::runtime_error("missing " + kRoot + variant +
+                             "/expected.json: run scripts/make_opt_fixtures.py");
   return nlohmann::json::parse(f);
 }
 
@@ -50,7 +52,8 @@ std::vector<float> floats(const nlohmann::json& j) {
   return v;
 }
 
-double rel_err(const std::vector<float>& got, const std::vector<float>& ref, double* max_abs = nullptr) {
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref,
+               double* max_abs = nullptr) {
   EXPECT_EQ(got.size(), ref.size());
   double num = 0, den = 0, mx = 0;
   for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i) {
@@ -86,7 +89,9 @@ TEST_P(HfFixture, ConfigAndDtypeAsSaved) {
   EXPECT_EQ(c.do_layer_norm_before, e["do_layer_norm_before"].get<bool>());
   EXPECT_EQ(c.tie_word_embeddings, e["tie_word_embeddings"].get<bool>());
   const std::string dt = expected_["dtype"];
-  EXPECT_EQ(model_->dtype(), dt == "float16" ? DType::F16 : dt == "bfloat16" ? DType::BF16 : DType::F32);
+  EXPECT_EQ(model_->dtype(), dt == "float16"    ? DType::F16
+                             : dt == "bfloat16" ? DType::BF16
+                                                : DType::F32);
 }
 
 TEST_P(HfFixture, LastLogitsMatchHfFp32) {
@@ -97,8 +102,10 @@ TEST_P(HfFixture, LastLogitsMatchHfFp32) {
     double max_abs = 0;
     const double err = rel_err(logits, floats(p["fp32"]["last_logits"]), &max_abs);
     EXPECT_LT(err, kLogitTol) << p["text"];
-    std::printf("%s: prompt of %zu tokens: last logits relative L2 error vs HF fp32 = %.3g (max abs %.3g)\n",
-                GetParam(), tokens.size(), err, max_abs);
+    std::printf(
+        "%s: prompt of %zu tokens: last logits relative L2 error vs HF fp32 = %.3g (max abs "
+        "%.3g)\n",
+        GetParam(), tokens.size(), err, max_abs);
     // The margin that makes the greedy comparison below meaningful.
     EXPECT_GT(p["fp32"]["greedy_min_margin"].get<double>(), 100 * max_abs) << p["text"];
   }
@@ -108,7 +115,8 @@ TEST_P(HfFixture, LastLogitsMatchHfFp32) {
 class HfFixtureFull : public HfFixture {};
 
 TEST_P(HfFixtureFull, FullSequenceLogitsMatchHfFp32) {
-  ASSERT_FALSE(expected_["full_logits"].is_null()) << "expected.json of " << GetParam() << " has no full_logits";
+  ASSERT_FALSE(expected_["full_logits"].is_null())
+      << "expected.json of " << GetParam() << " has no full_logits";
   const auto& p = expected_["prompts"][expected_["full_logits"]["prompt"].get<size_t>()];
   const auto tokens = ids(p["ids"]);
   KvCache cache = opt_->make_cache(int64_t(tokens.size()));
@@ -119,11 +127,13 @@ TEST_P(HfFixtureFull, FullSequenceLogitsMatchHfFp32) {
   // Each position on its own, so an error confined to one position cannot hide in the total.
   const size_t V = size_t(model_->config().vocab_size);
   for (size_t i = 0; i < tokens.size(); ++i) {
-    std::vector<float> a(logits.begin() + ptrdiff_t(i * V), logits.begin() + ptrdiff_t((i + 1) * V));
+    std::vector<float> a(logits.begin() + ptrdiff_t(i * V),
+                         logits.begin() + ptrdiff_t((i + 1) * V));
     std::vector<float> b(ref.begin() + ptrdiff_t(i * V), ref.begin() + ptrdiff_t((i + 1) * V));
     EXPECT_LT(rel_err(a, b), kLogitTol) << "position " << i;
   }
-  std::printf("%s: full-sequence logits relative L2 error vs HF fp32 = %.3g\n", GetParam(), rel_err(logits, ref));
+  std::printf("%s: full-sequence logits relative L2 error vs HF fp32 = %.3g\n", GetParam(),
+              rel_err(logits, ref));
 }
 
 TEST_P(HfFixture, GreedyContinuationIdenticalToHf) {
@@ -142,7 +152,8 @@ TEST_P(HfFixture, PerplexityMatchesHfLoss) {
   const auto whole = perplexity(*opt_, tokens);
   const double ppl = e["fp32"]["ppl"].get<double>();
   EXPECT_NEAR(whole.perplexity(), ppl, 1e-3 * ppl);
-  EXPECT_NEAR(whole.mean_nll(), e["fp32"]["loss"].get<double>(), 1e-3 * e["fp32"]["loss"].get<double>());
+  EXPECT_NEAR(whole.mean_nll(), e["fp32"]["loss"].get<double>(),
+              1e-3 * e["fp32"]["loss"].get<double>());
   const auto& w = e["windows"];
   const auto win = perplexity(*opt_, tokens, w["context"].get<int64_t>());
   const auto counts = w["count_per_window"].get<std::vector<int64_t>>();
@@ -156,8 +167,10 @@ TEST_P(HfFixture, TokenizerIdsIdenticalToHf) {
   ASSERT_FALSE(model_->vocab_json().empty()) << "the fixture directory has no vocab.json";
   const auto tok = tok::Tokenizer::from_json_and_merges(model_->vocab_json(), model_->merges_txt());
   const int32_t bos = int32_t(model_->config().bos_token_id);
-  for (const auto& p : expected_["prompts"]) EXPECT_EQ(tok.encode_with_bos(p["text"].get<std::string>(), bos), ids(p["ids"]));
-  EXPECT_EQ(tok.encode_with_bos(expected_["perplexity"]["text"].get<std::string>(), bos), ids(expected_["perplexity"]["ids"]));
+  for (const auto& p : expected_["prompts"])
+    EXPECT_EQ(tok.encode_with_bos(p["text"].get<std::string>(), bos), ids(p["ids"]));
+  EXPECT_EQ(tok.encode_with_bos(expected_["perplexity"]["text"].get<std::string>(), bos),
+            ids(expected_["perplexity"]["ids"]));
 }
 
 // 2:4-pruned in memory (magnitude): decode with the KV cache equals a full recompute on the same
@@ -189,7 +202,8 @@ TEST_P(HfFixture, Pruned24DecodeEqualsRecomputeAndDenseTwin) {
   EXPECT_GT(rel_err(full, dense_full), 1e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Opt, HfFixture, ::testing::Values("pre_ln", "post_ln", "proj", "untied", "sharded"),
+INSTANTIATE_TEST_SUITE_P(Opt, HfFixture,
+                         ::testing::Values("pre_ln", "post_ln", "proj", "untied", "sharded"),
                          [](const auto& info) { return std::string(info.param); });
 INSTANTIATE_TEST_SUITE_P(Opt, HfFixtureFull, ::testing::Values("pre_ln", "post_ln", "proj"),
                          [](const auto& info) { return std::string(info.param); });

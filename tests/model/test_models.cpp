@@ -68,7 +68,8 @@ std::unique_ptr<MemModel> MemModel::densified(const model::Model& m) {
   d->merges_txt_ = m.merges_txt();
   d->dense_ = m.dense_tensors();
   for (const auto& [name, c] : m.sparse_tensors()) {
-    auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[size_t(c.rows * c.cols) * dtype_size(c.dtype)]);
+    auto buf =
+        std::shared_ptr<uint8_t[]>(new uint8_t[size_t(c.rows * c.cols) * dtype_size(c.dtype)]);
     s24::decompress(c, buf.get());
     d->keep_alive_.push_back(std::shared_ptr<void>(buf, buf.get()));
     d->dense_[name] = model::Tensor{c.dtype, {c.rows, c.cols}, buf.get()};
@@ -80,7 +81,8 @@ std::vector<std::string> MemModel::linear_prefixes() const {
   std::vector<std::string> out;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"})
+    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                          "self_attn.out_proj", "fc1", "fc2"})
       out.push_back(p + n);
   }
   return out;
@@ -122,8 +124,10 @@ std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
   m->add_dense(d + "embed_tokens.weight", dt, {V, E}, randn(r, V * E, spec.embed_std));
   m->add_dense(d + "embed_positions.weight", dt, {c.max_position_embeddings + 2, H},
                randn(r, (c.max_position_embeddings + 2) * H, 0.5f));
-  if (!c.tie_word_embeddings) m->add_dense("lm_head.weight", dt, {V, E}, randn(r, V * E, spec.embed_std));
-  auto add_linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias, bool prunable) {
+  if (!c.tie_word_embeddings)
+    m->add_dense("lm_head.weight", dt, {V, E}, randn(r, V * E, spec.embed_std));
+  auto add_linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias,
+                        bool prunable) {
     std::vector<float> w = randn(r, out * in, 1.0f / std::sqrt(float(in)));
     if (spec.sparse24 && prunable) {
       // Round to the storage dtype first so the mask is chosen on the values actually stored.
@@ -151,7 +155,8 @@ std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
     const std::string p = d + "layers." + std::to_string(l) + ".";
     add_ln(p + "self_attn_layer_norm");
     add_ln(p + "final_layer_norm");
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"})
+    for (const char* n :
+         {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"})
       add_linear(p + n, H, H, c.enable_bias, true);
     add_linear(p + "fc1", F, H, c.enable_bias, true);
     add_linear(p + "fc2", H, F, c.enable_bias, true);
@@ -162,8 +167,9 @@ std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
 std::vector<double> reference_forward(const MemModel& m, const std::vector<int32_t>& tokens,
                                       std::map<std::string, std::vector<double>>* inputs) {
   const auto& c = m.config();
-  const int64_t n = int64_t(tokens.size()), H = c.hidden_size, F = c.ffn_dim, E = c.word_embed_proj_dim,
-                V = c.vocab_size, nh = c.num_attention_heads, hd = H / nh;
+  const int64_t n = int64_t(tokens.size()), H = c.hidden_size, F = c.ffn_dim,
+                E = c.word_embed_proj_dim, V = c.vocab_size, nh = c.num_attention_heads,
+                hd = H / nh;
   const std::string d = "model.decoder.";
   auto get = [&](const std::string& name) {
     auto f = m.values(name);
@@ -198,7 +204,8 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
       for (int64_t j = 0; j < H; ++j) var += std::pow(x[size_t(i * H + j)] - mean, 2);
       var /= double(H);
       for (int64_t j = 0; j < H; ++j)
-        y[size_t(i * H + j)] = (x[size_t(i * H + j)] - mean) / std::sqrt(var + 1e-5) * w[size_t(j)] + b[size_t(j)];
+        y[size_t(i * H + j)] =
+            (x[size_t(i * H + j)] - mean) / std::sqrt(var + 1e-5) * w[size_t(j)] + b[size_t(j)];
     }
     return y;
   };
@@ -207,7 +214,8 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
   const auto pos_table = get(d + "embed_positions.weight");
   std::vector<double> e(size_t(n * E));
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < E; ++j) e[size_t(i * E + j)] = emb_table[size_t(tokens[size_t(i)] * E + j)];
+    for (int64_t j = 0; j < E; ++j)
+      e[size_t(i * E + j)] = emb_table[size_t(tokens[size_t(i)] * E + j)];
   std::vector<double> h = E != H ? lin(d + "project_in", e, E, H) : e;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < H; ++j) h[size_t(i * H + j)] += pos_table[size_t((i + 2) * H + j)];
@@ -227,7 +235,8 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
         double mx = -1e300;
         for (int64_t j = 0; j <= i; ++j) {
           double t = 0;
-          for (int64_t cc = 0; cc < hd; ++cc) t += q[size_t(i * H + hh * hd + cc)] * k[size_t(j * H + hh * hd + cc)];
+          for (int64_t cc = 0; cc < hd; ++cc)
+            t += q[size_t(i * H + hh * hd + cc)] * k[size_t(j * H + hh * hd + cc)];
           s[size_t(j)] = t;
           mx = std::max(mx, t);
         }

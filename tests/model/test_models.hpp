@@ -16,7 +16,8 @@ class MemModel : public model::Model {
   void set_config(const model::OptConfig& c) { config_ = c; }
   void set_dtype(DType t) { dtype_ = t; }
   // Stores `values` converted to `dtype` under `name`.
-  void add_dense(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::vector<float>& values);
+  void add_dense(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                 const std::vector<float>& values);
   void add_sparse(const std::string& name, s24::Compressed c) { sparse_[name] = std::move(c); }
   // A dense copy: every 2:4 weight decompressed, everything else shared.
   std::unique_ptr<MemModel> densified() const;
@@ -24,7 +25,8 @@ class MemModel : public model::Model {
   static std::unique_ptr<MemModel> densified(const model::Model& m);
   // Every dense tensor's values as fp32 (what a 2:4 weight decompresses to, for 2:4 ones).
   std::vector<float> values(const std::string& name) const;
-  std::vector<std::string> linear_prefixes() const;  // decoder linears, "model.decoder.layers.0.fc1", ...
+  std::vector<std::string> linear_prefixes()
+      const;  // decoder linears, "model.decoder.layers.0.fc1", ...
 };
 
 struct RandomSpec {

@@ -2,13 +2,13 @@
 // models of every OPT variant; KV-cache decode against full recompute; 2:4 against its decompressed
 // dense twin; Wanda activation norms; generation and perplexity bookkeeping.
 //
-// Tolerances. Both sides read the same stored weights (fp16/bf16/fp32, widened exactly), so the only
-// difference is fp32 rounding in our activations and accumulations. A length-K fp32 dot product has
-// a typical relative error of about sqrt(K) * 2^-24 (K <= 64 here: ~5e-7); two layers, layer norms
-// and the softmax compound it by at most ~10x, and logits are sums of such products, so ~5e-6 is the
-// expected relative L2 error. We allow 3e-5 (a bug such as a wrong position or a missing bias gives
-// errors of order 1). Cache vs recompute and sparse vs densified differ only in summation order
-// inside the same fp32 arithmetic: same 3e-5 bound.
+// Tolerances. Both sides read the same stored weights (fp16/bf16/fp32, widened exactly), so the
+// only difference is fp32 rounding in our activations and accumulations. A length-K fp32 dot
+// product has a typical relative error of about sqrt(K) * 2^-24 (K <= 64 here: ~5e-7); two layers,
+// layer norms and the softmax compound it by at most ~10x, and logits are sums of such products, so
+// ~5e-6 is the expected relative L2 error. We allow 3e-5 (a bug such as a wrong position or a
+// missing bias gives errors of order 1). Cache vs recompute and sparse vs densified differ only in
+// summation order inside the same fp32 arithmetic: same 3e-5 bound.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -149,7 +149,8 @@ TEST(OptCpu, RejectsBadInput) {
   EXPECT_EQ(cache.length, 0);
   // One past max_position_embeddings.
   KvCache big(spec.config, spec.config.max_position_embeddings + 1);
-  const auto too_long = some_tokens(spec.config.max_position_embeddings + 1, spec.config.vocab_size);
+  const auto too_long =
+      some_tokens(spec.config.max_position_embeddings + 1, spec.config.vocab_size);
   try {
     opt.forward(too_long, big);
     FAIL() << "expected an error";
@@ -268,8 +269,8 @@ TEST(Perplexity, MatchesReferenceLogSoftmaxWholeAndWindowed) {
   const auto win = perplexity(opt, ids, 8);
   EXPECT_EQ(win.windows, 3);
   EXPECT_EQ(win.predicted, 18);
-  const double want = nll({ids.begin(), ids.begin() + 8}) + nll({ids.begin() + 8, ids.begin() + 16}) +
-                      nll({ids.begin() + 16, ids.end()});
+  const double want = nll({ids.begin(), ids.begin() + 8}) +
+                      nll({ids.begin() + 8, ids.begin() + 16}) + nll({ids.begin() + 16, ids.end()});
   EXPECT_NEAR(win.nll_sum, want, 1e-3);
   EXPECT_NEAR(win.perplexity(), std::exp(want / 18.0), 1e-3 * std::exp(want / 18.0));
   EXPECT_THROW(perplexity(opt, std::vector<int32_t>{2}), Error);

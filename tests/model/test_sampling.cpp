@@ -29,7 +29,8 @@ std::vector<double> frequencies(const SamplingParams& p, const std::vector<float
 }
 
 TEST(Sampling, FollowsSoftmaxWithTemperature) {
-  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.15f), std::log(0.05f)};
+  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.15f),
+                                     std::log(0.05f)};
   SamplingParams p;
   p.greedy = false;
   p.seed = 42;
@@ -45,7 +46,8 @@ TEST(Sampling, FollowsSoftmaxWithTemperature) {
 }
 
 TEST(Sampling, TopKAndTopPTruncate) {
-  const std::vector<float> logits = {std::log(0.1f), std::log(0.5f), std::log(0.3f), std::log(0.1f)};
+  const std::vector<float> logits = {std::log(0.1f), std::log(0.5f), std::log(0.3f),
+                                     std::log(0.1f)};
   SamplingParams p;
   p.greedy = false;
   p.seed = 3;

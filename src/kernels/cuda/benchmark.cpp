@@ -23,6 +23,7 @@
 #include "kernels/cuda/baselines.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/cuda_api.hpp"
+#include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
 #include "sparse24/sparse24.hpp"
 
@@ -275,7 +276,7 @@ nlohmann::json benchmark_gemm(const GemmBenchOptions& o) {
     SF_CUDA_CHECK(cudaMemsetAsync(ys.p, 0xff, size_t(m_pad * o.n * 2), s));  // poison: NaN in fp16/bf16
     KernelChoice choice = gemm.choose(pb.sparse[0], m);
     if (choice.path == GemmPath::Decode && choice.splits == 0)
-      choice.splits = gemm.resolve_splits(pb.sparse[0], m, choice.warps, choice.shared_x);
+      choice.splits = gemm.resolve_splits(pb.sparse[0], m, choice.warps, choice.shared_x, choice.kgroups);
 
     nlohmann::json row;
     row["m"] = m;
@@ -368,15 +369,21 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
           time_ms([&](int i) { dense.run(pb.dense[i % nd].p, x.p, y.p, m, n, k, o.dtype); }, o.iters, s);
       std::vector<KernelChoice> cands;
       if (m <= 64) {
-        for (int warps : {4, 8})
-          for (int splits : {1, 2, 3, 4, 6, 8, 12, 16}) {
-            if (splits > 1 && pb.sparse[0].k_quads() / (2 * warps) < splits) continue;
-            cands.push_back({GemmPath::Decode, warps, splits, false});
-          }
-        for (int warps : {4, 8})
-          for (int splits : {1, 2, 4, 6, 8, 12, 16, 24, 32}) {
-            if (splits > 1 && pb.sparse[0].k_quads() / 2 < splits) continue;
-            cands.push_back({GemmPath::Decode, warps, splits, true});
+        // The plain kernel re-reads x per 16-row block: a candidate at M <= 8 only.
+        if (m <= 8)
+          for (int warps : {4, 8})
+            for (int splits : {1, 2, 4, 8}) {
+              if (splits > 1 && pb.sparse[0].k_quads() / (2 * warps) < splits) continue;
+              cands.push_back({GemmPath::Decode, warps, splits, false});
+            }
+        const int mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+        for (int kg : {1, 2, 4})
+          for (int warps : {4, 8}) {
+            if (kg > decode_max_kgroups(mt) || warps * kg > 16) continue;
+            for (int splits : {1, 2, 4, 8, 16}) {
+              if (splits > 1 && pb.sparse[0].k_quads() / (2 * kg) < splits) continue;
+              cands.push_back({GemmPath::Decode, warps, splits, true, kg});
+            }
           }
       }
       cands.push_back({GemmPath::DenseFallback, 0, 0});
@@ -401,6 +408,7 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
                                                                          : "decode"},
                          {"warps", best.warps},
                          {"splits", best.splits},
+                         {"kgroups", best.kgroups},
                          {"ms", best_ms},
                          {"dense_ms", dense_ms},
                          {"kernel", best.name()}});

@@ -48,6 +48,21 @@ __device__ __forceinline__ uint32_t meta_word(const uint4& e, int i) {
   return i == 0 ? e.x : i == 1 ? e.y : i == 2 ? e.z : e.w;
 }
 
+// Sum of the split partials v[s * stride], s = 0..splits-1, in split order (bit-identical across
+// runs), with 8 loads in flight at a time: the last block's pass is on the kernel's critical path.
+__device__ __forceinline__ float sum_splits(const float* v, size_t stride, int splits) {
+  float acc = 0.0f;
+  for (int s0 = 0; s0 < splits; s0 += 8) {
+    float l[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) l[j] = s0 + j < splits ? __ldcg(v + size_t(s0 + j) * stride) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (s0 + j < splits) acc += l[j];
+  }
+  return acc;
+}
+
 template <typename T, int MT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -141,50 +156,60 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
   if (!last) return;
   __threadfence();
   for (int i = threadIdx.x; i < kTile; i += WARPS * 32) {
-    float v = 0.0f;
-    for (int s = 0; s < int(gridDim.y); ++s) v += __ldcg(part + size_t(s) * kTile + i);
+    const float v = sum_splits(part + i, kTile, int(gridDim.y));
     const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
     if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
   }
   if (threadIdx.x == 0) p.counters[tile_id] = 0;  // ready for the next launch on this workspace
 }
 
-// The shared-x variant ("decode_sx"): a block's warps own WARPS different 16-row blocks and walk the
-// same K range in lockstep, so each 256-wide slice of x is fetched once per block (cp.async into
-// shared memory, double buffered) and fed to all warps by ldmatrix. The plain kernel above re-reads
-// x from L2 for every 16-row block, which costs more than W itself once M reaches 8-16 tokens.
+// The shared-x variant ("decode_sx"): a block's warps are R row warps x KG k-groups. The R row warps
+// own R different 16-row blocks; the KG k-groups split each 256-wide "superstep" of KG steps, so
+// one block keeps R * KG warps of 16-byte W loads in flight while x for the superstep (8 mt tokens x
+// KG * 256 k) is fetched once per block (cp.async into shared memory, double buffered) and fed to all
+// warps by ldmatrix. The plain kernel above re-reads x from L2 for every 16-row block, which costs
+// more than W itself once M reaches 8-16 tokens. k-groups replace most of the grid split-K (whose
+// partial sums go through L2 and a last-block pass) by a reduction in shared memory.
 // Needs k % 8 == 0 and x 16-byte aligned (the 16-byte cp.async); the launcher checks.
-constexpr int kSxRowBytes = 512 + 16;  // 256 k of one token + 16 B: the 8 rows an ldmatrix reads hit distinct banks
+template <int KG>
+__host__ __device__ constexpr int sx_row_bytes() { return KG * 512 + 16; }  // + 16 B: the 8 rows an ldmatrix reads hit distinct banks
 
-template <int MT>
-constexpr int sx_smem_bytes() { return 2 * MT * 8 * kSxRowBytes; }
+template <int MT, int KG>
+__host__ __device__ constexpr int sx_smem_bytes() { return 2 * MT * 8 * sx_row_bytes<KG>(); }
 
-template <typename T, int MT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32) decode_sx_kernel(const DecodeLaunch p) {
+template <typename T, int MT, int R, int KG>
+__global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaunch p) {
   extern __shared__ __align__(16) uint8_t smem[];
+  constexpr int kThreads = R * KG * 32;
   constexpr int kRows = MT * 8;
-  constexpr int kBuf = kRows * kSxRowBytes;
+  constexpr int kRowBytes = sx_row_bytes<KG>();
+  constexpr int kBuf = kRows * kRowBytes;
+  constexpr int kSuper = KG * kStepQuads;  // quads per superstep
+  constexpr int kWarpTile = MT * 32 * 4;   // accumulator floats per warp, in lane order
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wr = warp % R, kg = warp / R;
   const int g = lane >> 2, t = lane & 3;
-  const int rb = blockIdx.x * WARPS + warp;
+  const int rb = blockIdx.x * R + wr;
   const bool active = rb < p.row_blocks;
   const int split = blockIdx.y;
   const int tok0 = blockIdx.z * kRows;
   const int q_begin = split * p.quads_per_split;
   const int q_end = min(p.k_quads, q_begin + p.quads_per_split);
+  const int k_end = min(p.k, q_end * 128);
   const int rbc = active ? rb : 0;
   const uint4* vals = static_cast<const uint4*>(p.values) + size_t(rbc) * p.k_tiles * 32 + lane;
   const uint4* meta = static_cast<const uint4*>(p.meta) + size_t(rbc) * p.k_quads * 16 + (2 * g + (t & 1));
   const T* x = static_cast<const T*>(p.x);
   const uint32_t smem_base = uint32_t(__cvta_generic_to_shared(smem));
+  const int my_end = active ? q_end : 0;  // warps past the last row block load zeros
 
-  // One step of x: kRows tokens x 256 k, as 16-byte chunks spread over the block's threads.
+  // One superstep of x: kRows tokens x KG * 256 k, as 16-byte chunks spread over the block.
   auto stage = [&](int q, int buf) {
-    for (int c = threadIdx.x; c < kRows * 32; c += WARPS * 32) {
-      const int r = c >> 5, cc = c & 31;
+    for (int c = threadIdx.x; c < kRows * KG * 32; c += kThreads) {
+      const int r = c / (KG * 32), cc = c % (KG * 32);
       const int tok = tok0 + r, k = q * 128 + cc * 8;
-      const bool ok = tok < p.m && k < p.k;
-      ptx::cp_async_cg_16(smem_base + buf * kBuf + r * kSxRowBytes + cc * 16, ok ? x + size_t(tok) * p.k + k : x,
+      const bool ok = tok < p.m && k < k_end;
+      ptx::cp_async_cg_16(smem_base + buf * kBuf + r * kRowBytes + cc * 16, ok ? x + size_t(tok) * p.k + k : x,
                           ok ? 16 : 0);
     }
     ptx::cp_async_commit_group();
@@ -196,30 +221,31 @@ __global__ void __launch_bounds__(WARPS * 32) decode_sx_kernel(const DecodeLaunc
 
   Step cur, nxt;
   int q = q_begin;
+  const int qk = kg * kStepQuads;  // this warp's step inside each superstep
   if (q < q_end) {
-    load_step(cur, vals, meta, q, active ? q_end : q, t < 2);
+    load_step(cur, vals, meta, q + qk, my_end, t < 2);
     stage(q, 0);
   }
   int buf = 0;
-  for (; q < q_end; q += kStepQuads) {
-    const int qn = q + kStepQuads;
+  for (; q < q_end; q += kSuper) {
+    const int qn = q + kSuper;
     if (qn < q_end) {
-      load_step(nxt, vals, meta, qn, active ? q_end : qn, t < 2);
+      load_step(nxt, vals, meta, qn + qk, my_end, t < 2);
       stage(qn, buf ^ 1);
       ptx::cp_async_wait_group<1>();
     } else {
       ptx::cp_async_wait_group<0>();
     }
-    __syncthreads();  // this step's x is in shared memory
+    __syncthreads();  // this superstep's x is in shared memory
     // ldmatrix addresses: lanes 8 i .. 8 i + 7 give the rows of matrix i (k offset 8 i).
-    const uint32_t xb = smem_base + buf * kBuf + (lane & 7) * kSxRowBytes + (lane >> 3) * 16;
+    const uint32_t xb = smem_base + buf * kBuf + (lane & 7) * kRowBytes + kg * 512 + (lane >> 3) * 16;
 #pragma unroll
     for (int u = 0; u < kStepTiles; ++u) {
       const uint32_t e = meta_word(cur.e[u / 4], u % 4);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         uint32_t b[4];
-        ptx::ldmatrix_x4(b, xb + mt * 8 * kSxRowBytes + u * 64);
+        ptx::ldmatrix_x4(b, xb + mt * 8 * kRowBytes + u * 64);
         ptx::mma_sp_m16n8k32<T>(acc[mt], cur.a[u], b, e);
       }
     }
@@ -228,10 +254,31 @@ __global__ void __launch_bounds__(WARPS * 32) decode_sx_kernel(const DecodeLaunc
     buf ^= 1;
   }
 
-  // Lane (g, t) holds rows g, g + 8 of its 16-row block for tokens 8 mt + 2 t, + 1.
+  // k-groups 1..KG-1 hand their sums to k-group 0 through the (now idle) x buffers; k-group 0 adds
+  // them in k-group order.
+  if constexpr (KG > 1) {
+    float* red = reinterpret_cast<float*>(smem);  // [KG - 1][R][kWarpTile], lane order
+    if (kg > 0) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[((kg - 1) * R + wr) * kWarpTile + (mt * 4 + i) * 32 + lane] = acc[mt][i];
+    }
+    __syncthreads();
+    if (kg == 0) {
+#pragma unroll
+      for (int j = 1; j < KG; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mt][i] += red[((j - 1) * R + wr) * kWarpTile + (mt * 4 + i) * 32 + lane];
+    }
+  }
+
+  // Lane (g, t) of a k-group-0 warp holds rows g, g + 8 of its 16-row block for tokens 8 mt + 2 t, + 1.
   const size_t tile_id = size_t(blockIdx.z) * gridDim.x + blockIdx.x;
   if (gridDim.y == 1) {
-    if (!active) return;
+    if (!active || kg != 0) return;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -241,12 +288,15 @@ __global__ void __launch_bounds__(WARPS * 32) decode_sx_kernel(const DecodeLaunc
       }
     return;
   }
-  constexpr int kWarpTile = MT * 32 * 4;  // floats per warp per split, in lane order
-  float* part = p.partials + (tile_id * gridDim.y * WARPS + warp) * kWarpTile;
+  constexpr int kTile = R * kWarpTile;  // floats per block per split
+  float* part = p.partials + tile_id * gridDim.y * kTile;
+  if (kg == 0) {
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) __stcg(part + size_t(split) * WARPS * kWarpTile + (mt * 4 + i) * 32 + lane, acc[mt][i]);
+      for (int i = 0; i < 4; ++i)
+        __stcg(part + size_t(split) * kTile + wr * kWarpTile + (mt * 4 + i) * 32 + lane, acc[mt][i]);
+  }
   __threadfence();
   __syncthreads();
   __shared__ bool last;
@@ -254,32 +304,28 @@ __global__ void __launch_bounds__(WARPS * 32) decode_sx_kernel(const DecodeLaunc
   __syncthreads();
   if (!last) return;
   __threadfence();
-  if (active) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float v = 0.0f;
-        for (int sp = 0; sp < int(gridDim.y); ++sp) v += __ldcg(part + size_t(sp) * WARPS * kWarpTile + (mt * 4 + i) * 32 + lane);
-        const int tok = tok0 + mt * 8 + 2 * t + (i & 1), n = rb * 16 + g + 8 * (i >> 1);
-        if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
-      }
+  // The whole block sums the partials, element e = (r, mt, i, lane) of the tile per thread.
+  for (int e = threadIdx.x; e < kTile; e += kThreads) {
+    const float v = sum_splits(part + e, kTile, int(gridDim.y));
+    const int r = e / kWarpTile, mi = (e % kWarpTile) / 32, ln = e % 32;
+    const int tok = tok0 + (mi / 4) * 8 + 2 * (ln & 3) + (mi & 1), n = (blockIdx.x * R + r) * 16 + (ln >> 2) + 8 * ((mi % 4) >> 1);
+    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
   }
   if (threadIdx.x == 0) p.counters[tile_id] = 0;
 }
 
-template <typename T, int MT, int WARPS>
+template <typename T, int MT, int R, int KG>
 void launch_sx_typed(const DecodeLaunch& p, cudaStream_t stream) {
-  constexpr int kSmem = sx_smem_bytes<MT>();
+  constexpr int kSmem = sx_smem_bytes<MT, KG>();
   if constexpr (kSmem > 48 * 1024) {
     static bool raised = false;  // the attribute is per kernel and process; set it once
     if (!raised) {
-      SF_CUDA_CHECK(cudaFuncSetAttribute(decode_sx_kernel<T, MT, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      SF_CUDA_CHECK(cudaFuncSetAttribute(decode_sx_kernel<T, MT, R, KG>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
       raised = true;
     }
   }
-  const dim3 grid(unsigned((p.row_blocks + WARPS - 1) / WARPS), unsigned(p.splits), unsigned((p.m + MT * 8 - 1) / (MT * 8)));
-  decode_sx_kernel<T, MT, WARPS><<<grid, WARPS * 32, kSmem, stream>>>(p);
+  const dim3 grid(unsigned((p.row_blocks + R - 1) / R), unsigned(p.splits), unsigned((p.m + MT * 8 - 1) / (MT * 8)));
+  decode_sx_kernel<T, MT, R, KG><<<grid, R * KG * 32, kSmem, stream>>>(p);
   SF_CUDA_CHECK_LAUNCH();
 }
 
@@ -291,27 +337,37 @@ void launch_typed(const DecodeLaunch& p, cudaStream_t stream) {
 }
 
 template <typename T>
-void launch_dtype(const DecodeLaunch& p, int mt, int warps, bool shared_x, cudaStream_t stream) {
-  // The instantiated set: every M bucket (mt) with 4 or 8 warps, both variants; see the table in
-  // sparse_gemm.cpp.
-#define SF_DECODE_CASE(MT_, W_)                                                   \
-  if (mt == MT_ && warps == W_)                                                  \
-    return shared_x ? launch_sx_typed<T, MT_, W_>(p, stream) : launch_typed<T, MT_, W_>(p, stream);
-  SF_DECODE_CASE(1, 4) SF_DECODE_CASE(1, 8)
-  SF_DECODE_CASE(2, 4) SF_DECODE_CASE(2, 8)
-  SF_DECODE_CASE(4, 4) SF_DECODE_CASE(4, 8)
-  SF_DECODE_CASE(8, 4) SF_DECODE_CASE(8, 8)
+void launch_dtype(const DecodeLaunch& p, int mt, int warps, int kgroups, bool shared_x, cudaStream_t stream) {
+  // The instantiated set, see the table in sparse_gemm.cpp: the plain kernel for every M bucket (mt)
+  // with 4 or 8 warps; the shared-x kernel with R = 4 or 8 row warps x KG = 1, 2, 4 k-groups where
+  // the double-buffered x fits in 66 KB of shared memory (mt * KG <= 8) and the block in 512 threads.
+  if (!shared_x) {
+#define SF_DECODE_CASE(MT_, W_) \
+  if (mt == MT_ && warps == W_) return launch_typed<T, MT_, W_>(p, stream);
+    SF_DECODE_CASE(1, 4) SF_DECODE_CASE(1, 8)
+    SF_DECODE_CASE(2, 4) SF_DECODE_CASE(2, 8)
+    SF_DECODE_CASE(4, 4) SF_DECODE_CASE(4, 8)
+    SF_DECODE_CASE(8, 4) SF_DECODE_CASE(8, 8)
 #undef SF_DECODE_CASE
+  } else {
+#define SF_DECODE_SX_CASE(MT_, R_, KG_) \
+  if (mt == MT_ && warps == R_ && kgroups == KG_) return launch_sx_typed<T, MT_, R_, KG_>(p, stream);
+    SF_DECODE_SX_CASE(1, 4, 1) SF_DECODE_SX_CASE(1, 8, 1) SF_DECODE_SX_CASE(1, 4, 2) SF_DECODE_SX_CASE(1, 8, 2) SF_DECODE_SX_CASE(1, 4, 4)
+    SF_DECODE_SX_CASE(2, 4, 1) SF_DECODE_SX_CASE(2, 8, 1) SF_DECODE_SX_CASE(2, 4, 2) SF_DECODE_SX_CASE(2, 8, 2) SF_DECODE_SX_CASE(2, 4, 4)
+    SF_DECODE_SX_CASE(4, 4, 1) SF_DECODE_SX_CASE(4, 8, 1) SF_DECODE_SX_CASE(4, 4, 2) SF_DECODE_SX_CASE(4, 8, 2)
+    SF_DECODE_SX_CASE(8, 4, 1) SF_DECODE_SX_CASE(8, 8, 1)
+#undef SF_DECODE_SX_CASE
+  }
   detail::throw_status(9 /* Internal */, "decode kernel with mt=" + std::to_string(mt) + " warps=" + std::to_string(warps) +
-                                    " is not instantiated");
+                                    " kgroups=" + std::to_string(kgroups) + " is not instantiated");
 }
 
 }  // namespace
 
-void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, bool shared_x, cudaStream_t stream) {
+void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, int kgroups, bool shared_x, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0) return;
-  if (dtype == DType::F16) return launch_dtype<__half>(p, mt, warps, shared_x, stream);
-  if (dtype == DType::BF16) return launch_dtype<__nv_bfloat16>(p, mt, warps, shared_x, stream);
+  if (dtype == DType::F16) return launch_dtype<__half>(p, mt, warps, kgroups, shared_x, stream);
+  if (dtype == DType::BF16) return launch_dtype<__nv_bfloat16>(p, mt, warps, kgroups, shared_x, stream);
   detail::throw_status(2 /* UnsupportedShape */, "the 2:4 GPU kernels take fp16 or bf16 weights, not " +
                                             std::string(dtype_name(dtype)));
 }

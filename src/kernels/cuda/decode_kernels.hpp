@@ -23,10 +23,13 @@ struct DecodeLaunch {
 };
 
 // mt: 8-token n-tiles per block (1, 2, 4 or 8); tokens beyond 8 * mt go to more blocks (grid.z).
-// warps: 4 or 8. shared_x: the variant that stages x in shared memory once per block (needs
+// warps: 4 or 8 (shared_x: row warps). kgroups (shared_x only): 1, 2 or 4 k-groups of warps per
+// block, at most 8 / mt. shared_x: the variant that stages x in shared memory once per block (needs
 // k % 8 == 0 and x 16-byte aligned). Throws Error(Internal) for a combination not instantiated.
-void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, bool shared_x, cudaStream_t stream);
+void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, int kgroups, bool shared_x, cudaStream_t stream);
 inline constexpr int kDecodeMaxMt = 8;
+// The largest k-group count instantiated for this mt (the double-buffered x must fit shared memory).
+inline int decode_max_kgroups(int mt) { return mt <= 2 ? 4 : mt == 4 ? 2 : 1; }
 // Partial-sum floats launch_decode needs for this launch.
 // (Row blocks rounded up to 8: the shared-x variant gives each block 4 or 8 of them.)
 inline size_t decode_partial_floats(int m, int row_blocks, int splits, int mt) {

@@ -31,25 +31,34 @@ struct TableRow {
   int warps;
   int splits;
   bool shared_x;
+  int kgroups;
 };
 constexpr TableRow kTable[] = {
-    // sm_90 (H100). M <= 64: decode kernel with x shared through shared memory by 8 warps (8
-    // 16-row blocks per block). The first H100 run (2026-11-22) measured the one-row-block-per-block
-    // variant at 1.7x dense for M = 1 but only 0.9-1.0x at M = 16: every 16-row block re-read x
-    // from L2, 134 MB for 8192x8192 at M = 16 against 38 MB of W.
-    {90, 64, GemmPath::Decode, 8, 0, true},
+    // sm_90 (H100, H200). M <= 64: the shared-x decode kernel (x staged once per block in shared
+    // memory). The first H100 run (2026-11-22) measured the one-row-block-per-block variant at 1.7x
+    // dense for M = 1 but only 0.9-1.0x at M = 16: every 16-row block re-read x from L2, 134 MB for
+    // 8192x8192 at M = 16 against 38 MB of W. With 8 row warps and 1 k-group (H200 run 1) M = 16
+    // fell to 0.9-1.3x dense: too few warps per 16-row block, so split-K over the grid, whose
+    // partials and last-block pass cost as much as the loads; 4 row warps x 4 k-groups (16 warps,
+    // reduced in shared memory) keep the loads in flight with fewer splits.
+    {90, 16, GemmPath::Decode, 4, 0, true, 4},
+    {90, 32, GemmPath::Decode, 4, 0, true, 2},
+    {90, 64, GemmPath::Decode, 8, 0, true, 1},
     // M > 64: the decode kernels lose to dense (0.3x at M = 64 in that run); until a tiled prefill
     // kernel lands, W is decompressed into scratch and cuBLAS runs dense (0.6-0.85x of a resident
     // dense weight at M >= 2048: the decompression pass is the difference).
-    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false},
+    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
-    {80, 64, GemmPath::Decode, 8, 0, true},
-    {80, INT64_MAX, GemmPath::DenseFallback, 0, 0, false},
+    {80, 16, GemmPath::Decode, 4, 0, true, 4},
+    {80, 32, GemmPath::Decode, 4, 0, true, 2},
+    {80, 64, GemmPath::Decode, 8, 0, true, 1},
+    {80, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
 };
 }  // namespace
 
 std::string KernelChoice::name() const {
   if (path == GemmPath::DenseFallback) return "dense_fallback(cublas)";
+  if (shared_x && kgroups > 1) return fmt::format("decode_sx_w{}x{}_s{}", warps, kgroups, splits);
   return fmt::format("{}_w{}_s{}", shared_x ? "decode_sx" : "decode", warps, splits);
 }
 
@@ -172,6 +181,7 @@ SparseGemm::SparseGemm(cudaStream_t stream) : stream_(stream), tuned_(new Tuned)
         t.choice.shared_x = path == "decode_sx";
         t.choice.warps = e.value("warps", 4);
         t.choice.splits = e.value("splits", 0);
+        t.choice.kgroups = e.value("kgroups", 1);
         tuned_->entries.push_back(t);
       }
     } catch (const std::exception&) {
@@ -198,18 +208,19 @@ KernelChoice SparseGemm::choose(const DeviceWeight24& w, int64_t m) const {
   }
   if (best) return best->choice;
   for (const auto& r : kTable)
-    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits, r.shared_x};
+    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits, r.shared_x, r.kgroups};
   return KernelChoice{GemmPath::DenseFallback, 0, 0};
 }
 
-int SparseGemm::resolve_splits(const DeviceWeight24& w, int64_t m, int warps, bool shared_x) const {
+int SparseGemm::resolve_splits(const DeviceWeight24& w, int64_t m, int warps, bool shared_x, int kgroups) const {
   // Aim for ~32 resident warps per SM (enough 16-byte loads in flight to cover HBM latency), but
   // give every warp at least one 8-tile step of its split.
+  const int kg = shared_x ? std::max(1, kgroups) : 1;
   const int64_t chunks = (m + 63) / 64;
   const int64_t blocks = (shared_x ? (w.row_blocks + warps - 1) / warps : w.row_blocks) * chunks;
-  const int64_t target = int64_t(sm_count_) * 32 / warps;
+  const int64_t target = int64_t(sm_count_) * 32 / (warps * kg);
   const int64_t s = (target + blocks - 1) / blocks;
-  const int64_t max_s = std::max<int64_t>(1, shared_x ? w.k_quads() / 2 : w.k_quads() / (2 * warps));
+  const int64_t max_s = std::max<int64_t>(1, shared_x ? w.k_quads() / (2 * kg) : w.k_quads() / (2 * warps));
   return int(std::clamp<int64_t>(s, 1, std::min<int64_t>(max_s, 64)));
 }
 
@@ -297,10 +308,11 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
   p.row_blocks = int(w.row_blocks);
   // The shared-x variant copies x with 16-byte cp.async: rows must start 16-byte aligned.
   const bool shared_x = c.shared_x && w.k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  int splits = c.splits > 0 ? c.splits : resolve_splits(w, m, warps, shared_x);
+  const int kgroups = shared_x ? std::clamp(c.kgroups <= 1 ? 1 : c.kgroups <= 2 ? 2 : 4, 1, decode_max_kgroups(mt)) : 1;
+  int splits = c.splits > 0 ? c.splits : resolve_splits(w, m, warps, shared_x, kgroups);
   splits = std::clamp<int>(splits, 1, std::max<int>(1, p.k_quads));
   p.quads_per_split = (p.k_quads + splits - 1) / splits;
-  p.quads_per_split = (p.quads_per_split + 1) / 2 * 2;  // whole 8-tile steps
+  p.quads_per_split = (p.quads_per_split + 2 * kgroups - 1) / (2 * kgroups) * (2 * kgroups);  // whole supersteps
   p.splits = (p.k_quads + p.quads_per_split - 1) / p.quads_per_split;
   p.ep = to_params(ep, y, y_dtype, w.n);
   if (p.splits > 1) {
@@ -309,7 +321,7 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
     p.partials = partials_;
     p.counters = counters_;
   }
-  launch_decode(p, w.dtype, mt, warps, shared_x, stream_);
+  launch_decode(p, w.dtype, mt, warps, kgroups, shared_x, stream_);
 }
 
 void SparseGemm::run_dense(const DeviceWeight24& w, const void* x, int64_t m, void* y, DType y_dtype,

@@ -59,8 +59,10 @@ struct KernelChoice {
   GemmPath path = GemmPath::Decode;
   int warps = 4;   // warps per block, all on one 16-row block, splitting the block's K range
   int splits = 0;  // K splits over the grid (1 = none); 0 = decided from the shape and GPU
-  bool shared_x = false;  // Decode only: the block's warps own different 16-row blocks and share
+  bool shared_x = false;  // Decode only: the block's (row) warps own different 16-row blocks and share
                           // x through shared memory (else: one 16-row block per block)
+  int kgroups = 1;  // shared_x only: k-groups of warps splitting each step range (1, 2, 4; at most
+                    // 8 / mt, capped at launch), reduced in shared memory
   std::string name() const;
 };
 
@@ -83,7 +85,7 @@ class SparseGemm {
   // What run() would use: the tuning cache when it has this shape, else the built-in table.
   KernelChoice choose(const DeviceWeight24& w, int64_t m) const;
   // The split count a Decode choice with splits == 0 resolves to.
-  int resolve_splits(const DeviceWeight24& w, int64_t m, int warps, bool shared_x) const;
+  int resolve_splits(const DeviceWeight24& w, int64_t m, int warps, bool shared_x, int kgroups = 1) const;
 
   cudaStream_t stream() const { return stream_; }
   int sm_count() const { return sm_count_; }
