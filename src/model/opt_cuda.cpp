@@ -307,8 +307,7 @@ struct OptCuda::Impl {
 };
 
 OptCuda::Impl::~Impl() {
-  if (graph) cudaGraphExecDestroy(graph);
-  free_buffers();
+  free_buffers();  // also destroys the decode graph (exactly once: a second destroy is an API error)
   for (auto& l : layers)
     for (DLinear* d : {&l.qkv, &l.out, &l.fc1, &l.fc2})
       if (d->sparse) sf::cuda::free_weight(d->sp);
@@ -322,6 +321,8 @@ OptCuda::Impl::~Impl() {
   sgemm.reset();
   if (cublas) cublasDestroy(cublas);
   if (stream) cudaStreamDestroy(stream);
+  // A failed cleanup call must not surface as the next kernel's launch error in another engine.
+  cudaGetLastError();
 }
 
 void OptCuda::Impl::load() {

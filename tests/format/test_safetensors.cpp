@@ -239,3 +239,41 @@ TEST_F(SafetensorsTest, AcceptsGapsAndTrailingBytes) {
   EXPECT_EQ(f.data(f.get("b")).size(), 4u);
   EXPECT_EQ(f.data(f.get("b"))[0], 0x5a);
 }
+
+// Damaged copies of a valid file (bytes flipped, cut short, header length changed) must either
+// parse into tensors that lie inside the buffer or fail with Error(Format); never crash.
+TEST_F(SafetensorsTest, RandomDamageIsRejectedOrSafe) {
+  std::vector<uint8_t> a = random_bytes(48, 1), b = random_bytes(6, 2);
+  const st::TensorToWrite ts[] = {{"a", DType::F32, {3, 4}, a}, {"b", DType::I16, {3}, b}};
+  st::write_file(path("v.safetensors"), ts, {{"k", "v"}});
+  std::ifstream in(path("v.safetensors"), std::ios::binary);
+  const std::vector<uint8_t> good((std::istreambuf_iterator<char>(in)), {});
+
+  std::mt19937 rng(123);
+  int rejected = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::vector<uint8_t> bad = good;
+    const int edits = 1 + int(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      switch (rng() % 3) {
+        case 0: bad[rng() % bad.size()] = uint8_t(rng()); break;
+        case 1: bad.resize(rng() % bad.size()); break;
+        default: if (bad.size() > 8) bad[8 + rng() % std::min<size_t>(bad.size() - 8, 200)] = "{}[],:\"0-9e"[rng() % 11];
+      }
+      if (bad.empty()) break;
+    }
+    try {
+      const auto f = st::File::from_memory(bad);
+      for (const auto& t : f.tensors()) {
+        const auto d = f.data(t);
+        ASSERT_GE(d.data(), bad.data());
+        ASSERT_LE(d.data() + d.size(), bad.data() + bad.size());
+        ASSERT_EQ(d.size(), uint64_t(t.numel()) * dtype_size(t.dtype));
+      }
+    } catch (const Error& e) {
+      ASSERT_EQ(e.status(), Status::Format) << e.what();
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 1000);  // the damage is real: most copies must be refused
+}

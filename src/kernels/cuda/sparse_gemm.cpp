@@ -40,18 +40,21 @@ constexpr TableRow kTable[] = {
     // 8192x8192 at M = 16 against 38 MB of W. With 8 row warps and 1 k-group (H200 run 1) M = 16
     // fell to 0.9-1.3x dense: too few warps per 16-row block, so split-K over the grid, whose
     // partials and last-block pass cost as much as the loads; 4 row warps x 4 k-groups (16 warps,
-    // reduced in shared memory) keep the loads in flight with fewer splits.
+    // reduced in shared memory) keep the loads in flight with fewer splits. H200 run 2 (tuned,
+    // bench/results/2026-11-22-NVIDIA-H200-gemm.md) picked, per M bucket over the 4 shapes:
+    // M <= 16: 4x4 or 4x2 / 8x2 (1.14-1.46x dense at M = 16, 1.40-1.79x at M = 8); M <= 32: 8x2
+    // (0.78-1.21x); M <= 64: 4 row warps x 1 (0.38-0.71x; dense would win there).
     {90, 16, GemmPath::Decode, 4, 0, true, 4},
-    {90, 32, GemmPath::Decode, 4, 0, true, 2},
-    {90, 64, GemmPath::Decode, 8, 0, true, 1},
+    {90, 32, GemmPath::Decode, 8, 0, true, 2},
+    {90, 64, GemmPath::Decode, 4, 0, true, 1},
     // M > 64: the decode kernels lose to dense (0.3x at M = 64 in that run); until a tiled prefill
     // kernel lands, W is decompressed into scratch and cuBLAS runs dense (0.6-0.85x of a resident
     // dense weight at M >= 2048: the decompression pass is the difference).
     {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
     {80, 16, GemmPath::Decode, 4, 0, true, 4},
-    {80, 32, GemmPath::Decode, 4, 0, true, 2},
-    {80, 64, GemmPath::Decode, 8, 0, true, 1},
+    {80, 32, GemmPath::Decode, 8, 0, true, 2},
+    {80, 64, GemmPath::Decode, 4, 0, true, 1},
     {80, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
 };
 }  // namespace

@@ -24,6 +24,7 @@ __device__ __forceinline__ float dot_key(const float* q, const void* k, int dt, 
   float s = 0.0f;
   if (dt == 1 && d % 8 == 0) {
     const uint4* k4 = static_cast<const uint4*>(k);
+#pragma unroll 4
     for (int c = 0; c < d / 8; ++c) {
       const uint4 v = k4[c];
       const __half2* h = reinterpret_cast<const __half2*>(&v);
@@ -36,6 +37,7 @@ __device__ __forceinline__ float dot_key(const float* q, const void* k, int dt, 
     }
   } else if (dt == 2 && d % 8 == 0) {
     const uint4* k4 = static_cast<const uint4*>(k);
+#pragma unroll 4
     for (int c = 0; c < d / 8; ++c) {
       const uint4 v = k4[c];
       const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
