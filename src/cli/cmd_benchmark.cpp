@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <memory>
 
@@ -15,6 +16,7 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "kernels/cuda/cuda_api.hpp"
+#include "report/svg_plot.hpp"
 #include "sparse24/cpu_bench.hpp"
 
 namespace sf::cli {
@@ -27,6 +29,7 @@ struct BenchmarkOptions {
   // --model: whole-model generation speed instead (cmd_benchmark_model.cpp).
   std::string model, sparsity = "none";
   int64_t prompt_tokens = 128, new_tokens = 256;
+  std::string plot;  // --plot FILE.svg (report/svg_plot.hpp)
 };
 
 constexpr const char* kCpuBatches = "1,16,256";
@@ -192,6 +195,11 @@ void run_benchmark(const BenchmarkOptions& o) {
     f.commit();
     fmt::print(human, "wrote {}\n", o.json);
   }
+  // --plot: speedup over dense against M, one line per backend (report/svg_plot.hpp).
+  if (!o.plot.empty()) {
+    report::write_speedup_plot(result, o.plot);
+    fmt::print(human, "wrote {}\n", o.plot);
+  }
 }
 
 }  // namespace
@@ -229,9 +237,22 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--new-tokens", o->new_tokens, "--model: tokens generated per sequence")->capture_default_str();
   cmd->add_option("--sparsity", o->sparsity, "--model on an HF dir: none, or 2:4 (magnitude-pruned in memory)")
       ->capture_default_str();
+  cmd->add_option("--plot", o->plot,
+                  "also draw an SVG chart: speedup over dense against M (GEMM), or decode tokens/s against "
+                  "batch (--model, which needs --json FILE)");
   cmd->callback([o] {
-    if (!o->model.empty())
-      return run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json);
+    if (!o->model.empty()) {
+      // --plot for --model draws from the JSON file the run wrote.
+      if (!o->plot.empty() && (o->json.empty() || o->json == "-"))
+        fail(Status::InvalidArgument, "--plot with --model draws from the results file: add --json FILE");
+      run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json);
+      if (!o->plot.empty()) {
+        std::ifstream in(o->json);
+        report::write_tokens_plot(nlohmann::json::parse(in), o->plot);
+        fmt::print("wrote {}\n", o->plot);
+      }
+      return;
+    }
     run_benchmark(*o);
   });
 }
