@@ -185,6 +185,10 @@ File File::from_memory(std::span<const uint8_t> bytes, std::string display_name)
   } catch (const ojson::parse_error& e) {
     fail(Status::Format, "{}: the {}-byte header is not valid JSON (at header byte {}: {}); the "
          "file is damaged or not a safetensors file", where, header_len, e.byte, e.what());
+  } catch (const ojson::exception& e) {
+    // e.g. a number too large for a double (nlohmann error 406): still a damaged header.
+    fail(Status::Format, "{}: the {}-byte header holds a JSON value SparseFlow cannot represent "
+         "({}); the file is damaged or not a safetensors file", where, header_len, e.what());
   }
   if (too_deep)
     fail(Status::Format, "{}: the header nests deeper than the safetensors format allows", where);
