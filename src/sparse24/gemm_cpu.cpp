@@ -392,7 +392,8 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
     rows_to_f32(x, x_dtype, w.cols, 0, m, kp, xf.data());
     constexpr int64_t kChunk = 16;  // rows per work item: enough to amortise scheduling
     const int64_t chunks = (n_rows + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(dynamic, 4)
+    const bool parallel = double(m) * double(n_rows) * double(kp) > 1e6;  // see gemm_dense_cpu
+#pragma omp parallel for schedule(dynamic, 4) if (parallel)
     for (int64_t ci = 0; ci < chunks; ++ci)
       rows_dispatch(isa, w, xf.data(), m, ci * kChunk, std::min(n_rows, ci * kChunk + kChunk), o);
     return;
@@ -482,12 +483,21 @@ inline __attribute__((always_inline)) void dot4(const float* wr, const float* x0
   }
 }
 
+// Widens one weight row to fp32. The scalar form is the portable fallback; the ISA-specific ones
+// below convert 8 or 16 elements per instruction, so the dense path is bound by reading W rather
+// than by converting it (a scalar fp16 conversion made it several times slower than memory).
+inline void row_to_f32_scalar(const MatrixView& w, size_t base, float* out) {
+  for (int64_t j = 0; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
+}
+
+template <typename RowToF32>
 inline __attribute__((always_inline)) void dense_rows_body(const MatrixView& w, const float* xf,
                                                            int64_t m, int64_t n0, int64_t n1,
-                                                           float* wrow, const Out& o) {
+                                                           float* wrow, const Out& o,
+                                                           RowToF32 row_to_f32) {
   for (int64_t n = n0; n < n1; ++n) {
     const size_t base = size_t(n) * size_t(w.cols);
-    for (int64_t j = 0; j < w.cols; ++j) wrow[j] = load_as_float(w.data, w.dtype, base + size_t(j));
+    row_to_f32(w, base, wrow);
     for (int64_t i = 0; i < m; i += 4) {
       float s[4];
       const int cnt = int(std::min<int64_t>(4, m - i));
@@ -497,19 +507,47 @@ inline __attribute__((always_inline)) void dense_rows_body(const MatrixView& w, 
   }
 }
 
+__attribute__((target("avx512f"))) void row_to_f32_avx512(const MatrixView& w, size_t base,
+                                                           float* out) {
+  const size_t es = dtype_size(w.dtype);
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) + base * es;
+  int64_t j = 0;
+  for (; j + 16 <= w.cols; j += 16) _mm512_storeu_ps(out + j, load16_as_f32(p + size_t(j) * es, w.dtype));
+  for (; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
+}
+__attribute__((target("avx2,fma,f16c"))) void row_to_f32_avx2(const MatrixView& w, size_t base,
+                                                               float* out) {
+  const size_t es = dtype_size(w.dtype);
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) + base * es;
+  int64_t j = 0;
+  if (w.dtype == DType::F16) {
+    for (; j + 8 <= w.cols; j += 8)
+      _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j))));
+  } else if (w.dtype == DType::BF16) {
+    for (; j + 8 <= w.cols; j += 8) {
+      const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j)));
+      _mm256_storeu_ps(out + j, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+    }
+  } else {
+    std::memcpy(out, p, size_t(w.cols) * 4);
+    j = w.cols;
+  }
+  for (; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
+}
+
 __attribute__((target("avx512f"))) void dense_rows_avx512(const MatrixView& w, const float* xf,
                                                           int64_t m, int64_t n0, int64_t n1,
                                                           float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o);
+  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_avx512);
 }
 __attribute__((target("avx2,fma,f16c"))) void dense_rows_avx2(const MatrixView& w, const float* xf,
                                                                int64_t m, int64_t n0, int64_t n1,
                                                                float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o);
+  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_avx2);
 }
 void dense_rows_portable(const MatrixView& w, const float* xf, int64_t m, int64_t n0, int64_t n1,
                          float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o);
+  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_scalar);
 }
 
 }  // namespace
@@ -529,7 +567,9 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
   rows_to_f32(x, x_dtype, w.cols, 0, m, w.cols, xf.data());
   constexpr int64_t kChunk = 8;
   const int64_t chunks = (w.rows + kChunk - 1) / kChunk;
-#pragma omp parallel
+  // Below ~1 MFLOP a parallel region's wake-up costs more than the product (tiny test models).
+  const bool parallel = double(m) * double(w.rows) * double(w.cols) > 5e5;
+#pragma omp parallel if (parallel)
   {
     std::vector<float> wrow(size_t(w.cols));
 #pragma omp for schedule(dynamic, 2)
