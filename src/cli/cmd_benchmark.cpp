@@ -213,7 +213,9 @@ void add_benchmark_command(CLI::App& app) {
   auto o = std::make_shared<BenchmarkOptions>();
   CLI::App* cmd = app.add_subcommand(
       "benchmark",
-      "Time a dense GEMM (the vendor library: OpenBLAS on the CPU, cuBLAS on a GPU) against "
+      "Time dense vs 2:4 GEMM (or a whole model with --model) on the CPU or a GPU");
+  cmd->footer(
+      "Times a dense GEMM (the vendor library: OpenBLAS on the CPU, cuBLAS on a GPU) against "
       "SparseFlow's 2:4 GEMM on the same pruned weights, y[M, N] = x[M, K] W^T, for each batch "
       "size M, after checking that the results agree. Prints times, speedup, achieved GB/s and "
       "GFLOP/s; --json also writes them.");

@@ -188,8 +188,9 @@ void add_prune_command(CLI::App& app) {
   auto o = std::make_shared<PruneOptions>();
   CLI::App* cmd = app.add_subcommand(
       "prune",
-      "Prune the 2-D floating tensors of a safetensors file to 2:4 sparsity along their last "
-      "dimension (keep 2 of every aligned group of 4) and write them, still dense, with the same "
+      "Prune the 2-D floating tensors of a safetensors file to 2:4 along their last dimension");
+  cmd->footer(
+      "Keeps 2 of every aligned group of 4 and writes the tensors, still dense, with the same "
       "names, dtypes and shapes. Other tensors are copied unchanged; __metadata__ is kept. The "
       "output is written atomically (it may be the input file).\n"
       "Tensors whose last dimension is not a multiple of 4 are skipped, with a note, unless --only "

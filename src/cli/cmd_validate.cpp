@@ -97,8 +97,9 @@ void add_validate_command(CLI::App& app) {
   auto o = std::make_shared<ValidateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "validate",
-      "Check that every 2-D floating tensor of a safetensors file is 2:4 sparse along its last "
-      "dimension (at most 2 nonzeros in each aligned group of 4; NaN counts as nonzero).\n"
+      "Check that the 2-D floating tensors of a safetensors file are 2:4 along their last dimension");
+  cmd->footer(
+      "2:4 means at most 2 nonzeros in each aligned group of 4 (NaN counts as nonzero).\n"
       "Exit status: 0 all checked tensors are 2:4, 1 some are not (the first violation of each is "
       "shown), 2 the file is unreadable or malformed.");
   cmd->add_option("--input,-i", o->input, "safetensors file to check")->required();
