@@ -1,7 +1,7 @@
 // sparseflow prune: make the 2-D floating tensors of a safetensors file 2:4 along their last
 // dimension (the K of y = x W^T), keeping them dense, with the same names, dtypes and shapes.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -38,19 +38,25 @@ std::vector<float> load_norms(const st::File& norms, const st::TensorInfo& t) {
   const int64_t k = t.shape[1];
   const st::TensorInfo* n = norms.find(t.name);
   if (!n)
-    fail(Status::NotFound, "--activation-norms file '{}' has no tensor '{}'; expected a 1-D F32 "
+    fail(Status::NotFound,
+         "--activation-norms file '{}' has no tensor '{}'; expected a 1-D F32 "
          "tensor of length {} (the L2 norm of each input channel) under the weight's name. Add it, "
-         "or leave '{}' out with --only", norms.path(), t.name, k, t.name);
+         "or leave '{}' out with --only",
+         norms.path(), t.name, k, t.name);
   if (n->dtype != DType::F32 || n->shape != std::vector<int64_t>{k})
-    fail(Status::InvalidArgument, "--activation-norms file '{}': tensor '{}' is {} {}, expected F32 "
-         "[{}] (one norm per input channel of the weight {})", norms.path(), t.name,
-         dtype_name(n->dtype), format_shape(n->shape), k, format_shape(t.shape));
+    fail(Status::InvalidArgument,
+         "--activation-norms file '{}': tensor '{}' is {} {}, expected F32 "
+         "[{}] (one norm per input channel of the weight {})",
+         norms.path(), t.name, dtype_name(n->dtype), format_shape(n->shape), k,
+         format_shape(t.shape));
   std::vector<float> v(static_cast<size_t>(k));
   std::memcpy(v.data(), norms.data(*n).data(), v.size() * sizeof(float));
   for (size_t j = 0; j < v.size(); ++j)
     if (!std::isfinite(v[j]) || v[j] < 0)
-      fail(Status::InvalidArgument, "--activation-norms file '{}': tensor '{}' entry {} is {}; norms "
-           "must be finite and non-negative", norms.path(), t.name, j, v[j]);
+      fail(Status::InvalidArgument,
+           "--activation-norms file '{}': tensor '{}' entry {} is {}; norms "
+           "must be finite and non-negative",
+           norms.path(), t.name, j, v[j]);
   return v;
 }
 
@@ -75,8 +81,10 @@ std::vector<uint8_t> prune_tensor(const st::File& file, const Plan& p, PruneStat
     const double w = load_as_double(orig, t.dtype, i);
     s.norm2 += w * w;
     s.nonzero_before += w != 0;  // NaN != 0 too
-    if (mask[i]) s.nonzero_after += w != 0;
-    else s.err2 += w * w;
+    if (mask[i])
+      s.nonzero_after += w != 0;
+    else
+      s.err2 += w * w;
   }
 
   if (!f64) {  // m.storage is a copy of the tensor in its own dtype: prune it in place
@@ -96,17 +104,21 @@ std::string percent(int64_t part, int64_t whole) {
 void run_prune(const PruneOptions& o) {
   const bool wanda = o.method == "wanda";
   if (wanda && o.norms_path.empty())
-    fail(Status::InvalidArgument, "--method wanda needs --activation-norms NORMS.safetensors (for "
-         "each weight, a 1-D F32 tensor of per-input-channel activation norms under the same name)");
+    fail(
+        Status::InvalidArgument,
+        "--method wanda needs --activation-norms NORMS.safetensors (for "
+        "each weight, a 1-D F32 tensor of per-input-channel activation norms under the same name)");
   if (!wanda && !o.norms_path.empty())
-    fail(Status::InvalidArgument, "--activation-norms is only used by --method wanda; add "
+    fail(Status::InvalidArgument,
+         "--activation-norms is only used by --method wanda; add "
          "--method wanda or drop --activation-norms");
   std::optional<std::regex> only;
   if (!o.only.empty()) {
     try {
       only.emplace(o.only, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
-      fail(Status::InvalidArgument, "--only '{}' is not a valid regular expression ({})", o.only, e.what());
+      fail(Status::InvalidArgument, "--only '{}' is not a valid regular expression ({})", o.only,
+           e.what());
     }
   }
 
@@ -124,7 +136,8 @@ void run_prune(const PruneOptions& o) {
       p.note = not_sparsifiable_reason(t);
       if (!p.note.empty()) {
         if (only && t.numel() != 0)
-          fail(Status::UnsupportedShape, "--only '{}' matches '{}' {}, whose {}, so it cannot be "
+          fail(Status::UnsupportedShape,
+               "--only '{}' matches '{}' {}, whose {}, so it cannot be "
                "2:4 (groups of 4 along the last dimension). Narrow --only so it does not match it",
                o.only, t.name, format_shape(t.shape), p.note);
         p.action = Action::Skip;
@@ -137,9 +150,10 @@ void run_prune(const PruneOptions& o) {
     plans.push_back(std::move(p));
   }
   if (only && n_prune == 0)
-    fail(Status::NotFound, "--only '{}' matches no 2-D floating tensor of '{}' ({} tensors); check "
-         "the pattern (it is searched for anywhere in each name, ECMAScript syntax)", o.only,
-         o.input, file.tensors().size());
+    fail(Status::NotFound,
+         "--only '{}' matches no 2-D floating tensor of '{}' ({} tensors); check "
+         "the pattern (it is searched for anywhere in each name, ECMAScript syntax)",
+         o.only, o.input, file.tensors().size());
 
   std::vector<std::vector<uint8_t>> pruned;  // owns the new bytes until they are written
   pruned.reserve(size_t(n_prune));
@@ -205,11 +219,13 @@ void add_prune_command(CLI::App& app) {
                   "|w| * activation norm")
       ->check(CLI::IsMember({"magnitude", "wanda"}))
       ->capture_default_str();
-  cmd->add_option("--activation-norms", o->norms_path,
-                  "safetensors file of per-input-channel activation norms (--method wanda; see above)");
-  cmd->add_option("--only", o->only,
-                  "prune only tensors whose name matches this regular expression (searched anywhere "
-                  "in the name, ECMAScript syntax), e.g. 'fc[12]\\.weight$'");
+  cmd->add_option(
+      "--activation-norms", o->norms_path,
+      "safetensors file of per-input-channel activation norms (--method wanda; see above)");
+  cmd->add_option(
+      "--only", o->only,
+      "prune only tensors whose name matches this regular expression (searched anywhere "
+      "in the name, ECMAScript syntax), e.g. 'fc[12]\\.weight$'");
   cmd->callback([o] { run_prune(*o); });
 }
 

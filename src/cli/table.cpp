@@ -11,11 +11,13 @@ namespace sf::cli {
 namespace {
 // Display width of UTF-8 text: count code points, not bytes, so non-ASCII names stay aligned.
 size_t width(const std::string& s) {
-  return size_t(std::count_if(s.begin(), s.end(), [](char c) { return (uint8_t(c) & 0xc0) != 0x80; }));
+  return size_t(
+      std::count_if(s.begin(), s.end(), [](char c) { return (uint8_t(c) & 0xc0) != 0x80; }));
 }
 }  // namespace
 
-Table::Table(std::vector<std::string> headers) : headers_(std::move(headers)), left_(headers_.size(), false) {
+Table::Table(std::vector<std::string> headers)
+    : headers_(std::move(headers)), left_(headers_.size(), false) {
   if (!left_.empty()) left_[0] = true;
 }
 

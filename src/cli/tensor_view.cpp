@@ -7,7 +7,9 @@
 
 namespace sf::cli {
 
-bool is_2d_float(const st::TensorInfo& t) { return t.shape.size() == 2 && dtype_is_float(t.dtype); }
+bool is_2d_float(const st::TensorInfo& t) {
+  return t.shape.size() == 2 && dtype_is_float(t.dtype);
+}
 
 std::string not_sparsifiable_reason(const st::TensorInfo& t) {
   if (t.numel() == 0) return "empty";
@@ -35,7 +37,8 @@ MatrixCopy values_matrix(std::span<const uint8_t> bytes, DType dtype, int64_t ro
     const size_t n = bytes.size() / 8;
     m.storage.resize(n * 4);
     for (size_t i = 0; i < n; ++i)
-      store_from_float(m.storage.data(), DType::F32, i, float(load_as_double(bytes.data(), dtype, i)));
+      store_from_float(m.storage.data(), DType::F32, i,
+                       float(load_as_double(bytes.data(), dtype, i)));
     dtype = DType::F32;
   } else {
     m.storage = copy_bytes(bytes);

@@ -50,8 +50,10 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
     return Error(Status::Format, fmt::format("{}: tensor '{}': {}", where, name, what));
   };
   if (!e.is_object())
-    throw bad(fmt::format("expected an object with \"dtype\", \"shape\" and \"data_offsets\", found "
-                          "{}", e.type_name()));
+    throw bad(
+        fmt::format("expected an object with \"dtype\", \"shape\" and \"data_offsets\", found "
+                    "{}",
+                    e.type_name()));
   TensorInfo t;
   t.name = name;
 
@@ -60,8 +62,10 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   const std::string dname = dt->get<std::string>();
   const auto parsed = dtype_from_name(dname);
   if (!parsed)
-    throw bad(fmt::format("unknown dtype \"{}\"; SparseFlow reads {}. Convert the tensor to one "
-                          "of these first", dname, kKnownDTypes));
+    throw bad(
+        fmt::format("unknown dtype \"{}\"; SparseFlow reads {}. Convert the tensor to one "
+                    "of these first",
+                    dname, kKnownDTypes));
   t.dtype = *parsed;
 
   const auto sh = e.find("shape");
@@ -73,7 +77,8 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
       throw bad(fmt::format("shape {} has a negative dimension", sh->dump()));
     uint64_t v = 0;
     if (!as_u64(d, v) || v > uint64_t(INT64_MAX))
-      throw bad(fmt::format("shape {} has an entry that is not a non-negative integer", sh->dump()));
+      throw bad(
+          fmt::format("shape {} has an entry that is not a non-negative integer", sh->dump()));
     t.shape.push_back(int64_t(v));
     overflow = overflow || __builtin_mul_overflow(numel, v, &numel);
   }
@@ -89,13 +94,15 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   if (t.end < t.begin)
     throw bad(fmt::format("data_offsets [{}, {}] end before they begin", t.begin, t.end));
   if (t.end > data_size)
-    throw bad(fmt::format("data_offsets [{}, {}] reach past the end of the data section ({} bytes); "
-                          "the file is truncated or its header is damaged",
-                          t.begin, t.end, data_size));
+    throw bad(
+        fmt::format("data_offsets [{}, {}] reach past the end of the data section ({} bytes); "
+                    "the file is truncated or its header is damaged",
+                    t.begin, t.end, data_size));
   if (t.end - t.begin != bytes)
-    throw bad(fmt::format("shape {} of {} needs {} bytes but data_offsets [{}, {}] span {}; the "
-                          "header is damaged",
-                          sh->dump(), dname, bytes, t.begin, t.end, t.end - t.begin));
+    throw bad(
+        fmt::format("shape {} of {} needs {} bytes but data_offsets [{}, {}] span {}; the "
+                    "header is damaged",
+                    sh->dump(), dname, bytes, t.begin, t.end, t.end - t.begin));
   return t;
 }
 
@@ -148,17 +155,21 @@ File File::from_memory(std::span<const uint8_t> bytes, std::string display_name)
   const std::string& where = f.path_;
 
   if (bytes.size() < 8)
-    fail(Status::Format, "{}: the file is {} bytes, shorter than the 8-byte header length that "
-         "starts every safetensors file; it is truncated or not a safetensors file", where,
-         bytes.size());
+    fail(Status::Format,
+         "{}: the file is {} bytes, shorter than the 8-byte header length that "
+         "starts every safetensors file; it is truncated or not a safetensors file",
+         where, bytes.size());
   const uint64_t header_len = read_le64(bytes.data());
   if (header_len > kMaxHeaderBytes)
-    fail(Status::Format, "{}: the header length field says {} bytes, more than the {} MB limit; "
-         "this is not a safetensors file or its first 8 bytes are damaged", where, header_len,
-         kMaxHeaderBytes >> 20);
+    fail(Status::Format,
+         "{}: the header length field says {} bytes, more than the {} MB limit; "
+         "this is not a safetensors file or its first 8 bytes are damaged",
+         where, header_len, kMaxHeaderBytes >> 20);
   if (header_len > bytes.size() - 8)
-    fail(Status::Format, "{}: the header length field says {} bytes but only {} bytes follow it; "
-         "the file is truncated", where, header_len, bytes.size() - 8);
+    fail(Status::Format,
+         "{}: the header length field says {} bytes but only {} bytes follow it; "
+         "the file is truncated",
+         where, header_len, bytes.size() - 8);
   f.data_start_ = 8 + header_len;
   const uint64_t data_size = bytes.size() - f.data_start_;
 
@@ -173,8 +184,8 @@ File File::from_memory(std::span<const uint8_t> bytes, std::string display_name)
       too_deep = true;
       return false;
     }
-    if (ev == ojson::parse_event_t::key && depth == 1 && !names.insert(parsed.get<std::string>()).second &&
-        duplicate.empty())
+    if (ev == ojson::parse_event_t::key && depth == 1 &&
+        !names.insert(parsed.get<std::string>()).second && duplicate.empty())
       duplicate = parsed.get<std::string>();
     return true;
   };
@@ -183,19 +194,24 @@ File File::from_memory(std::span<const uint8_t> bytes, std::string display_name)
   try {
     header = ojson::parse(hb, hb + header_len, cb);
   } catch (const ojson::parse_error& e) {
-    fail(Status::Format, "{}: the {}-byte header is not valid JSON (at header byte {}: {}); the "
-         "file is damaged or not a safetensors file", where, header_len, e.byte, e.what());
+    fail(Status::Format,
+         "{}: the {}-byte header is not valid JSON (at header byte {}: {}); the "
+         "file is damaged or not a safetensors file",
+         where, header_len, e.byte, e.what());
   } catch (const ojson::exception& e) {
     // e.g. a number too large for a double (nlohmann error 406): still a damaged header.
-    fail(Status::Format, "{}: the {}-byte header holds a JSON value SparseFlow cannot represent "
-         "({}); the file is damaged or not a safetensors file", where, header_len, e.what());
+    fail(Status::Format,
+         "{}: the {}-byte header holds a JSON value SparseFlow cannot represent "
+         "({}); the file is damaged or not a safetensors file",
+         where, header_len, e.what());
   }
   if (too_deep)
     fail(Status::Format, "{}: the header nests deeper than the safetensors format allows", where);
   if (!duplicate.empty())
     fail(Status::Format, "{}: the header names '{}' twice; the file is damaged", where, duplicate);
   if (!header.is_object())
-    fail(Status::Format, "{}: the header must be a JSON object, found {}", where, header.type_name());
+    fail(Status::Format, "{}: the header must be a JSON object, found {}", where,
+         header.type_name());
 
   for (const auto& [key, value] : header.items()) {
     if (key == "__metadata__") {
@@ -223,8 +239,10 @@ File File::from_memory(std::span<const uint8_t> bytes, std::string display_name)
     const TensorInfo& a = *by_offset[i - 1];
     const TensorInfo& b = *by_offset[i];
     if (b.begin < a.end)
-      fail(Status::Format, "{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap; the header is "
-           "damaged", where, a.name, a.begin, a.end, b.name, b.begin, b.end);
+      fail(Status::Format,
+           "{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap; the header is "
+           "damaged",
+           where, a.name, a.begin, a.end, b.name, b.begin, b.end);
   }
   return f;
 }
@@ -276,8 +294,10 @@ void write_file(const std::string& path, std::span<const TensorToWrite> tensors,
     }
     const uint64_t bytes = numel * dtype_size(t.dtype);
     if (bytes / dtype_size(t.dtype) != numel || bytes != t.data.size())
-      fail(Status::InvalidArgument, "cannot write '{}': tensor '{}' ({} x {}) needs {} bytes but {} "
-           "were given", path, t.name, dtype_name(t.dtype), numel, bytes, t.data.size());
+      fail(Status::InvalidArgument,
+           "cannot write '{}': tensor '{}' ({} x {}) needs {} bytes but {} "
+           "were given",
+           path, t.name, dtype_name(t.dtype), numel, bytes, t.data.size());
     header[t.name] = {{"dtype", dtype_name(t.dtype)},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + bytes}}};
@@ -288,8 +308,10 @@ void write_file(const std::string& path, std::span<const TensorToWrite> tensors,
   try {
     text = header.dump();
   } catch (const ojson::type_error& e) {  // names or metadata that are not valid UTF-8
-    fail(Status::InvalidArgument, "cannot write '{}': a tensor name or metadata string is not "
-         "valid UTF-8 ({})", path, e.what());
+    fail(Status::InvalidArgument,
+         "cannot write '{}': a tensor name or metadata string is not "
+         "valid UTF-8 ({})",
+         path, e.what());
   }
   text.append((8 - text.size() % 8) % 8, ' ');  // pad with spaces, as the format specifies
 

@@ -34,8 +34,10 @@ enum class Capture { Both, Stdout, Stderr };
 std::string quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) {
-    if (c == '\'') q.append("'\\''");
-    else q.push_back(c);
+    if (c == '\'')
+      q.append("'\\''");
+    else
+      q.push_back(c);
   }
   q.push_back('\'');
   return q;
@@ -47,7 +49,9 @@ Result run(const std::vector<std::string>& args, Capture what = Capture::Both) {
     cmd.push_back(' ');
     cmd.append(quote(a));
   }
-  cmd += what == Capture::Both ? " 2>&1" : what == Capture::Stdout ? " 2>/dev/null" : " 2>&1 >/dev/null";
+  cmd += what == Capture::Both     ? " 2>&1"
+         : what == Capture::Stdout ? " 2>/dev/null"
+                                   : " 2>&1 >/dev/null";
   Result r;
   std::FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -69,7 +73,8 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
 }
 
 // A named tensor with its own storage, for building test files.
@@ -80,7 +85,8 @@ struct Tensor {
   std::vector<uint8_t> bytes;
 };
 
-Tensor float_tensor(std::string name, DType t, std::vector<int64_t> shape, const std::vector<float>& v) {
+Tensor float_tensor(std::string name, DType t, std::vector<int64_t> shape,
+                    const std::vector<float>& v) {
   Tensor x{std::move(name), t, std::move(shape), std::vector<uint8_t>(v.size() * dtype_size(t))};
   for (size_t i = 0; i < v.size(); ++i) store_from_float(x.bytes.data(), t, i, v[i]);
   return x;
@@ -120,7 +126,8 @@ std::vector<double> values(const st::File& f, const std::string& name) {
     if (t.dtype == DType::F64) {
       std::memcpy(&v[i], d.data() + 8 * i, 8);
     } else {
-      std::vector<uint8_t> e(d.begin() + long(i * dtype_size(t.dtype)), d.begin() + long((i + 1) * dtype_size(t.dtype)));
+      std::vector<uint8_t> e(d.begin() + long(i * dtype_size(t.dtype)),
+                             d.begin() + long((i + 1) * dtype_size(t.dtype)));
       v[i] = load_as_float(e.data(), t.dtype, 0);
     }
   }
@@ -185,7 +192,8 @@ TEST_F(CliTest, VersionAndHelp) {
 
   r = run({"--help"});
   EXPECT_EQ(r.rc, 0);
-  for (const char* sub : {"prune", "validate", "benchmark"}) EXPECT_TRUE(contains(r.out, sub)) << r.out;
+  for (const char* sub : {"prune", "validate", "benchmark"})
+    EXPECT_TRUE(contains(r.out, sub)) << r.out;
 
   for (const char* sub : {"prune", "validate", "benchmark"}) {
     r = run({sub, "--help"});
@@ -195,7 +203,7 @@ TEST_F(CliTest, VersionAndHelp) {
   }
   EXPECT_TRUE(contains(run({"prune", "--help"}).out, "1-D F32 tensor"));  // the Wanda convention
 
-  EXPECT_EQ(run({}).rc, 2);                      // a subcommand is required
+  EXPECT_EQ(run({}).rc, 2);  // a subcommand is required
   EXPECT_EQ(run({"frobnicate"}).rc, 2);
   EXPECT_EQ(run({"prune", "--input", "x"}).rc, 2);  // --output missing
 }
@@ -206,7 +214,8 @@ TEST_F(CliTest, PruneThenValidate) {
   write_tensors(path("in.safetensors"), model, meta);
   auto r = run({"prune", "--input", path("in.safetensors"), "--output", path("out.safetensors")});
   ASSERT_EQ(r.rc, 0) << r.out;
-  for (const char* name : {"layer.0.fc1.weight", "layer.0.fc2.weight", "layer.0.q.weight", "layer.0.k.weight"})
+  for (const char* name :
+       {"layer.0.fc1.weight", "layer.0.fc2.weight", "layer.0.q.weight", "layer.0.k.weight"})
     EXPECT_TRUE(contains(r.out, name)) << r.out;
   EXPECT_TRUE(contains(r.out, "4 tensor(s) pruned")) << r.out;
   EXPECT_TRUE(contains(r.out, "50.0%")) << r.out;  // kept fraction of random (all-nonzero) weights
@@ -244,13 +253,11 @@ TEST_F(CliTest, PruneThenValidate) {
 
 TEST_F(CliTest, ValidateReportsFirstViolation) {
   // Row 0 is 2:4; row 1 has 3 nonzeros in group 1 (columns 4-7).
-  const std::vector<float> bad = {1, 0, 2, 0, 0, 0, 3, 4,
-                                  1, 1, 0, 0, 5, 0, 6, 7};
+  const std::vector<float> bad = {1, 0, 2, 0, 0, 0, 3, 4, 1, 1, 0, 0, 5, 0, 6, 7};
   const std::vector<float> good = {1, 0, 2, 0, 0, 3, 0, 4};
-  write_tensors(path("w.safetensors"),
-                {float_tensor("good.weight", DType::F16, {1, 8}, good),
-                 float_tensor("bad.weight", DType::F32, {2, 8}, bad),
-                 float_tensor("bias", DType::F32, {8}, good)});
+  write_tensors(path("w.safetensors"), {float_tensor("good.weight", DType::F16, {1, 8}, good),
+                                        float_tensor("bad.weight", DType::F32, {2, 8}, bad),
+                                        float_tensor("bias", DType::F32, {8}, good)});
   auto r = run({"validate", "--input", path("w.safetensors")});
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "bad.weight")) << r.out;
@@ -335,7 +342,8 @@ TEST_F(CliTest, PruneOnlySkipsAndErrors) {
   write_tensors(path("in.safetensors"), model);
   const auto in = st::File::open(path("in.safetensors"));
 
-  auto r = run({"prune", "-i", path("in.safetensors"), "-o", path("out.safetensors"), "--only", "^a\\."});
+  auto r = run(
+      {"prune", "-i", path("in.safetensors"), "-o", path("out.safetensors"), "--only", "^a\\."});
   ASSERT_EQ(r.rc, 0) << r.out;
   const auto out = st::File::open(path("out.safetensors"));
   expect_magnitude_pruned(values(in, "a.weight"), values(out, "a.weight"), 8, "a.weight");
@@ -349,21 +357,25 @@ TEST_F(CliTest, PruneOnlySkipsAndErrors) {
   // Without --only the K=6 tensor is skipped with a note; with --only naming it, an error.
   r = run({"prune", "-i", path("in.safetensors"), "-o", path("all.safetensors")});
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_TRUE(contains(r.out, "odd.weight [4, 6]: last dimension 6 is not a multiple of 4")) << r.out;
+  EXPECT_TRUE(contains(r.out, "odd.weight [4, 6]: last dimension 6 is not a multiple of 4"))
+      << r.out;
   r = run({"validate", "-i", path("all.safetensors")});
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "skipped: last dimension 6")) << r.out;
 
-  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "odd"}, Capture::Stderr);
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "odd"},
+          Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "error: ")) << r.out;
   EXPECT_TRUE(contains(r.out, "odd.weight")) << r.out;
   EXPECT_TRUE(contains(r.out, "not a multiple of 4")) << r.out;
 
-  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "nomatch"}, Capture::Stderr);
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "nomatch"},
+          Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "matches no")) << r.out;
-  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "(["}, Capture::Stderr);
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--only", "(["},
+          Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "not a valid regular expression")) << r.out;
   EXPECT_FALSE(fs::exists(path("x.safetensors")));
@@ -386,7 +398,8 @@ TEST_F(CliTest, WandaUsesActivationNorms) {
   // A weight with no norm, a norm of the wrong length, and wanda without norms: clear errors.
   write_tensors(path("partial.safetensors"), {float_tensor("w", DType::F32, {4}, {1, 1, 1, 1})});
   r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--method", "wanda",
-           "--activation-norms", path("partial.safetensors")}, Capture::Stderr);
+           "--activation-norms", path("partial.safetensors")},
+          Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "has no tensor 'v'")) << r.out;
   EXPECT_TRUE(contains(r.out, "1-D F32 tensor of length 4")) << r.out;
@@ -394,7 +407,8 @@ TEST_F(CliTest, WandaUsesActivationNorms) {
   write_tensors(path("short.safetensors"), {float_tensor("w", DType::F32, {3}, {1, 1, 1}),
                                             float_tensor("v", DType::F32, {4}, {1, 1, 1, 1})});
   r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--method", "wanda",
-           "--activation-norms", path("short.safetensors")}, Capture::Stderr);
+           "--activation-norms", path("short.safetensors")},
+          Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "F32 [3], expected F32 [4]")) << r.out;
 
@@ -414,8 +428,8 @@ TEST_F(CliTest, BenchmarkArgumentsAndCpuJson) {
   EXPECT_EQ(run({"benchmark", "--size", "64x64", "--batch", "1,,2"}).rc, 2);
   EXPECT_EQ(run({"benchmark", "--size", "64x64", "--device", "tpu"}).rc, 2);
 
-  auto r = run({"benchmark", "--size", "64x128", "--batch", "1,3", "--iters", "1", "--dtype", "fp32",
-                "--json", path("b.json")});
+  auto r = run({"benchmark", "--size", "64x128", "--batch", "1,3", "--iters", "1", "--dtype",
+                "fp32", "--json", path("b.json")});
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "speedup")) << r.out;
   const auto j = nlohmann::json::parse(read_bytes(path("b.json")));
@@ -429,14 +443,16 @@ TEST_F(CliTest, BenchmarkArgumentsAndCpuJson) {
     EXPECT_TRUE(j["rows"][0].contains(key)) << key;
   EXPECT_LT(j["rows"][1]["rel_err"].get<double>(), 1e-4);
 
-  r = run({"benchmark", "--size", "32x32", "--batch", "2", "--iters", "1", "--json", "-"}, Capture::Stdout);
+  r = run({"benchmark", "--size", "32x32", "--batch", "2", "--iters", "1", "--json", "-"},
+          Capture::Stdout);
   ASSERT_EQ(r.rc, 0);
   EXPECT_EQ(nlohmann::json::parse(r.out)["rows"][0]["m"], 2);  // stdout holds only the JSON
 }
 
 TEST_F(CliTest, BenchmarkCudaWithoutGpuFailsClearly) {
   const std::string why = cuda::unavailable_reason();
-  if (why.empty()) GTEST_SKIP() << "a CUDA device is usable here; this test is for machines without one";
+  if (why.empty())
+    GTEST_SKIP() << "a CUDA device is usable here; this test is for machines without one";
   const auto r = run({"benchmark", "--device", "cuda", "--size", "256x256"}, Capture::Stderr);
   EXPECT_NE(r.rc, 0);
   EXPECT_EQ(r.out.rfind("error: --device cuda: ", 0), 0u) << r.out;

@@ -49,7 +49,8 @@ std::vector<uint8_t> raw_file(const std::string& header, size_t data_bytes,
 }
 
 // Parses bytes, expecting Error(Format) whose message contains every one of `needles`.
-void expect_format_error(const std::vector<uint8_t>& bytes, std::initializer_list<std::string> needles) {
+void expect_format_error(const std::vector<uint8_t>& bytes,
+                         std::initializer_list<std::string> needles) {
   try {
     st::File::from_memory(bytes, "bad.safetensors");
     FAIL() << "expected Error(Format), the file was accepted";
@@ -57,7 +58,8 @@ void expect_format_error(const std::vector<uint8_t>& bytes, std::initializer_lis
     EXPECT_EQ(e.status(), Status::Format) << e.what();
     const std::string msg = e.what();
     EXPECT_NE(msg.find("bad.safetensors"), std::string::npos) << msg;
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    for (const auto& n : needles)
+      EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
   }
 }
 
@@ -76,9 +78,10 @@ TEST_F(SafetensorsTest, RoundTripEveryDTypeWithMetadata) {
     tensors.push_back({fmt::format("t.{}", dtype_name(t)), t, shape, storage.back()});
   }
   storage.push_back(random_bytes(4, 99));
-  tensors.push_back({"scalar", DType::F32, {}, storage.back()});        // 0-d: one element
-  tensors.push_back({"empty", DType::F16, {4, 0, 2}, {}});              // zero elements
-  tensors.push_back({"zzz_before_a", DType::U8, {2}, storage.front()}); // header order != alphabetical
+  tensors.push_back({"scalar", DType::F32, {}, storage.back()});  // 0-d: one element
+  tensors.push_back({"empty", DType::F16, {4, 0, 2}, {}});        // zero elements
+  tensors.push_back(
+      {"zzz_before_a", DType::U8, {2}, storage.front()});  // header order != alphabetical
   storage.push_back(random_bytes(2, 7));
   tensors.back().data = storage.back();
 
@@ -179,25 +182,22 @@ TEST_F(SafetensorsTest, NonJsonHeader) {
 }
 
 TEST_F(SafetensorsTest, OffsetsPastEnd) {
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4),
-      {"'w'", "past the end"});
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8),
-      {"'w'", "end before"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4),
+                      {"'w'", "past the end"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8),
+                      {"'w'", "end before"});
 }
 
 TEST_F(SafetensorsTest, OverlappingTensors) {
-  expect_format_error(
-      raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-               R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 16),
-      {"'a'", "'b'", "overlap"});
+  expect_format_error(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                               R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                               16),
+                      {"'a'", "'b'", "overlap"});
 }
 
 TEST_F(SafetensorsTest, SizeNotMatchingShape) {
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F16","shape":[3,2],"data_offsets":[0,8]}})", 8),
-      {"'w'", "needs 12 bytes", "span 8"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F16","shape":[3,2],"data_offsets":[0,8]}})", 8),
+                      {"'w'", "needs 12 bytes", "span 8"});
   // An element count that overflows 64 bits must not wrap to a small size.
   expect_format_error(
       raw_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0),
@@ -205,15 +205,12 @@ TEST_F(SafetensorsTest, SizeNotMatchingShape) {
 }
 
 TEST_F(SafetensorsTest, UnknownDTypeAndBadShapes) {
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2),
-      {"'w'", "unknown dtype \"F8_E4M3\"", "BF16"});
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F32","shape":[-1,2],"data_offsets":[0,0]}})", 0),
-      {"'w'", "negative"});
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4),
-      {"'w'", "not a non-negative integer"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2),
+                      {"'w'", "unknown dtype \"F8_E4M3\"", "BF16"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F32","shape":[-1,2],"data_offsets":[0,0]}})", 0),
+                      {"'w'", "negative"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4),
+                      {"'w'", "not a non-negative integer"});
   expect_format_error(raw_file(R"({"w":{"dtype":"F32","data_offsets":[0,4]}})", 4),
                       {"'w'", "\"shape\""});
   expect_format_error(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4),
@@ -222,19 +219,20 @@ TEST_F(SafetensorsTest, UnknownDTypeAndBadShapes) {
 }
 
 TEST_F(SafetensorsTest, DuplicateNamesAndBadMetadata) {
-  expect_format_error(
-      raw_file(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-               R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2),
-      {"'w' twice"});
+  expect_format_error(raw_file(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                               R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+                               2),
+                      {"'w' twice"});
   expect_format_error(raw_file(R"({"__metadata__":{"k":1}})", 0), {"__metadata__", "'k'"});
   expect_format_error(raw_file(R"({"__metadata__":[1]})", 0), {"__metadata__"});
 }
 
 TEST_F(SafetensorsTest, AcceptsGapsAndTrailingBytes) {
   // Other writers may align each tensor; gaps between tensors are not an error.
-  const auto f = st::File::from_memory(
-      raw_file(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-               R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}  )", 16));
+  const auto f =
+      st::File::from_memory(raw_file(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                                     R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}  )",
+                                     16));
   ASSERT_EQ(f.tensors().size(), 2u);
   EXPECT_EQ(f.data(f.get("b")).size(), 4u);
   EXPECT_EQ(f.data(f.get("b"))[0], 0x5a);
@@ -256,9 +254,15 @@ TEST_F(SafetensorsTest, RandomDamageIsRejectedOrSafe) {
     const int edits = 1 + int(rng() % 4);
     for (int e = 0; e < edits; ++e) {
       switch (rng() % 3) {
-        case 0: bad[rng() % bad.size()] = uint8_t(rng()); break;
-        case 1: bad.resize(rng() % bad.size()); break;
-        default: if (bad.size() > 8) bad[8 + rng() % std::min<size_t>(bad.size() - 8, 200)] = "{}[],:\"0-9e"[rng() % 11];
+        case 0:
+          bad[rng() % bad.size()] = uint8_t(rng());
+          break;
+        case 1:
+          bad.resize(rng() % bad.size());
+          break;
+        default:
+          if (bad.size() > 8)
+            bad[8 + rng() % std::min<size_t>(bad.size() - 8, 200)] = "{}[],:\"0-9e"[rng() % 11];
       }
       if (bad.empty()) break;
     }
