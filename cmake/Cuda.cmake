@@ -27,7 +27,9 @@ if(SF_WITH_CUDA)
   foreach(arch IN LISTS SPARSEFLOW_CUDA_ARCHS)
     string(APPEND CMAKE_CUDA_FLAGS " -gencode=arch=compute_${arch},code=sm_${arch}")
   endforeach()
-  string(APPEND CMAKE_CUDA_FLAGS " --expt-relaxed-constexpr -lineinfo")
+  # --threads 0: compile the four architectures of one file in parallel; decode.cu alone runs ptxas for
+  # several minutes per architecture, and on a 2-core CI machine it would otherwise be the long pole.
+  string(APPEND CMAKE_CUDA_FLAGS " --expt-relaxed-constexpr -lineinfo --threads 0")
   find_package(CUDAToolkit REQUIRED)
   # cuSPARSELt: optional baseline (PyPI nvidia-cusparselt-cu13, or the GPU image's torch venv).
   # The wheel's include folder (nvidia/cu13/include) also holds pip copies of the CUDA headers, so
