@@ -104,6 +104,7 @@ void run_generate(const GenerateOptions& o) {
   } else {
     fmt::print("{}\n", tok ? stream.finish() : "");
   }
+  std::fflush(stdout);  // the text's last line before the stats on stderr, on a shared terminal
   fmt::print(
       stderr,
       "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
