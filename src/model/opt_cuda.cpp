@@ -279,6 +279,7 @@ struct OptCuda::Impl {
   void embed(const int32_t* tokens, int64_t rows, int64_t seq);
   void layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past);
   void layer_decode(int64_t li);
+  kk::AttentionArgs attention_args(int64_t li) const;
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
   void prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits);
   void decode_step_kernels(const SamplingParams& s);
@@ -524,12 +525,8 @@ void OptCuda::Impl::embed(const int32_t* tokens, int64_t rows, int64_t seq) {
   if (!pre) kk::launch_cast(h, rows * H, x, act_dt, stream);
 }
 
-// One decoder layer over n prompt tokens of sequence `seq` (positions past..past+n-1).
-// Pre-LN: h + f(LN(h)); post-LN: LN(h + f(h)) (x holds act(h) on entry).
-void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past) {
-  const DLayer& Ly = layers[size_t(li)];
-  if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
-  linear(Ly.qkv, x, n, qkv, DType::F32);  // [n, 3H] with biases
+// The attention arguments layer `li` shares between prefill and decode: its slice of the KV cache.
+kk::AttentionArgs OptCuda::Impl::attention_args(int64_t li) const {
   kk::AttentionArgs a;
   a.qkv = qkv;
   a.k_cache = static_cast<char*>(k_cache) + size_t(li) * size_t(batch * cap * H) * act_size;
@@ -542,6 +539,16 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
   a.head_dim = hd;
   a.scale = 1.0f / std::sqrt(float(hd));
   a.act_dt = act_dt;
+  return a;
+}
+
+// One decoder layer over n prompt tokens of sequence `seq` (positions past..past+n-1).
+// Pre-LN: h + f(LN(h)); post-LN: LN(h + f(h)) (x holds act(h) on entry).
+void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past) {
+  const DLayer& Ly = layers[size_t(li)];
+  if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
+  linear(Ly.qkv, x, n, qkv, DType::F32);  // [n, 3H] with biases
+  kk::AttentionArgs a = attention_args(li);
   kk::launch_qkv_to_cache(a, seq, n, q, stream);
   // Scores and outputs per head through cuBLAS's strided-batched GEMM (column-major views):
   //   S_h^T [len, n] = K_h [len, d] Q_h^T,   O_h^T [d, n] = V_h^T [d, len] P_h^T.
@@ -579,19 +586,8 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   const int64_t n = batch;
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
   linear(Ly.qkv, x, n, qkv, DType::F32);
-  kk::AttentionArgs a;
-  a.qkv = qkv;
-  a.k_cache = static_cast<char*>(k_cache) + size_t(li) * size_t(batch * cap * H) * act_size;
-  a.v_cache = static_cast<char*>(v_cache) + size_t(li) * size_t(batch * cap * H) * act_size;
+  kk::AttentionArgs a = attention_args(li);
   a.out = attn;
-  a.pos = d_pos;
-  a.batch = batch;
-  a.capacity = cap;
-  a.hidden = H;
-  a.heads = heads;
-  a.head_dim = hd;
-  a.scale = 1.0f / std::sqrt(float(hd));
-  a.act_dt = act_dt;
   a.partials = partials;
   kk::launch_decode_attention(a, stream);
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
