@@ -31,8 +31,9 @@ inline constexpr char kMagic[8] = {'S', 'F', 'M', 'O', 'D', 'E', 'L', '\0'};
 inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kAlignment = 64;   // suits cp.async (16 B) and TMA (128 B rows of 64 B)
 inline constexpr uint64_t kPreambleSize = 24;
-// Features a file may list in "requires" that this reader understands (none yet: FORMAT.md).
-inline constexpr std::string_view kKnownFeatures[] = {"s24"};
+// Features a file may list in "requires" that this reader understands (FORMAT.md): 2:4 tensors,
+// and FFNs stored only as neuron bundles (issue 6; Model::open and the CPU backend read them).
+inline constexpr std::string_view kKnownFeatures[] = {"s24", "ffn_neuron_major"};
 
 // Tensor kinds this reader validates in depth. Any other kind is checked generically (bounds,
 // alignment, overlap, checksum) and left to the readers that know it.

@@ -23,6 +23,12 @@ struct ConvertOptions {
   std::map<std::string, std::vector<float>> act_norms;
   std::optional<DType> dtype;      // element type of every float tensor (default: as loaded)
   nlohmann::json extra_metadata = nlohmann::json::object();  // merged into the header metadata
+  // Issue 6: write each layer's FFN as neuron bundles (model.decoder.layers.N.ffn_neurons +
+  // neuron_order, docs/FORMAT.md) instead of fc1/fc2, listing "ffn_neuron_major" in requires.
+  // Bundles are ordered by firing rate (hottest first) when the source has an activation profile
+  // (profile.layers.N.firing_rate) and hotness_order is set; otherwise in the source's order.
+  bool neuron_major = false;
+  bool hotness_order = true;
 };
 
 struct LinearReport {
@@ -45,8 +51,11 @@ struct ConvertReport {
 // (tensors done, tensors total, name of the tensor just written, bytes written so far, bytes total)
 using ConvertProgress = std::function<void(size_t, size_t, const std::string&, uint64_t, uint64_t)>;
 
-// Throws Error(InvalidArgument) for bad options (wanda without norms, unknown sparsity), and
-// Error(UnsupportedShape) for a source model that is already 2:4. The output is atomic.
+// Throws Error(InvalidArgument) for bad options (wanda without norms, unknown sparsity, 2:4 with
+// neuron_major), and Error(UnsupportedShape) for a source model that is already 2:4. The output is
+// atomic. A source's activation profile and predictors (profile.*, predictor.* tensors and metadata)
+// are carried over, permuted with the neurons when the order changes. A neuron-major source can be
+// converted back to row-major (original neuron order) or re-ordered.
 ConvertReport convert_to_sf(const Model& source, const std::string& output, const ConvertOptions& opt,
                             const ConvertProgress& progress = {});
 

@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "core/error.hpp"
+#include "offload/ffn_bundles_cpu.hpp"
+#include "offload/neuron_store.hpp"
 
 namespace sf::model {
 
@@ -140,10 +142,26 @@ OptCpu::OptCpu(const Model& model) : model_(model), cfg_(model.config()) {
       *lin = model.linear(L.prefix + name);
       expect_linear(*lin, L.prefix + name, H, H, cfg_.enable_bias);
     }
-    L.fc1 = model.linear(L.prefix + "fc1");
-    expect_linear(L.fc1, L.prefix + "fc1", F, H, cfg_.enable_bias);
-    L.fc2 = model.linear(L.prefix + "fc2");
-    expect_linear(L.fc2, L.prefix + "fc2", H, F, cfg_.enable_bias);
+    if (const NeuronMajorFfn* nm = model.ffn_neurons(i)) {
+      // Neuron-major: fc1 rows, fc1 biases and fc2 columns live in bundles (ffn_bundles_cpu.hpp).
+      if (nm->ffn != F || nm->hidden != H)
+        fail(Status::Format, "{}ffn_neurons holds {} neurons of hidden {}, expected {} of {}", L.prefix, nm->ffn,
+             nm->hidden, F, H);
+      L.neurons = nm;
+      const auto layout = offload::BundleLayout::make(H, nm->dtype);
+      L.neuron_b1.resize(size_t(F));
+      for (int64_t b = 0; b < F; ++b)
+        L.neuron_b1[size_t(b)] = load_as_float(nm->bundles + uint64_t(b) * nm->stride + layout.bias_offset, nm->dtype, 0);
+      L.fc2_bias = model.find(L.prefix + "fc2.bias");
+      if (cfg_.enable_bias && !L.fc2_bias)
+        fail(Status::NotFound, "missing tensor {}fc2.bias (config.json says enable_bias=true)", L.prefix);
+      if (L.fc2_bias) expect_shape(*L.fc2_bias, L.prefix + "fc2.bias", {H});
+    } else {
+      L.fc1 = model.linear(L.prefix + "fc1");
+      expect_linear(L.fc1, L.prefix + "fc1", F, H, cfg_.enable_bias);
+      L.fc2 = model.linear(L.prefix + "fc2");
+      expect_linear(L.fc2, L.prefix + "fc2", H, F, cfg_.enable_bias);
+    }
     layers_.push_back(std::move(L));
   }
 }
@@ -263,6 +281,7 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
   std::vector<float> q(size_t(n * H));     // [n, hidden] scaled queries
   std::vector<float> attn(size_t(n * H));  // [n, hidden] attention output, heads side by side
   std::vector<float> ff(size_t(n * F));    // [n, ffn] fc1 output after the activation
+  std::vector<float> attn_copy;            // [n, hidden] attention input, kept for ffn_observer_
 
   // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
   // Without
@@ -298,6 +317,7 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
       layer_norm(L.attn_ln, h.data(), x.data(), n, H);
       a_in = x.data();
     }
+    if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
     linear(L.q, L.prefix + "self_attn.q_proj", a_in, n, q.data());
     linear(L.k, L.prefix + "self_attn.k_proj", a_in, n, cache.key(l, past));
     linear(L.v, L.prefix + "self_attn.v_proj", a_in, n, cache.value(l, past));
@@ -315,8 +335,25 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
       layer_norm(L.ffn_ln, h.data(), x.data(), n, H);
       f_in = x.data();
     }
-    linear(L.fc1, L.prefix + "fc1", f_in, n, ff.data(), nullptr, /*activate=*/true);
-    linear(L.fc2, L.prefix + "fc2", ff.data(), n, tmp.data(), /*residual=*/h.data());
+    // With an observer the activation runs after it sees the pre-activation: the same fp32 values
+    // as the fused epilogue (bias, then activation), so the output does not change.
+    const bool fuse_act = !ffn_observer_ && !L.neurons;
+    if (L.neurons) {
+      if (observer_) observer_(L.prefix + "fc1", f_in, n, H);
+      offload::bundles_fc1_cpu(*L.neurons, L.neuron_b1.data(), f_in, n, ff.data());
+    } else {
+      linear(L.fc1, L.prefix + "fc1", f_in, n, ff.data(), nullptr, /*activate=*/fuse_act);
+    }
+    if (ffn_observer_) ffn_observer_({l, n, H, F, past, attn_copy.data(), ff.data()});
+    if (!fuse_act)
+      for (auto& e : ff) e = s24::apply_activation(act_, e);
+    if (L.neurons) {
+      if (observer_) observer_(L.prefix + "fc2", ff.data(), n, F);
+      offload::bundles_fc2_cpu(*L.neurons, ff.data(), n, L.fc2_bias ? L.fc2_bias->data : nullptr,
+                               L.fc2_bias ? L.fc2_bias->dtype : DType::F32, h.data(), tmp.data());
+    } else {
+      linear(L.fc2, L.prefix + "fc2", ff.data(), n, tmp.data(), /*residual=*/h.data());
+    }
     std::swap(h, tmp);
     if (!pre) layer_norm(L.ffn_ln, h.data(), h.data(), n, H);
   }

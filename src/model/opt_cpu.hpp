@@ -35,6 +35,17 @@ struct KvCache {
 using LinearInputObserver = std::function<void(const std::string& prefix, const float* x,
                                                int64_t rows, int64_t in_features)>;
 
+// Called once per decoder layer while set (profile, calibrate): the layer's attention input (what
+// q_proj reads: LN1(h) for pre-LN models, h for post-LN) and its fc1 output before the activation.
+// Neuron index = bundle position for neuron-major layers (the same as fc1 row otherwise).
+struct FfnObservation {
+  int64_t layer = 0, rows = 0, hidden = 0, ffn = 0;
+  int64_t position = 0;             // position of row 0 in the sequence
+  const float* attn_in = nullptr;   // [rows, hidden]
+  const float* pre_act = nullptr;   // [rows, ffn]
+};
+using FfnObserver = std::function<void(const FfnObservation&)>;
+
 class OptCpu {
  public:
   // Checks every tensor the forward pass needs (names, shapes) up front and throws sf::Error naming
@@ -55,6 +66,9 @@ class OptCpu {
 
   // While set, every decoder linear's input is handed to the observer (used for Wanda norms).
   void set_observer(LinearInputObserver obs) { observer_ = std::move(obs); }
+  // While set, every layer's attention input and FFN pre-activation are handed to the observer.
+  // Unset, the forward pass does no extra work.
+  void set_ffn_observer(FfnObserver obs) { ffn_observer_ = std::move(obs); }
 
  private:
   struct LayerNormW {
@@ -63,7 +77,10 @@ class OptCpu {
   struct Layer {
     std::string prefix;  // "model.decoder.layers.<i>."
     LayerNormW attn_ln, ffn_ln;
-    Linear q, k, v, out, fc1, fc2;
+    Linear q, k, v, out, fc1, fc2;  // fc1, fc2 unset when the layer is neuron-major
+    const NeuronMajorFfn* neurons = nullptr;  // the FFN as bundles (docs/FORMAT.md)
+    std::vector<float> neuron_b1;             // [ffn] the bundles' fc1 biases, widened once
+    const Tensor* fc2_bias = nullptr;         // [hidden] b2 of a neuron-major layer
   };
   void linear(const Linear& l, const std::string& name, const float* x, int64_t rows, float* y,
               const float* residual = nullptr, bool relu = false);
@@ -83,6 +100,7 @@ class OptCpu {
   LayerNormW final_ln_;
   std::vector<Layer> layers_;
   LinearInputObserver observer_;
+  FfnObserver ffn_observer_;
 };
 
 // Wanda calibration statistics: runs the model over `tokens` (one sequence, split into windows of

@@ -16,6 +16,7 @@
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
 #include "format/sf_file.hpp"
+#include "offload/neuron_store.hpp"
 
 namespace sf::model {
 
@@ -138,10 +139,19 @@ const Tensor* Model::find(const std::string& name) const {
   return it == dense_.end() ? nullptr : &it->second;
 }
 
+const NeuronMajorFfn* Model::ffn_neurons(int64_t layer) const {
+  const auto it = ffn_neurons_.find(layer);
+  return it == ffn_neurons_.end() ? nullptr : &it->second;
+}
+
 const Tensor& Model::tensor(const std::string& name) const {
   if (const Tensor* t = find(name)) return *t;
   if (sparse_.count(name))
     fail(Status::NotFound, "tensor '{}' is stored 2:4-compressed; use Model::linear() for it", name);
+  if (!ffn_neurons_.empty() && (name.find(".fc1.") != std::string::npos || name.find(".fc2.weight") != std::string::npos))
+    fail(Status::NotFound, "tensor '{}' is not in this model: its FFN is stored neuron-major (ffn_neurons bundles, "
+         "written by `convert --neuron-major`). Run it with the CPU backend or the offloaded CUDA engine "
+         "(--gpu-memory), or convert the checkpoint again without --neuron-major", name);
   fail(Status::NotFound, "the model has no tensor '{}' ({} dense, {} 2:4 tensors loaded)", name, dense_.size(),
        sparse_.size());
 }
@@ -182,15 +192,83 @@ class ModelBuilder {
   // Every tensor the config implies is present (dense, or 2:4 for linear weights) with its shape
   // and a float dtype; sets dtype_ from the linear weights.
   static void check_complete(Model& m, const std::string& where);
+  // A "model.decoder.layers.N.ffn_neurons" entry (docs/FORMAT.md, neuron-major FFN).
+  static void load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e);
+  // Points each neuron-major layer at its neuron_order tensor and checks it is a permutation.
+  static void link_neuron_orders(Model& m, const std::string& path);
 };
+
+void ModelBuilder::load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e) {
+  const std::string where = fmt::format("'{}': tensor '{}'", file.path(), e.name);
+  if (e.kind == offload::kKindFfnNeuronsS24)
+    fail(Status::UnsupportedShape, "{} stores 2:4 neuron bundles (ffn_neurons_s24), which this build specifies but "
+         "cannot read yet. Convert the dense checkpoint with --neuron-major, or 2:4 without it.", where);
+  const std::string pre = "model.decoder.layers.", suf = ".ffn_neurons";
+  int64_t layer = -1;
+  if (e.name.rfind(pre, 0) == 0 && e.name.size() > pre.size() + suf.size() &&
+      e.name.compare(e.name.size() - suf.size(), suf.size(), suf) == 0) {
+    const std::string num = e.name.substr(pre.size(), e.name.size() - pre.size() - suf.size());
+    if (!num.empty() && num.size() < 8 && num.find_first_not_of("0123456789") == std::string::npos)
+      layer = std::stoll(num);
+  }
+  if (layer < 0 || layer >= m.config_.num_hidden_layers)
+    fail(Status::Format, "{}: expected the name model.decoder.layers.N.ffn_neurons with N < {} layers", where,
+         m.config_.num_hidden_layers);
+  if (!is_float16_or_32(e.dtype) || e.shape.size() != 2 || e.shape[0] <= 0 || e.shape[1] % 2 != 1 || e.shape[1] < 3)
+    fail(Status::Format, "{}: expected dtype F16/BF16/F32 and shape [ffn, 2*hidden+1], found {} {}", where,
+         dtype_name(e.dtype), shape_str(e.shape));
+  const auto layout = offload::BundleLayout::make((e.shape[1] - 1) / 2, e.dtype);
+  const sff::Part* part = e.part("bundles");
+  if (!part || part->size != uint64_t(e.shape[0]) * layout.stride)
+    fail(Status::Format, "{}: expected a part \"bundles\" of {} neurons x {} bytes = {} bytes, found {}", where,
+         e.shape[0], layout.stride, uint64_t(e.shape[0]) * layout.stride,
+         part ? fmt::format("{} bytes", part->size) : std::string("none"));
+  NeuronMajorFfn nm;
+  nm.dtype = e.dtype;
+  nm.ffn = e.shape[0];
+  nm.hidden = layout.hidden;
+  nm.stride = layout.stride;
+  nm.bundles = file.data(*part).data();
+  if (!m.ffn_neurons_.emplace(layer, nm).second) fail(Status::Format, "{} appears twice", where);
+}
+
+void ModelBuilder::link_neuron_orders(Model& m, const std::string& path) {
+  for (auto& [layer, nm] : m.ffn_neurons_) {
+    const std::string name = offload::neuron_order_name(layer);
+    const auto it = m.dense_.find(name);
+    if (it == m.dense_.end())
+      fail(Status::NotFound, "'{}': layer {} is stored neuron-major but '{}' is missing", path, layer, name);
+    const Tensor& t = it->second;
+    if (t.dtype != DType::I32 || t.shape != std::vector<int64_t>{nm.ffn})
+      fail(Status::Format, "'{}': '{}' is {} {}, expected I32 [{}]", path, name, dtype_name(t.dtype),
+           shape_str(t.shape), nm.ffn);
+    nm.order = static_cast<const int32_t*>(t.data);
+    std::vector<uint8_t> seen(size_t(nm.ffn), 0);
+    for (int64_t b = 0; b < nm.ffn; ++b) {
+      const int32_t o = nm.order[b];
+      if (o < 0 || o >= nm.ffn || seen[size_t(o)]++)
+        fail(Status::Format, "'{}': '{}' is not a permutation of 0..{} (entry {} is {})", path, name, nm.ffn - 1, b, o);
+    }
+  }
+}
 
 void ModelBuilder::check_complete(Model& m, const std::string& where) {
   const auto expected = opt_expected_tensors(m.config_, !m.config_.tie_word_embeddings);
   std::vector<std::string> missing;
   bool first_linear = true;
+  // Neuron-major layers hold fc1.weight, fc1.bias and fc2.weight inside their bundles.
+  std::set<std::string> in_bundles;
+  for (const auto& [layer, nm] : m.ffn_neurons_) {
+    const std::string p = fmt::format("model.decoder.layers.{}.", layer);
+    if (nm.ffn != m.config_.ffn_dim || nm.hidden != m.config_.hidden_size)
+      fail(Status::Format, "{}: {} holds {} neurons of hidden size {}, but the config implies ffn {} and hidden {}",
+           where, offload::ffn_neurons_name(layer), nm.ffn, nm.hidden, m.config_.ffn_dim, m.config_.hidden_size);
+    for (const char* n : {"fc1.weight", "fc1.bias", "fc2.weight"}) in_bundles.insert(p + n);
+  }
   for (const auto& e : expected) {
     std::vector<int64_t> shape;
     DType dt;
+    if (in_bundles.count(e.name)) continue;
     if (const auto it = m.dense_.find(e.name); it != m.dense_.end()) {
       shape = it->second.shape;
       dt = it->second.dtype;
@@ -257,9 +335,12 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
       c.meta.resize(mt.size() / sizeof(uint32_t));
       std::memcpy(c.meta.data(), mt.data(), mt.size());  // little-endian on disk and on every host we run
       m->sparse_.emplace(e.name, std::move(c));
+    } else if (e.kind == offload::kKindFfnNeurons || e.kind == offload::kKindFfnNeuronsS24) {
+      load_ffn_neurons(*m, *file, e);
     }
     // Other kinds (added by later format users) are skipped: this reader does not need them.
   }
+  link_neuron_orders(*m, path);
   check_complete(*m, "'" + path + "'");
   m->keep_alive_.push_back(file->mapping());
   m->keep_alive_.push_back(file);

@@ -67,6 +67,17 @@ struct Tensor {
   }
 };
 
+// One decoder layer's FFN stored neuron-major (tensor kind "ffn_neurons", docs/FORMAT.md): neuron
+// b's fc1 row, fc2 column and fc1 bias in one bundle of `stride` bytes (offload/neuron_store.hpp
+// gives the layout). Views into the .sf mapping. fc2's bias stays a dense tensor.
+struct NeuronMajorFfn {
+  DType dtype = DType::F16;
+  int64_t ffn = 0, hidden = 0;
+  uint64_t stride = 0;
+  const uint8_t* bundles = nullptr;    // [ffn, stride] bytes
+  const int32_t* order = nullptr;      // [ffn] bundle position -> original neuron index
+};
+
 // A linear layer y = x W^T + b; exactly one of dense / sparse is set.
 struct Linear {
   const Tensor* dense = nullptr;             // [out, in]
@@ -95,6 +106,9 @@ class Model {
   const Tensor& lm_head() const;
   DType dtype() const { return dtype_; }  // element type of the linear weights
   bool is_sparse() const { return !sparse_.empty(); }
+  // Layers whose FFN the file stores neuron-major (no fc1/fc2 tensors then); null for others.
+  const NeuronMajorFfn* ffn_neurons(int64_t layer) const;
+  bool is_neuron_major() const { return !ffn_neurons_.empty(); }
   // Where the model came from and how: "sf" or "hf"; for .sf files the header's metadata object
   // (converter version, sparsity, method, source, ...), for HF directories a few derived keys.
   const std::string& source_format() const { return source_format_; }
@@ -110,6 +124,7 @@ class Model {
   nlohmann::json metadata_ = nlohmann::json::object();
   std::map<std::string, Tensor> dense_;
   std::map<std::string, s24::Compressed> sparse_;  // key: "...weight" names of 2:4 linears
+  std::map<int64_t, NeuronMajorFfn> ffn_neurons_;  // key: layer index
   std::vector<std::shared_ptr<void>> keep_alive_;  // mmaps and buffers backing the views
   friend class ModelBuilder;
 };

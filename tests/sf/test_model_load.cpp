@@ -338,7 +338,7 @@ TEST_F(ModelLoadTest, SfLoaderSkipsUnknownKindsAndRefusesDamage) {
   // Every tensor of the model plus one of a kind from the future.
   std::vector<sff::EntrySpec> specs;
   for (const auto& [name, t] : hf->dense_tensors()) specs.push_back(sff::dense_spec(name, t.dtype, t.shape));
-  sff::EntrySpec extra{"model.decoder.layers.0.ffn_neurons", "ffn_neurons", DType::F16, {256, 128}, {}, {}};
+  sff::EntrySpec extra{"model.decoder.layers.0.ffn_neurons", "kind_from_the_future", DType::F16, {256, 128}, {}, {}};
   extra.parts = {{"bundles", 256 * 128 * 2}};
   specs.push_back(extra);
   {

@@ -1,0 +1,147 @@
+// Neuron-major FFN storage (convert --neuron-major): bundles hold exactly fc1 row j, fc2 column j and
+// b1[j]; Model::open reads the file; the CPU forward pass over bundles is bit-identical to the
+// row-major model (identity order) on synthetic models and on the HF fixtures; converting back gives
+// the original bytes; 2:4 + neuron-major is refused with a message.
+#include <cstring>
+
+#include "format/sf_file.hpp"
+#include "model/convert.hpp"
+#include "model/opt_cpu.hpp"
+#include "model/synth.hpp"
+#include "model/weights.hpp"
+#include "offload/neuron_store.hpp"
+#include "sf_test_util.hpp"
+
+using namespace sf;
+using namespace sf::model;
+using sftest::catch_error;
+
+namespace {
+
+class NeuronMajorTest : public sftest::ScratchTest {};
+
+std::vector<float> run(const Model& m, const std::vector<int32_t>& prompt, int steps) {
+  OptCpu opt(m);
+  KvCache cache = opt.make_cache(int64_t(prompt.size()) + steps);
+  std::vector<float> all = opt.forward(prompt, cache, /*all_logits=*/true);
+  int32_t next = 7;
+  for (int s = 0; s < steps; ++s) {
+    const auto l = opt.forward(std::span<const int32_t>(&next, 1), cache);
+    all.insert(all.end(), l.begin(), l.end());
+    next = int32_t((next * 31 + s) % m.config().vocab_size);
+  }
+  return all;
+}
+
+void expect_bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  size_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff += std::memcmp(&a[i], &b[i], 4) != 0;
+  EXPECT_EQ(diff, 0u) << "of " << a.size() << " logits";
+}
+
+TEST_F(NeuronMajorTest, BundlesHoldTheSlicesAndTheFileLoads) {
+  SynthOptions o;
+  o.seed = 11;
+  write_tiny_opt(path("ck"), o);
+  const auto src = Model::open(path("ck"));
+  ConvertOptions co;
+  co.neuron_major = true;
+  convert_to_sf(*src, path("nm.sf"), co);
+
+  const auto f = sff::File::open(path("nm.sf"));
+  EXPECT_EQ(f.find("model.decoder.layers.0.fc1.weight"), nullptr);
+  EXPECT_EQ(f.find("model.decoder.layers.0.fc2.weight"), nullptr);
+  ASSERT_NE(f.find("model.decoder.layers.1.fc2.bias"), nullptr);
+  ASSERT_NE(f.find("model.decoder.layers.1.ffn_neurons"), nullptr);
+  EXPECT_EQ(f.get("model.decoder.layers.1.ffn_neurons").kind, "ffn_neurons");
+
+  const auto m = Model::open(path("nm.sf"));
+  EXPECT_TRUE(m->is_neuron_major());
+  const auto store = offload::NeuronStore::from_model(*m);
+  EXPECT_TRUE(store.mapped_from_file());
+  EXPECT_EQ(store.layout().stride % offload::kBundleAlign, 0u);
+  EXPECT_EQ(store.layout().stride, 384u);  // (2*64+1)*2 = 258 bytes -> 384
+  const int64_t H = 64, F = 256;
+  for (int64_t l = 0; l < 2; ++l) {
+    const auto& L = store.layer(l);
+    const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+    const auto& w1 = src->tensor(p + "fc1.weight");
+    const auto& b1 = src->tensor(p + "fc1.bias");
+    const auto& w2 = src->tensor(p + "fc2.weight");
+    for (int64_t b = 0; b < F; ++b) {
+      ASSERT_EQ(L.neuron_order[b], b);
+      EXPECT_EQ(std::memcmp(L.fc1_row(b), static_cast<const uint16_t*>(w1.data) + b * H, H * 2), 0);
+      const auto* col = static_cast<const uint16_t*>(L.fc2_col(b));
+      for (int64_t i = 0; i < H; ++i) ASSERT_EQ(col[i], static_cast<const uint16_t*>(w2.data)[i * F + b]);
+      EXPECT_EQ(*reinterpret_cast<const uint16_t*>(L.bundle(b) + L.layout.bias_offset),
+                static_cast<const uint16_t*>(b1.data)[b]);
+      for (uint64_t k = L.layout.bias_offset + 2; k < L.layout.stride; ++k) ASSERT_EQ(L.bundle(b)[k], 0);
+    }
+  }
+  // Packing a row-major model in memory gives the same bytes as the file.
+  const auto packed = offload::NeuronStore::from_model(*src);
+  EXPECT_FALSE(packed.mapped_from_file());
+  EXPECT_EQ(std::memcmp(packed.layer(1).bundles, store.layer(1).bundles, store.layer(1).bytes()), 0);
+  // A neuron-major model cannot be used through fc1/fc2 and says why.
+  const auto e = catch_error([&] { m->tensor("model.decoder.layers.0.fc1.weight"); });
+  EXPECT_NE(std::string(e.what()).find("neuron-major"), std::string::npos) << e.what();
+}
+
+TEST_F(NeuronMajorTest, CpuForwardIsBitIdenticalOnSynthAndFixtures) {
+  std::vector<std::string> models;
+  SynthOptions o;
+  o.seed = 3;
+  write_tiny_opt(path("ck"), o);
+  models.push_back(path("ck"));
+  for (const char* fx : {"pre_ln", "post_ln", "proj", "untied"})
+    models.push_back(std::string(SF_TEST_DATA_DIR) + "/opt/" + fx);
+  const std::vector<int32_t> prompt = {2, 15, 27, 99, 4, 300, 8, 9, 10, 11};
+  for (const auto& dir : models) {
+    SCOPED_TRACE(dir);
+    const auto src = Model::open(dir);
+    ConvertOptions co;
+    co.neuron_major = true;
+    convert_to_sf(*src, path("nm.sf"), co);
+    convert_to_sf(*src, path("rm.sf"), {});
+    const auto nm = Model::open(path("nm.sf"));
+    const auto rm = Model::open(path("rm.sf"));
+    expect_bit_identical(run(*rm, prompt, 4), run(*nm, prompt, 4));
+  }
+}
+
+TEST_F(NeuronMajorTest, ConvertBackToRowMajorRestoresTheBytes) {
+  SynthOptions o;
+  o.seed = 4;
+  o.dtype = DType::BF16;
+  write_tiny_opt(path("ck"), o);
+  const auto src = Model::open(path("ck"));
+  ConvertOptions co;
+  co.neuron_major = true;
+  convert_to_sf(*src, path("nm.sf"), co);
+  convert_to_sf(*src, path("rm.sf"), {});
+  const auto nm = Model::open(path("nm.sf"));
+  convert_to_sf(*nm, path("back.sf"), {});
+  const auto back = Model::open(path("back.sf"));
+  const auto rm = Model::open(path("rm.sf"));
+  EXPECT_FALSE(back->is_neuron_major());
+  for (const auto& [name, t] : rm->dense_tensors()) {
+    const Tensor* u = back->find(name);
+    ASSERT_NE(u, nullptr) << name;
+    ASSERT_EQ(u->shape, t.shape) << name;
+    EXPECT_EQ(std::memcmp(u->data, t.data, size_t(t.numel()) * dtype_size(t.dtype)), 0) << name;
+  }
+}
+
+TEST_F(NeuronMajorTest, TwoFourWithNeuronMajorIsRefused) {
+  write_tiny_opt(path("ck"), {});
+  const auto src = Model::open(path("ck"));
+  ConvertOptions co;
+  co.neuron_major = true;
+  co.sparsity = "2:4";
+  const auto e = catch_error([&] { convert_to_sf(*src, path("x.sf"), co); });
+  EXPECT_EQ(e.status(), Status::InvalidArgument);
+  EXPECT_NE(std::string(e.what()).find("ffn_neurons_s24"), std::string::npos);
+}
+
+}  // namespace
