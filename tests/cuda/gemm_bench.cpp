@@ -95,10 +95,11 @@ int main(int argc, char** argv) {
       const auto r = sf::cuda::benchmark_gemm(o);
       results.push_back(r);
       if (md.empty())
-        md += fmt::format("GPU: {} ({} SMs, L2 {} MB), {}; copy {:.2f} TB/s, cuBLAS fp16 peak {:.0f} TFLOP/s; "
+        md += fmt::format("GPU: {} ({} SMs, L2 {} MB), {}; HBM read {:.2f} TB/s (the roofline's), cudaMemcpy d2d {:.2f} TB/s "
+                          "(read + write), cuBLAS fp16 peak {:.0f} TFLOP/s; "
                           "command: `{}`\n\n",
                           r["gpu"].get<std::string>(), r["sm_count"].get<int>(), r["l2_bytes"].get<int64_t>() >> 20,
-                          r["date"].get<std::string>(), r["copy_tbps"].get<double>(),
+                          r["date"].get<std::string>(), r["read_tbps"].get<double>(), r["copy_tbps"].get<double>(),
                           r["dense_peak_tflops"].get<double>(), command);
       md += fmt::format("\n### {} x {} (N x K), fp16\n\n", n, k);
       md += "| M | dense ms | cuSPARSELt ms | 2:4 ms | vs dense | vs cuSPARSELt | cuSPARSELt vs dense | 2:4 TB/s | "

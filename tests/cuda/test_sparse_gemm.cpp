@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/error.hpp"
@@ -219,6 +220,11 @@ TEST_F(SparseGemmTest, EveryPathForced) {
   for (auto [warps, kg] : {std::pair{4, 2}, {8, 2}, {4, 4}})
     for (int splits : {1, 3, 16}) choices.push_back({GemmPath::Decode, warps, splits, true, kg});
   choices.push_back({GemmPath::DenseFallback, 0, 0});
+  for (int tm : {64, 128}) {
+    KernelChoice p{GemmPath::Prefill, 0, 0, false, 1};
+    p.tile_m = tm;
+    choices.push_back(p);
+  }
   for (const auto& ch : choices)
     for (int64_t m : {1, 12, 40, 64, 90}) {
       Case c{300, 2080, m, DType::F16, DType::F16};
@@ -227,6 +233,26 @@ TEST_F(SparseGemmTest, EveryPathForced) {
       c.act = s24::Activation::SiLU;
       check_case(*gemm_, c);
     }
+}
+
+// The prefill kernel over more token tiles than one swizzle group (8), with a partial last group,
+// row tiles past the last row block and K not a multiple of the 128-wide stage.
+TEST_F(SparseGemmTest, PrefillManyTiles) {
+  for (int tm : {64, 128}) {
+    KernelChoice p{GemmPath::Prefill, 0, 0, false, 1};
+    p.tile_m = tm;
+    for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{200, 264, 1100}, {136, 520, 1500}, {16, 8, 777}}) {
+      Case c{n, k, m, DType::F16, DType::F32};
+      c.force = &p;
+      c.bias = true;
+      c.act = s24::Activation::ReLU;
+      check_case(*gemm_, c);
+      Case b{n, k, m, DType::BF16, DType::BF16};
+      b.force = &p;
+      b.residual = true;
+      check_case(*gemm_, b);
+    }
+  }
 }
 
 // Shapes a kernel cannot take fall back to a path that can: x only 4-byte aligned -> the plain

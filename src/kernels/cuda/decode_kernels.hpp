@@ -28,6 +28,27 @@ struct DecodeLaunch {
 // k % 8 == 0 and x 16-byte aligned). Throws Error(Internal) for a combination not instantiated.
 void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, int kgroups, bool shared_x, cudaStream_t stream);
 inline constexpr int kDecodeMaxMt = 8;
+
+// The instantiated configurations (STYLE.md: only what the table and the tuner use). Every row
+// won at least one (shape, M) of the H200 tuning run of 2026-11-22 (bench/results/
+// 2026-11-22-NVIDIA-H200-gemm.md); the others it measured never won and are not built, which keeps
+// decode.cu's compile time (192 kernels over 4 architectures before) within what CI can afford.
+struct DecodeConfig {
+  int mt, warps, kgroups;
+  bool shared_x;
+};
+inline constexpr DecodeConfig kDecodeConfigs[] = {
+    {1, 4, 1, false}, {1, 8, 1, false},                   // M <= 8, one 16-row block per block
+    {1, 4, 2, true},  {1, 4, 4, true},                    // M <= 8, x shared by 4 row warps
+    {2, 4, 4, true},  {2, 8, 2, true},                    // M <= 16
+    {4, 8, 2, true},                                      // M <= 32
+    {8, 4, 1, true},                                      // M <= 64
+};
+inline constexpr bool decode_instantiated(int mt, int warps, int kgroups, bool shared_x) {
+  for (const auto& c : kDecodeConfigs)
+    if (c.mt == mt && c.warps == warps && c.shared_x == shared_x && (!shared_x || c.kgroups == kgroups)) return true;
+  return false;
+}
 // The largest k-group count instantiated for this mt (the double-buffered x must fit shared memory).
 inline int decode_max_kgroups(int mt) { return mt <= 2 ? 4 : mt == 4 ? 2 : 1; }
 // Partial-sum floats launch_decode needs for this launch.

@@ -16,6 +16,7 @@
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
+#include "kernels/cuda/prefill_kernels.hpp"
 
 namespace sf::cuda {
 
@@ -32,6 +33,7 @@ struct TableRow {
   int splits;
   bool shared_x;
   int kgroups;
+  int tile_m = 128;
 };
 constexpr TableRow kTable[] = {
     // sm_90 (H100, H200). M <= 64: the shared-x decode kernel (x staged once per block in shared
@@ -47,20 +49,23 @@ constexpr TableRow kTable[] = {
     {90, 16, GemmPath::Decode, 4, 0, true, 4},
     {90, 32, GemmPath::Decode, 8, 0, true, 2},
     {90, 64, GemmPath::Decode, 4, 0, true, 1},
-    // M > 64: the decode kernels lose to dense (0.3x at M = 64 in that run); until a tiled prefill
-    // kernel lands, W is decompressed into scratch and cuBLAS runs dense (0.6-0.85x of a resident
-    // dense weight at M >= 2048: the decompression pass is the difference).
-    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
+    // M > 64: the tiled prefill kernel (prefill.cu). Before it, W was decompressed into scratch and
+    // cuBLAS ran dense: 0.2-0.9x of a resident dense weight (the decompression pass is the
+    // difference). 64-token tiles up to M = 256 keep enough blocks in flight for the SMs.
+    {90, 256, GemmPath::Prefill, 0, 0, false, 1, 64},
+    {90, INT64_MAX, GemmPath::Prefill, 0, 0, false, 1, 128},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
     {80, 16, GemmPath::Decode, 4, 0, true, 4},
     {80, 32, GemmPath::Decode, 8, 0, true, 2},
     {80, 64, GemmPath::Decode, 4, 0, true, 1},
-    {80, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
+    {80, 256, GemmPath::Prefill, 0, 0, false, 1, 64},
+    {80, INT64_MAX, GemmPath::Prefill, 0, 0, false, 1, 128},
 };
 }  // namespace
 
 std::string KernelChoice::name() const {
   if (path == GemmPath::DenseFallback) return "dense_fallback(cublas)";
+  if (path == GemmPath::Prefill) return fmt::format("prefill_m{}", tile_m);
   if (shared_x && kgroups > 1) return fmt::format("decode_sx_w{}x{}_s{}", warps, kgroups, splits);
   return fmt::format("{}_w{}_s{}", shared_x ? "decode_sx" : "decode", warps, splits);
 }
@@ -166,6 +171,7 @@ SparseGemm::SparseGemm(cudaStream_t stream) : stream_(stream), tuned_(new Tuned)
   cudaDeviceProp prop{};
   SF_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
   sm_count_ = prop.multiProcessorCount;
+  smem_optin_ = prop.sharedMemPerBlockOptin;
   arch_ = prop.major * 10 + prop.minor;
   gpu_name_ = prop.name;
   // The tuning cache is optional: a missing or unreadable file leaves the built-in table in charge.
@@ -180,7 +186,10 @@ SparseGemm::SparseGemm(cudaStream_t stream) : stream_(stream), tuned_(new Tuned)
         t.m = e.at("m");
         t.dtype = *dtype_from_cli(e.at("dtype").get<std::string>());
         const std::string path = e.at("path").get<std::string>();
-        t.choice.path = path == "dense_fallback" ? GemmPath::DenseFallback : GemmPath::Decode;
+        t.choice.path = path == "dense_fallback" ? GemmPath::DenseFallback
+                        : path == "prefill"      ? GemmPath::Prefill
+                                                 : GemmPath::Decode;
+        t.choice.tile_m = e.value("tile_m", 128);
         t.choice.shared_x = path == "decode_sx";
         t.choice.warps = e.value("warps", 4);
         t.choice.splits = e.value("splits", 0);
@@ -211,7 +220,7 @@ KernelChoice SparseGemm::choose(const DeviceWeight24& w, int64_t m) const {
   }
   if (best) return best->choice;
   for (const auto& r : kTable)
-    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits, r.shared_x, r.kgroups};
+    if (arch_ >= r.min_arch && m <= r.m_max) return KernelChoice{r.path, r.warps, r.splits, r.shared_x, r.kgroups, r.tile_m};
   return KernelChoice{GemmPath::DenseFallback, 0, 0};
 }
 
@@ -292,13 +301,38 @@ void SparseGemm::run_with(const KernelChoice& choice, const DeviceWeight24& w, c
   // x is read as 4-byte pairs: its rows must start 4-byte aligned (k % 4 == 0 keeps them so).
   const bool decode_ok = (reinterpret_cast<uintptr_t>(x) % 4 == 0) && w.k % 4 == 0;
   if (choice.path == GemmPath::Decode && decode_ok) return run_decode(choice, w, x, m, y, y_dtype, ep);
+  // The prefill kernel copies x rows with 16-byte cp.async: rows must start 16-byte aligned.
+  const bool prefill_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && w.k % 8 == 0 && arch_ >= 80;
+  if (choice.path == GemmPath::Prefill && prefill_ok) return run_prefill(choice, w, x, m, y, y_dtype, ep);
   run_dense(w, x, m, y, y_dtype, ep);
+}
+
+void SparseGemm::run_prefill(const KernelChoice& c, const DeviceWeight24& w, const void* x, int64_t m, void* y,
+                             DType y_dtype, const DeviceEpilogue& ep) {
+  PrefillLaunch p;
+  p.values = w.values;
+  p.meta = w.meta;
+  p.x = x;
+  p.m = int(m);
+  p.n = int(w.n);
+  p.k = int(w.k);
+  p.k_tiles = int(w.k_tiles);
+  p.k_quads = int(w.k_quads());
+  p.row_blocks = int(w.row_blocks);
+  p.ep = to_params(ep, y, y_dtype, w.n);
+  // The deepest configuration this GPU's shared memory takes: (128, 3) and (64, 4) on sm_80/90,
+  // (64, 2) on sm_86/89 (99 KB per block).
+  int tile_m = c.tile_m == 64 ? 64 : 128, stages = tile_m == 128 ? 3 : 4;
+  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) tile_m = 64, stages = 4;
+  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) stages = 2;
+  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) return run_dense(w, x, m, y, y_dtype, ep);
+  launch_prefill(p, w.dtype, tile_m, stages, stream_);
 }
 
 void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, const void* x, int64_t m, void* y,
                             DType y_dtype, const DeviceEpilogue& ep) {
-  const int mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
-  const int warps = c.warps == 8 ? 8 : 4;
+  int mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+  int warps = c.warps == 8 ? 8 : 4;
   DecodeLaunch p;
   p.values = w.values;
   p.meta = w.meta;
@@ -311,7 +345,20 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
   p.row_blocks = int(w.row_blocks);
   // The shared-x variant copies x with 16-byte cp.async: rows must start 16-byte aligned.
   const bool shared_x = c.shared_x && w.k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int kgroups = shared_x ? std::clamp(c.kgroups <= 1 ? 1 : c.kgroups <= 2 ? 2 : 4, 1, decode_max_kgroups(mt)) : 1;
+  int kgroups = shared_x ? std::clamp(c.kgroups <= 1 ? 1 : c.kgroups <= 2 ? 2 : 4, 1, decode_max_kgroups(mt)) : 1;
+  // Only kDecodeConfigs is built: the plain kernel runs 8 tokens per block (more tokens tile
+  // grid.z), and a shared-x request this bucket has no kernel for takes the bucket's own.
+  if (!shared_x) {
+    mt = 1;
+    if (!decode_instantiated(mt, warps, 1, false)) warps = 4;
+  } else if (!decode_instantiated(mt, warps, kgroups, true)) {
+    for (const auto& d : kDecodeConfigs)
+      if (d.shared_x && d.mt == mt) {
+        warps = d.warps;
+        kgroups = d.kgroups;
+        break;
+      }
+  }
   int splits = c.splits > 0 ? c.splits : resolve_splits(w, m, warps, shared_x, kgroups);
   splits = std::clamp<int>(splits, 1, std::max<int>(1, p.k_quads));
   p.quads_per_split = (p.k_quads + splits - 1) / splits;

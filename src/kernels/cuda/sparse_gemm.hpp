@@ -54,6 +54,7 @@ struct DeviceEpilogue {
 enum class GemmPath : int {
   Decode = 0,         // sparse tensor-core GEMV/GEMM for small M (mma.sp, split-K)
   DenseFallback = 1,  // decompress W into scratch, cuBLAS dense, epilogue kernel
+  Prefill = 2,        // tiled sparse tensor-core GEMM for large M (mma.sp, cp.async ring)
 };
 struct KernelChoice {
   GemmPath path = GemmPath::Decode;
@@ -63,6 +64,7 @@ struct KernelChoice {
                           // x through shared memory (else: one 16-row block per block)
   int kgroups = 1;  // shared_x only: k-groups of warps splitting each step range (1, 2, 4; at most
                     // 8 / mt, capped at launch), reduced in shared memory
+  int tile_m = 128;  // Prefill only: tokens per block (64 or 128); the stage count follows the GPU
   std::string name() const;
 };
 
@@ -99,9 +101,12 @@ class SparseGemm {
                   DType y_dtype, const DeviceEpilogue& ep);
   void run_dense(const DeviceWeight24& w, const void* x, int64_t m, void* y, DType y_dtype,
                  const DeviceEpilogue& ep);
+  void run_prefill(const KernelChoice& c, const DeviceWeight24& w, const void* x, int64_t m, void* y,
+                   DType y_dtype, const DeviceEpilogue& ep);
 
   cudaStream_t stream_ = nullptr;
   int sm_count_ = 0, arch_ = 0;
+  size_t smem_optin_ = 0;  // largest dynamic shared memory a block may ask for
   std::string gpu_name_;
   float* partials_ = nullptr;
   size_t partial_floats_ = 0;
