@@ -12,10 +12,12 @@
 #include <memory>
 
 #include "cli/commands.hpp"
+#include "cli/offload_flags.hpp"
 #include "cli/table.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "kernels/cuda/cuda_api.hpp"
+#include "model/weights.hpp"
 #include "report/svg_plot.hpp"
 #include "sparse24/cpu_bench.hpp"
 
@@ -211,6 +213,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
 
 void add_benchmark_command(CLI::App& app) {
   auto o = std::make_shared<BenchmarkOptions>();
+  auto off = std::make_shared<OffloadFlags>();  // issue 6: --model with --gpu-memory
   CLI::App* cmd = app.add_subcommand(
       "benchmark",
       "Time dense vs 2:4 GEMM (or a whole model with --model) on the CPU or a GPU");
@@ -242,7 +245,16 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--plot", o->plot,
                   "also draw an SVG chart: speedup over dense against M (GEMM), or decode tokens/s against "
                   "batch (--model, which needs --json FILE)");
-  cmd->callback([o] {
+  add_offload_flags(cmd, off);
+  cmd->callback([o, off] {
+    const auto off_opt = offload_options(*off);
+    if (off_opt.enabled()) {
+      if (o->model.empty()) fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");
+      const auto m = model::Model::open(o->model);
+      if (handle_plan_or_require_cuda(off_opt, *off, o->device, *m, o->prompt_tokens + o->new_tokens)) return;
+      run_offloaded_benchmark(o->model, off_opt, o->prompt_tokens, o->new_tokens, o->json);
+      return;
+    }
     if (!o->model.empty()) {
       // --plot for --model draws from the JSON file the run wrote.
       if (!o->plot.empty() && (o->json.empty() || o->json == "-"))

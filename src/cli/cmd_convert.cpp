@@ -28,6 +28,7 @@ struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
   int64_t calibration_tokens = 4096;
   bool json = false;
+  bool neuron_major = false, keep_order = false;  // issue 6
 };
 
 std::string mib(uint64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1 << 20)); }
@@ -96,6 +97,8 @@ void run_convert(const ConvertArgs& a) {
   co.sparsity = a.sparsity;
   co.method = a.method;
   co.dtype = *dtype;
+  co.neuron_major = a.neuron_major;
+  co.hotness_order = !a.keep_order;
   co.extra_metadata["source.path"] = fs::absolute(a.input).string();
   co.extra_metadata["source.format"] = src->source_format();
   if (wanda) {
@@ -174,6 +177,10 @@ void add_convert_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--dtype", a->dtype, "element type of the weights: fp16, bf16 or fp32")->capture_default_str();
   c->add_flag("--json", a->json, "print the summary as JSON");
+  c->add_flag("--neuron-major", a->neuron_major,
+              "store each FFN layer as neuron bundles (fc1 row, fc2 column, bias) for offloading; ordered by "
+              "hotness when the input .sf has an activation profile (`sparseflow profile`)");
+  c->add_flag("--keep-neuron-order", a->keep_order, "--neuron-major: keep the input's neuron order");
   c->callback([a] { run_convert(*a); });
 }
 

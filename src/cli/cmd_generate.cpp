@@ -9,9 +9,11 @@
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
+#include "cli/offload_flags.hpp"
 #include "core/error.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cuda.hpp"
+#include "offload/offloaded_opt.hpp"
 
 namespace sf::cli {
 
@@ -25,9 +27,11 @@ struct GenerateOptions {
   std::optional<int64_t> top_k;
   uint64_t seed = 0;
   int threads = 0;
+  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();  // issue 6
 };
 
 void run_generate(const GenerateOptions& o) {
+  const auto off_opt = offload_options(*o.offload);
   if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
   set_cpu_threads(o.threads);
   if (o.prompt.empty() == o.ids.empty())
@@ -56,6 +60,9 @@ void run_generate(const GenerateOptions& o) {
     fail(Status::InvalidArgument,
          "the prompt has {} tokens, the model's max_position_embeddings is {}: shorten it.",
          prompt_ids.size(), model->config().max_position_embeddings);
+  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, *model,
+                                  int64_t(prompt_ids.size()) + std::min(o.max_new_tokens, room)))
+    return;
   int64_t max_new = o.max_new_tokens;
   if (max_new > room) {
     fmt::print(stderr, "note: --max-new-tokens {} lowered to {} (max_position_embeddings {})\n",
@@ -85,7 +92,14 @@ void run_generate(const GenerateOptions& o) {
     std::fflush(stdout);
   };
   model::GenerateResult res;
-  if (o.device ==
+  std::unique_ptr<offload::OffloadedOpt> offloaded;
+  if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
+    offload::OffloadTuning tuning;
+    tuning.context_tokens = int64_t(prompt_ids.size()) + max_new;
+    offloaded = std::make_unique<offload::OffloadedOpt>(*model, off_opt, model::CudaOptions{}, tuning);
+    fmt::print(stderr, "{}", offloaded->plan().table());
+    res = offloaded->generate(prompt_ids, max_new, sp, on_token);
+  } else if (o.device ==
       "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
     model::OptCuda gpu(*model);
     res = gpu.generate(prompt_ids, max_new, sp, on_token);
@@ -110,6 +124,7 @@ void run_generate(const GenerateOptions& o) {
       "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
       prompt_ids.size(), res.prefill_ms, res.decode_steps, res.decode_tokens_per_s(), cpu_threads(),
       model->is_sparse() ? "2:4 weights" : "dense weights");
+  if (offloaded && off_opt.stats) fmt::print(stderr, "offload stats: {}\n", offloaded->stats().to_json().dump());
 }
 
 }  // namespace
@@ -141,6 +156,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
       ->capture_default_str();
+  add_offload_flags(cmd, o->offload);
   cmd->callback([o] { run_generate(*o); });
 }
 

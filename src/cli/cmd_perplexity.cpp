@@ -10,9 +10,11 @@
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
+#include "cli/offload_flags.hpp"
 #include "core/error.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cuda.hpp"
+#include "offload/offloaded_opt.hpp"
 
 namespace sf::cli {
 
@@ -23,6 +25,7 @@ struct PerplexityOptions {
   int64_t context = 0;
   bool json = false;
   int threads = 0;
+  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();  // issue 6
 };
 
 void run_perplexity(const PerplexityOptions& o) {
@@ -45,8 +48,18 @@ void run_perplexity(const PerplexityOptions& o) {
     ids = parse_id_list(o.ids);
   }
   const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
+  const auto off_opt = offload_options(*o.offload);
+  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, *model, context)) return;
+  std::unique_ptr<offload::OffloadedOpt> offloaded;
+  if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
+    offload::OffloadTuning tuning;
+    tuning.context_tokens = context;
+    offloaded = std::make_unique<offload::OffloadedOpt>(*model, off_opt, model::CudaOptions{}, tuning);
+    fmt::print(stderr, "{}", offloaded->plan().table());
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = o.device == "cuda"
+  const auto r = offloaded ? offloaded->engine().perplexity(ids, context)
+                 : o.device == "cuda"
                      ? model::OptCuda(*model).perplexity(ids, context)  // NLL on the GPU
                      : model::perplexity(opt, ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -70,6 +83,7 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs,
              cpu_threads());
+  if (offloaded && off_opt.stats) fmt::print(stderr, "offload stats: {}\n", offloaded->stats().to_json().dump());
 }
 
 }  // namespace
@@ -90,6 +104,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
       ->capture_default_str();
+  add_offload_flags(cmd, o->offload);
   cmd->callback([o] { run_perplexity(*o); });
 }
 

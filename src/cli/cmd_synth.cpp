@@ -11,6 +11,7 @@
 #include "model/convert.hpp"
 #include "model/synth.hpp"
 #include "model/synth_large.hpp"
+#include "offload/synth_profile.hpp"
 
 namespace sf::cli {
 
@@ -21,6 +22,8 @@ namespace fs = std::filesystem;
 struct SynthArgs {
   std::string arch = "tiny", output, format = "hf", dtype = "fp16";
   uint64_t seed = 0;
+  std::string activation_profile;  // issue 6: empty = plain random weights
+  bool profiled = false, neuron_major = false;
 };
 
 // A scratch directory removed on every exit path.
@@ -45,6 +48,28 @@ void run_synth(const SynthArgs& a) {
   const auto dt = dtype_from_cli(a.dtype);
   if (!dt) fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
   o.dtype = *dt;
+  if (a.neuron_major && a.format != "sf")
+    fail(Status::InvalidArgument, "--neuron-major writes a .sf file; add --format sf");
+  if (a.profiled) {  // weights shaped so that FFN activations follow a stated profile (issue 6)
+    offload::ProfiledSynthOptions po;
+    po.arch = a.arch;
+    po.seed = a.seed;
+    po.dtype = o.dtype;
+    po.profile = offload::parse_activation_profile(a.activation_profile);
+    po.format = a.format;
+    po.neuron_major = a.neuron_major;
+    if (a.format == "sf" && fs::is_directory(a.output))
+      fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
+    const auto c = offload::write_profiled_opt(a.output, po);
+    const auto fit = offload::fit_firing_rates(po.profile, c.ffn_dim);
+    fmt::print("wrote {} ({}{}, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}; activation profile: target "
+               "sparsity {:.4f}, hottest {:.0f}% of neurons carry {:.1f}% of firings, consecutive-input correlation {} "
+               "(log-normal rates, sigma {:.3f}); measure what it achieves with `sparseflow profile`. Random weights, "
+               "not a trained model\n", a.output, a.format == "sf" ? ".sf" : "HF checkpoint",
+               a.neuron_major ? ", neuron-major" : "", a.arch, a.seed, a.dtype, c.hidden_size, c.num_hidden_layers,
+               c.ffn_dim, 1 - fit.mean, po.profile.hot_fraction * 100, fit.hot_share * 100, po.profile.corr, fit.sigma);
+    return;
+  }
   if (model::find_large_opt_shape(a.arch) && a.format == "hf") {  // real OPT shapes, streamed (synth_large.hpp)
     const auto c = model::write_large_opt_hf(a.output, a.arch, a.seed, o.dtype);
     fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}, vocab {}; random "
@@ -54,7 +79,7 @@ void run_synth(const SynthArgs& a) {
   }
   if (model::find_large_opt_shape(a.arch))
     fail(Status::InvalidArgument, "--arch {} is written as an HF directory (--format hf) by streaming; convert it "
-         "with `sparseflow convert` to get a .sf file", a.arch);
+         "with `sparseflow convert` to get a .sf file (or add --activation-profile, which streams .sf directly)", a.arch);
   model::find_synth_shape(a.arch);  // a bad --arch fails before anything is written
   if (a.format == "hf") {
     if (fs::exists(a.output) && !fs::is_directory(a.output))
@@ -72,6 +97,7 @@ void run_synth(const SynthArgs& a) {
     model::write_tiny_opt(tmp.path.string(), o);
     const auto m = model::Model::open(tmp.path.string());
     model::ConvertOptions co;
+    co.neuron_major = a.neuron_major;
     co.extra_metadata = {{"source.format", "synth"}, {"source.path", fmt::format("sparseflow synth --arch {} --seed {}",
                                                                                  a.arch, a.seed)}};
     const auto rep = model::convert_to_sf(*m, a.output, co);
@@ -94,6 +120,11 @@ void add_synth_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--seed", a->seed, "random seed; the same seed gives the same bytes")->capture_default_str();
   c->add_option("--dtype", a->dtype, "fp16, bf16 or fp32")->capture_default_str();
+  c->add_option("--activation-profile", a->activation_profile,
+                "shape FFN activations: sparsity=0.97,hot=0.26:0.80,corr=0.5[,rho=0.95,noise=0.1,latent=K] "
+                "(\"default\" = those values; docs/OFFLOAD.md). Any --arch; .sf output streams")
+      ->each([a](const std::string&) { a->profiled = true; });
+  c->add_flag("--neuron-major", a->neuron_major, "with --format sf: store each FFN layer as neuron bundles");
   c->callback([a] { run_synth(*a); });
 }
 

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   sf::cli::add_inspect_command(app);
   sf::cli::add_synth_command(app);
   sf::cli::add_tune_command(app);
+  sf::cli::add_profile_command(app);
+  sf::cli::add_calibrate_command(app);
   sf::cli::dispatch_argv0(argc, argv);  // the seed's names: sparseflow-audit == sparseflow audit
 
   try {

@@ -89,7 +89,7 @@ void bundles_fc1_cpu(const model::NeuronMajorFfn& nm, const float* b1, const flo
     fail(Status::Format, "neuron bundles have stride {} bytes, expected {} for hidden {} {}", nm.stride, L.stride,
          nm.hidden, dtype_name(nm.dtype));
   const int64_t width = int64_t(L.stride / L.elem);  // a bundle read as one matrix row
-  std::vector<float> xp(size_t(rows * width), 0.0f);  // [rows, width]: x, then zeros
+  std::vector<float> xp(static_cast<size_t>(rows * width), 0.0f);  // [rows, width]: x, then zeros
   for (int64_t r = 0; r < rows; ++r) std::memcpy(xp.data() + r * width, x + r * nm.hidden, size_t(nm.hidden) * 4);
   const s24::MatrixView w{nm.bundles, nm.dtype, nm.ffn, width};
   s24::Epilogue ep;

@@ -145,3 +145,70 @@ TEST_F(NeuronMajorTest, TwoFourWithNeuronMajorIsRefused) {
 }
 
 }  // namespace
+
+// A hotness-ordered file (convert --neuron-major from a profiled .sf) permutes the bundles, the
+// profile and the predictors together: logits agree with the row-major model to fp32 rounding of
+// a reordered sum, and the stored rates / thresholds follow their neurons.
+#include "offload/predictor_fit.hpp"
+#include "offload/profile.hpp"
+#include "tokenizer/bpe.hpp"
+
+namespace {
+
+TEST_F(NeuronMajorTest, HotnessOrderPermutesBundlesProfileAndPredictorsTogether) {
+  SynthOptions o;
+  o.seed = 8;
+  write_tiny_opt(path("ck"), o);
+  const auto hf = Model::open(path("ck"));
+  convert_to_sf(*hf, path("rm.sf"), {});
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(int32_t((i * 37 + 5) % 1500));
+  {
+    const auto rm = Model::open(path("rm.sf"));
+    offload::write_profile(path("rm.sf"), offload::profile_activations(*rm, ids), "synthetic ids");
+  }
+  {
+    const auto rm = Model::open(path("rm.sf"));
+    offload::PredictorFitOptions po;
+    po.rank = 16;
+    offload::write_predictors(path("rm.sf"), offload::fit_predictors(*rm, ids, po), po, "synthetic ids");
+  }
+  const auto rm = Model::open(path("rm.sf"));
+  ConvertOptions co;
+  co.neuron_major = true;
+  convert_to_sf(*rm, path("hot.sf"), co);
+  const auto hot = Model::open(path("hot.sf"));
+  const auto store = offload::NeuronStore::from_model(*hot);
+  const auto rstore = offload::NeuronStore::from_model(*rm);
+  ASSERT_TRUE(store.has_profile());
+  ASSERT_TRUE(store.hotness_ordered());
+  ASSERT_TRUE(store.has_predictor());
+  bool permuted = false;
+  for (int64_t l = 0; l < 2; ++l) {
+    const auto& L = store.layer(l);
+    const auto& R = rstore.layer(l);
+    const auto& pt = store.predictor(l);
+    const auto& rt = rstore.predictor(l);
+    for (int64_t b = 0; b < L.ffn; ++b) {
+      const int32_t j = L.neuron_order[b];
+      permuted = permuted || j != b;
+      ASSERT_EQ(L.firing_rate[b], R.firing_rate[j]);
+      ASSERT_EQ(std::memcmp(L.bundle(b), R.bundle(j), L.layout.stride), 0);
+      ASSERT_EQ(static_cast<const float*>(pt.threshold->data)[b], static_cast<const float*>(rt.threshold->data)[j]);
+      ASSERT_EQ(static_cast<const uint16_t*>(pt.v->data)[b], static_cast<const uint16_t*>(rt.v->data)[j]);  // row 0
+    }
+  }
+  EXPECT_TRUE(permuted);
+  // Same function, sums in another order: fp32 rounding only.
+  const std::vector<int32_t> prompt = {2, 15, 27, 99, 4, 300, 8};
+  const auto a = run(*rm, prompt, 3), b = run(*hot, prompt, 3);
+  ASSERT_EQ(a.size(), b.size());
+  double max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_abs = std::max(max_abs, double(std::abs(a[i])));
+    max_diff = std::max(max_diff, double(std::abs(a[i] - b[i])));
+  }
+  EXPECT_LE(max_diff, 1e-5 * std::max(1.0, max_abs)) << "max |logit| " << max_abs;
+}
+
+}  // namespace

@@ -1,0 +1,113 @@
+// sparseflow calibrate: fit per-layer activation predictors (low-rank, on the attention input) over
+// calibration text, measure their recall and precision on held-out tokens, and store them in the
+// .sf file (atomically). docs/OFFLOAD.md explains the predictor and its cost.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.hpp"
+#include "cli/model_io.hpp"
+#include "core/error.hpp"
+#include "model/weights.hpp"
+#include "offload/predictor_fit.hpp"
+
+namespace sf::cli {
+
+namespace {
+
+struct CalibrateArgs {
+  std::string model, calibration, layers, device = "cpu";
+  int64_t tokens = 1024, rank = 128, window = 0;
+  double recall = 0.99, margin = 0.0, heldout = 0.2;
+  bool no_write = false;
+  int threads = 0;
+};
+
+// "0-3,7" -> {0, 1, 2, 3, 7}
+std::vector<int64_t> parse_layers(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    const size_t comma = std::min(s.find(',', pos), s.size());
+    const std::string item = s.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) continue;
+    try {
+      const size_t dash = item.find('-');
+      const int64_t a = std::stoll(item.substr(0, dash));
+      const int64_t b = dash == std::string::npos ? a : std::stoll(item.substr(dash + 1));
+      if (a < 0 || b < a) throw std::invalid_argument(item);
+      for (int64_t l = a; l <= b; ++l) out.push_back(l);
+    } catch (const std::exception&) {
+      fail(Status::InvalidArgument, "--layers: \"{}\" is not a layer or range like 0-3", item);
+    }
+  }
+  return out;
+}
+
+void run_calibrate(const CalibrateArgs& a) {
+  namespace fs = std::filesystem;
+  if (a.device != "cpu")
+    fail(Status::InvalidArgument, "calibrate --device {}: this build collects activations with the CPU backend; use "
+         "--device cpu (and --layers / --tokens to bound the work)", a.device);
+  set_cpu_threads(a.threads);
+  if (!fs::is_regular_file(a.model) && !a.no_write)
+    fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
+         "first, or add --no-write", a.model);
+  const auto m = model::Model::open(a.model);
+  std::ifstream in(a.calibration, std::ios::binary);
+  if (!in) fail(Status::Io, "cannot read --calibration file '{}'; check the path", a.calibration);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto ids = model_tokenizer(*m).encode_with_bos(ss.str(), int32_t(m->config().bos_token_id));
+  if (a.tokens > 0 && int64_t(ids.size()) > a.tokens) ids.resize(size_t(a.tokens));
+  if (ids.size() < 32)
+    fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; calibrating needs hundreds or more",
+         a.calibration, ids.size());
+  offload::PredictorFitOptions po;
+  po.rank = a.rank;
+  po.recall = a.recall;
+  po.margin = a.margin;
+  po.heldout = a.heldout;
+  po.window = a.window;
+  po.layers = parse_layers(a.layers);
+  const auto& c = m->config();
+  const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
+  fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
+             "pairs\n", ids.size(), nl, double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4 / (1 << 20));
+  const auto r = offload::fit_predictors(*m, ids, po);
+  fmt::print("{}", offload::calibration_table(r));
+  fmt::print("forward pass {:.1f} s, fits {:.1f} s on {} threads\n", r.forward_seconds, r.fit_seconds, cpu_threads());
+  if (!a.no_write) {
+    offload::write_predictors(a.model, r, po, fs::path(a.calibration).filename().string());
+    fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB) into {}\n", double(r.bytes) / (1 << 20), a.model);
+  }
+}
+
+}  // namespace
+
+void add_calibrate_command(CLI::App& app) {
+  auto a = std::make_shared<CalibrateArgs>();
+  auto* c = app.add_subcommand("calibrate", "Fit per-layer FFN activation predictors on calibration text and store "
+                                            "them in the .sf file");
+  c->add_option("--model,-m", a->model, "the .sf file (rewritten in place, atomically)")->required();
+  c->add_option("--calibration", a->calibration, "a UTF-8 text file")->required();
+  c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")->capture_default_str();
+  c->add_option("--rank", a->rank, "predictor rank R (u [hidden, R], v [R, ffn])")->capture_default_str();
+  c->add_option("--recall", a->recall, "target recall on the fit tokens")->capture_default_str();
+  c->add_option("--margin", a->margin, "extra residual standard deviations of safety (more recall, more bytes)")
+      ->capture_default_str();
+  c->add_option("--heldout", a->heldout, "fraction of tokens (the last) kept to measure recall/precision")
+      ->capture_default_str();
+  c->add_option("--layers", a->layers, "only these layers, e.g. 0-7,12 (default: all)");
+  c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
+  c->add_option("--device", a->device, "cpu")->capture_default_str();
+  c->add_flag("--no-write", a->no_write, "print the measurements only");
+  c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
+  c->callback([a] { run_calibrate(*a); });
+}
+
+}  // namespace sf::cli

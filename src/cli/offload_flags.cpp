@@ -1,0 +1,124 @@
+#include "cli/offload_flags.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "model/generate.hpp"
+#include "model/weights.hpp"
+#include "offload/neuron_store.hpp"
+#include "offload/offloaded_opt.hpp"
+#include "offload/planner.hpp"
+
+namespace sf::cli {
+
+void add_offload_flags(CLI::App* cmd, const std::shared_ptr<OffloadFlags>& f) {
+  auto mark = [f](const std::string&) { f->any_set = true; };
+  cmd->add_option("--gpu-memory", f->gpu_memory,
+                  "run offloaded under this GPU budget (6GiB, 6GB, 6000MiB, or 0.5 = half the model's bytes); "
+                  "needs --device cuda");
+  cmd->add_option("--gpu-cache-ratio", f->gpu_cache_ratio,
+                  "fraction of the FFN budget used as an LRU neuron cache (the rest pins hot neurons)")
+      ->capture_default_str()
+      ->each(mark);
+  cmd->add_option("--host-memory", f->host_memory,
+                  "host memory for non-resident neurons; below their size they are read from the .sf mapping")
+      ->each(mark);
+  cmd->add_option("--offload-policy", f->policy, "fetch, cpu, auto or stream (the naive baseline)")
+      ->capture_default_str()
+      ->each(mark);
+  cmd->add_option("--predictor", f->predictor, "model (calibrated predictors in the .sf) or exact (oracle, tests)")
+      ->capture_default_str()
+      ->each(mark);
+  cmd->add_flag("--stats", f->stats, "offloaded run: per-token PCIe bytes, cache hit rate, recall, time split")
+      ->each(mark);
+  cmd->add_flag("--plan", f->plan, "with --gpu-memory: print the placement plan and exit (any build)")->each(mark);
+}
+
+offload::OffloadOptions offload_options(const OffloadFlags& f) {
+  offload::OffloadOptions o;
+  if (f.gpu_memory.empty()) {
+    if (f.any_set)
+      fail(Status::InvalidArgument, "--gpu-cache-ratio, --host-memory, --offload-policy, --predictor, --stats and "
+           "--plan configure offloaded inference; add --gpu-memory SIZE (e.g. 6GiB or 0.5 of the model)");
+    return o;
+  }
+  o.gpu_memory = offload::parse_size_spec(f.gpu_memory, "--gpu-memory");
+  if (!f.host_memory.empty()) o.host_memory = offload::parse_size_spec(f.host_memory, "--host-memory");
+  if (!(f.gpu_cache_ratio >= 0 && f.gpu_cache_ratio <= 1))
+    fail(Status::InvalidArgument, "--gpu-cache-ratio {}: expected a fraction in [0, 1]", f.gpu_cache_ratio);
+  o.gpu_cache_ratio = f.gpu_cache_ratio;
+  const auto pol = offload::policy_from_name(f.policy);
+  if (!pol) fail(Status::InvalidArgument, "--offload-policy {}: expected fetch, cpu, auto or stream", f.policy);
+  o.policy = *pol;
+  const auto pred = offload::predictor_mode_from_name(f.predictor);
+  if (!pred) fail(Status::InvalidArgument, "--predictor {}: expected model or exact", f.predictor);
+  o.predictor = *pred;
+  o.stats = f.stats;
+  return o;
+}
+
+bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const OffloadFlags& f, const std::string& device,
+                                 const model::Model& model, int64_t context_tokens) {
+  if (!o.enabled()) return false;
+  if (f.plan) {
+    const auto store = offload::NeuronStore::from_model(model);
+    const auto plan = offload::plan_placement(offload::planner_input(model, store, context_tokens, o));
+    fmt::print("{}", plan.table());
+    return true;
+  }
+  if (device != "cuda")
+    fail(Status::InvalidArgument, "--gpu-memory runs the offloaded CUDA engine (neuron-level offloading): add --device "
+         "cuda. On a machine without a GPU, --plan prints the placement plan; without --gpu-memory the model runs on "
+         "the CPU");
+  if (o.predictor == offload::PredictorMode::Model && o.policy != offload::OffloadPolicy::Stream) {
+    const auto store = offload::NeuronStore::from_model(model);
+    if (!store.has_predictor())
+      fail(Status::InvalidArgument, "--predictor model needs predictors in the .sf file: run `sparseflow calibrate "
+           "--model M.sf --calibration TEXT` first, or use --predictor exact (the oracle, for testing)");
+  }
+  return false;
+}
+
+void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o, int64_t prompt_tokens,
+                             int64_t new_tokens, const std::string& json_path) {
+  const auto model = model::Model::open(model_path);
+  const int64_t V = model->config().vocab_size;
+  std::vector<int32_t> prompt(size_t(std::max<int64_t>(prompt_tokens, 1)));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 11) % size_t(std::min<int64_t>(V, 1000)));
+  offload::OffloadTuning tuning;
+  tuning.context_tokens = int64_t(prompt.size()) + new_tokens;
+  offload::OffloadedOpt off(*model, o, {}, tuning);
+  fmt::print(stderr, "{}", off.plan().table());
+  model::SamplingParams sp;  // greedy
+  const auto res = off.generate(prompt, new_tokens, sp);
+  const auto st = off.stats();
+  nlohmann::ordered_json j = {{"model", model_path},
+                              {"gpu_memory", o.gpu_memory->text},
+                              {"policy", std::string(offload::policy_name(o.policy))},
+                              {"predictor", std::string(offload::predictor_mode_name(o.predictor))},
+                              {"prompt_tokens", prompt.size()},
+                              {"new_tokens", res.decode_steps},
+                              {"prefill_ms", res.prefill_ms},
+                              {"decode_tokens_per_s", res.decode_tokens_per_s()},
+                              {"stats", st.to_json()}};
+  fmt::print("offloaded decode: {:.2f} tokens/s ({} policy, {} predictor, budget {}); {:.1f} MB over PCIe per token, "
+             "hit rate {:.3f}, recall {:.4f}, precision {:.4f}\n",
+             res.decode_tokens_per_s(), offload::policy_name(o.policy), offload::predictor_mode_name(o.predictor),
+             o.gpu_memory->text, st.bytes_per_token() / 1e6, st.hit_rate(), st.recall(), st.precision());
+  if (!json_path.empty()) {
+    if (json_path == "-") {
+      fmt::print("{}\n", j.dump(2));
+    } else {
+      std::ofstream out(json_path);
+      if (!out) fail(Status::Io, "cannot write --json file '{}'", json_path);
+      out << j.dump(2) << "\n";
+    }
+  }
+}
+
+}  // namespace sf::cli

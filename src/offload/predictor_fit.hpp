@@ -1,0 +1,72 @@
+// Fitting per-layer activation predictors (`sparseflow calibrate`). docs/OFFLOAD.md justifies the
+// choice; in short:
+//
+//   input   a = the layer's attention input (q_proj's input), known before attention runs, so the
+//           neuron fetch can overlap attention (Deja Vu's lookahead)
+//   target  z = fc1 pre-activation of the same token (LN2(h) W1^T + b1), recorded by the CPU pass
+//   model   z ~ a U V + c, rank R: reduced-rank least squares (ridge-regularised), solved exactly:
+//           whiten a with the Cholesky factor L of its Gram matrix, take the top-R left singular
+//           vectors Q of C = L^-1 A^T Z, then U = L^-T Q, V = Q^T C, c from the means
+//   rule    neuron j predicted active iff (a U V)[j] > threshold[j] = -c_j - kappa * s_j, s_j the
+//           residual std of neuron j on the fit tokens and kappa the smallest value giving the
+//           target recall on them (plus --margin standard deviations)
+//
+// Stored as predictor.layers.N.u [d, R] F16, .v [R, ffn] F16, .threshold [ffn] F32; recall and
+// precision are measured on held-out tokens with the fp16-rounded factors the GPU will use.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/weights.hpp"
+
+namespace sf::offload {
+
+struct PredictorFitOptions {
+  int64_t rank = 128;
+  double recall = 0.99;       // target recall on the fit tokens (micro-averaged over neurons)
+  double margin = 0.0;        // extra residual standard deviations subtracted from every threshold
+  double ridge = 1e-3;        // Gram regularisation, relative to its mean diagonal
+  double heldout = 0.2;       // fraction of tokens (the last ones) kept for measuring
+  int64_t window = 0;         // tokens per forward pass (0: max positions)
+  std::vector<int64_t> layers;  // empty: all
+};
+
+struct FittedPredictor {
+  int64_t layer = 0, rank = 0, hidden = 0, ffn = 0;
+  std::vector<uint16_t> u, v;   // fp16: [d, R], [R, ffn] row-major
+  std::vector<float> threshold; // [ffn]
+  double kappa = 0;             // threshold in residual standard deviations (margin included)
+  // Held-out measurements (micro-averaged over tokens and neurons).
+  double recall = 0, precision = 0, predicted_fraction = 0, true_fraction = 0;
+  double fit_recall = 0;        // on the fit tokens
+  int64_t fit_tokens = 0, heldout_tokens = 0;
+  uint64_t bytes() const { return u.size() * 2 + v.size() * 2 + threshold.size() * 4; }
+};
+
+struct CalibrationReport {
+  std::vector<FittedPredictor> layers;
+  double recall = 0, precision = 0, predicted_fraction = 0, true_fraction = 0;  // means over layers
+  uint64_t bytes = 0;
+  double forward_seconds = 0, fit_seconds = 0;
+  uint64_t collected_bytes = 0;  // host memory the (a, z) pairs took
+};
+
+// Runs the CPU forward pass over `tokens`, collects (a, z) for the chosen layers and fits them.
+CalibrationReport fit_predictors(const model::Model& model, std::span<const int32_t> tokens,
+                                 const PredictorFitOptions& opt);
+
+// Fits one layer from its pairs: a [T, d] and z [T, ffn] row-major fp32, the first T - heldout
+// rows for fitting and the rest for measuring.
+FittedPredictor fit_layer(const float* a, const float* z, int64_t tokens, int64_t heldout, int64_t d, int64_t ffn,
+                          const PredictorFitOptions& opt);
+
+// Writes predictor.layers.N.{u,v,threshold} and metadata predictor.* into the .sf file at `path`
+// (atomically; replaces those layers' earlier predictors, keeps the others).
+void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,
+                      const std::string& calibration_name);
+
+std::string calibration_table(const CalibrationReport& r);
+
+}  // namespace sf::offload

@@ -1,0 +1,120 @@
+// The placement planner and size parsing: budget edges (too small names the minimum, exactly the
+// minimum works, one byte less does not, the whole model fits), hot neurons chosen greedily by
+// firing rate across layers, the cache ratio, and host placement (pinned, mmap, refused).
+#include <numeric>
+
+#include "offload/planner.hpp"
+#include "sf_test_util.hpp"
+
+using namespace sf;
+using namespace sf::offload;
+using sftest::catch_error;
+
+namespace {
+
+PlannerInput toy(std::vector<std::vector<float>>* rates = nullptr) {
+  PlannerInput in;
+  in.layers = 2;
+  in.hidden = 64;
+  in.ffn = 1024;
+  in.embedding_bytes = 1000000;
+  in.attention_bytes = 500000;
+  in.norm_bytes = 1000;
+  in.ffn_bias_bytes = 256;
+  in.predictor_bytes = 20000;
+  in.bundle_stride = 384;
+  in.kv_cache_bytes = 65536;
+  in.workspace_bytes = 100000;
+  if (rates)
+    for (const auto& r : *rates) in.firing_rates.emplace_back(r);
+  return in;
+}
+
+TEST(SizeSpec, Parses) {
+  EXPECT_EQ(parse_size_spec("6GiB", "x").resolve(0), 6ull << 30);
+  EXPECT_EQ(parse_size_spec("6 GB", "x").resolve(0), 6000000000ull);
+  EXPECT_EQ(parse_size_spec("6000MiB", "x").resolve(0), 6000ull << 20);
+  EXPECT_EQ(parse_size_spec("512M", "x").resolve(0), 512ull << 20);
+  EXPECT_EQ(parse_size_spec("1.5gib", "x").resolve(0), 3ull << 29);
+  EXPECT_EQ(parse_size_spec("123456", "x").resolve(0), 123456u);
+  EXPECT_TRUE(parse_size_spec("0.5", "x").fraction);
+  EXPECT_EQ(parse_size_spec("0.5", "x").resolve(1000), 500u);
+  EXPECT_EQ(parse_size_spec("30%", "x").resolve(1000), 300u);
+  for (const char* bad : {"", "abc", "6XB", "-1GiB", "0", "150%", "2.5", "GiB"}) {
+    const auto e = catch_error([&] { parse_size_spec(bad, "--gpu-memory"); });
+    EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+    EXPECT_NE(std::string(e.what()).find("--gpu-memory"), std::string::npos);
+  }
+}
+
+TEST(Planner, BudgetEdges) {
+  PlannerInput in = toy();
+  in.gpu_budget = 1;
+  const auto e = catch_error([&] { plan_placement(in); });
+  EXPECT_EQ(e.status(), Status::InvalidArgument);
+  const std::string msg = e.what();
+  EXPECT_NE(msg.find("raise it to at least"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("embeddings"), std::string::npos) << msg;
+  // The minimum: fixed bytes + the minimal cache (ffn/8 slots per layer without a profile).
+  const uint64_t min = in.fixed_bytes() + 2 * 128 * in.bundle_stride;
+  in.gpu_budget = min - 1;
+  EXPECT_EQ(catch_error([&] { plan_placement(in); }).status(), Status::InvalidArgument);
+  in.gpu_budget = min;  // exactly enough
+  const Plan p = plan_placement(in);
+  EXPECT_EQ(p.min_gpu_bytes, min);
+  EXPECT_FALSE(p.whole_model_resident);
+  for (const auto& l : p.layers) {
+    EXPECT_EQ(l.hot, 0);
+    EXPECT_EQ(l.cache_slots, 128);
+  }
+  EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, in.gpu_budget);
+  // The whole model fits: everything resident.
+  in.gpu_budget = in.fixed_bytes() + in.ffn_bytes();
+  const Plan all = plan_placement(in);
+  EXPECT_TRUE(all.whole_model_resident);
+  EXPECT_EQ(all.layers[1].hot, 1024);
+  EXPECT_EQ(all.expected_hit, 1.0);
+  // One bundle less: offloaded, and the plan never exceeds the budget.
+  in.gpu_budget -= in.bundle_stride;
+  const Plan almost = plan_placement(in);
+  EXPECT_FALSE(almost.whole_model_resident);
+  EXPECT_LE(almost.fixed_bytes + almost.hot_bytes + almost.cache_bytes, in.gpu_budget);
+  EXPECT_FALSE(almost.table().empty());
+}
+
+TEST(Planner, HotNeuronsFollowFiringRatesAcrossLayers) {
+  // Layer 0 is much hotter than layer 1: it should get most pinned neurons.
+  std::vector<std::vector<float>> rates(2, std::vector<float>(1024));
+  for (int j = 0; j < 1024; ++j) {
+    rates[0][size_t(j)] = 0.5f / float(1 + j);
+    rates[1][size_t(j)] = 0.05f / float(1 + j);
+  }
+  PlannerInput in = toy(&rates);
+  in.gpu_cache_ratio = 0.25;
+  in.gpu_budget = in.fixed_bytes() + 800 * in.bundle_stride;
+  const Plan p = plan_placement(in);
+  int64_t slots = 0;
+  for (const auto& l : p.layers) slots += l.hot + l.cache_slots;
+  EXPECT_EQ(slots, 800);
+  EXPECT_GT(p.layers[0].hot, p.layers[1].hot);
+  EXPECT_GT(p.expected_hit, 0.5);
+  // The hot set of a layer: the highest rates first, so its coverage beats the uniform share.
+  EXPECT_GT(p.layers[0].hot_coverage, double(p.layers[0].hot) / 1024.0);
+  // Minimum cache from the profile: 2 * expected active per token, at least 64.
+  EXPECT_EQ(min_cache_slots(in, 1), 64);
+}
+
+TEST(Planner, HostPlacement) {
+  PlannerInput in = toy();
+  in.gpu_budget = in.fixed_bytes() + 600 * in.bundle_stride;
+  EXPECT_EQ(plan_placement(in).host, HostPlacement::Pinned);
+  in.host_limit = 1000;
+  const auto e = catch_error([&] { plan_placement(in); });
+  EXPECT_NE(std::string(e.what()).find("--neuron-major"), std::string::npos) << e.what();
+  in.bundles_in_file = true;
+  EXPECT_EQ(plan_placement(in).host, HostPlacement::Mmap);
+  in.gpu_cache_ratio = 1.5;
+  EXPECT_EQ(catch_error([&] { plan_placement(in); }).status(), Status::InvalidArgument);
+}
+
+}  // namespace
