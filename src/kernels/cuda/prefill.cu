@@ -7,10 +7,8 @@
 //        lane's mma.sp A fragment, so a lane reads its 16 bytes with one conflict-free ld.shared;
 //   meta 8 row blocks x 256 B (16 slots of 4 words, one word per k-tile);
 //   x    BM tokens x 128 k, rows padded by 16 bytes so the 8 rows an ldmatrix reads hit distinct banks.
-// Four warps as 2 (rows) x 2 (tokens): each warp computes 64 rows x BM/2 tokens, so every A fragment
-// feeds BM/16 mma.sp and every B fragment 4. Shared-memory bytes per mma.sp: 512/(BM/16) + 512/4,
-// 192 B at BM = 128, which keeps the 128 B/clk of an SM's shared memory just ahead of sm_90's
-// legacy mma.sp rate.
+// Warps as 2 (rows) x WT (tokens): each warp computes 64 rows x BM/WT tokens, so every A fragment
+// feeds BM/WT/8 mma.sp and every B fragment 4 (shared-memory bytes per mma.sp: 512/(BM/WT/8) + 128).
 //
 // Blocks are ordered in groups of kGroup token tiles (the grid walks tokens fastest within a group)
 // so that the W rows and x tiles live at one time fit in L2 (DESIGN.md: 50 MB on H100/H200).
@@ -31,7 +29,6 @@ namespace {
 
 constexpr int kRowBlocks = 8;              // 16-row blocks of W per block (128 rows)
 constexpr int kWarpRowBlocks = 4;          // per warp
-constexpr int kThreads = 128;              // 2 x 2 warps
 constexpr int kABytes = kRowBlocks * 4 * 512;
 constexpr int kMetaBytes = kRowBlocks * 256;
 constexpr int kXRowBytes = 128 * 2 + 16;   // one token's 128 k of x, + 16 B against bank conflicts
@@ -48,11 +45,12 @@ __device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
   return r;
 }
 
-template <typename T, int BM, int STAGES>
-__global__ void __launch_bounds__(kThreads) prefill_kernel(const PrefillLaunch p) {
+template <typename T, int BM, int WT, int STAGES>
+__global__ void __launch_bounds__(64 * WT) prefill_kernel(const PrefillLaunch p) {
+  constexpr int kThreads = 64 * WT;  // 2 row warps x WT token warps
   extern __shared__ __align__(128) uint8_t smem[];
   constexpr int kStage = stage_bytes<BM>();
-  constexpr int NT = BM / 16;  // 8-token n-tiles per warp
+  constexpr int NT = BM / WT / 8;  // 8-token n-tiles per warp
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int wr = warp & 1, wt = warp >> 1;
   const int g = lane >> 2, t = lane & 3;
@@ -121,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(const PrefillLaunch p
     for (int i = 0; i < kWarpRowBlocks; ++i)
       e[i] = ld_shared_v4(st + kABytes + ((wr * kWarpRowBlocks + i) * 16 + 2 * g + (t & 1)) * 16);
     // ldmatrix: lanes 8 j .. 8 j + 7 address the rows of matrix j (k offset 8 j within the k-tile).
-    const uint32_t xb = st + kABytes + kMetaBytes + (wt * (BM / 2) + (lane & 7)) * kXRowBytes + (lane >> 3) * 16;
+    const uint32_t xb = st + kABytes + kMetaBytes + (wt * (BM / WT) + (lane & 7)) * kXRowBytes + (lane >> 3) * 16;
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) {
       uint4 a[kWarpRowBlocks];
@@ -156,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(const PrefillLaunch p
 #pragma unroll
       for (int v = 0; v < 4; ++v) {
         const int nl = (wr * kWarpRowBlocks + i) * 16 + g + 8 * (v >> 1);
-        const int tl = wt * (BM / 2) + j * 8 + 2 * t + (v & 1);
+        const int tl = wt * (BM / WT) + j * 8 + 2 * t + (v & 1);
         tile[tl * kLd + nl] = acc[i][j][v];
       }
   __syncthreads();
@@ -169,29 +167,30 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(const PrefillLaunch p
   }
 }
 
-template <typename T, int BM, int STAGES>
+template <typename T, int BM, int WT, int STAGES>
 void launch_typed(const PrefillLaunch& p, cudaStream_t stream) {
   constexpr int kSmem = STAGES * stage_bytes<BM>();
   static bool raised = false;  // the attribute is per kernel and process; set it once
   if (!raised) {
-    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<T, BM, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<T, BM, WT, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     raised = true;
   }
   const int row_tiles = (p.row_blocks + kRowBlocks - 1) / kRowBlocks;
   const int tok_tiles = (p.m + BM - 1) / BM;
-  prefill_kernel<T, BM, STAGES><<<unsigned(row_tiles) * unsigned(tok_tiles), kThreads, kSmem, stream>>>(p);
+  prefill_kernel<T, BM, WT, STAGES><<<unsigned(row_tiles) * unsigned(tok_tiles), 64 * WT, kSmem, stream>>>(p);
   SF_CUDA_CHECK_LAUNCH();
 }
 
-// The instantiated set (see the kernel table in sparse_gemm.cpp): BM = 128 tokens with 3 stages
-// (156 KB of shared memory, one block per SM: sm_80 and sm_90), BM = 64 with 4 stages (140 KB) for
-// M <= 128 or shapes with few row tiles, where 128-token tiles would leave SMs idle, and BM = 64
-// with 2 stages (70 KB) for sm_86/89, whose blocks get at most 99 KB.
+// The instantiated set (see the kernel table in sparse_gemm.cpp). The first H100 run (2026-11-22)
+// of a 4-warp 128 x 128 tile reached only 240-280 TFLOP/s: ncu showed 6% achieved occupancy (one
+// block of 4 warps per SM, 250 registers) and 27% SM throughput, latency bound. So: BM = 128 with
+// 8 warps (2 x 4, warp tile 64 rows x 32 tokens, 3 stages, 156 KB: sm_80/90), and BM = 64 with 4
+// warps and 2 stages (70 KB: three blocks per SM on sm_80/90, and the only tile sm_86/89's 99 KB
+// per block takes).
 template <typename T>
 void launch_dtype(const PrefillLaunch& p, int tile_m, int stages, cudaStream_t stream) {
-  if (tile_m == 128 && stages == 3) return launch_typed<T, 128, 3>(p, stream);
-  if (tile_m == 64 && stages == 4) return launch_typed<T, 64, 4>(p, stream);
-  if (tile_m == 64 && stages == 2) return launch_typed<T, 64, 2>(p, stream);
+  if (tile_m == 128 && stages == 3) return launch_typed<T, 128, 4, 3>(p, stream);
+  if (tile_m == 64 && stages == 2) return launch_typed<T, 64, 2, 2>(p, stream);
   detail::throw_status(9 /* Internal */, "prefill kernel with tile_m=" + std::to_string(tile_m) +
                                              " stages=" + std::to_string(stages) + " is not instantiated");
 }

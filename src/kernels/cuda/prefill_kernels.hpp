@@ -18,7 +18,7 @@ struct PrefillLaunch {
   EpilogueParams ep;
 };
 
-// (tile_m, stages): tokens per block and cp.async ring depth, one of (128, 3), (64, 4), (64, 2).
+// (tile_m, stages): tokens per block and cp.async ring depth, one of (128, 3), (64, 2).
 // Throws Error(Internal) for a pair not instantiated.
 void launch_prefill(const PrefillLaunch& p, DType dtype, int tile_m, int stages, cudaStream_t stream);
 // Dynamic shared memory a launch asks for; the caller checks it against the device's per-block

@@ -46,6 +46,11 @@ constexpr TableRow kTable[] = {
     // bench/results/2026-11-22-NVIDIA-H200-gemm.md) picked, per M bucket over the 4 shapes:
     // M <= 16: 4x4 or 4x2 / 8x2 (1.14-1.46x dense at M = 16, 1.40-1.79x at M = 8); M <= 32: 8x2
     // (0.78-1.21x); M <= 64: 4 row warps x 1 (0.38-0.71x; dense would win there).
+    // M <= 4: the plain kernel (one 16-row block per block, x re-read from L1/L2, cheap at 4 tokens),
+    // no split: the untuned H100 run of 2026-11-22 (bench/results/2026-11-22-NVIDIA-H100-80GB-HBM3-
+    // gemm-table.md) measured the shared-x 4x4 kernel at 1.21x dense on 4096x4096 where this one,
+    // tuned, ran 1.75x.
+    {90, 4, GemmPath::Decode, 8, 1, false, 1},
     {90, 16, GemmPath::Decode, 4, 0, true, 4},
     {90, 32, GemmPath::Decode, 8, 0, true, 2},
     {90, 64, GemmPath::Decode, 4, 0, true, 1},
@@ -55,6 +60,7 @@ constexpr TableRow kTable[] = {
     {90, 256, GemmPath::Prefill, 0, 0, false, 1, 64},
     {90, INT64_MAX, GemmPath::Prefill, 0, 0, false, 1, 128},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
+    {80, 4, GemmPath::Decode, 8, 1, false, 1},
     {80, 16, GemmPath::Decode, 4, 0, true, 4},
     {80, 32, GemmPath::Decode, 8, 0, true, 2},
     {80, 64, GemmPath::Decode, 4, 0, true, 1},
@@ -320,11 +326,9 @@ void SparseGemm::run_prefill(const KernelChoice& c, const DeviceWeight24& w, con
   p.k_quads = int(w.k_quads());
   p.row_blocks = int(w.row_blocks);
   p.ep = to_params(ep, y, y_dtype, w.n);
-  // The deepest configuration this GPU's shared memory takes: (128, 3) and (64, 4) on sm_80/90,
-  // (64, 2) on sm_86/89 (99 KB per block).
-  int tile_m = c.tile_m == 64 ? 64 : 128, stages = tile_m == 128 ? 3 : 4;
-  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) tile_m = 64, stages = 4;
-  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) stages = 2;
+  // (128, 3) needs 156 KB per block (sm_80/90); sm_86/89 (99 KB) run (64, 2).
+  int tile_m = c.tile_m == 64 ? 64 : 128, stages = tile_m == 128 ? 3 : 2;
+  if (prefill_smem_bytes(tile_m, stages) > smem_optin_) tile_m = 64, stages = 2;
   if (prefill_smem_bytes(tile_m, stages) > smem_optin_) return run_dense(w, x, m, y, y_dtype, ep);
   launch_prefill(p, w.dtype, tile_m, stages, stream_);
 }
