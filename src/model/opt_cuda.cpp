@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
+#include "kernels/cuda/membw.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
 
@@ -132,6 +134,20 @@ struct OptCuda::Impl {
   int32_t* history = nullptr;      // pinned, mapped: [cap + 1, batch] sampled ids by position
   std::vector<void*> buffer_allocs;
   cudaGraphExec_t graph = nullptr;
+  // profile_decode(): an event after each stage of an eager step; off (no events) otherwise.
+  bool profiling = false;
+  std::vector<cudaEvent_t> prof_events;
+  std::vector<std::pair<const char*, double>> prof_marks;  // (stage, bytes) per recorded event
+  void mark(const char* stage, double bytes) {
+    if (!profiling) return;
+    if (prof_marks.size() + 1 >= prof_events.size()) {
+      cudaEvent_t e;
+      SF_CUDA_CHECK(cudaEventCreate(&e));
+      prof_events.push_back(e);
+    }
+    SF_CUDA_CHECK(cudaEventRecord(prof_events[prof_marks.size() + 1], stream));
+    prof_marks.emplace_back(stage, bytes);
+  }
   SamplingParams graph_sampling;
   bool graph_valid = false;
 
@@ -279,6 +295,17 @@ struct OptCuda::Impl {
   void embed(const int32_t* tokens, int64_t rows, int64_t seq);
   void layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past);
   void layer_decode(int64_t li);
+  // issue 6 hook: h2 = h + FFN(x) for n rows, by the provider when it owns the layer.
+  bool ffn_owned(int64_t li) const { return opt.ffn_provider && opt.ffn_provider->owns_ffn(li); }
+  void ffn_block(int64_t li, int64_t n, bool decode) {
+    const DLayer& Ly = layers[size_t(li)];
+    if (ffn_owned(li)) {
+      opt.ffn_provider->ffn(li, x, n, h, h2, decode, stream);
+      return;
+    }
+    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+  }
   kk::AttentionArgs attention_args(int64_t li) const;
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
   void prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits);
@@ -408,8 +435,10 @@ void OptCuda::Impl::load() {
     Ly.qkv = make_linear({get("self_attn.q_proj", H, H), get("self_attn.k_proj", H, H), get("self_attn.v_proj", H, H)},
                          p + "self_attn.qkv", true);
     Ly.out = make_linear({get("self_attn.out_proj", H, H)}, p + "self_attn.out_proj", true);
-    Ly.fc1 = make_linear({get("fc1", F, H)}, p + "fc1", true);
-    Ly.fc2 = make_linear({get("fc2", H, F)}, p + "fc2", true);
+    if (!ffn_owned(i)) {  // issue 6: an owned layer's FFN lives in the provider (its file may have no fc1/fc2)
+      Ly.fc1 = make_linear({get("fc1", F, H)}, p + "fc1", true);
+      Ly.fc2 = make_linear({get("fc2", H, F)}, p + "fc2", true);
+    }
     layers.push_back(Ly);
   }
   SF_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -574,8 +603,7 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, h, x, act_dt, stream);
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, nullptr, x, act_dt, stream);
-  linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
-  linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+  ffn_block(li, n, /*decode=*/false);
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, h, x, act_dt, stream);
 }
@@ -584,20 +612,38 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 void OptCuda::Impl::layer_decode(int64_t li) {
   const DLayer& Ly = layers[size_t(li)];
   const int64_t n = batch;
+  const double ln_bytes = double(n * H) * (4 + double(act_size));  // fp32 residual in, act out
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
+  if (pre) mark("layernorm", ln_bytes);
+  if (ffn_owned(li)) {
+    opt.ffn_provider->before_attention(li, x, n, stream);  // issue 6: predict + prefetch
+    mark("ffn_predict", 0);
+  }
   linear(Ly.qkv, x, n, qkv, DType::F32);
+  mark("qkv", double(Ly.qkv.bytes(act)));
   kk::AttentionArgs a = attention_args(li);
   a.out = attn;
   a.partials = partials;
   kk::launch_decode_attention(a, stream);
+  mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
+  mark("out_proj", double(Ly.out.bytes(act)));
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, h, x, act_dt, stream);
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, nullptr, x, act_dt, stream);
-  linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
-  linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+  mark("layernorm", ln_bytes);
+  if (ffn_owned(li) || !profiling) {
+    ffn_block(li, n, /*decode=*/true);
+    mark("ffn_offloaded", 0);
+  } else {  // ffn_block's two products, timed apart
+    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
+    mark("fc1", double(Ly.fc1.bytes(act)));
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+    mark("fc2", double(Ly.fc2.bytes(act)));
+  }
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, h, x, act_dt, stream);
+  if (!pre) mark("layernorm", 2 * ln_bytes);
 }
 
 // final_layer_norm (pre-LN only), project_out, lm_head over rows [first_row, first_row + n_rows)
@@ -628,9 +674,12 @@ void OptCuda::Impl::prefill(const int32_t* tokens, int64_t seq, int64_t n, bool 
 
 void OptCuda::Impl::decode_step_kernels(const SamplingParams& s) {
   embed(d_tokens, batch, 1);
+  mark("embed", 0);
   for (int64_t li = 0; li < L; ++li) layer_decode(li);
   head(batch, 0, batch, logits);
+  mark("lm_head", double(lm_head.bytes(act)));
   kk::launch_sample(sample_args(s, batch, 1), stream);
+  mark("sample", double(batch * V) * 4);
 }
 
 // One decode step: the captured graph when there is one for these settings, else the kernels one
@@ -800,6 +849,113 @@ BatchGenerateResult OptCuda::generate_batch(const std::vector<std::vector<int32_
     for (int64_t b = 0; b < B; ++b) res.ids[size_t(b)].push_back(m.history[p * B + b]);
   m.note_usage();
   return res;
+}
+
+std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch) {
+  auto& m = *impl_;
+  if (prompt_tokens < 1 || steps < 1 || batch < 1)
+    fail(Status::InvalidArgument, "profile_decode needs a prompt, steps and batch of at least 1 (got {}, {}, {}).",
+         prompt_tokens, steps, batch);
+  const std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_tokens), 2));
+  SamplingParams greedy;
+  // Prefill and `steps` graph steps (warm), then rewind to the prompt: the profiled steps attend
+  // over the same lengths the benchmark's do, and overwrite the cache rows past the prompt.
+  generate_batch(prompts, steps + 1, greedy);
+  m.length = prompt_tokens;
+  m.set_pos(prompt_tokens);
+  std::vector<StageProfile> out;
+  std::map<std::string, size_t> index;
+  cudaEvent_t start = nullptr;
+  SF_CUDA_CHECK(cudaEventCreate(&start));
+  m.prof_events.assign(1, start);
+  for (int64_t s = 0; s < steps && m.length < m.cap; ++s) {
+    m.prof_marks.clear();
+    m.profiling = true;
+    SF_CUDA_CHECK(cudaEventRecord(start, m.stream));
+    try {
+      m.decode_step_kernels(greedy);
+    } catch (...) {
+      m.profiling = false;
+      throw;
+    }
+    m.profiling = false;
+    SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    ++m.length;
+    for (size_t i = 0; i < m.prof_marks.size(); ++i) {
+      float ms = 0;
+      SF_CUDA_CHECK(cudaEventElapsedTime(&ms, m.prof_events[i], m.prof_events[i + 1]));
+      const auto [stage, bytes] = m.prof_marks[i];
+      auto [it, fresh] = index.emplace(stage, out.size());
+      if (fresh) out.push_back(StageProfile{stage});
+      auto& st = out[it->second];
+      st.ms += ms;
+      st.bytes += bytes;
+      ++st.launches;
+    }
+  }
+  for (auto* e : m.prof_events) cudaEventDestroy(e);
+  m.prof_events.clear();
+  const double n = double(std::max<int64_t>(1, steps));
+  for (auto& st : out) {
+    st.ms /= n;
+    st.bytes /= n;
+    st.launches = int64_t(double(st.launches) / n + 0.5);
+  }
+  std::erase_if(out, [](const StageProfile& st) { return st.ms == 0 && st.bytes == 0; });
+  return out;
+}
+
+double OptCuda::dense_gemm_prefill_ms(int64_t n) {
+  auto& m = *impl_;
+  if (n < 1) fail(Status::InvalidArgument, "dense_gemm_prefill_ms needs n >= 1, got {}.", n);
+  const int64_t H = m.H, F = m.F;
+  const std::pair<int64_t, int64_t> shapes[] = {{3 * H, H}, {H, H}, {F, H}, {H, F}};  // [out, in]
+  const size_t wmax = size_t(std::max(3 * H * H, F * H)) * m.act_size;
+  const size_t xmax = size_t(n * std::max(H, F)) * m.act_size, ymax = size_t(n * std::max(3 * H, F)) * m.act_size;
+  std::vector<void*> bufs;
+  auto alloc = [&](size_t b) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, b) != cudaSuccess) {
+      cudaGetLastError();
+      for (void* q : bufs) cudaFree(q);
+      fail(Status::OutOfMemory, "timing cuBLAS's prefill GEMMs at M = {} needs {:.2f} GB of scratch; not free.", n,
+           double(wmax + xmax + ymax) / 1e9);
+    }
+    bufs.push_back(p);
+    return p;
+  };
+  void* w = alloc(wmax);
+  void* xin = alloc(xmax);
+  void* y = alloc(ymax);
+  SF_CUDA_CHECK(cudaMemsetAsync(w, 0, wmax, m.stream));  // zeros: cuBLAS's speed does not depend on values
+  SF_CUDA_CHECK(cudaMemsetAsync(xin, 0, xmax, m.stream));
+  const float one = 1.0f, zero = 0.0f;
+  auto layer = [&] {
+    for (auto [out, in] : shapes)
+      SF_CUBLAS_CHECK(cublasGemmEx(m.cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(n), int(in), &one, w,
+                                   cuda_type(m.act), int(in), xin, cuda_type(m.act), int(in), &zero, y,
+                                   cuda_type(m.act), int(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  };
+  for (int i = 0; i < 2; ++i) layer();
+  cudaEvent_t e0, e1;
+  SF_CUDA_CHECK(cudaEventCreate(&e0));
+  SF_CUDA_CHECK(cudaEventCreate(&e1));
+  constexpr int kIters = 5;
+  SF_CUDA_CHECK(cudaEventRecord(e0, m.stream));
+  for (int i = 0; i < kIters; ++i) layer();
+  SF_CUDA_CHECK(cudaEventRecord(e1, m.stream));
+  SF_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  SF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  for (void* q : bufs) cudaFree(q);
+  return double(ms) / kIters * double(m.L);
+}
+
+double OptCuda::measure_read_bandwidth() {
+  impl_->note_usage();
+  return sf::cuda::measure_read_tbps(size_t(1) << 30, impl_->stream) * 1e12;
 }
 
 PerplexityResult OptCuda::perplexity(std::span<const int32_t> ids, int64_t context) {

@@ -27,8 +27,27 @@
 
 namespace sf::model {
 
+// ---- issue 6 hook: a layer's FFN computed outside the engine (src/offload/cuda implements it) ----
+// For the layers a provider owns, OptCuda uploads no fc1/fc2 and calls the provider where it would
+// run them. Streams are cudaStream_t passed as void* (this header stays free of CUDA types); every
+// call only enqueues work on `stream`, so the decode step stays one capturable CUDA graph.
+class FfnProvider {
+ public:
+  virtual ~FfnProvider() = default;
+  virtual bool owns_ffn(int64_t layer) const = 0;
+  // Decode (one token per sequence): the layer's attention input x [rows, hidden] (act), called
+  // before the attention, so the provider can predict and prefetch while attention runs.
+  virtual void before_attention(int64_t layer, const void* x, int64_t rows, void* stream) = 0;
+  // out [rows, hidden] fp32 = residual + fc2(relu(fc1(x))) for x [rows, hidden] (act, the LN2
+  // output); `decode` tells a decode step (before_attention ran) from a prefill.
+  virtual void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
+                   void* stream) = 0;
+};
+// ---- end of the issue 6 hook ------------------------------------------------------------------------
+
 struct CudaOptions {
   int device = 0;
+  FfnProvider* ffn_provider = nullptr;  // issue 6: not owned, must outlive the engine; null: all resident
   // Widen every weight to fp32 on upload and compute in fp32 throughout: the exact-semantics mode
   // the tests compare with HF's fp32 logits at CPU tolerances. Twice the memory of fp16.
   bool fp32_compute = false;
@@ -49,6 +68,14 @@ struct BatchGenerateResult {
   double prefill_ms = 0.0;                // all prompts' forward passes and first tokens
   double decode_ms = 0.0;
   int64_t decode_steps = 0;               // graph replays (each produces `batch` tokens)
+};
+
+// One stage of the decode step as profile_decode() measured it (STYLE.md 2: GB/s per stage).
+struct StageProfile {
+  std::string stage;     // "qkv", "attention", "fc1", ...
+  double ms = 0;         // per decode step, all layers
+  double bytes = 0;      // bytes the stage must read per step (weights, KV rows), all layers
+  int64_t launches = 0;  // per step
 };
 
 class OptCuda {
@@ -93,6 +120,17 @@ class OptCuda {
   size_t weight_bytes_per_step() const;
   size_t kv_bytes_per_step(int64_t len, int64_t batch) const;
   CudaMemoryReport memory() const;
+  // Runs `steps` decode steps eagerly (no graph) after a `prompt_tokens`-token prefill of token 2
+  // at batch `batch`, with an event after every stage; returns per-stage time and bytes per step,
+  // in the order the step runs them. Event gaps include launch overhead the graph hides, so the
+  // sum exceeds a graph step; the split is what it is for.
+  std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
+  // Milliseconds cuBLAS alone takes for the dense fp16/bf16 GEMMs of one prefill of n tokens (every
+  // layer's qkv, out_proj, fc1, fc2 at M = n, outputs in the activation type): the throughput a
+  // prefill is compared with. Uses scratch buffers of its own, freed on return.
+  double dense_gemm_prefill_ms(int64_t n);
+  // HBM read bandwidth a streaming kernel reaches now (bytes per second): the decode ceiling.
+  double measure_read_bandwidth();
   std::string device_name() const;
   bool sparse() const;
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure

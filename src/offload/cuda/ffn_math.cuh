@@ -1,0 +1,122 @@
+// Device helpers shared by the offloaded-FFN kernels: the 16-byte dot product and the streaming
+// load of the resident decode GEMV, element conversions, and the warp butterfly.
+//
+// dot16 and the butterfly must stay identical to kernels/cuda/model/gemv.cu: the oracle-mode test
+// holds the sparse FFN to the resident GEMV's output bit for bit.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace sf::offload::cuda {
+
+// ld.global.nc.L1::no_allocate: weights are streamed once; keep L1 for x, which every warp re-reads.
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Dot product of two 16-byte chunks, accumulated in fp32 (as gemv.cu's dot16).
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, __half) {
+  const __half2* x = reinterpret_cast<const __half2*>(&a);
+  const __half2* y = reinterpret_cast<const __half2*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fx = __half22float2(x[i]), fy = __half22float2(y[i]);
+    s = fmaf(fx.x, fy.x, s);
+    s = fmaf(fx.y, fy.y, s);
+  }
+  return s;
+}
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
+  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fx = __bfloat1622float2(x[i]), fy = __bfloat1622float2(y[i]);
+    s = fmaf(fx.x, fy.x, s);
+    s = fmaf(fx.y, fy.y, s);
+  }
+  return s;
+}
+__device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
+  const float4 x = *reinterpret_cast<const float4*>(&a), y = *reinterpret_cast<const float4*>(&b);
+  return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+}
+
+// Elements per 16-byte chunk.
+template <typename T>
+constexpr int kChunk = 16 / int(sizeof(T));
+
+// Element e of a 16-byte chunk as float.
+template <typename T>
+__device__ __forceinline__ float chunk_elem(const uint4& v, int e) {
+  return float(reinterpret_cast<const T*>(&v)[e]);
+}
+template <>
+__device__ __forceinline__ float chunk_elem<__half>(const uint4& v, int e) {
+  return __half2float(reinterpret_cast<const __half*>(&v)[e]);
+}
+template <>
+__device__ __forceinline__ float chunk_elem<__nv_bfloat16>(const uint4& v, int e) {
+  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&v)[e]);
+}
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v) {
+  return float(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+// Round to the activation type exactly as epilogue.cuh's store_elem does.
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  return T(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// The GEMV's warp reduction: every lane ends with the same sum.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The fc1 pre-activation of one neuron: x . row accumulated exactly as gemv_kernel<T, 1> does
+// (lane-strided 16-byte chunks in ascending order, acc += dot16, then the butterfly). kv = d / cw.
+template <typename T, int kUnroll = 4>
+__device__ __forceinline__ float warp_row_dot(const uint4* __restrict__ row, const uint4* __restrict__ x, int kv,
+                                             int lane) {
+  float acc = 0.0f;
+  int i = lane;
+  for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
+    uint4 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(row + i + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) acc += dot16(wv[u], __ldg(x + i + 32 * u), T{});
+  }
+  for (; i < kv; i += 32) acc += dot16(ld_stream(row + i), __ldg(x + i), T{});
+  return warp_sum(acc);
+}
+
+}  // namespace sf::offload::cuda

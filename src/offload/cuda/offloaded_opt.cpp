@@ -1,0 +1,92 @@
+// OffloadedOpt (offload/offloaded_opt.hpp): the neuron store, the plan, the offload runtime and the
+// CUDA engine wired together; generation with per-step stats.
+#include "offload/offloaded_opt.hpp"
+
+#include <cuda_runtime.h>
+
+#include "core/error.hpp"
+#include "kernels/cuda/check.hpp"
+#include "offload/cuda/offload_runtime.hpp"
+#include "offload/neuron_store.hpp"
+
+namespace sf::offload {
+
+struct OffloadedOpt::Impl {
+  NeuronStore store;
+  Plan plan;
+  OffloadOptions opt;
+  OffloadTuning tuning;
+  std::unique_ptr<OffloadRuntime> runtime;  // destroyed after the engine (members in reverse order)
+  std::unique_ptr<model::OptCuda> engine;
+  OffloadStats last;
+};
+
+OffloadedOpt::OffloadedOpt(const model::Model& model, const OffloadOptions& opt, const model::CudaOptions& cuda,
+                           const OffloadTuning& tuning, std::optional<Plan> plan) {
+  if (const std::string why = model::cuda_unavailable_reason(); !why.empty()) fail(Status::NoDevice, "{}", why);
+  if (cuda.fp32_compute)
+    fail(Status::UnsupportedShape, "offloaded inference computes in the model's type (fp16/bf16); fp32_compute is "
+         "for the resident engine's tests.");
+  if (!plan && !opt.enabled())
+    fail(Status::InvalidArgument, "offloaded inference needs a GPU budget (--gpu-memory SIZE) or a placement plan.");
+  auto m = std::make_unique<Impl>(Impl{NeuronStore::from_model(model, /*pack_row_major=*/true), Plan{}, opt, tuning,
+                                       nullptr, nullptr, {}});
+  m->plan = plan ? std::move(*plan)
+                 : plan_placement(planner_input(model, m->store, tuning.context_tokens, opt));
+  m->runtime = std::make_unique<OffloadRuntime>(model, m->store, m->plan, opt, tuning, cuda.device);
+  model::CudaOptions c = cuda;
+  c.ffn_provider = m->runtime.get();
+  m->engine = std::make_unique<model::OptCuda>(model, c);
+  impl_ = std::move(m);
+}
+
+OffloadedOpt::~OffloadedOpt() {
+  if (impl_) impl_->engine.reset();  // its graphs launch into the runtime's buffers
+}
+
+model::OptCuda& OffloadedOpt::engine() { return *impl_->engine; }
+const Plan& OffloadedOpt::plan() const { return impl_->plan; }
+const NeuronStore& OffloadedOpt::store() const { return impl_->store; }
+const OffloadProbe& OffloadedOpt::probe() const { return impl_->runtime->probe(); }
+OffloadStats OffloadedOpt::stats() const { return impl_->last; }
+std::string OffloadedOpt::describe() const { return impl_->runtime->describe(); }
+nlohmann::ordered_json OffloadedOpt::describe_json() const { return impl_->runtime->describe_json(); }
+size_t OffloadedOpt::device_bytes() const { return impl_->runtime->device_bytes(); }
+
+model::GenerateResult OffloadedOpt::generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                                             const model::SamplingParams& sampling,
+                                             const std::function<void(int32_t)>& on_token) {
+  auto& m = *impl_;
+  OffloadStats before;
+  int64_t calls = 0;
+  // on_token runs after the prefill, then after each decode step, with the step synchronised and
+  // outside the engine's decode timing: the place to read events and check recall.
+  auto cb = [&](int32_t id) {
+    if (calls == 0) before = m.runtime->totals();
+    else if (m.opt.stats) m.runtime->after_decode_step();
+    ++calls;
+    if (on_token) on_token(id);
+  };
+  model::GenerateResult res = m.engine->generate(prompt, max_new_tokens, sampling, cb);
+  const OffloadStats after = m.runtime->totals();
+  OffloadStats s;
+  s.tokens = res.decode_steps;
+  s.active = after.active - before.active;
+  s.hits = after.hits - before.hits;
+  s.fetched = after.fetched - before.fetched;
+  s.overflow = after.overflow - before.overflow;
+  s.cpu_neurons = after.cpu_neurons - before.cpu_neurons;
+  s.pcie_bytes = after.pcie_bytes - before.pcie_bytes + double(res.decode_steps) * m.runtime->fixed_pcie_bytes_per_token();
+  s.exact_rows = after.exact_rows - before.exact_rows;
+  s.exact_active = after.exact_active - before.exact_active;
+  s.true_pos = after.true_pos - before.true_pos;
+  s.false_pos = after.false_pos - before.false_pos;
+  s.step_ms = after.step_ms - before.step_ms;
+  s.transfer_ms = after.transfer_ms - before.transfer_ms;
+  s.wait_ms = after.wait_ms - before.wait_ms;
+  s.timed_steps = after.timed_steps - before.timed_steps;
+  m.last = s;
+  return res;
+}
+
+}  // namespace sf::offload
