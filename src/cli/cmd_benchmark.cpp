@@ -32,6 +32,7 @@ struct BenchmarkOptions {
   std::string model, sparsity = "none";
   int64_t prompt_tokens = 128, new_tokens = 256;
   std::string plot;  // --plot FILE.svg (report/svg_plot.hpp)
+  bool profile = false;  // --model: per-stage time and GB/s of a decode step
 };
 
 constexpr const char* kCpuBatches = "1,16,256";
@@ -209,7 +210,7 @@ void run_benchmark(const BenchmarkOptions& o) {
 // cmd_benchmark_model.cpp
 void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
                          int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
-                         const std::string& json_path);
+                         const std::string& json_path, bool profile);
 
 void add_benchmark_command(CLI::App& app) {
   auto o = std::make_shared<BenchmarkOptions>();
@@ -245,6 +246,9 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--plot", o->plot,
                   "also draw an SVG chart: speedup over dense against M (GEMM), or decode tokens/s against "
                   "batch (--model, which needs --json FILE)");
+  cmd->add_flag("--profile", o->profile,
+                "--model: also time each stage of a decode step (eager, an event per stage) and print its GB/s "
+                "against the measured HBM read bandwidth");
   add_offload_flags(cmd, off);
   cmd->callback([o, off] {
     const auto off_opt = offload_options(*off);
@@ -259,7 +263,8 @@ void add_benchmark_command(CLI::App& app) {
       // --plot for --model draws from the JSON file the run wrote.
       if (!o->plot.empty() && (o->json.empty() || o->json == "-"))
         fail(Status::InvalidArgument, "--plot with --model draws from the results file: add --json FILE");
-      run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json);
+      run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json,
+                          o->profile);
       if (!o->plot.empty()) {
         std::ifstream in(o->json);
         report::write_tokens_plot(nlohmann::json::parse(in), o->plot);

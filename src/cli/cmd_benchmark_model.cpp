@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -43,7 +44,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
                          int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
-                         const std::string& json_path) {
+                         const std::string& json_path, bool profile) {
   if (device != "cuda")
     fail(Status::InvalidArgument, "benchmark --model runs on the GPU backend; add --device cuda (for the CPU, "
          "time `sparseflow generate --device cpu`).");
@@ -66,13 +67,16 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   if (prompt_tokens + new_tokens > c.max_position_embeddings)
     fail(Status::InvalidArgument, "--prompt-tokens {} + --new-tokens {} exceeds max_position_embeddings {}.",
          prompt_tokens, new_tokens, c.max_position_embeddings);
-  const double bw = gpu.measure_copy_bandwidth();
+  const double copy_bw = gpu.measure_copy_bandwidth();
+  // The decode ceiling: a step reads every weight once and writes next to nothing, so the limit is
+  // the read bandwidth a streaming kernel reaches (above cudaMemcpy's read + write rate).
+  const double bw = std::max(gpu.measure_read_bandwidth(), copy_bw);
   const size_t wbytes = gpu.weight_bytes_per_step();
   fmt::print(human, "model {}: {} layers, hidden {}, ffn {}, {} weights; opened in {:.1f} s, uploaded to {} in {:.1f} s\n",
              model_path, c.num_hidden_layers, c.hidden_size, c.ffn_dim, gpu.sparse() ? "2:4" : "dense", open_s,
              gpu.device_name(), upload_s);
-  fmt::print(human, "device-to-device copy: {:.0f} GB/s (read + written); weight bytes per decode step: {:.3f} GB\n",
-             bw / 1e9, double(wbytes) / 1e9);
+  fmt::print(human, "HBM read: {:.0f} GB/s (a streaming kernel; device-to-device copy {:.0f} GB/s read + written); "
+             "weight bytes per decode step: {:.3f} GB\n", bw / 1e9, copy_bw / 1e9, double(wbytes) / 1e9);
 
   nlohmann::ordered_json result = {{"gpu", gpu.device_name()},
                                    {"model", model_path},
@@ -80,11 +84,15 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                                    {"dtype", std::string(dtype_name(model->dtype()))},
                                    {"layers", c.num_hidden_layers},
                                    {"hidden", c.hidden_size},
-                                   {"copy_bandwidth_GBps", bw / 1e9},
+                                   {"copy_bandwidth_GBps", copy_bw / 1e9},
+                                   {"read_bandwidth_GBps", bw / 1e9},
                                    {"weight_bytes_per_step", wbytes},
                                    {"upload_s", upload_s},
                                    {"rows", nlohmann::json::array()}};
-  Table t({"batch", "prompt", "new", "prefill tok/s", "decode tok/s", "ms/step", "HBM limit ms", "% of HBM limit"});
+  // Prefill against cuBLAS alone: the dense GEMMs of the same prefill, timed in this process.
+  const double gemm_ms = gpu.dense_gemm_prefill_ms(prompt_tokens);
+  Table t({"batch", "prompt", "new", "prefill tok/s", "% of cuBLAS GEMMs", "decode tok/s", "ms/step", "HBM limit ms",
+           "% of HBM limit"});
   std::mt19937_64 rng(1234);
   for (int64_t B : bs) {
     std::vector<std::vector<int32_t>> prompts(size_t(B), std::vector<int32_t>(size_t(prompt_tokens), 0));
@@ -100,9 +108,10 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
     const double limit_ms = (double(wbytes) + kv) / bw * 1e3;
     const double frac = limit_ms / ms_step;
     const double prefill_tps = double(B * prompt_tokens) / (r.prefill_ms * 1e-3);
+    const double prefill_vs_gemm = double(B) * gemm_ms / r.prefill_ms;  // prompts are prefilled one by one
     const double decode_tps = double(B * r.decode_steps) / (r.decode_ms * 1e-3);
     t.add_row({std::to_string(B), std::to_string(prompt_tokens), std::to_string(new_tokens), format_number(prefill_tps),
-               format_number(decode_tps), format_number(ms_step), format_number(limit_ms),
+               format_number(100.0 * prefill_vs_gemm), format_number(decode_tps), format_number(ms_step), format_number(limit_ms),
                format_number(100.0 * frac)});
     const std::vector<int32_t> first(r.ids[0].begin(), r.ids[0].begin() + std::min<ptrdiff_t>(8, ptrdiff_t(r.ids[0].size())));
     const nlohmann::ordered_json row = {{"batch", B},
@@ -110,6 +119,8 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                               {"new_tokens", new_tokens},
                               {"prefill_ms", r.prefill_ms},
                               {"prefill_tokens_per_s", prefill_tps},
+                              {"cublas_gemm_prefill_ms", double(B) * gemm_ms},
+                              {"prefill_fraction_of_cublas_gemms", prefill_vs_gemm},
                               {"decode_steps", r.decode_steps},
                               {"decode_ms", r.decode_ms},
                               {"ms_per_step", ms_step},
@@ -130,8 +141,28 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   fmt::print(human, "GPU memory: weights {:.2f} GB, KV cache {:.2f} GB, workspace {:.2f} GB; peak used on the device "
              "{:.2f} of {:.2f} GB\n", mem.weights / 1e9, mem.kv_cache / 1e9, mem.workspace / 1e9,
              mem.device_peak_used / 1e9, mem.device_total / 1e9);
-  fmt::print(human, "HBM limit = (weight bytes + KV bytes at the mean length) / measured copy bandwidth; ms/step is "
-             "one decode step of the whole batch (CUDA graph replay, greedy sampling on the GPU).\n");
+  fmt::print(human, "HBM limit = (weight bytes + KV bytes at the mean length) / measured HBM read bandwidth; ms/step "
+             "is one decode step of the whole batch (CUDA graph replay, greedy sampling on the GPU). % of cuBLAS "
+             "GEMMs = the time cuBLAS alone needs for the prefill's dense GEMMs (same shapes, this process) over "
+             "the whole prefill's time.\n");
+  if (profile) {
+    const int64_t steps = std::min<int64_t>(new_tokens - 1, 32);
+    const auto stages = gpu.profile_decode(prompt_tokens, steps, 1);
+    double total = 0;
+    for (const auto& st : stages) total += st.ms;
+    Table pt({"stage", "launches", "ms/step", "% of step", "GB/step", "GB/s", "% of HBM read"});
+    nlohmann::ordered_json js = nlohmann::json::array();
+    for (const auto& st : stages) {
+      const double gbps = st.bytes / (st.ms * 1e-3) / 1e9;
+      pt.add_row({st.stage, std::to_string(st.launches), format_number(st.ms), format_number(100.0 * st.ms / total),
+                  format_number(st.bytes / 1e9), st.bytes > 0 ? format_number(gbps) : "-",
+                  st.bytes > 0 ? format_number(100.0 * gbps * 1e9 / bw) : "-"});
+      js.push_back({{"stage", st.stage}, {"launches", st.launches}, {"ms", st.ms}, {"bytes", st.bytes}});
+    }
+    fmt::print(human, "\ndecode step by stage (batch 1, {} eager steps after a {}-token prompt; {:.3f} ms/step in "
+               "all, launch gaps included):\n{}", steps, prompt_tokens, total, pt.str());
+    result["profile"] = js;
+  }
   if (json_path == "-") {
     fmt::print("{}\n", result.dump(2));
   } else if (!json_path.empty()) {
