@@ -21,7 +21,7 @@ namespace {
 struct CalibrateArgs {
   std::string model, calibration, layers, device = "cpu";
   int64_t tokens = 1024, rank = 128, window = 0;
-  double recall = 0.99, margin = 0.0, heldout = 0.2;
+  double recall = 0.99, margin = 0.0, heldout = 0.2, ridge = 1e-3;
   bool no_write = false;
   int threads = 0;
 };
@@ -72,6 +72,7 @@ void run_calibrate(const CalibrateArgs& a) {
   po.recall = a.recall;
   po.margin = a.margin;
   po.heldout = a.heldout;
+  po.ridge = a.ridge;
   po.window = a.window;
   po.layers = parse_layers(a.layers);
   const auto& c = m->config();
@@ -102,6 +103,7 @@ void add_calibrate_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--heldout", a->heldout, "fraction of tokens (the last) kept to measure recall/precision")
       ->capture_default_str();
+  c->add_option("--ridge", a->ridge, "Gram regularisation relative to its mean diagonal")->capture_default_str();
   c->add_option("--layers", a->layers, "only these layers, e.g. 0-7,12 (default: all)");
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
   c->add_option("--device", a->device, "cpu")->capture_default_str();
