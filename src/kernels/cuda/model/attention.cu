@@ -14,44 +14,25 @@
 namespace sf::cuda::model {
 namespace {
 
-// Keys per decode block. One thread per key for the scores: each reads its key's head slice with
-// 16-byte loads, all in flight at once; a 384-token context of OPT-6.7B is 3 chunks x 32 heads = 96
-// blocks instead of 32 with one block per head.
-constexpr int kChunk = 128;
+// Keys per decode block, and threads per key. A step's attention reads a few MB (OPT-6.7B at 384
+// tokens: 6 MB per layer), so it is latency bound unless many blocks each keep many coalesced loads in
+// flight. The first kernel (one thread per key over 128-key chunks, 2-byte value loads) ran at
+// 38 GB/s: 2.0 ms of a 6.9 ms OPT-6.7B step on an H100 (2026-11-22, benchmark --profile). Now: 32
+// keys per block (12 blocks per head at 384 tokens), 16 threads per key row reading it with
+// 16-byte loads, the same mapping for the values.
+constexpr int kChunk = 32;
+constexpr int kThreads = 128;
+constexpr int kTpk = 16;                  // threads per key row
+constexpr int kKeysPerPass = kThreads / kTpk;  // 8
+constexpr int kMaxHeadDim = 128;
 
-// q . k for one key: k is the key's head slice in the cache (d elements of type dt), q in smem.
-__device__ __forceinline__ float dot_key(const float* q, const void* k, int dt, int d) {
-  float s = 0.0f;
-  if (dt == 1 && d % 8 == 0) {
-    const uint4* k4 = static_cast<const uint4*>(k);
-#pragma unroll 4
-    for (int c = 0; c < d / 8; ++c) {
-      const uint4 v = k4[c];
-      const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __half22float2(h[i]);
-        s = fmaf(q[8 * c + 2 * i], f.x, s);
-        s = fmaf(q[8 * c + 2 * i + 1], f.y, s);
-      }
-    }
-  } else if (dt == 2 && d % 8 == 0) {
-    const uint4* k4 = static_cast<const uint4*>(k);
-#pragma unroll 4
-    for (int c = 0; c < d / 8; ++c) {
-      const uint4 v = k4[c];
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __bfloat1622float2(h[i]);
-        s = fmaf(q[8 * c + 2 * i], f.x, s);
-        s = fmaf(q[8 * c + 2 * i + 1], f.y, s);
-      }
-    }
-  } else {
-    for (int c = 0; c < d; ++c) s = fmaf(q[c], load_elem(k, dt, c), s);
-  }
-  return s;
+// Element e of a 16-byte word holding 8 halves / 8 bf16 / 4 floats.
+__device__ __forceinline__ float word_elem(const uint4& w, int dt, int e) {
+  const uint32_t u = e < 0 ? 0 : (dt == 0 ? (&w.x)[e] : (&w.x)[e / 2]);
+  if (dt == 0) return __uint_as_float(u);
+  const uint16_t hbits = uint16_t(e % 2 ? u >> 16 : u & 0xffffu);
+  if (dt == 1) return __half2float(__ushort_as_half(hbits));
+  return __bfloat162float(__ushort_as_bfloat16(hbits));
 }
 
 __device__ float block_max(float v, float* red) {
@@ -75,9 +56,17 @@ __device__ float block_sum(float v, float* red) {
 
 // Block (head h, sequence b, chunk c) over keys [c * kChunk, min((c + 1) * kChunk, len)). The chunk
 // holding the new token writes its k, v row first (no other block reads that row). Writes the
-// chunk's running max, sum of exp and unnormalised output to the partials.
-__global__ void __launch_bounds__(kChunk) decode_attention_kernel(AttentionArgs a, float* __restrict__ part) {
-  extern __shared__ float smem[];  // q[d], p[kChunk], red[32], ored[kChunk]
+// chunk's max, sum of exp and unnormalised output to the partials. Rows are read as 16-byte words
+// when the head slice is a whole number of them (every OPT model), element by element otherwise.
+template <int EPW>  // elements per 16-byte word read (8: fp16/bf16, 4: fp32), 0: element by element
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArgs a, float* __restrict__ part) {
+  // Per thread: up to WPT 16-byte words of a row (or SLOTS single elements).
+  constexpr int kWpt = EPW ? (kMaxHeadDim / EPW + kTpk - 1) / kTpk : 0;
+  constexpr int kSlots = EPW ? kWpt * EPW : kMaxHeadDim / kTpk;
+  __shared__ float q[kMaxHeadDim];
+  __shared__ float pr[kChunk];
+  __shared__ float ored[kKeysPerPass][kMaxHeadDim];
+  __shared__ float ml[2];
   const int h = blockIdx.x, b = blockIdx.y, c = blockIdx.z;
   const int d = int(a.head_dim), H = int(a.hidden);
   const int p = *a.pos, len = p + 1;
@@ -91,9 +80,6 @@ __global__ void __launch_bounds__(kChunk) decode_attention_kernel(AttentionArgs 
     }
     return;
   }
-  float* q = smem;
-  float* pr = smem + d;
-  float* red = pr + kChunk;
   const float* row = a.qkv + int64_t(b) * 3 * H;
   const int64_t cache_row = int64_t(b) * a.capacity;
   for (int t = threadIdx.x; t < d; t += blockDim.x) {
@@ -104,39 +90,110 @@ __global__ void __launch_bounds__(kChunk) decode_attention_kernel(AttentionArgs 
     }
   }
   __syncthreads();  // also makes the new k, v row visible to this block's threads
+
   const int elem = a.act_dt == 0 ? 4 : 2;
-  const int j = j0 + int(threadIdx.x);
-  float s = -INFINITY;
-  if (j < len) {
-    const char* k = static_cast<const char*>(a.k_cache) + ((cache_row + j) * H + int64_t(h) * d) * elem;
-    s = dot_key(q, k, a.act_dt, d);
-  }
-  const float m = block_max(s, red);
-  const float e = j < len ? __expf(s - m) : 0.0f;
-  pr[threadIdx.x] = e;
-  const float l = block_sum(e, red);  // its barriers also publish pr[]
-  // Output: thread t owns dimension t % d for the keys of group t / d (d <= kChunk, checked at launch);
-  // the groups are then summed through shared memory.
-  const int groups = int(blockDim.x) / d;
-  const int g = int(threadIdx.x) / d, dim = int(threadIdx.x) % d;
+  const int words = EPW ? d / EPW : 0;
   const int n_keys = min(kChunk, len - j0);
-  float acc = 0.0f;
-  if (g < groups) {
-    const int64_t vbase = (cache_row + j0) * H + int64_t(h) * d + dim;
-#pragma unroll 8
-    for (int jj = g; jj < n_keys; jj += groups) acc = fmaf(pr[jj], load_elem(a.v_cache, a.act_dt, vbase + int64_t(jj) * H), acc);
+  const int part_id = int(threadIdx.x) % kTpk, ks = int(threadIdx.x) / kTpk;
+  const char* kbase = static_cast<const char*>(a.k_cache) + ((cache_row + j0) * H + int64_t(h) * d) * elem;
+  const char* vbase = static_cast<const char*>(a.v_cache) + ((cache_row + j0) * H + int64_t(h) * d) * elem;
+  const int64_t row_bytes = int64_t(H) * elem;
+
+  // Scores: the 16 threads of a key split its row and reduce with shuffles (aligned 16-lane groups).
+  for (int k0 = 0; k0 < n_keys; k0 += kKeysPerPass) {
+    const int j = k0 + ks;
+    float sacc = 0.0f;
+    if (j < n_keys) {
+      const char* kr = kbase + int64_t(j) * row_bytes;
+      if constexpr (EPW) {
+#pragma unroll
+        for (int i = 0; i < kWpt; ++i) {
+          const int w = part_id + i * kTpk;
+          if (w < words) {
+            const uint4 kw = *reinterpret_cast<const uint4*>(kr + w * 16);
+#pragma unroll
+            for (int e = 0; e < EPW; ++e) sacc = fmaf(q[w * EPW + e], word_elem(kw, a.act_dt, e), sacc);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kSlots; ++i) {
+          const int e = part_id + i * kTpk;
+          if (e < d) sacc = fmaf(q[e], load_elem(kr, a.act_dt, e), sacc);
+        }
+      }
+    }
+#pragma unroll
+    for (int o = kTpk / 2; o > 0; o >>= 1) sacc += __shfl_xor_sync(0xffffffffu, sacc, o);
+    if (part_id == 0 && j < n_keys) pr[j] = sacc;
   }
-  float* ored = red + 32;
-  ored[threadIdx.x] = acc;
   __syncthreads();
-  if (int(threadIdx.x) < d) {
+  // Softmax over the chunk's (at most 32) scores by the first warp.
+  if (threadIdx.x < 32) {
+    const float sv = int(threadIdx.x) < n_keys ? pr[threadIdx.x] : -INFINITY;
+    float m = sv;
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float e = int(threadIdx.x) < n_keys ? __expf(sv - m) : 0.0f;
+    float l = e;
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (int(threadIdx.x) < n_keys) pr[threadIdx.x] = e;
+    if (threadIdx.x == 0) {
+      ml[0] = m;
+      ml[1] = l;
+    }
+  }
+  __syncthreads();
+
+  // Values: thread (ks, part) accumulates keys ks, ks + 8, ... over its words (or elements) of the row.
+  float acc[kSlots];
+#pragma unroll
+  for (int i = 0; i < kSlots; ++i) acc[i] = 0.0f;
+  for (int j = ks; j < n_keys; j += kKeysPerPass) {
+    const float pj = pr[j];
+    const char* vr = vbase + int64_t(j) * row_bytes;
+    if constexpr (EPW) {
+#pragma unroll
+      for (int i = 0; i < kWpt; ++i) {
+        const int w = part_id + i * kTpk;
+        if (w < words) {
+          const uint4 vw = *reinterpret_cast<const uint4*>(vr + w * 16);
+#pragma unroll
+          for (int e = 0; e < EPW; ++e) acc[i * EPW + e] = fmaf(pj, word_elem(vw, a.act_dt, e), acc[i * EPW + e]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kSlots; ++i) {
+        const int e = part_id + i * kTpk;
+        if (e < d) acc[i] = fmaf(pj, load_elem(vr, a.act_dt, e), acc[i]);
+      }
+    }
+  }
+  if constexpr (EPW) {
+#pragma unroll
+    for (int i = 0; i < kWpt; ++i) {
+      const int w = part_id + i * kTpk;
+      if (w < words)
+#pragma unroll
+        for (int e = 0; e < EPW; ++e) ored[ks][w * EPW + e] = acc[i * EPW + e];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      const int e = part_id + i * kTpk;
+      if (e < d) ored[ks][e] = acc[i];
+    }
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < d; t += blockDim.x) {
     float o = 0.0f;
-    for (int gg = 0; gg < groups; ++gg) o += ored[gg * d + threadIdx.x];
-    pm[2 + threadIdx.x] = o;
+#pragma unroll
+    for (int g = 0; g < kKeysPerPass; ++g) o += ored[g][t];
+    pm[2 + t] = o;
   }
   if (threadIdx.x == 0) {
-    pm[0] = m;
-    pm[1] = l;
+    pm[0] = ml[0];
+    pm[1] = ml[1];
   }
 }
 
@@ -197,14 +254,20 @@ size_t decode_attention_partial_floats(int64_t batch, int64_t heads, int64_t cap
 }
 
 void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream) {
-  if (a.head_dim > kChunk || a.head_dim <= 0)
-    detail::throw_status(2 /*UnsupportedShape*/, "decode attention supports head_dim 1.." + std::to_string(kChunk) +
-                                                     ", got " + std::to_string(a.head_dim));
+  if (a.head_dim > kMaxHeadDim || a.head_dim <= 0)
+    detail::throw_status(2 /*UnsupportedShape*/, "decode attention supports head_dim 1.." +
+                                                     std::to_string(kMaxHeadDim) + ", got " + std::to_string(a.head_dim));
   const int nchunk = int((a.capacity + kChunk - 1) / kChunk);
   if (!a.partials) detail::throw_status(1 /*InvalidArgument*/, "decode attention: no partials workspace given");
-  const size_t smem = size_t(a.head_dim + 2 * kChunk + 32) * sizeof(float);
-  decode_attention_kernel<<<dim3(unsigned(a.heads), unsigned(a.batch), unsigned(nchunk)), kChunk, smem, stream>>>(
-      a, a.partials);
+  // 16-byte rows when the head slice is whole words and every row starts on a word (the cache is
+  // cudaMalloc'ed): all OPT models; the element path keeps any other head_dim correct.
+  const int64_t elem = a.act_dt == 0 ? 4 : 2, epw = 16 / elem;
+  const bool vec = a.head_dim % epw == 0 && (a.hidden * elem) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 && reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
+  const dim3 grid(unsigned(a.heads), unsigned(a.batch), unsigned(nchunk));
+  if (!vec) decode_attention_kernel<0><<<grid, kThreads, 0, stream>>>(a, a.partials);
+  else if (epw == 8) decode_attention_kernel<8><<<grid, kThreads, 0, stream>>>(a, a.partials);
+  else decode_attention_kernel<4><<<grid, kThreads, 0, stream>>>(a, a.partials);
   SF_CUDA_CHECK_LAUNCH();
   merge_kernel<<<dim3(unsigned(a.heads), unsigned(a.batch)), 128, 0, stream>>>(a, a.partials, nchunk);
   SF_CUDA_CHECK_LAUNCH();
