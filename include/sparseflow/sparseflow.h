@@ -3,7 +3,7 @@
  * Conventions, for every function declared here:
  *  - Functions return sf_status and never let a C++ exception cross the boundary. The exceptions
  *    are the pure queries sf_version, sf_version_string, sf_status_string, sf_last_error and the
- *    destructor sf_sparse24_free.
+ *    destructors sf_sparse24_free, sf_cuda_linear_free and sf_cuda_release_workspaces.
  *  - Every function that returns sf_status sets this thread's last-error message: to "" when it
  *    returns SF_OK, otherwise to a sentence naming the function, what was expected and what was
  *    found. sf_last_error() reads it; other threads never see it.
@@ -170,6 +170,69 @@ SF_API sf_status sf_sparse24_gemm_cpu(const sf_sparse24* h, const void* x, sf_dt
                                       int64_t m, void* y, sf_dtype y_dtype, const void* bias,
                                       sf_dtype bias_dtype, sf_activation act, const void* residual,
                                       sf_dtype residual_dtype);
+
+/* ---- 2:4 linear layers on a CUDA GPU --------------------------------------------------------- */
+/* In a build without the CUDA backend every function below links and returns SF_ERR_NO_DEVICE
+ * with the reason in sf_last_error() (sf_cuda_linear_free and sf_cuda_release_workspaces do
+ * nothing). Device pointers are plain CUDA device (or managed) addresses, e.g. a PyTorch
+ * tensor's data_ptr(); `stream` is a cudaStream_t passed as void* (NULL: the legacy default
+ * stream). Work is enqueued on that stream and not waited for, like a CUDA kernel launch. */
+
+/* SF_OK when this library has the CUDA backend and a usable GPU with sparse tensor cores (sm_80
+ * or newer); otherwise SF_ERR_NO_DEVICE, and sf_last_error() says why and what to do. */
+SF_API sf_status sf_cuda_check(void);
+
+/* A 2:4 weight W [N, K] (fp16 or bf16) resident on one GPU in the kernels' layout: the only copy
+ * of W that SparseFlow keeps (values + metadata, about 0.56 of the dense bytes). Immutable; may be
+ * used from several threads and streams at once, and must not be freed while in use. */
+typedef struct sf_cuda_linear sf_cuda_linear;
+
+/* Upload the compressed matrix w (F16 or BF16; F32 is SF_ERR_UNSUPPORTED_SHAPE: convert the
+ * weight first) to GPU `device` (-1: the calling thread's current device), ordered on `stream`,
+ * which must belong to that device. w is not kept: free it when no longer needed. On failure
+ * *out is NULL. */
+SF_API sf_status sf_cuda_linear_create(const sf_sparse24* w, int device, void* stream,
+                                       sf_cuda_linear** out);
+
+/* Prune the dense w [rows, cols] (F16 or BF16) to 2:4 with `method` (act_norms as in
+ * sf_prune_24), compress it and upload it to GPU `device`. w_on_device = 0: w is host memory;
+ * 1: w is device memory on that GPU, read on `stream` after the work already queued there. w
+ * itself is never modified. The pruning runs on the host, so a device w is copied to the host
+ * once, here. */
+SF_API sf_status sf_cuda_linear_create_dense(const void* w, sf_dtype dtype, int64_t rows,
+                                             int64_t cols, int w_on_device, sf_prune_method method,
+                                             const float* act_norms, int device, void* stream,
+                                             sf_cuda_linear** out);
+
+/* Release the device memory (synchronizing with the GPU, as cudaFree does). NULL is allowed. */
+SF_API void sf_cuda_linear_free(sf_cuda_linear* h);
+
+/* The logical shape [rows, cols] = [N, K], the element type, the GPU's index and the bytes the
+ * weight takes on it. Every output pointer may be NULL. */
+SF_API sf_status sf_cuda_linear_info(const sf_cuda_linear* h, int64_t* rows, int64_t* cols,
+                                     sf_dtype* dtype, int* device, size_t* device_bytes);
+
+/* y[m, N] = act(x[m, K] W^T + bias) + residual on the handle's GPU, enqueued on `stream`; fp32
+ * accumulation. x, y, bias [N] and residual [m, N] are device pointers, row-major and contiguous.
+ * x_dtype must be the weight's dtype; y_dtype, bias_dtype and residual_dtype are F32, F16 or
+ * BF16 (the last two read only when the pointer is given). y must not overlap x or residual.
+ * m == 0 does nothing. The kernel is chosen by M (docs/KERNELS.md); x rows that are not 16-byte
+ * aligned (K % 8 != 0) take a slower variant. One set of scratch buffers is kept per (GPU,
+ * stream) and shared by all handles; sf_cuda_release_workspaces frees it. */
+SF_API sf_status sf_cuda_linear_forward(const sf_cuda_linear* h, const void* x, sf_dtype x_dtype,
+                                        int64_t m, void* y, sf_dtype y_dtype, const void* bias,
+                                        sf_dtype bias_dtype, sf_activation act,
+                                        const void* residual, sf_dtype residual_dtype,
+                                        void* stream);
+
+/* Write the dense 2:4 matrix [rows, cols] (the handle's dtype) to the device buffer out, enqueued
+ * on `stream`: what the kernels multiply by, for checking results. */
+SF_API sf_status sf_cuda_linear_decompress(const sf_cuda_linear* h, void* out, void* stream);
+
+/* Free the per-(GPU, stream) scratch buffers and cuBLAS handles that sf_cuda_linear_forward keeps
+ * (the dense fallback's scratch for M > 64 holds a decompressed copy of the largest weight used).
+ * Waits for the work queued on those streams. The next forward allocates them again. */
+SF_API void sf_cuda_release_workspaces(void);
 
 /* ---- models ---------------------------------------------------------------------------------- */
 /* Reserved for the model API (a later issue): an opaque sf_model handle opened from a .sf file

@@ -8,7 +8,8 @@
 
 The native library is found on first use (SPARSEFLOW_LIBRARY_DIR, the copy bundled by
 `pip install ./python`, or the system); importing never fails for lack of it. PyTorch is
-optional and never imported here: the torch layer lives in sparseflow.torch.
+optional and never imported here: the torch layer lives in sparseflow.torch, and
+sparseflow.SparseLinear / sparseflow.sparsify import it when first used.
 """
 
 from ._errors import LibraryNotFoundError, SparseFlowError, Status
@@ -17,8 +18,13 @@ from .sparse24 import Compressed24, compress, find_violation, is_24, prune
 
 __all__ = [
     "Compressed24", "LibraryNotFoundError", "SparseFlowError", "Status", "compress",
-    "find_violation", "is_24", "library_path", "native_version", "prune",
+    "cuda_unavailable_reason", "find_violation", "is_24", "library_path", "native_version",
+    "prune",
 ]
+
+# Names served by sparseflow.torch, imported (with PyTorch) only when one is first used; kept out
+# of __all__ so that `from sparseflow import *` works without PyTorch.
+_TORCH_NAMES = {"SparseLinear", "sparsify", "LayerReport", "SparsifyReport"}
 
 
 def native_version():
@@ -27,8 +33,24 @@ def native_version():
     return _lib.lib().sf_version_string().decode()
 
 
+def cuda_unavailable_reason():
+    """"" when the library can run its 2:4 GPU kernels here, else a sentence saying why not (no
+    CUDA backend in this build, no visible GPU, a GPU older than sm_80); sf_cuda_check."""
+    from . import _lib
+    lib = _lib.lib()
+    if not _lib.has_cuda_api():
+        return (f"the loaded library ({lib._sf_path}) predates the GPU layer (no sf_cuda_check); "
+                "rebuild it from this source tree")
+    if lib.sf_cuda_check() == 0:
+        return ""
+    return lib.sf_last_error().decode("utf-8", "replace")
+
+
 def __getattr__(name):
     # __version__ is the native library's, read when first asked for (loading the library).
     if name == "__version__":
         return native_version()
+    if name in _TORCH_NAMES:
+        from . import torch as _torch  # raises ImportError naming PyTorch when it is missing
+        return getattr(_torch, name)
     raise AttributeError(f"module 'sparseflow' has no attribute {name!r}")

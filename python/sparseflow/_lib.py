@@ -93,6 +93,27 @@ def _declare(lib):
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = res
+    # The GPU linear layer (sf_cuda_*) came later in 0.1: a library without it still serves
+    # everything else, and sparseflow.torch says what is missing when a GPU layer is asked for.
+    vpp = ctypes.POINTER(vp)
+    cuda_sigs = {
+        "sf_cuda_check": ([], ci),
+        "sf_cuda_linear_create": ([vp, ci, vp, vpp], ci),
+        "sf_cuda_linear_create_dense": ([vp, ci, i64, i64, ci, ci, vp, ci, vp, vpp], ci),
+        "sf_cuda_linear_free": ([vp], None),
+        "sf_cuda_linear_info": ([vp, i64p, i64p, ctypes.POINTER(ci), ctypes.POINTER(ci), szp], ci),
+        "sf_cuda_linear_forward": ([vp, vp, ci, i64, vp, ci, vp, ci, ci, vp, ci, vp], ci),
+        "sf_cuda_linear_decompress": ([vp, vp, vp], ci),
+        "sf_cuda_release_workspaces": ([], None),
+    }
+    lib._sf_has_cuda_api = True
+    for name, (args, res) in cuda_sigs.items():
+        fn = getattr(lib, name, None)
+        if fn is None:
+            lib._sf_has_cuda_api = False
+            continue
+        fn.argtypes = args
+        fn.restype = res
 
 
 def _load():
@@ -139,6 +160,11 @@ def lib():
 def library_path():
     """The file the library was loaded from."""
     return lib()._sf_path
+
+
+def has_cuda_api():
+    """Whether the loaded library has the sf_cuda_* functions (it may still lack a GPU)."""
+    return lib()._sf_has_cuda_api
 
 
 def check(status):

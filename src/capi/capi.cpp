@@ -2,8 +2,8 @@
 // arguments, calls into sf::, and lets guard() turn exceptions into a status and a message.
 #include <cstdint>
 #include <cstring>
-#include <span>
 
+#include "capi/capi_internal.hpp"
 #include "capi/error_state.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
@@ -36,56 +36,15 @@ static_assert(SF_VERSION_MAJOR == SF_PROJECT_VERSION_MAJOR &&
                   SF_VERSION_PATCH == SF_PROJECT_VERSION_PATCH,
               "update SF_VERSION_* in include/sparseflow/sparseflow.h to the project version");
 
-struct sf_sparse24 {
-  sf::s24::Compressed c;
-};
-
 namespace {
 
 using sf::DType;
+using sf::capi::float_dtype;
+using sf::capi::handle;
+using sf::capi::matrix_bytes;
+using sf::capi::need;
+using sf::capi::overlaps;
 using sf::capi::reject;
-
-constexpr int kDTypeCount = 10;
-
-std::string dtype_label(sf_dtype d) {
-  const int v = static_cast<int>(d);
-  if (v < 0 || v >= kDTypeCount) return fmt::format("{} (not an sf_dtype value)", v);
-  return std::string(sf::dtype_name(static_cast<DType>(v)));
-}
-
-// The 2:4 code takes the three float types that weights and activations come in.
-DType float_dtype(const char* fn, const char* what, sf_dtype d) {
-  if (d != SF_DTYPE_F32 && d != SF_DTYPE_F16 && d != SF_DTYPE_BF16)
-    reject(fn, "{} has dtype {}; expected F32, F16 or BF16 (convert it first)", what,
-           dtype_label(d));
-  return static_cast<DType>(d);
-}
-
-void need(const char* fn, const void* p, const char* what) {
-  if (!p) reject(fn, "{} is NULL", what);
-}
-
-// Bytes of a [rows, cols] matrix of dtype, checked so that no later size computation overflows.
-size_t matrix_bytes(const char* fn, const char* what, int64_t rows, int64_t cols, DType dtype) {
-  if (rows < 0 || cols < 0)
-    reject(fn, "{} has shape [{}, {}]; sizes must not be negative", what, rows, cols);
-  int64_t elems = 0, bytes = 0;
-  if (__builtin_mul_overflow(rows, cols, &elems) ||
-      __builtin_mul_overflow(elems, int64_t(sf::dtype_size(dtype)), &bytes) ||
-      bytes > PTRDIFF_MAX / 2)
-    reject(fn, "{} has shape [{}, {}], too large to address", what, rows, cols);
-  return size_t(bytes);
-}
-
-bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
-  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
-  return a_bytes && b_bytes && pa < pb + b_bytes && pb < pa + a_bytes;
-}
-
-const sf_sparse24& handle(const char* fn, const sf_sparse24* h) {
-  need(fn, h, "the sf_sparse24 handle");
-  return *h;
-}
 
 }  // namespace
 
@@ -120,20 +79,7 @@ SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_
     if (out != w && overlaps(w, bytes, out, bytes))
       reject(fn, "out overlaps w without being equal to it; pass out == w to prune in place");
     const sf::s24::MatrixView view{w, t, rows, cols};
-    std::vector<uint8_t> mask;
-    if (method == SF_PRUNE_MAGNITUDE) {
-      mask = sf::s24::magnitude_mask(view);
-    } else if (method == SF_PRUNE_WANDA) {
-      if (!act_norms)
-        reject(fn,
-               "SF_PRUNE_WANDA needs act_norms ({} per-input-channel norms), got NULL; use "
-               "SF_PRUNE_MAGNITUDE to prune without activation statistics",
-               cols);
-      mask = sf::s24::wanda_mask(view, std::span<const float>(act_norms, size_t(cols)));
-    } else {
-      reject(fn, "method is {}; expected SF_PRUNE_MAGNITUDE (0) or SF_PRUNE_WANDA (1)",
-             int(method));
-    }
+    const auto mask = sf::capi::prune_mask(fn, view, method, act_norms);
     // The mask is computed before out is written, so out == w works.
     if (out != w) std::memcpy(out, w, bytes);
     sf::s24::apply_mask(out, t, rows, cols, mask);

@@ -30,7 +30,12 @@ if(leaked)
     "Everything but the C ABI must stay hidden: check src/capi/exports.map and the visibility "
     "settings in src/capi/CMakeLists.txt.")
 endif()
-foreach(required sf_last_error sf_version sf_prune_24 sf_sparse24_compress sf_sparse24_gemm_cpu)
+# The C ABI is the same in every build: the GPU functions exist (as stubs that report why) even
+# without the CUDA backend.
+foreach(required sf_last_error sf_version sf_prune_24 sf_sparse24_compress sf_sparse24_gemm_cpu
+                 sf_cuda_check sf_cuda_linear_create sf_cuda_linear_create_dense sf_cuda_linear_free
+                 sf_cuda_linear_info sf_cuda_linear_forward sf_cuda_linear_decompress
+                 sf_cuda_release_workspaces)
   if(NOT out MATCHES " ${required}\n")
     message(FATAL_ERROR "${LIBRARY} does not export ${required}")
   endif()

@@ -355,6 +355,79 @@ static void test_compress_fp16(void) {
   sf_sparse24_free(h);
 }
 
+/* ---- the GPU linear layer ------------------------------------------------------------------- */
+/* This program does not link the CUDA runtime, so it has no device memory to hand the GPU
+ * functions: it checks what they say without a GPU path, and with one the handle's life and the
+ * refusal of host pointers (tests/python/test_torch.py runs the kernels through PyTorch). */
+
+static void test_cuda_linear(void) {
+  unsigned short w[N * K], pruned[N * K], x[M * K], y[M * N];
+  sf_sparse24* h = NULL;
+  sf_cuda_linear* lin = (sf_cuda_linear*)&g_checks; /* must be overwritten */
+  int64_t rows = 0, cols = 0;
+  sf_dtype dt = SF_DTYPE_BOOL;
+  int device = -2, i;
+  size_t bytes = 0;
+  sf_status s;
+
+  for (i = 0; i < N * K; ++i) w[i] = to_half(rnd());
+  for (i = 0; i < M * K; ++i) x[i] = to_half(rnd());
+  CHECK_OK(sf_prune_24(w, SF_DTYPE_F16, N, K, SF_PRUNE_MAGNITUDE, NULL, pruned));
+  CHECK_OK(sf_sparse24_compress(pruned, SF_DTYPE_F16, N, K, &h));
+  if (!h) return;
+
+  s = sf_cuda_check();
+  CHECK(s == SF_OK || s == SF_ERR_NO_DEVICE);
+  if (s != SF_OK) {
+    CHECK(strncmp(sf_last_error(), "sf_cuda_check: ", 15) == 0 && strlen(sf_last_error()) > 40);
+    printf("test_capi: no GPU path (%s); checking that the GPU functions say so\n",
+           sf_last_error());
+    CHECK_FAILS(sf_cuda_linear_create(h, -1, NULL, &lin), SF_ERR_NO_DEVICE, "sf_cuda_linear_create: ");
+    CHECK(lin == NULL);
+    lin = (sf_cuda_linear*)&g_checks;
+    CHECK_FAILS(sf_cuda_linear_create_dense(w, SF_DTYPE_F16, N, K, 0, SF_PRUNE_MAGNITUDE, NULL, -1,
+                                            NULL, &lin),
+                SF_ERR_NO_DEVICE, "sf_cuda_linear_create_dense: ");
+    CHECK(lin == NULL);
+  } else {
+    CHECK(sf_last_error()[0] == '\0');
+    CHECK_OK(sf_cuda_linear_create(h, -1, NULL, &lin));
+    if (lin) {
+      CHECK_OK(sf_cuda_linear_info(lin, &rows, &cols, &dt, &device, &bytes));
+      CHECK(rows == N && cols == K && dt == SF_DTYPE_F16 && device >= 0 && bytes > 0);
+      CHECK_OK(sf_cuda_linear_forward(lin, x, SF_DTYPE_F16, 0, y, SF_DTYPE_F16, NULL, SF_DTYPE_F32,
+                                      SF_ACT_NONE, NULL, SF_DTYPE_F32, NULL)); /* m = 0: nothing */
+      CHECK_FAILS(sf_cuda_linear_forward(lin, x, SF_DTYPE_F16, M, y, SF_DTYPE_F16, NULL,
+                                         SF_DTYPE_F32, SF_ACT_NONE, NULL, SF_DTYPE_F32, NULL),
+                  SF_ERR_INVALID_ARGUMENT, "is host memory");
+      CHECK_FAILS(sf_cuda_linear_forward(lin, x, SF_DTYPE_BF16, M, y, SF_DTYPE_F16, NULL,
+                                         SF_DTYPE_F32, SF_ACT_NONE, NULL, SF_DTYPE_F32, NULL),
+                  SF_ERR_INVALID_ARGUMENT, "x has dtype BF16, but the weight is F16");
+      CHECK_FAILS(sf_cuda_linear_decompress(lin, w, NULL), SF_ERR_INVALID_ARGUMENT,
+                  "is host memory");
+      sf_cuda_linear_free(lin);
+    }
+    lin = NULL;
+    CHECK_OK(sf_cuda_linear_create_dense(w, SF_DTYPE_F16, N, K, 0, SF_PRUNE_MAGNITUDE, NULL, -1,
+                                         NULL, &lin));
+    sf_cuda_linear_free(lin);
+    lin = (sf_cuda_linear*)&g_checks;
+    CHECK_FAILS(sf_cuda_linear_create_dense(w, SF_DTYPE_F32, N, K, 0, SF_PRUNE_MAGNITUDE, NULL,
+                                            -1, NULL, &lin),
+                SF_ERR_UNSUPPORTED_SHAPE, "F16 or BF16");
+    CHECK(lin == NULL);
+    CHECK_FAILS(sf_cuda_linear_create_dense(w, SF_DTYPE_F16, N, K, 0, SF_PRUNE_WANDA, NULL, -1,
+                                            NULL, &lin),
+                SF_ERR_INVALID_ARGUMENT, "act_norms");
+  }
+  CHECK(sf_cuda_linear_forward(NULL, x, SF_DTYPE_F16, M, y, SF_DTYPE_F16, NULL, SF_DTYPE_F32,
+                               SF_ACT_NONE, NULL, SF_DTYPE_F32, NULL) != SF_OK);
+  CHECK(sf_last_error()[0] != '\0');
+  sf_cuda_linear_free(NULL);
+  sf_cuda_release_workspaces();
+  sf_sparse24_free(h);
+}
+
 /* ---- the last-error message is per thread
  * ----------------------------------------------------------- */
 
@@ -424,6 +497,7 @@ int main(void) {
   test_check();
   test_compress_fp32();
   test_compress_fp16();
+  test_cuda_linear();
   test_thread_local_error();
   printf("test_capi: %d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
