@@ -632,3 +632,64 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
 
 }  // namespace
 }  // namespace sf::offload
+
+namespace sf::offload {
+namespace {
+
+// The cpu policy: pinned neurons on the GPU, the rest computed by the CPU from the host bundles in a
+// host node of the decode graph. The CPU sums in another order: equal to the resident output within
+// fp32 rounding (not bit for bit).
+TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
+  SKIP_WITHOUT_GPU();
+  auto m = tiny_random(DType::F16, 5);
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 10; ++i) toks.push_back(int32_t((i * 37 + 2) % m->config().vocab_size));
+  model::OptCuda ref(*m);
+  const auto want = stepwise(ref, toks);
+  for (PredictorMode pm : {PredictorMode::Exact, PredictorMode::Model}) {
+    auto pm_model = pm == PredictorMode::Exact ? nullptr : with_predictors(-1e30f, 8, 9);  // predicts everything
+    const model::Model& mm = pm_model ? *pm_model : *m;
+    OffloadOptions opt;
+    opt.policy = OffloadPolicy::Cpu;
+    opt.predictor = pm;
+    OffloadedOpt off(mm, opt, {}, {}, hand_plan(mm, 48, 16));
+    EXPECT_NE(off.describe().find("cpu"), std::string::npos) << off.describe();
+    const auto got = stepwise(off.engine(), toks);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LT(test::rel_l2(got[i], want[i]), 2e-3) << "token " << i << (pm_model ? " (predict-all)" : " (exact)");
+    const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 6, {});
+    EXPECT_GT(off.stats().cpu_neurons, 0);
+    EXPECT_EQ(off.stats().fetched, 0);
+  }
+}
+
+TEST(OffloadAutoPolicy, ChoosesPerLayerAndRuns) {
+  SKIP_WITHOUT_GPU();
+  auto m = with_predictors(0.0f, 16, 21);
+  OffloadOptions opt;
+  opt.policy = OffloadPolicy::Auto;
+  OffloadedOpt off(*m, opt, {}, {}, hand_plan(*m, 32, 48));
+  std::printf("%s", off.describe().c_str());
+  const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 8, {});
+  EXPECT_EQ(res.ids.size(), 8u);
+}
+
+// A host-memory limit below the non-resident bundles asks for reading them from the .sf mmap, which
+// this runtime does not implement: refused with a message (never a crash).
+TEST(OffloadHostLimit, BelowTheBundlesIsRefusedWithAReason) {
+  SKIP_WITHOUT_GPU();
+  auto m = tiny_random(DType::F16, 5);
+  Plan p = hand_plan(*m, 16, 16);
+  p.host = HostPlacement::Mmap;
+  OffloadOptions opt;
+  opt.predictor = PredictorMode::Exact;
+  try {
+    OffloadedOpt off(*m, opt, {}, {}, p);
+    ADD_FAILURE() << "mmap host placement was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::UnsupportedShape) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace sf::offload

@@ -128,6 +128,20 @@ void* OffloadRuntime::host_alloc(size_t bytes, const char* what) {
 OffloadRuntime::OffloadRuntime(const model::Model& model, const NeuronStore& store, const Plan& plan,
                                const OffloadOptions& opt, const OffloadTuning& tuning, int device)
     : model_(model), store_(store), plan_(plan), opt_(opt), tuning_(tuning) {
+  try {
+    init(device);
+  } catch (...) {
+    release();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+}
+
+void OffloadRuntime::init(int device) {
+  const model::Model& model = model_;
+  const NeuronStore& store = store_;
+  const Plan& plan = plan_;
+  const OffloadOptions& opt = opt_;
+  const OffloadTuning& tuning = tuning_;
   SF_CUDA_CHECK(cudaSetDevice(device));
   L_ = store.layers();
   d_ = store.hidden();
@@ -253,7 +267,9 @@ OffloadRuntime::OffloadRuntime(const model::Model& model, const NeuronStore& sto
   SF_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-OffloadRuntime::~OffloadRuntime() {
+OffloadRuntime::~OffloadRuntime() { release(); }
+
+void OffloadRuntime::release() {
   cudaDeviceSynchronize();
   for (auto& L : layers_)
     for (cudaEvent_t e : {L.fork, L.join, L.cpu_fork, L.cpu_done, L.t_begin, L.t_end, L.t_wait})
@@ -265,6 +281,12 @@ OffloadRuntime::~OffloadRuntime() {
   for (void* p : registered_) cudaHostUnregister(p);
   for (cudaStream_t s : {side_, cpu_stream_, stats_stream_})
     if (s) cudaStreamDestroy(s);
+  layers_.clear();
+  dev_allocs_.clear();
+  host_allocs_.clear();
+  registered_.clear();
+  side_ = cpu_stream_ = stats_stream_ = nullptr;
+  step_begin_ = step_end_ = nullptr;
   cudaGetLastError();
 }
 

@@ -64,6 +64,8 @@ class OffloadRuntime final : public model::FfnProvider {
  private:
   struct Layer;
   struct CpuTask;
+  void init(int device);
+  void release();
   void* dev_alloc(size_t bytes, const char* what);
   void* host_alloc(size_t bytes, const char* what);  // pinned, mapped
   void setup_backing();
