@@ -83,12 +83,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restri
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] += dot16(wv, __ldg(x + int64_t(m) * kv + i), T{});
   }
+  // Every lane ends with every row's sum; lane m keeps row m's, so the epilogue (bias, activation,
+  // residual, three output types) is inlined once per kernel, not M times: with M copies in each of
+  // the 24 instantiations cicc and ptxas took minutes per architecture.
+  float mine = 0.0f;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float v = acc[m];
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == m) epilogue_store(ep, m, row, v);  // one lane per token row
+    if (lane == m) mine = v;
   }
+  if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
 }
 
 template <typename T>
