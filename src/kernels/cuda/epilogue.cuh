@@ -42,7 +42,12 @@ __device__ __forceinline__ float activate(int act, float v) {
 // Not inlined: every kernel stores its outputs through here from fully unrolled loops, and one inlined
 // copy per accumulator register (up to 32 per kernel) cost minutes of cicc and ptxas per architecture.
 // The call costs nothing next to the bytes a store moves.
-static __device__ __noinline__ void epilogue_store(const EpilogueParams& ep, int64_t m, int64_t n, float v) {
+#if defined(__CUDACC__)
+#define SF_EPILOGUE_NOINLINE __noinline__
+#else
+#define SF_EPILOGUE_NOINLINE  // host compilers see the declaration only (this header is shared)
+#endif
+static __device__ SF_EPILOGUE_NOINLINE void epilogue_store(const EpilogueParams& ep, int64_t m, int64_t n, float v) {
   if (ep.bias) v += load_elem(ep.bias, ep.bias_dt, n);
   v = activate(ep.act, v);
   const int64_t i = m * ep.ldy + n;
