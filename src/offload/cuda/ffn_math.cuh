@@ -1,54 +1,26 @@
 // Device helpers shared by the offloaded-FFN kernels: the 16-byte dot product and the streaming
 // load of the resident decode GEMV, element conversions, and the warp butterfly.
 //
-// dot16 and the butterfly must stay identical to kernels/cuda/model/gemv.cu: the oracle-mode test
-// holds the sparse FFN to the resident GEMV's output bit for bit.
+// dot16 is the resident GEMV's own (kernels/cuda/dot16.cuh) and the butterfly must stay identical to
+// kernels/cuda/model/gemv.cu's: the oracle-mode test holds the sparse FFN to its output bit for bit.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "kernels/cuda/dot16.cuh"
+#include "kernels/cuda/ptx.cuh"
+
 namespace sf::offload::cuda {
 
-// ld.global.nc.L1::no_allocate: weights are streamed once; keep L1 for x, which every warp re-reads.
+// Weights are streamed once (ld.global.nc.L1::no_allocate, ptx.cuh); L1 stays for x.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
+  return sf::cuda::ptx::ld_global_nc_na_v4(static_cast<const uint4*>(p));
 }
 
-// Dot product of two 16-byte chunks, accumulated in fp32 (as gemv.cu's dot16).
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __half) {
-  const __half2* x = reinterpret_cast<const __half2*>(&a);
-  const __half2* y = reinterpret_cast<const __half2*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fx = __half22float2(x[i]), fy = __half22float2(y[i]);
-    s = fmaf(fx.x, fy.x, s);
-    s = fmaf(fx.y, fy.y, s);
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fx = __bfloat1622float2(x[i]), fy = __bfloat1622float2(y[i]);
-    s = fmaf(fx.x, fy.x, s);
-    s = fmaf(fx.y, fy.y, s);
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
-  const float4 x = *reinterpret_cast<const float4*>(&a), y = *reinterpret_cast<const float4*>(&b);
-  return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
-}
+// The resident GEMV's dot product itself (kernels/cuda/dot16.cuh), not a copy of it.
+using sf::cuda::dot16;
 
 // Elements per 16-byte chunk.
 template <typename T>

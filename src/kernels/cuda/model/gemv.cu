@@ -10,8 +10,10 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/dot16.cuh"
 #include "kernels/cuda/epilogue.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/ptx.cuh"
 
 namespace sf::cuda::model {
 namespace {
@@ -19,44 +21,9 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
 
-// ld.global.nc.L1::no_allocate: read-only, streamed once; keep L1 for the x rows every warp re-reads.
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// Dot product of two 16-byte chunks (8 halves, 8 bf16 or 4 floats), accumulated in fp32.
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __half) {
-  const __half2* x = reinterpret_cast<const __half2*>(&a);
-  const __half2* y = reinterpret_cast<const __half2*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fx = __half22float2(x[i]), fy = __half22float2(y[i]);
-    s = fmaf(fx.x, fy.x, s);
-    s = fmaf(fx.y, fy.y, s);
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, __nv_bfloat16) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fx = __bfloat1622float2(x[i]), fy = __bfloat1622float2(y[i]);
-    s = fmaf(fx.x, fy.x, s);
-    s = fmaf(fx.y, fy.y, s);
-  }
-  return s;
-}
-__device__ __forceinline__ float dot16(uint4 a, uint4 b, float) {
-  const float4 x = *reinterpret_cast<const float4*>(&a), y = *reinterpret_cast<const float4*>(&b);
-  return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
-}
+// W is streamed once (ld.global.nc.L1::no_allocate, ptx.cuh), keeping L1 for the x rows every
+// warp re-reads.
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) { return ptx::ld_global_nc_na_v4(p); }
 
 template <typename T, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
