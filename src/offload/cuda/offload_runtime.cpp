@@ -6,9 +6,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string_view>
+
+#include <fmt/format.h>
 
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
@@ -201,8 +205,23 @@ void OffloadRuntime::init(int device) {
 
   bool need_backing = false;
   for (auto m : modes) need_backing |= m == LayerMode::Fetch || m == LayerMode::Cpu || m == LayerMode::Streamed;
-  if (need_backing || opt.policy == OffloadPolicy::Auto) setup_backing();
-  if (tuning.probe && need_backing) run_probe();
+  // Setup takes seconds for a large model (pinning gigabytes of host memory); say where they go.
+  auto t_phase = std::chrono::steady_clock::now();
+  auto phase = [&](const char* what) {
+    const auto now = std::chrono::steady_clock::now();
+    fmt::print(stderr, "offload setup: {} in {:.2f} s\n", what, std::chrono::duration<double>(now - t_phase).count());
+    t_phase = now;
+  };
+  if (need_backing || opt.policy == OffloadPolicy::Auto) {
+    setup_backing();
+    phase(backing_registered_ ? "host bundles registered in place (mapped, pinned)"
+                              : "host bundles copied into pinned mapped memory");
+  }
+  if (tuning.probe && need_backing) {
+    run_probe();
+    phase(fmt::format("bandwidth probe (PCIe kernel {:.1f} GB/s, DMA {:.1f} GB/s, CPU {:.1f} GB/s)",
+                      probe_.pcie_kernel_GBps, probe_.pcie_dma_GBps, probe_.cpu_GBps).c_str());
+  }
 
   if (opt.policy == OffloadPolicy::Auto) {
     // Per layer: fetch misses over PCIe (hidden behind attention) or compute them on the CPU (a host
@@ -265,6 +284,7 @@ void OffloadRuntime::init(int device) {
   layers_.resize(size_t(L_));
   for (int64_t l = 0; l < L_; ++l) setup_layer(l, modes[size_t(l)], pinned[size_t(l)], lru[size_t(l)]);
   SF_CUDA_CHECK(cudaDeviceSynchronize());
+  if (need_backing) phase("layers (hot neurons uploaded, caches, predictors)");
 }
 
 OffloadRuntime::~OffloadRuntime() { release(); }
@@ -317,8 +337,12 @@ void OffloadRuntime::setup_backing() {
     if (!merged.empty() && r.lo <= merged.back().hi) merged.back().hi = std::max(merged.back().hi, r.hi);
     else merged.push_back(r);
   }
-  bool ok = true;
-  for (const Range& r : merged) {
+  // In place (no second host copy) only when asked: pinning a file-backed mapping page by page can
+  // take far longer than copying it (it did on a lent H200 VM: minutes for 8 GB), and the copy
+  // leaves the page cache reclaimable. SPARSEFLOW_OFFLOAD_REGISTER=1 tries registering first.
+  const char* reg_env = std::getenv("SPARSEFLOW_OFFLOAD_REGISTER");
+  bool ok = reg_env && std::string_view(reg_env) == "1";
+  for (const Range& r : ok ? merged : std::vector<Range>{}) {
     void* p = reinterpret_cast<void*>(r.lo);
     cudaError_t e = cudaHostRegister(p, r.hi - r.lo, cudaHostRegisterMapped | cudaHostRegisterReadOnly);
     if (e != cudaSuccess) {
@@ -339,6 +363,7 @@ void OffloadRuntime::setup_backing() {
       backing_dev_[size_t(l)] = static_cast<const uint8_t*>(dp);
       backing_host_[size_t(l)] = store_.layer(l).bundles;
     }
+    backing_registered_ = true;
     return;
   }
   for (void* p : registered_) cudaHostUnregister(p);

@@ -91,6 +91,7 @@ class OffloadRuntime final : public model::FfnProvider {
   bool exact_ = false;
 
   std::vector<void*> dev_allocs_, host_allocs_, registered_;
+  bool backing_registered_ = false;  // host bundles registered in place, not copied
   size_t device_bytes_ = 0;
   std::vector<const uint8_t*> backing_dev_;   // per layer: device alias of the host bundles (empty: none)
   std::vector<const uint8_t*> backing_host_;  // per layer: the pinned host bundles (registered or copied)
