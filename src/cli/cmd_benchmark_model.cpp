@@ -77,6 +77,8 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
              gpu.device_name(), upload_s);
   fmt::print(human, "HBM read: {:.0f} GB/s (a streaming kernel; device-to-device copy {:.0f} GB/s read + written); "
              "weight bytes per decode step: {:.3f} GB\n", bw / 1e9, copy_bw / 1e9, double(wbytes) / 1e9);
+  fmt::print(human, "programmatic dependent launch: {}\n",
+             gpu.pdl() ? "on (SPARSEFLOW_PDL=0 turns it off)" : "off (SPARSEFLOW_PDL=0, or not an sm_90+ device)");
 
   nlohmann::ordered_json result = {{"gpu", gpu.device_name()},
                                    {"model", model_path},
@@ -84,6 +86,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                                    {"dtype", std::string(dtype_name(model->dtype()))},
                                    {"layers", c.num_hidden_layers},
                                    {"hidden", c.hidden_size},
+                                   {"pdl", gpu.pdl()},
                                    {"copy_bandwidth_GBps", copy_bw / 1e9},
                                    {"read_bandwidth_GBps", bw / 1e9},
                                    {"weight_bytes_per_step", wbytes},

@@ -18,6 +18,7 @@
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/membw.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/sparse_gemm.hpp"
 
 namespace sf::model {
@@ -92,6 +93,7 @@ struct OptCuda::Impl {
   size_t act_size = 2;
   bool pre = true, has_final_ln = false, relu = true;
   std::string gpu;
+  bool pdl = false;  // kernels launched with programmatic dependent launch (pdl.cuh)
 
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
@@ -376,6 +378,7 @@ void OptCuda::Impl::load() {
   cudaDeviceProp prop{};
   SF_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
   gpu = prop.name;
+  pdl = sf::cuda::pdl_enabled();  // probes the device once, outside any stream capture
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   SF_CUBLAS_CHECK(cublasCreate(&cublas));
   SF_CUBLAS_CHECK(cublasSetStream(cublas, stream));
@@ -684,6 +687,8 @@ void OptCuda::Impl::decode_step_kernels(const SamplingParams& s) {
 
 // One decode step: the captured graph when there is one for these settings, else the kernels one
 // by one (the first step after reset() runs eagerly and sizes every workspace, then is captured).
+// With PDL (pdl.cuh) the capture records programmatic edges between the step's kernels (CUDA 12.3+),
+// so the replay overlaps each kernel's launch and weight prefetch with its predecessor's tail.
 void OptCuda::Impl::decode_step(const SamplingParams& s) {
   const bool same = graph_valid && s.greedy == graph_sampling.greedy && s.temperature == graph_sampling.temperature &&
                     s.top_k == graph_sampling.top_k && s.top_p == graph_sampling.top_p && s.seed == graph_sampling.seed;
@@ -728,6 +733,7 @@ int64_t OptCuda::capacity() const { return impl_->cap; }
 int64_t OptCuda::batch() const { return impl_->batch; }
 std::string OptCuda::device_name() const { return impl_->gpu; }
 bool OptCuda::sparse() const { return impl_->any_sparse; }
+bool OptCuda::pdl() const { return impl_->pdl; }
 
 void OptCuda::reset(int64_t capacity, int64_t batch) {
   auto& m = *impl_;

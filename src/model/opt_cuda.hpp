@@ -11,7 +11,9 @@
 //
 // Decode: one CUDA graph per (batch, capacity), replayed each step. The token ids and the position
 // live on the device; sampling runs on the device and writes the chosen ids into pinned host
-// memory, so a step needs no host work besides the graph launch and one wait for its event.
+// memory, so a step needs no host work besides the graph launch and one wait for its event. On
+// sm_90+ the step's own kernels are launched with programmatic dependent launch, so each one starts
+// while its predecessor drains (SPARSEFLOW_PDL=0 turns it off; docs/KERNELS.md, "The decode step").
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -133,6 +135,9 @@ class OptCuda {
   double measure_read_bandwidth();
   std::string device_name() const;
   bool sparse() const;
+  // Whether the forward pass's kernels are launched with programmatic dependent launch: on when the
+  // device is sm_90+ (and the kernels were built for it), unless SPARSEFLOW_PDL=0 is set.
+  bool pdl() const;
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
   // the HBM limit is taken against (DESIGN.md).
   double measure_copy_bandwidth(size_t bytes = size_t(1) << 30);

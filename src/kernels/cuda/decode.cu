@@ -7,6 +7,11 @@
 // that range and reduce through shared memory. With splits > 1 each block stores a fp32 partial
 // and the last block of the 16-row block to arrive sums the partials in split order (so the
 // result does not depend on arrival order), applies the epilogue and resets the counter.
+//
+// Launched with programmatic dependent launch (pdl.cuh): the first step of W values and metadata
+// (constant) is loaded before pdl_wait(); x, the split-K partials and counters and the epilogue's
+// inputs and outputs only after it, so on sm_90+ the weights start streaming while the kernel that
+// writes x drains.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -15,6 +20,7 @@
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/ptx.cuh"
 
 namespace sf::cuda {
@@ -65,6 +71,7 @@ __device__ __forceinline__ float sum_splits(const float* v, size_t stride, int s
 
 template <typename T, int MT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p) {
+  pdl_launch_dependents();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int rb = blockIdx.x, split = blockIdx.y;
@@ -94,7 +101,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
   constexpr int stride = WARPS * kStepQuads;
   Step cur, nxt;
   int q = q_begin + warp * kStepQuads;
-  if (q < q_end) load_step(cur, vals, meta, q, q_end, meta_lane);
+  if (q < q_end) load_step(cur, vals, meta, q, q_end, meta_lane);  // W only: before the wait
+  pdl_wait();
   for (; q < q_end; q += stride) {
     // Issue the next step's weight loads before this step's math: they are the long-latency part.
     if (q + stride < q_end) load_step(nxt, vals, meta, q + stride, q_end, meta_lane);
@@ -179,6 +187,7 @@ __host__ __device__ constexpr int sx_smem_bytes() { return 2 * MT * 8 * sx_row_b
 
 template <typename T, int MT, int R, int KG>
 __global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaunch p) {
+  pdl_launch_dependents();
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr int kThreads = R * KG * 32;
   constexpr int kRows = MT * 8;
@@ -222,10 +231,9 @@ __global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaun
   Step cur, nxt;
   int q = q_begin;
   const int qk = kg * kStepQuads;  // this warp's step inside each superstep
-  if (q < q_end) {
-    load_step(cur, vals, meta, q + qk, my_end, t < 2);
-    stage(q, 0);
-  }
+  if (q < q_end) load_step(cur, vals, meta, q + qk, my_end, t < 2);  // W only: before the wait
+  pdl_wait();
+  if (q < q_end) stage(q, 0);
   int buf = 0;
   for (; q < q_end; q += kSuper) {
     const int qn = q + kSuper;
@@ -325,14 +333,14 @@ void launch_sx_typed(const DecodeLaunch& p, cudaStream_t stream) {
     }
   }
   const dim3 grid(unsigned((p.row_blocks + R - 1) / R), unsigned(p.splits), unsigned((p.m + MT * 8 - 1) / (MT * 8)));
-  decode_sx_kernel<T, MT, R, KG><<<grid, R * KG * 32, kSmem, stream>>>(p);
+  launch_pdl(decode_sx_kernel<T, MT, R, KG>, grid, R * KG * 32, kSmem, stream, p);
   SF_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T, int MT, int WARPS>
 void launch_typed(const DecodeLaunch& p, cudaStream_t stream) {
   const dim3 grid(unsigned(p.row_blocks), unsigned(p.splits), unsigned((p.m + MT * 8 - 1) / (MT * 8)));
-  decode_kernel<T, MT, WARPS><<<grid, WARPS * 32, 0, stream>>>(p);
+  launch_pdl(decode_kernel<T, MT, WARPS>, grid, WARPS * 32, 0, stream, p);
   SF_CUDA_CHECK_LAUNCH();
 }
 

@@ -5,6 +5,7 @@
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace sf::cuda {
 namespace {
@@ -39,7 +40,10 @@ __global__ void decompress_kernel(const uint4* __restrict__ values, const uint32
   }
 }
 
+// On the decode path after cuBLAS at M > 8, so launched with PDL (pdl.cuh): nothing before the wait.
 __global__ void epilogue_kernel(const float* __restrict__ acc, int64_t m, int64_t n, EpilogueParams ep) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= m * n) return;
   epilogue_store(ep, i / n, i % n, acc[i]);
@@ -59,7 +63,7 @@ void launch_decompress(const void* values, const void* meta, int64_t n, int64_t 
 
 void launch_epilogue(const float* acc, int64_t m, int64_t n, const EpilogueParams& ep, cudaStream_t stream) {
   if (m * n == 0) return;
-  epilogue_kernel<<<unsigned((m * n + 255) / 256), 256, 0, stream>>>(acc, m, n, ep);
+  launch_pdl(epilogue_kernel, unsigned((m * n + 255) / 256), 256, 0, stream, acc, m, n, ep);
   SF_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,9 @@
 // Attention over the KV cache: the decode kernel for one new token per sequence (split over key
 // chunks, flash-decoding style, then merged), and the prefill helpers around cuBLAS's batched GEMMs
 // (q/k/v into the cache, causal softmax).
+// The decode kernel and its merge are launched with PDL (pdl.cuh). Everything they read (q/k/v from
+// the qkv product, *pos, the cache, the partials) is written by earlier kernels, and the decode
+// kernel appends to the cache, so both wait first; they only let the next kernel launch early.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -10,6 +13,7 @@
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/epilogue.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/pdl.cuh"
 
 namespace sf::cuda::model {
 namespace {
@@ -67,6 +71,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   __shared__ float pr[kChunk];
   __shared__ float ored[kKeysPerPass][kMaxHeadDim];
   __shared__ float ml[2];
+  pdl_launch_dependents();
+  pdl_wait();  // before *pos, the qkv row and the cache (blocks past len return below, after it)
   const int h = blockIdx.x, b = blockIdx.y, c = blockIdx.z;
   const int d = int(a.head_dim), H = int(a.hidden);
   const int p = *a.pos, len = p + 1;
@@ -199,6 +205,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
 
 // Merge the chunks of (h, b): out = sum_c o_c e^(m_c - M) / sum_c l_c e^(m_c - M).
 __global__ void merge_kernel(AttentionArgs a, const float* __restrict__ part, int nchunk) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int h = blockIdx.x, b = blockIdx.y;
   const int d = int(a.head_dim);
   const float* base = part + (int64_t(b) * a.heads + h) * nchunk * (d + 2);
@@ -265,11 +273,10 @@ void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream) {
   const bool vec = a.head_dim % epw == 0 && (a.hidden * elem) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 && reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
   const dim3 grid(unsigned(a.heads), unsigned(a.batch), unsigned(nchunk));
-  if (!vec) decode_attention_kernel<0><<<grid, kThreads, 0, stream>>>(a, a.partials);
-  else if (epw == 8) decode_attention_kernel<8><<<grid, kThreads, 0, stream>>>(a, a.partials);
-  else decode_attention_kernel<4><<<grid, kThreads, 0, stream>>>(a, a.partials);
+  auto* kernel = !vec ? decode_attention_kernel<0> : epw == 8 ? decode_attention_kernel<8> : decode_attention_kernel<4>;
+  launch_pdl(kernel, grid, kThreads, 0, stream, a, a.partials);
   SF_CUDA_CHECK_LAUNCH();
-  merge_kernel<<<dim3(unsigned(a.heads), unsigned(a.batch)), 128, 0, stream>>>(a, a.partials, nchunk);
+  launch_pdl(merge_kernel, dim3(unsigned(a.heads), unsigned(a.batch)), 128, 0, stream, a, a.partials, nchunk);
   SF_CUDA_CHECK_LAUNCH();
 }
 

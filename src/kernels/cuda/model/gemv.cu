@@ -6,6 +6,10 @@
 // first use, W read with ld.global.nc.L1::no_allocate so it does not evict x from L1 (x is [M, K],
 // at most 8 x 16384 x 2 bytes, read by every warp of the block). The fused epilogue (bias,
 // activation, fp32 residual, output type) saves cuBLAS's extra pass over y.
+//
+// Launched with programmatic dependent launch (pdl.cuh): each warp issues its first UNROLL loads of
+// W (constant) before pdl_wait(), so on sm_90+ the first wave streams weights while the previous
+// kernel (the layer norm or attention that writes x) drains; x, the residual and y come after.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -13,6 +17,7 @@
 #include "kernels/cuda/dot16.cuh"
 #include "kernels/cuda/epilogue.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/ptx.cuh"
 
 namespace sf::cuda::model {
@@ -28,27 +33,35 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return ptx::ld_glob
 template <typename T, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
                                                            int n, int kv, EpilogueParams ep) {
+  pdl_launch_dependents();
   const int row = blockIdx.x * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= n) return;
-  const uint4* wr = w + int64_t(row) * kv;  // kv: 16-byte chunks per row
+  const bool live = row < n;
+  const uint4* wr = w + int64_t(live ? row : 0) * kv;  // kv: 16-byte chunks per row
+  // The first batch of W before the wait (W is constant); a warp past the last row waits, then exits.
+  uint4 wv[kUnroll];
+  if (live && lane + 32 * (kUnroll - 1) < kv)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + lane + 32 * u);
+  pdl_wait();
+  if (!live) return;
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
   int i = lane;
   for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
-    uint4 wv[kUnroll];
+    if (i != lane)  // the first batch is already in flight
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + i + 32 * u);
+      for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + i + 32 * u);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int m = 0; m < M; ++m) acc[m] += dot16(wv[u], __ldg(x + int64_t(m) * kv + i + 32 * u), T{});
   }
   for (; i < kv; i += 32) {
-    const uint4 wv = ld_stream(wr + i);
+    const uint4 wt = ld_stream(wr + i);
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[m] += dot16(wv, __ldg(x + int64_t(m) * kv + i), T{});
+    for (int m = 0; m < M; ++m) acc[m] += dot16(wt, __ldg(x + int64_t(m) * kv + i), T{});
   }
   // Every lane ends with every row's sum; lane m keeps row m's, so the epilogue (bias, activation,
   // residual, three output types) is inlined once per kernel, not M times: with M copies in each of
@@ -71,7 +84,7 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
   const auto* x4 = static_cast<const uint4*>(x);
   switch (m) {
 #define SF_GEMV_CASE(M) \
-  case M: gemv_kernel<T, M><<<grid, kWarps * 32, 0, stream>>>(w4, x4, int(n), kv, ep); break;
+  case M: launch_pdl(gemv_kernel<T, M>, grid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep); break;
     SF_GEMV_CASE(1) SF_GEMV_CASE(2) SF_GEMV_CASE(3) SF_GEMV_CASE(4)
     SF_GEMV_CASE(5) SF_GEMV_CASE(6) SF_GEMV_CASE(7) SF_GEMV_CASE(8)
 #undef SF_GEMV_CASE

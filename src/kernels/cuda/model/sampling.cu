@@ -2,6 +2,8 @@
 // Philox generator) and the per-row negative log-likelihood for perplexity. One block per row:
 // a 50k-entry row is 200 KB, read a few dozen times from L2 at most; sampling is never the
 // bottleneck next to the weight traffic of the step that produced the logits.
+// sample_kernel and advance_kernel end the decode step and are launched with PDL (pdl.cuh): they
+// read the logits and *pos, and advance_kernel writes *pos, so both wait before anything else.
 #include <cub/block/block_scan.cuh>
 #include <curand_kernel.h>
 
@@ -11,6 +13,7 @@
 
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/pdl.cuh"
 
 namespace sf::cuda::model {
 namespace {
@@ -67,6 +70,8 @@ __device__ double mass_at_least(const float* l, int64_t v, uint32_t t, bool coun
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
   __shared__ ArgMax red_am[kThreads / 32];
   __shared__ double red_d[kThreads / 32];
+  pdl_launch_dependents();
+  pdl_wait();
   const int64_t r = blockIdx.x;
   const float* l = a.logits + r * a.vocab;
   const int64_t V = a.vocab;
@@ -143,7 +148,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
 }
 
 // Runs after every row has been sampled (same stream): advance the position.
-__global__ void advance_kernel(int* pos, int by) { *pos += by; }
+__global__ void advance_kernel(int* pos, int by) {
+  pdl_launch_dependents();
+  pdl_wait();  // every sample_kernel block has read *pos
+  *pos += by;
+}
 
 __global__ void __launch_bounds__(kThreads) nll_kernel(const float* __restrict__ logits, int64_t vocab,
                                                         const int32_t* __restrict__ targets, double* nll) {
@@ -162,10 +171,10 @@ __global__ void __launch_bounds__(kThreads) nll_kernel(const float* __restrict__
 
 void launch_sample(const SampleArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return;
-  sample_kernel<<<unsigned(a.rows), kThreads, 0, stream>>>(a);
+  launch_pdl(sample_kernel, unsigned(a.rows), kThreads, 0, stream, a);
   SF_CUDA_CHECK_LAUNCH();
   if (a.advance) {
-    advance_kernel<<<1, 1, 0, stream>>>(a.pos, a.advance);
+    launch_pdl(advance_kernel, 1, 1, 0, stream, a.pos, a.advance);
     SF_CUDA_CHECK_LAUNCH();
   }
 }
