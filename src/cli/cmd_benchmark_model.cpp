@@ -78,7 +78,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   fmt::print(human, "HBM read: {:.0f} GB/s (a streaming kernel; device-to-device copy {:.0f} GB/s read + written); "
              "weight bytes per decode step: {:.3f} GB\n", bw / 1e9, copy_bw / 1e9, double(wbytes) / 1e9);
   fmt::print(human, "programmatic dependent launch: {}\n",
-             gpu.pdl() ? "on (SPARSEFLOW_PDL=0 turns it off)" : "off (SPARSEFLOW_PDL=0, or not an sm_90+ device)");
+             gpu.pdl() ? "on (SPARSEFLOW_PDL=1)" : "off (SPARSEFLOW_PDL=1 on an sm_90+ device turns it on)");
 
   nlohmann::ordered_json result = {{"gpu", gpu.device_name()},
                                    {"model", model_path},

@@ -11,9 +11,9 @@
 //
 // Decode: one CUDA graph per (batch, capacity), replayed each step. The token ids and the position
 // live on the device; sampling runs on the device and writes the chosen ids into pinned host
-// memory, so a step needs no host work besides the graph launch and one wait for its event. On
-// sm_90+ the step's own kernels are launched with programmatic dependent launch, so each one starts
-// while its predecessor drains (SPARSEFLOW_PDL=0 turns it off; docs/KERNELS.md, "The decode step").
+// memory, so a step needs no host work besides the graph launch and one wait for its event. With
+// SPARSEFLOW_PDL=1 on sm_90+ the step's own kernels are launched with programmatic dependent launch,
+// so each one starts while its predecessor drains (opt-in: docs/KERNELS.md, "The decode step").
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -135,8 +135,8 @@ class OptCuda {
   double measure_read_bandwidth();
   std::string device_name() const;
   bool sparse() const;
-  // Whether the forward pass's kernels are launched with programmatic dependent launch: on when the
-  // device is sm_90+ (and the kernels were built for it), unless SPARSEFLOW_PDL=0 is set.
+  // Whether the forward pass's kernels are launched with programmatic dependent launch: only with
+  // SPARSEFLOW_PDL=1 on an sm_90+ device whose kernels were built for it.
   bool pdl() const;
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
   // the HBM limit is taken against (DESIGN.md).

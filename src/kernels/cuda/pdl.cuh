@@ -21,8 +21,8 @@
 // always safe; and a PDL kernel after such a kernel just starts when that one has finished.
 //
 // Off (plain launches; pdl_wait() then returns at once, the predecessor having completed) unless
-// the device is sm_90+ and the kernels were compiled for it; SPARSEFLOW_PDL=0 in the environment
-// turns it off for A/B measurements (read once per process). The wait and the trigger compile to
+// SPARSEFLOW_PDL=1 is set (read once per process), the device is sm_90+ and the kernels were compiled
+// for it. Opt-in because it measured slower for dense decode on the H200 (docs/KERNELS.md). The wait and the trigger compile to
 // nothing below sm_90.
 #pragma once
 #include <cuda_runtime.h>
@@ -52,7 +52,7 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 
 // Whether launch_pdl() sets the attribute on the current device: compute capability >= 9.0, the
 // kernels' code built for sm_90+ (a PTX JIT from compute_80 would make pdl_wait() a no-op), and
-// SPARSEFLOW_PDL not "0". Cached per device after the first call.
+// SPARSEFLOW_PDL=1. Cached per device after the first call.
 bool pdl_enabled();
 
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization when
