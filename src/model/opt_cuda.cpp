@@ -491,11 +491,14 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   ff = ws(R * F * act_size, "FFN activations");
   acc = static_cast<float*>(ws(R * std::max({3 * H, F, E}) * 4, "GEMM accumulators"));
   logits = static_cast<float*>(ws(R * V * 4, "logits"));
-  // Prefill attention: scores (fp32) + probabilities (act) for as many heads per pass as fit.
-  const size_t per_head = size_t(cap) * size_t(cap) * (4 + act_size);
-  attn_heads_per_pass = std::clamp<int64_t>(int64_t(kAttnScratchBudget / std::max<size_t>(per_head, 1)), 1, heads);
-  scores = static_cast<float*>(ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores"));
-  probs = reinterpret_cast<char*>(scores) + size_t(cap) * size_t(cap) * 4 * size_t(attn_heads_per_pass);
+  // Prefill attention: fused (nothing of size n x len) for fp16/bf16, else scores (fp32) +
+  // probabilities (act) for as many heads per pass as fit.
+  if (!kk::fused_prefill_attention_supported(act_dt, hd, H)) {
+    const size_t per_head = size_t(cap) * size_t(cap) * (4 + act_size);
+    attn_heads_per_pass = std::clamp<int64_t>(int64_t(kAttnScratchBudget / std::max<size_t>(per_head, 1)), 1, heads);
+    scores = static_cast<float*>(ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores"));
+    probs = reinterpret_cast<char*>(scores) + size_t(cap) * size_t(cap) * 4 * size_t(attn_heads_per_pass);
+  }
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
   d_tokens = static_cast<int32_t*>(ws(R * 4, "token ids"));
@@ -582,14 +585,18 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
   linear(Ly.qkv, x, n, qkv, DType::F32);  // [n, 3H] with biases
   kk::AttentionArgs a = attention_args(li);
   kk::launch_qkv_to_cache(a, seq, n, q, stream);
-  // Scores and outputs per head through cuBLAS's strided-batched GEMM (column-major views):
+  if (!scores) {
+    a.out = attn;
+    kk::launch_prefill_attention(a, seq, n, past, q, stream);
+  }
+  // Otherwise (fp32 activations): scores and outputs per head through cuBLAS's strided-batched GEMM (column-major views):
   //   S_h^T [len, n] = K_h [len, d] Q_h^T,   O_h^T [d, n] = V_h^T [d, len] P_h^T.
   const int64_t len = past + n;
   const char* K = static_cast<const char*>(a.k_cache) + size_t(seq * cap * H) * act_size;
   const char* Vc = static_cast<const char*>(a.v_cache) + size_t(seq * cap * H) * act_size;
   const cudaDataType t = cuda_type(act);
   const float one = 1.0f, zero = 0.0f;
-  for (int64_t h0 = 0; h0 < heads; h0 += attn_heads_per_pass) {
+  for (int64_t h0 = 0; scores && h0 < heads; h0 += attn_heads_per_pass) {
     const int64_t hn = std::min(attn_heads_per_pass, heads - h0);
     const size_t off = size_t(h0 * hd) * act_size;
     SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(len), int(n), int(hd), &one,

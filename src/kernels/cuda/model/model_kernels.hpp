@@ -66,6 +66,14 @@ void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream);
 // Prefill helpers for one sequence `seq` of the batch, n new tokens at *pos..: writes k, v rows to
 // the cache and the scaled q to q_out [n, hidden] (act).
 void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q_out, cudaStream_t stream);
+// Fused causal attention of n prompt tokens of sequence `seq` (positions past..past+n-1) over the
+// cache rows 0..past+n-1 (already written by launch_qkv_to_cache), q [n, hidden] scaled, output to
+// a.out [n, hidden]; flash-attention style, nothing of size n x len in memory (prefill_attention.cu).
+// Supported: fp16/bf16 activations, head_dim 64, 80 or 128 (every OPT model); else the caller keeps
+// the cuBLAS + causal_softmax path.
+bool fused_prefill_attention_supported(int act_dt, int64_t head_dim, int64_t hidden);
+void launch_prefill_attention(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, const void* q,
+                              cudaStream_t stream);
 // Causal softmax in place over scores [heads, n, len] fp32 (query i sees keys 0..past+i), writing
 // the probabilities as act to probs [heads, n, len]; past = len - n.
 void launch_causal_softmax(const float* scores, int64_t heads, int64_t n, int64_t len, void* probs, int act_dt,
