@@ -14,14 +14,16 @@
 #include "core/error.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cuda.hpp"
+#include "offload/neuron_store.hpp"
 #include "offload/offloaded_opt.hpp"
+#include "offload/predictor_quality.hpp"
 
 namespace sf::cli {
 
 namespace {
 
 struct PerplexityOptions {
-  std::string model, text_file, ids, device = "cpu";
+  std::string model, text_file, ids, device = "cpu", ffn_neurons = "all";
   int64_t context = 0;
   bool json = false;
   int threads = 0;
@@ -48,6 +50,25 @@ void run_perplexity(const PerplexityOptions& o) {
     ids = parse_id_list(o.ids);
   }
   const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
+  if (o.ffn_neurons == "predicted") {  // issue 6: what the predictors cost in output quality
+    if (o.device != "cpu" || offload_options(*o.offload).enabled())
+      fail(Status::InvalidArgument, "--ffn-neurons predicted runs on the CPU (it emulates the offloaded engine's "
+           "FFN exactly): drop --device cuda and the offload flags.");
+    const auto store = offload::NeuronStore::from_model(*model, /*pack_row_major=*/true);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto q = offload::measure_predictor_quality(*model, store, ids, context);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o.json) {
+      auto j = q.to_json();
+      j["context"] = context;
+      j["seconds"] = secs;
+      fmt::print("{}\n", j.dump());
+    } else {
+      fmt::print("{}", q.table());
+    }
+    fmt::print(stderr, "{:.2f} s (two passes), {} threads\n", secs, cpu_threads());
+    return;
+  }
   const auto off_opt = offload_options(*o.offload);
   if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, *model, context)) return;
   std::unique_ptr<offload::OffloadedOpt> offloaded;
@@ -102,6 +123,12 @@ void add_perplexity_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
+  cmd->add_option("--ffn-neurons", o->ffn_neurons,
+                  "all, or predicted: also run each FFN over only the neurons the stored predictors select (as "
+                  "offloaded inference does) and report the perplexity change, greedy agreement, logit error "
+                  "and recall (CPU)")
+      ->check(CLI::IsMember({"all", "predicted"}))
+      ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
       ->capture_default_str();
   add_offload_flags(cmd, o->offload);

@@ -42,7 +42,7 @@ struct FfnObservation {
   int64_t layer = 0, rows = 0, hidden = 0, ffn = 0;
   int64_t position = 0;             // position of row 0 in the sequence
   const float* attn_in = nullptr;   // [rows, hidden]
-  const float* pre_act = nullptr;   // [rows, ffn]
+  float* pre_act = nullptr;         // [rows, ffn]; the observer may change it (the activation runs after)
 };
 using FfnObserver = std::function<void(const FfnObservation&)>;
 

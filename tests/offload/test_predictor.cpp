@@ -2,10 +2,15 @@
 // predictor reaches the recall target on its fit tokens and close to it on held-out tokens, the
 // margin raises recall, the tensors land in the .sf with the documented shapes and dtypes, and
 // other layers' predictors survive a --layers run.
+#include <algorithm>
+
 #include "format/sf_file.hpp"
 #include "model/weights.hpp"
 #include "offload/neuron_store.hpp"
+#include "model/generate.hpp"
+#include "model/opt_cpu.hpp"
 #include "offload/predictor_fit.hpp"
+#include "offload/predictor_quality.hpp"
 #include "offload/synth_profile.hpp"
 #include "sf_test_util.hpp"
 
@@ -17,9 +22,9 @@ namespace {
 
 class PredictorTest : public sftest::ScratchTest {};
 
-std::vector<int32_t> ids(size_t n) {
+std::vector<int32_t> ids(size_t n, uint64_t seed = 99) {
   std::vector<int32_t> v = {2};
-  uint64_t s = 99;
+  uint64_t s = seed;
   while (v.size() < n) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     v.push_back(int32_t((s >> 33) % 1500));
@@ -83,6 +88,62 @@ TEST_F(PredictorTest, RecallTargetIsMetAndStored) {
   ASSERT_TRUE(s3.has_predictor());
   EXPECT_EQ(s3.predictor(0).rank, 16);
   EXPECT_EQ(s3.predictor(1).rank, 8);
+}
+
+// `perplexity --ffn-neurons predicted`: the full pass is the CPU perplexity exactly; predictors that
+// select every neuron change nothing (bit for bit); fitted ones deviate a little, with the recall
+// they have on these (held-out) tokens; a model without predictors is refused.
+TEST_F(PredictorTest, QualityOfPredictedFfnIsMeasured) {
+  ProfiledSynthOptions o;
+  o.profile = parse_activation_profile("sparsity=0.95");
+  write_profiled_opt(path("m.sf"), o);
+  const auto eval = ids(400, 7);  // not the fitting tokens
+  {
+    const auto m = model::Model::open(path("m.sf"));
+    const auto store = NeuronStore::from_model(*m);
+    EXPECT_EQ(catch_error([&] { measure_predictor_quality(*m, store, eval, 128); }).status(), Status::InvalidArgument);
+  }
+  PredictorFitOptions po;
+  po.rank = 16;
+  po.recall = 0.99;
+  CalibrationReport r;
+  {
+    const auto m = model::Model::open(path("m.sf"));
+    r = fit_predictors(*m, ids(1536), po);
+  }
+  CalibrationReport all = r;  // every neuron predicted: threshold below any score
+  for (auto& p : all.layers) std::fill(p.threshold.begin(), p.threshold.end(), -1e30f);
+
+  write_predictors(path("m.sf"), all, po, "ids");
+  PredictorQuality q_all;
+  double cpu_ppl = 0;
+  {
+    const auto m = model::Model::open(path("m.sf"));
+    q_all = measure_predictor_quality(*m, NeuronStore::from_model(*m), eval, 128);
+    model::OptCpu cpu(*m);
+    cpu_ppl = model::perplexity(cpu, eval, 128).perplexity();
+  }
+  EXPECT_DOUBLE_EQ(q_all.ppl_full, cpu_ppl);
+  EXPECT_EQ(q_all.ppl_predicted, q_all.ppl_full);
+  EXPECT_EQ(q_all.logit_rel_l2, 0.0);
+  EXPECT_EQ(q_all.greedy_agreement, 1.0);
+  EXPECT_EQ(q_all.recall, 1.0);
+  EXPECT_EQ(q_all.predicted_fraction, 1.0);
+  EXPECT_EQ(q_all.windows, 4);
+  EXPECT_EQ(q_all.predicted_tokens, 396);
+
+  write_predictors(path("m.sf"), r, po, "ids");
+  const auto m = model::Model::open(path("m.sf"));
+  const auto q = measure_predictor_quality(*m, NeuronStore::from_model(*m), eval, 128);
+  EXPECT_DOUBLE_EQ(q.ppl_full, cpu_ppl);
+  EXPECT_GT(q.recall, 0.9);
+  EXPECT_LT(q.recall, 1.0);
+  EXPECT_LT(q.predicted_fraction, 0.5);
+  EXPECT_GT(q.logit_rel_l2, 0.0);
+  EXPECT_LT(q.logit_rel_l2, 0.2);
+  EXPECT_GT(q.greedy_agreement, 0.8);
+  EXPECT_NE(q.table().find("recall"), std::string::npos);
+  EXPECT_EQ(q.to_json()["recall"].get<double>(), q.recall);
 }
 
 TEST_F(PredictorTest, BadOptionsAreRefused) {
