@@ -111,6 +111,8 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
                               {"warmup_tokens", warm},
                               {"prefill_ms", res.prefill_ms},
                               {"offload_device_bytes", off.device_bytes()},
+                              {"attention_host_layers", off.plan().attention_host_layers},
+                              {"attention_host_bytes", off.plan().attention_host_bytes},
                               {"decode_tokens_per_s", res.decode_tokens_per_s()},
                               {"stats", st.to_json()}};
   fmt::print("offloaded decode: {:.2f} tokens/s ({} policy, {} predictor, budget {}); {:.1f} MB over PCIe per token, "

@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <chrono>
 #include <cmath>
@@ -56,6 +57,22 @@ cudaDataType cuda_type(DType t) {
   return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 
+// n elements of src_dt at src as dst_dt at dst, on all cores (the source is usually an mmap, and
+// page faults are served per thread). The one conversion every weight goes through, so a weight in
+// host memory holds the bytes the same weight would hold in device memory.
+void convert(void* dst, const void* src, DType src_dt, int64_t n, DType dst_dt) {
+  char* out = static_cast<char*>(dst);
+  const char* in = static_cast<const char*>(src);
+  if (src_dt == dst_dt) {
+    const int64_t bytes = n * int64_t(dtype_size(dst_dt)), piece = int64_t(1) << 20;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t b = 0; b < bytes; b += piece) std::memcpy(out + b, in + b, size_t(std::min(piece, bytes - b)));
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) store_from_float(out, dst_dt, size_t(i), load_as_float(in, src_dt, size_t(i)));
+  }
+}
+
 }  // namespace
 
 std::string cuda_unavailable_reason() {
@@ -101,7 +118,8 @@ struct OptCuda::Impl {
 
   // Weights.
   std::vector<void*> allocations;  // everything cudaMalloc'ed, freed in the destructor
-  size_t weight_bytes = 0, kv_bytes = 0, work_bytes = 0;
+  std::vector<void*> host_allocations;  // cudaHostAlloc'ed weights (attention on the host), freed there too
+  size_t weight_bytes = 0, kv_bytes = 0, work_bytes = 0, host_weight_bytes = 0;
   size_t peak_used = 0, total_mem = 0;
   void* embed_tokens = nullptr;    // [V, E] act
   void* embed_pos = nullptr;       // [max_pos + 2, H] act
@@ -182,6 +200,25 @@ struct OptCuda::Impl {
     return p;
   }
   void* weight_alloc(size_t bytes, const std::string& what) { return dev_alloc(bytes, what, &weight_bytes, &allocations); }
+  // A weight the GPU reads over PCIe: pinned, mapped host memory, write-combined (the CPU writes it
+  // once and never reads it; the GPU's reads then skip snooping the CPU caches). Returns the device
+  // alias the kernels take; *host is the CPU's pointer, for filling.
+  void* host_weight_alloc(size_t bytes, const std::string& what, void** host) {
+    void* hp = nullptr;
+    const cudaError_t err = cudaHostAlloc(&hp, bytes, cudaHostAllocMapped | cudaHostAllocWriteCombined);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail(Status::OutOfMemory, "out of pinned host memory: {} needs {} of mapped host memory ({}); {} of attention "
+           "weights are pinned already.\n---> HINT: give the GPU a larger budget, so fewer layers' attention lives on "
+           "the host, or free host memory.", what, gib(bytes), cudaGetErrorString(err), gib(host_weight_bytes));
+    }
+    host_allocations.push_back(hp);
+    host_weight_bytes += bytes;
+    void* dp = nullptr;
+    SF_CUDA_CHECK(cudaHostGetDevicePointer(&dp, hp, 0));
+    *host = hp;
+    return dp;
+  }
 
   // -- upload through two pinned staging buffers
   void* staging[2] = {nullptr, nullptr};
@@ -196,16 +233,7 @@ struct OptCuda::Impl {
       stage_next ^= 1;
       SF_CUDA_CHECK(cudaEventSynchronize(staged[s]));  // the copy that last used this buffer is done
       char* st = static_cast<char*>(staging[s]);
-      const char* in = static_cast<const char*>(src) + size_t(off) * in_elem;
-      if (src_dt == dst_dt) {
-        // Parallel copy: the source is usually an mmap, and page faults are served per thread.
-        const int64_t bytes = n * int64_t(out_elem), piece = int64_t(1) << 20;
-#pragma omp parallel for schedule(dynamic)
-        for (int64_t b = 0; b < bytes; b += piece) std::memcpy(st + b, in + b, size_t(std::min(piece, bytes - b)));
-      } else {
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i) store_from_float(st, dst_dt, size_t(i), load_as_float(in, src_dt, size_t(i)));
-      }
+      convert(st, static_cast<const char*>(src) + size_t(off) * in_elem, src_dt, n, dst_dt);
       SF_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + size_t(off) * out_elem, st, size_t(n) * out_elem,
                                     cudaMemcpyHostToDevice, stream));
       SF_CUDA_CHECK(cudaEventRecord(staged[s], stream));
@@ -222,24 +250,35 @@ struct OptCuda::Impl {
     return p;
   }
 
-  // Dense W of a Linear as host bytes of its stored dtype (2:4 ones decompressed), for fp32 mode.
-  void upload_linear_rows(const Linear& l, void* dst) {
+  // Dense W of a Linear in act at dst (2:4 ones decompressed, for fp32 mode): device memory through
+  // the staging buffers, or mapped host memory (`host`: dst is the CPU's pointer) written directly.
+  void upload_linear_rows(const Linear& l, void* dst, bool host = false) {
+    auto put = [&](const void* src, DType dt, int64_t n) {
+      if (host) convert(dst, src, dt, n, act);
+      else upload(dst, src, dt, n, act);
+    };
     if (l.dense) {
-      upload(dst, l.dense->data, l.dense->dtype, l.dense->numel(), act);
+      put(l.dense->data, l.dense->dtype, l.dense->numel());
     } else {
       std::vector<uint8_t> dense(size_t(l.out_features * l.in_features) * dtype_size(l.sparse->dtype));
       s24::decompress(*l.sparse, dense.data());
-      upload(dst, dense.data(), l.sparse->dtype, l.out_features * l.in_features, act);
-      SF_CUDA_CHECK(cudaStreamSynchronize(stream));  // `dense` dies here
+      put(dense.data(), l.sparse->dtype, l.out_features * l.in_features);
+      if (!host) SF_CUDA_CHECK(cudaStreamSynchronize(stream));  // `dense` dies here
     }
   }
 
-  // One device linear from one or more model linears stacked along `out` (q | k | v).
-  DLinear make_linear(const std::vector<Linear>& parts, const std::string& name, bool want_bias) {
+  // One device linear from one or more model linears stacked along `out` (q | k | v); with
+  // `weight_on_host` its weight matrix lives in mapped host memory (the bias stays on the GPU).
+  DLinear make_linear(const std::vector<Linear>& parts, const std::string& name, bool want_bias,
+                      bool weight_on_host = false) {
     DLinear d;
     d.in = parts[0].in_features;
     for (const auto& p : parts) d.out += p.out_features;
     const bool sparse = parts[0].sparse && act != DType::F32;
+    if (sparse && weight_on_host)
+      fail(Status::UnsupportedShape, "{} is 2:4-sparse, and attention weights on the host are read by the dense "
+           "kernels only (the 2:4 kernels take device memory).\n---> HINT: give the GPU a budget that holds all the "
+           "attention, or use a model with dense attention.", name);
     if (sparse) {
       // 2:4 rows stack when every part fills whole 16-row blocks (hidden % 16 == 0 in every OPT).
       s24::Compressed c = parts.size() == 1 ? s24::Compressed{} : *parts[0].sparse;
@@ -269,12 +308,17 @@ struct OptCuda::Impl {
       weight_bytes += d.sp.bytes();
       any_sparse = true;
     } else {
-      d.dense = weight_alloc(size_t(d.out * d.in) * act_size, name + ".weight");
-      char* dst = static_cast<char*>(d.dense);
+      const size_t bytes = size_t(d.out * d.in) * act_size;
+      void* host = nullptr;
+      d.dense = weight_on_host ? host_weight_alloc(bytes, name + ".weight", &host)
+                               : weight_alloc(bytes, name + ".weight");
+      char* dst = static_cast<char*>(weight_on_host ? host : d.dense);
       for (const auto& p : parts) {
-        upload_linear_rows(p, dst);
+        upload_linear_rows(p, dst, weight_on_host);
         dst += size_t(p.out_features * p.in_features) * act_size;
       }
+      // Drains the write-combining buffers, so the GPU's first read sees every byte.
+      if (weight_on_host) std::atomic_thread_fence(std::memory_order_seq_cst);
     }
     if (want_bias && parts[0].bias) {
       d.bias = static_cast<float*>(weight_alloc(size_t(d.out) * 4, name + ".bias"));
@@ -344,6 +388,7 @@ OptCuda::Impl::~Impl() {
   for (auto* d : {&project_in, &project_out})
     if (*d && (*d)->sparse) sf::cuda::free_weight((*d)->sp);
   for (void* p : allocations) cudaFree(p);
+  for (void* p : host_allocations) cudaFreeHost(p);
   for (int i = 0; i < 2; ++i) {
     if (staging[i]) cudaFreeHost(staging[i]);
     if (staged[i]) cudaEventDestroy(staged[i]);
@@ -371,6 +416,9 @@ void OptCuda::Impl::load() {
          dtype_name(act));
   act_dt = int(act);
   act_size = dtype_size(act);
+  if (opt.attention_host_layers < 0 || opt.attention_host_layers > L)
+    fail(Status::InvalidArgument, "attention_host_layers {} must be in [0, {}] (the model's layers).",
+         opt.attention_host_layers, L);
   pre = cfg.do_layer_norm_before;
   has_final_ln = cfg.has_final_layer_norm();
 
@@ -435,9 +483,11 @@ void OptCuda::Impl::load() {
       if (l.bias) expect_shape(*l.bias, p + name + ".bias", {out});
       return l;
     };
+    // issue 6: the last attention_host_layers layers' attention weights in mapped host memory.
+    const bool attn_on_host = i >= L - opt.attention_host_layers;
     Ly.qkv = make_linear({get("self_attn.q_proj", H, H), get("self_attn.k_proj", H, H), get("self_attn.v_proj", H, H)},
-                         p + "self_attn.qkv", true);
-    Ly.out = make_linear({get("self_attn.out_proj", H, H)}, p + "self_attn.out_proj", true);
+                         p + "self_attn.qkv", true, attn_on_host);
+    Ly.out = make_linear({get("self_attn.out_proj", H, H)}, p + "self_attn.out_proj", true, attn_on_host);
     if (!ffn_owned(i)) {  // issue 6: an owned layer's FFN lives in the provider (its file may have no fc1/fc2)
       Ly.fc1 = make_linear({get("fc1", F, H)}, p + "fc1", true);
       Ly.fc2 = make_linear({get("fc2", H, F)}, p + "fc2", true);
@@ -1023,6 +1073,7 @@ CudaMemoryReport OptCuda::memory() const {
   const auto& m = *impl_;
   CudaMemoryReport r;
   r.weights = m.weight_bytes;
+  r.host_weights = m.host_weight_bytes;
   r.kv_cache = m.kv_bytes;
   r.workspace = m.work_bytes;
   r.device_total = m.total_mem;

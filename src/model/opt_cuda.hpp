@@ -5,9 +5,10 @@
 //
 // Where things live: every weight once in device memory (dense [out, in] in the model's dtype, or
 // 2:4 in the kernel layout of sf::cuda::upload_weight; q/k/v fused into one [3 hidden, hidden]
-// linear; a tied lm_head shares embed_tokens), biases and layer-norm parameters as fp32, the KV
-// cache [layers, batch, capacity, hidden] in the activation type (= the weights' type), the
-// residual stream, layer-norm statistics, logits and softmax in fp32.
+// linear; a tied lm_head shares embed_tokens; the attention weights of the last
+// CudaOptions::attention_host_layers layers in mapped host memory instead), biases and layer-norm
+// parameters as fp32, the KV cache [layers, batch, capacity, hidden] in the activation type (= the
+// weights' type), the residual stream, layer-norm statistics, logits and softmax in fp32.
 //
 // Decode: one CUDA graph per (batch, capacity), replayed each step. The token ids and the position
 // live on the device; sampling runs on the device and writes the chosen ids into pinned host
@@ -54,11 +55,17 @@ struct CudaOptions {
   // the tests compare with HF's fp32 logits at CPU tolerances. Twice the memory of fp16.
   bool fp32_compute = false;
   bool use_graph = true;  // false: every decode step is launched kernel by kernel (debugging)
+  // issue 6: the last `attention_host_layers` layers keep their q/k/v/out weight matrices (dense
+  // only; biases stay on the GPU) in mapped, write-combined pinned host memory, and the same kernels
+  // (decode GEMV, cuBLAS) read them over PCIe every token: the same bytes, so the same output. For a
+  // GPU budget that cannot hold all the attention (src/offload/planner.hpp). 0..layers.
+  int64_t attention_host_layers = 0;
 };
 
 // Device memory the engine holds, by purpose, and what the device reported.
 struct CudaMemoryReport {
-  size_t weights = 0;    // every weight, bias and norm parameter
+  size_t weights = 0;    // every weight, bias and norm parameter in device memory
+  size_t host_weights = 0;  // attention weights in mapped host memory (CudaOptions::attention_host_layers)
   size_t kv_cache = 0;
   size_t workspace = 0;  // activations, cuBLAS workspace, attention scratch, logits
   size_t device_total = 0;

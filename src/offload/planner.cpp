@@ -115,28 +115,49 @@ Plan plan_placement(const PlannerInput& in) {
   if (!in.firing_rates.empty() && int64_t(in.firing_rates.size()) != in.layers)
     fail(Status::InvalidArgument, "planner: firing rates for {} layers, the model has {}", in.firing_rates.size(),
          in.layers);
+  uint64_t movable = 0;  // attention weights that may live on the host
+  if (!in.attention_weight_bytes.empty()) {
+    if (int64_t(in.attention_weight_bytes.size()) != in.layers)
+      fail(Status::InvalidArgument, "planner: attention weight bytes for {} layers, the model has {}",
+           in.attention_weight_bytes.size(), in.layers);
+    for (uint64_t b : in.attention_weight_bytes) movable += b;
+    if (movable > in.attention_bytes)
+      fail(Status::InvalidArgument, "planner: the attention weights ({} bytes) exceed the attention ({} bytes)",
+           movable, in.attention_bytes);
+  }
   Plan p;
   p.input = in;
   p.gpu_budget = in.gpu_budget;
-  p.fixed_bytes = in.fixed_bytes();
+  const uint64_t fixed_all = in.fixed_bytes();  // with every layer's attention resident
   std::vector<int64_t> min_slots(size_t(in.layers));
   int64_t min_total = 0;
   for (int64_t l = 0; l < in.layers; ++l) min_total += min_slots[size_t(l)] = min_cache_slots(in, l);
-  p.min_gpu_bytes = p.fixed_bytes + uint64_t(min_total) * in.bundle_stride;
-  const uint64_t whole = p.fixed_bytes + in.ffn_bytes();
-  p.min_gpu_bytes = std::min(p.min_gpu_bytes, whole);
+  const uint64_t min_cache = uint64_t(min_total) * in.bundle_stride;  // at most the whole FFN
+  p.min_gpu_bytes = fixed_all - movable + min_cache;
   if (in.gpu_budget < p.min_gpu_bytes) {
     const uint64_t rounded = (p.min_gpu_bytes + kGiB / 100 - 1) / (kGiB / 100) * (kGiB / 100);
+    const std::string attention =
+        movable ? fmt::format("attention {} (biases; the weights of every layer, {}, counted on the host)",
+                              format_bytes(in.attention_bytes - movable), format_bytes(movable))
+                : fmt::format("attention {}", format_bytes(in.attention_bytes));
     fail(Status::InvalidArgument,
-         "--gpu-memory {} is below the {} this model needs on the GPU: embeddings {}, lm_head {}, attention {}, layer "
+         "--gpu-memory {} is below the {} this model needs on the GPU: embeddings {}, lm_head {}, {}, layer "
          "norms {}, FFN biases {}, predictors {}, KV cache {}, workspace {}, and a minimal neuron cache {} ({} slots "
          "of {} bytes over {} layers); raise it to at least {:.2f}GiB",
          format_bytes(in.gpu_budget), format_bytes(p.min_gpu_bytes), format_bytes(in.embedding_bytes),
-         format_bytes(in.lm_head_bytes), format_bytes(in.attention_bytes), format_bytes(in.norm_bytes),
-         format_bytes(in.ffn_bias_bytes), format_bytes(in.predictor_bytes), format_bytes(in.kv_cache_bytes),
-         format_bytes(in.workspace_bytes), format_bytes(uint64_t(min_total) * in.bundle_stride), min_total,
-         in.bundle_stride, in.layers, double(rounded) / double(kGiB));
+         format_bytes(in.lm_head_bytes), attention, format_bytes(in.norm_bytes), format_bytes(in.ffn_bias_bytes),
+         format_bytes(in.predictor_bytes), format_bytes(in.kv_cache_bytes), format_bytes(in.workspace_bytes),
+         format_bytes(min_cache), min_total, in.bundle_stride, in.layers, double(rounded) / double(kGiB));
   }
+  // Attention is not activation-sparse: a layer on the host costs all its weight bytes over PCIe
+  // every token, so move as few as let the minimum fit, from the last layer backwards (ends by
+  // k = layers, where the check above holds).
+  while (fixed_all - p.attention_host_bytes + min_cache > in.gpu_budget) {
+    p.attention_host_bytes += in.attention_weight_bytes[size_t(in.layers - 1 - p.attention_host_layers)];
+    ++p.attention_host_layers;
+  }
+  p.fixed_bytes = fixed_all - p.attention_host_bytes;
+  const uint64_t whole = p.fixed_bytes + in.ffn_bytes();
   const auto rates = sorted_rates(in);
   std::vector<double> mass(size_t(in.layers), 0.0);
   double mass_total = 0;
@@ -270,8 +291,13 @@ std::string Plan::table() const {
   s += fmt::format("  resident        {}: embeddings {}, lm_head {}, attention {}, layer norms {}, FFN biases {}, "
                    "predictors {}, KV cache {}, workspace {}\n",
                    format_bytes(fixed_bytes), format_bytes(in.embedding_bytes), format_bytes(in.lm_head_bytes),
-                   format_bytes(in.attention_bytes), format_bytes(in.norm_bytes), format_bytes(in.ffn_bias_bytes),
-                   format_bytes(in.predictor_bytes), format_bytes(in.kv_cache_bytes), format_bytes(in.workspace_bytes));
+                   format_bytes(in.attention_bytes - attention_host_bytes), format_bytes(in.norm_bytes),
+                   format_bytes(in.ffn_bias_bytes), format_bytes(in.predictor_bytes), format_bytes(in.kv_cache_bytes),
+                   format_bytes(in.workspace_bytes));
+  if (attention_host_layers > 0)
+    s += fmt::format("  attention       weights of layers {}..{} on the host ({} read over PCIe per token; the "
+                     "budget cannot hold all the attention)\n",
+                     in.layers - attention_host_layers, in.layers - 1, format_bytes(attention_host_bytes));
   if (whole_model_resident) {
     s += fmt::format("  FFN             {}: every neuron resident (the whole model fits; no offloading)\n",
                      format_bytes(in.ffn_bytes()));
@@ -320,16 +346,23 @@ PlannerInput planner_input(const model::Model& m, const NeuronStore& store, int6
   if (c.has_projections()) in.embedding_bytes += linear_bytes(d + "project_in") + linear_bytes(d + "project_out");
   if (!c.tie_word_embeddings) in.lm_head_bytes = dense_bytes("lm_head.weight");
   in.norm_bytes = dense_bytes(d + "final_layer_norm.weight") + dense_bytes(d + "final_layer_norm.bias");
+  bool attention_s24 = false;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("{}layers.{}.", d, l);
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"})
+    uint64_t weights = 0;
+    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"}) {
       in.attention_bytes += linear_bytes(p + n);
+      weights += dense_bytes(p + n + ".weight");
+      attention_s24 |= m.sparse_tensors().count(p + n + ".weight") > 0;
+    }
+    in.attention_weight_bytes.push_back(weights);
     for (const char* n : {"self_attn_layer_norm.weight", "self_attn_layer_norm.bias", "final_layer_norm.weight",
                           "final_layer_norm.bias"})
       in.norm_bytes += dense_bytes(p + n);
     in.ffn_bias_bytes += dense_bytes(p + "fc2.bias");
     if (store.has_profile()) in.firing_rates.emplace_back(store.layer(l).firing_rate, size_t(c.ffn_dim));
   }
+  if (attention_s24) in.attention_weight_bytes.clear();  // the engine reads 2:4 weights from device memory only
   if (opt.predictor == PredictorMode::Model && store.has_predictor()) in.predictor_bytes = store.predictor_info().bytes;
   in.bundle_stride = store.layout().stride;
   in.kv_cache_bytes = 2 * uint64_t(c.num_hidden_layers) * uint64_t(std::max<int64_t>(context_tokens, 1)) *

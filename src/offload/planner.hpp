@@ -5,7 +5,8 @@
 //   GPU:  fixed resident part (embeddings, positions, lm_head, attention, layer norms, b2,
 //         predictors, KV cache, workspace)  +  per layer: hot neurons pinned  +  LRU cache slots
 //   host: every bundle not pinned on the GPU, in pinned memory, or read from the .sf mmap when
-//         --host-memory is smaller than they are
+//         --host-memory is smaller than they are; and, only when the budget cannot hold all the
+//         attention, the q/k/v/out weight matrices of the last layers (read over PCIe every token)
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -36,6 +37,10 @@ struct PlannerInput {
   uint64_t embedding_bytes = 0;   // embed_tokens + embed_positions (+ project_in/out)
   uint64_t lm_head_bytes = 0;     // 0 when tied to embed_tokens
   uint64_t attention_bytes = 0;   // all layers: q,k,v,out weights and biases
+  // Per layer [layers]: the bytes of its q,k,v,out weight matrices that may live in host memory
+  // instead (biases stay). Empty: no layer's attention can move (2:4 attention, which the engine
+  // keeps on the GPU).
+  std::vector<uint64_t> attention_weight_bytes;
   uint64_t norm_bytes = 0;        // all layer norms
   uint64_t ffn_bias_bytes = 0;    // all layers' b2 (b1 travels inside the bundles)
   uint64_t predictor_bytes = 0;   // all layers' predictors (0: none / exact mode)
@@ -70,6 +75,10 @@ struct Plan {
   bool whole_model_resident = false;  // every bundle fits: no offload traffic at all
   uint64_t gpu_budget = 0, fixed_bytes = 0, ffn_budget = 0, hot_bytes = 0, cache_bytes = 0;
   uint64_t min_gpu_bytes = 0;         // the smallest budget this model and context can run in
+  // The last attention_host_layers layers keep their attention weights in mapped host memory: the
+  // fewest that let the budget hold the rest (0 when it fits); fixed_bytes excludes them.
+  int64_t attention_host_layers = 0;
+  uint64_t attention_host_bytes = 0;  // those weights: read over PCIe once per decode token
   uint64_t host_bytes = 0;            // bundles that stay on the host
   HostPlacement host = HostPlacement::None;
   double expected_hit = 0;            // firing-weighted share of activations served by pinned neurons
@@ -78,7 +87,9 @@ struct Plan {
   std::string table() const;          // the human summary `--stats` and generate print
 };
 
-// Throws Error(InvalidArgument) when the budget cannot work, naming the minimum and its parts:
+// Attention weights move to the host (last layer first) only when the fixed part with all of them
+// plus the minimal neuron cache does not fit: resident attention comes before hot FFN neurons.
+// Throws Error(InvalidArgument) when the budget cannot work even so, naming the minimum and its parts:
 // "--gpu-memory 2.00 GiB is below the 4.62 GiB this model needs resident: embeddings 0.41 GiB,
 // attention 4.00 GiB, ...; raise it to at least 4.63 GiB". Also when the host limit is smaller than
 // the non-resident bundles and the file is not neuron-major (nothing to mmap).

@@ -1,7 +1,11 @@
 // The placement planner and size parsing: budget edges (too small names the minimum, exactly the
 // minimum works, one byte less does not, the whole model fits), hot neurons chosen greedily by
-// firing rate across layers, the cache ratio, and host placement (pinned, mmap, refused).
+// firing rate across layers, the cache ratio, host placement (pinned, mmap, refused), and attention
+// weights moved to the host only as far as the budget needs (the fewest last layers).
+#include <cstdio>
 #include <numeric>
+
+#include <fmt/format.h>
 
 #include "offload/planner.hpp"
 #include "sf_test_util.hpp"
@@ -115,6 +119,108 @@ TEST(Planner, HostPlacement) {
   EXPECT_EQ(plan_placement(in).host, HostPlacement::Mmap);
   in.gpu_cache_ratio = 1.5;
   EXPECT_EQ(catch_error([&] { plan_placement(in); }).status(), Status::InvalidArgument);
+}
+
+// Four layers whose attention weights may move to the host, of unequal sizes so that "the last k"
+// shows in the bytes.
+PlannerInput toy_attention() {
+  PlannerInput in = toy();
+  in.layers = 4;
+  in.attention_weight_bytes = {100000, 110000, 120000, 130000};
+  in.attention_bytes = 460000 + 4 * 1000;  // + biases, which stay
+  return in;
+}
+
+TEST(PlannerAttentionOnHost, MovesTheFewestLastLayers) {
+  PlannerInput in = toy_attention();
+  const uint64_t fixed = in.fixed_bytes(), min_cache = 4 * 128 * in.bundle_stride;
+  // Everything fits, and exactly the all-resident minimum: nothing moves.
+  for (uint64_t budget : {fixed + in.ffn_bytes(), fixed + min_cache}) {
+    in.gpu_budget = budget;
+    const Plan p = plan_placement(in);
+    EXPECT_EQ(p.attention_host_layers, 0) << budget;
+    EXPECT_EQ(p.attention_host_bytes, 0u);
+    EXPECT_EQ(p.fixed_bytes, fixed);
+    EXPECT_EQ(p.table().find("on the host ("), std::string::npos);
+  }
+  // A budget that holds all but the last k layers' attention gets exactly k; one byte less, k + 1.
+  uint64_t moved = 0;
+  for (int64_t k = 1; k <= 4; ++k) {
+    moved += in.attention_weight_bytes[size_t(4 - k)];
+    in.gpu_budget = fixed - moved + min_cache;
+    const Plan p = plan_placement(in);
+    EXPECT_EQ(p.attention_host_layers, k);
+    EXPECT_EQ(p.attention_host_bytes, moved);
+    EXPECT_EQ(p.fixed_bytes, fixed - moved);
+    EXPECT_EQ(p.min_gpu_bytes, fixed - 460000 + min_cache);
+    EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, in.gpu_budget);
+    const std::string t = p.table();
+    EXPECT_NE(t.find(fmt::format("weights of layers {}..3 on the host", 4 - k)), std::string::npos) << t;
+    if (k < 4) {
+      in.gpu_budget -= 1;
+      EXPECT_EQ(plan_placement(in).attention_host_layers, k + 1);
+    }
+  }
+  // Between the edges: the budget left after the moved layers goes to the FFN, within the budget.
+  in.gpu_budget = fixed - 200000 + min_cache + 50 * in.bundle_stride;
+  const Plan mid = plan_placement(in);
+  EXPECT_EQ(mid.attention_host_layers, 2);  // 130000 + 120000 >= 200000 - 50 bundles
+  EXPECT_LE(mid.fixed_bytes + mid.hot_bytes + mid.cache_bytes, in.gpu_budget);
+  int64_t slots = 0;
+  for (const auto& l : mid.layers) slots += l.hot + l.cache_slots;
+  EXPECT_EQ(uint64_t(slots), (in.gpu_budget - mid.fixed_bytes) / in.bundle_stride);
+}
+
+TEST(PlannerAttentionOnHost, BelowTheNewMinimumIsRefusedNamingIt) {
+  PlannerInput in = toy_attention();
+  const uint64_t min = in.fixed_bytes() - 460000 + 4 * 128 * in.bundle_stride;
+  in.gpu_budget = min - 1;
+  const auto e = catch_error([&] { plan_placement(in); });
+  EXPECT_EQ(e.status(), Status::InvalidArgument);
+  const std::string msg = e.what();
+  EXPECT_NE(msg.find("below the " + format_bytes(min)), std::string::npos) << msg;
+  EXPECT_NE(msg.find("counted on the host"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("raise it to at least"), std::string::npos) << msg;
+  in.gpu_budget = min;
+  const Plan p = plan_placement(in);
+  EXPECT_EQ(p.attention_host_layers, 4);
+  EXPECT_EQ(p.min_gpu_bytes, min);
+  EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, in.gpu_budget);
+  // Without movable attention (2:4), the old minimum holds.
+  in.attention_weight_bytes.clear();
+  EXPECT_EQ(catch_error([&] { plan_placement(in); }).status(), Status::InvalidArgument);
+  in.attention_weight_bytes = {1, 2};  // not one entry per layer
+  in.gpu_budget = uint64_t(1) << 40;
+  EXPECT_EQ(catch_error([&] { plan_placement(in); }).status(), Status::InvalidArgument);
+}
+
+// OPT-6.7B as the H200 benchmark runs it (fp16, prompt 8 + 64 new tokens, rank-128 predictors,
+// 97% sparsity: 3% firing rate per neuron) at --gpu-memory 0.3: with all attention resident the
+// minimum is 5.20 GiB (fixed 4.72 + minimal cache 0.48), the budget 3.79 GiB, so the last 12 layers'
+// attention (1.50 GiB) is read over PCIe every token.
+TEST(PlannerAttentionOnHost, Opt67bAtThirtyPercent) {
+  const int64_t L = 32, d = 4096, F = 16384, V = 50272;
+  PlannerInput in;
+  in.layers = L;
+  in.hidden = d;
+  in.ffn = F;
+  in.embedding_bytes = uint64_t(V + 2050) * d * 2;
+  in.attention_weight_bytes.assign(size_t(L), uint64_t(4) * d * d * 2);
+  in.attention_bytes = uint64_t(L) * (4 * d * d + 4 * d) * 2;
+  in.norm_bytes = uint64_t(2 * d + L * 4 * d) * 2;
+  in.ffn_bias_bytes = uint64_t(L) * d * 2;
+  in.predictor_bytes = uint64_t(L) * ((d * 128 + 128 * F) * 2 + F * 4);
+  in.bundle_stride = 16512;
+  in.kv_cache_bytes = uint64_t(2) * L * 72 * d * 2;
+  in.workspace_bytes = (uint64_t(64) << 20) + 2 * uint64_t(V) * 4 + uint64_t(F) * in.bundle_stride / 4;
+  const std::vector<float> rate(size_t(F), 0.03f);
+  for (int64_t l = 0; l < L; ++l) in.firing_rates.emplace_back(rate);
+  in.gpu_budget = parse_size_spec("0.3", "--gpu-memory").resolve(in.model_bytes());
+  const Plan p = plan_placement(in);
+  std::printf("%s", p.table().c_str());
+  EXPECT_EQ(p.attention_host_layers, 12);
+  EXPECT_EQ(p.attention_host_bytes, uint64_t(12) * 4 * d * d * 2);
+  EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, in.gpu_budget);
 }
 
 }  // namespace

@@ -6,7 +6,10 @@
 //     token through the decode graph, on a random model and the HF fixtures, with the whole FFN
 //     resident, with a cache smaller than the active set (eviction + direct host reads), and with an
 //     all-LRU cache; the stream policy equals it too; a predictor that predicts every neuron (so the
-//     side-stream fetch during attention carries everything) equals it too; budget edges.
+//     side-stream fetch during attention carries everything) equals it too; budget edges;
+//   - attention weights in mapped host memory (a budget below all the attention): the engine with
+//     every layer's attention on the host equals the all-resident one bit for bit (decode GEMV and
+//     the cuBLAS prefill), and so does the offloaded engine in oracle mode under such a plan.
 // Each test skips with the reason when no GPU is present.
 #include <gtest/gtest.h>
 
@@ -627,6 +630,114 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
     ADD_FAILURE() << "a 1 KiB budget was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
+  }
+}
+
+// ---- attention weights on the host (CudaOptions::attention_host_layers) ---------------------------
+std::unique_ptr<model::Model> four_layers(bool sparse24) {
+  test::RandomSpec spec;
+  spec.config = test::tiny_config();
+  spec.config.hidden_size = 64;
+  spec.config.word_embed_proj_dim = 64;
+  spec.config.ffn_dim = 256;
+  spec.config.num_hidden_layers = 4;
+  spec.dtype = DType::F16;
+  spec.sparse24 = sparse24;
+  spec.seed = 17;
+  return test::random_opt(spec);
+}
+
+// The same bytes read through the mapped pointer by the same kernels: identical logits, decode
+// (GEMV) and a 14-token prefill (cuBLAS), and identical greedy ids through the decode graph.
+TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
+  SKIP_WITHOUT_GPU();
+  auto m = four_layers(false);
+  const auto& c = m->config();
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 14; ++i) toks.push_back(int32_t((i * 37 + 2) % c.vocab_size));
+  model::OptCuda ref(*m);
+  const auto want = stepwise(ref, toks);
+  ref.reset(int64_t(toks.size()));
+  const auto want_prefill = ref.forward(toks, /*all_logits=*/true);
+  const auto want_ids = ref.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
+  const size_t per_layer = 4 * size_t(c.hidden_size) * size_t(c.hidden_size) * 2;
+  for (int64_t k : {c.num_hidden_layers, int64_t(1)}) {
+    model::CudaOptions o;
+    o.attention_host_layers = k;
+    model::OptCuda e(*m, o);
+    EXPECT_EQ(e.memory().host_weights, size_t(k) * per_layer);
+    EXPECT_EQ(e.memory().weights + e.memory().host_weights, ref.memory().weights);
+    expect_same_logits(stepwise(e, toks), want, fmt::format("attention on the host, last {} layers", k), true);
+    e.reset(int64_t(toks.size()));
+    const auto got_prefill = e.forward(toks, /*all_logits=*/true);
+    ASSERT_EQ(got_prefill.size(), want_prefill.size());
+    EXPECT_EQ(0, std::memcmp(got_prefill.data(), want_prefill.data(), got_prefill.size() * 4)) << "prefill, k " << k;
+    EXPECT_EQ(e.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids, want_ids) << "k " << k;
+  }
+  model::CudaOptions bad;
+  bad.attention_host_layers = c.num_hidden_layers + 1;
+  try {
+    model::OptCuda e(*m, bad);
+    ADD_FAILURE() << "attention_host_layers beyond the model's layers was accepted";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.status(), Status::InvalidArgument) << err.what();
+  }
+}
+
+// 2:4 attention is read by the 2:4 kernels from device memory only: refused with a reason.
+TEST(AttentionOnHost, SparseAttentionIsRefusedWithAReason) {
+  SKIP_WITHOUT_GPU();
+  auto m = four_layers(true);
+  model::CudaOptions o;
+  o.attention_host_layers = 1;
+  try {
+    model::OptCuda e(*m, o);
+    ADD_FAILURE() << "2:4 attention on the host was accepted";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.status(), Status::UnsupportedShape) << err.what();
+    EXPECT_NE(std::string(err.what()).find("2:4"), std::string::npos) << err.what();
+  }
+}
+
+// A budget below the all-resident minimum: the planner moves the last layers' attention to the
+// host, and the offloaded engine in oracle mode still equals the resident one bit for bit; --stats
+// counts the attention bytes as PCIe traffic.
+TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
+  SKIP_WITHOUT_GPU();
+  auto m = four_layers(false);
+  const auto& c = m->config();
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 14; ++i) toks.push_back(int32_t((i * 37 + 2) % c.vocab_size));
+  model::OptCuda ref(*m);
+  const auto want = stepwise(ref, toks);
+  const auto want_ids = ref.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
+  const NeuronStore st = NeuronStore::from_model(*m);
+  OffloadOptions opt;
+  opt.predictor = PredictorMode::Exact;
+  opt.stats = true;
+  OffloadTuning tune;
+  tune.context_tokens = 64;
+  PlannerInput in = planner_input(*m, st, tune.context_tokens, opt);
+  ASSERT_EQ(int64_t(in.attention_weight_bytes.size()), c.num_hidden_layers);
+  const uint64_t layer_bytes = in.attention_weight_bytes[0];
+  in.gpu_budget = uint64_t(1) << 34;
+  const uint64_t min = plan_placement(in).min_gpu_bytes;  // every layer's attention on the host
+  for (const auto& [budget, k] : {std::pair<uint64_t, int64_t>{min, c.num_hidden_layers},
+                                  {min + 2 * layer_bytes, c.num_hidden_layers - 2}}) {
+    in.gpu_budget = budget;
+    const Plan p = plan_placement(in);
+    ASSERT_EQ(p.attention_host_layers, k) << p.table();
+    ASSERT_GT(p.attention_host_layers, 0);
+    opt.gpu_memory = SizeSpec{double(budget), false, "test"};
+    OffloadedOpt off(*m, opt, {}, tune, p);
+    EXPECT_EQ(off.engine().memory().host_weights, p.attention_host_bytes);
+    EXPECT_NE(off.describe().find("mapped host memory"), std::string::npos) << off.describe();
+    expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("host attention, {} layers", k), true);
+    const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 10, {});
+    EXPECT_EQ(res.ids, want_ids) << "host attention, " << k << " layers";
+    const OffloadStats s = off.stats();
+    EXPECT_GE(s.pcie_bytes, double(s.tokens) * double(p.attention_host_bytes));
+    EXPECT_GT(s.tokens, 0);
   }
 }
 

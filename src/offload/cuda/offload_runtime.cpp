@@ -166,6 +166,9 @@ void OffloadRuntime::init(int device) {
   if (stride_ % 16 != 0) fail(Status::Internal, "bundle stride {} is not a multiple of 16", stride_);
   if (int64_t(plan.layers.size()) != L_)
     fail(Status::InvalidArgument, "the placement plan has {} layers, the model {}.", plan.layers.size(), L_);
+  if (plan.attention_host_layers < 0 || plan.attention_host_layers > L_)
+    fail(Status::InvalidArgument, "the placement plan puts {} layers' attention on the host; the model has {}.",
+         plan.attention_host_layers, L_);
   if (!exact_ && !store.has_predictor() && opt.policy != OffloadPolicy::Stream)
     fail(Status::NotFound, "this model has no activation predictors.\n---> HINT: run `sparseflow calibrate` on it "
          "first, or use --predictor exact (slow: reads every fc1 row) or --offload-policy stream.");
@@ -829,10 +832,15 @@ OffloadStats OffloadRuntime::totals() const {
   return t;
 }
 
+uint64_t OffloadRuntime::attention_host_bytes() const {
+  return uint64_t(plan_.attention_host_layers) * 4 * uint64_t(d_) * uint64_t(d_) * dtype_size(act_);
+}
+
 double OffloadRuntime::fixed_pcie_bytes_per_token() const {
   const double es = double(dtype_size(act_));
   return double(streamed_layers_) * double(F_) * double(stride_) +
-         double(cpu_layers_) * (double(d_) * (es + 4) + double(k::kHeadInts + 2 * F_) * 4);
+         double(cpu_layers_) * (double(d_) * (es + 4) + double(k::kHeadInts + 2 * F_) * 4) +
+         double(attention_host_bytes());
 }
 
 std::string OffloadRuntime::describe() const {
@@ -841,6 +849,9 @@ std::string OffloadRuntime::describe() const {
   if (probe_.pcie_kernel_GBps > 0)
     s += fmt::format("  host->GPU: kernel reading mapped memory {:.1f} GB/s, DMA copy {:.1f} GB/s; CPU cold neurons "
                      "{:.1f} GB/s\n", probe_.pcie_kernel_GBps, probe_.pcie_dma_GBps, probe_.cpu_GBps);
+  if (plan_.attention_host_layers > 0)
+    s += fmt::format("  attention weights of layers {}-{} in mapped host memory: {} read over PCIe per token\n",
+                     L_ - plan_.attention_host_layers, L_ - 1, mib(double(attention_host_bytes())));
   for (int64_t l = 0; l < L_; ++l) {
     const Layer& L = layers_[size_t(l)];
     // Collapse runs of identical layers.
@@ -859,7 +870,8 @@ nlohmann::ordered_json OffloadRuntime::describe_json() const {
   nlohmann::ordered_json j = {{"layers", L_}, {"hidden", d_}, {"ffn", F_}, {"bundle_bytes", stride_},
                               {"predictor", exact_ ? "exact" : "model"}, {"device_bytes", device_bytes_},
                               {"pcie_kernel_GBps", probe_.pcie_kernel_GBps}, {"pcie_dma_GBps", probe_.pcie_dma_GBps},
-                              {"cpu_GBps", probe_.cpu_GBps}, {"per_layer", nlohmann::json::array()}};
+                              {"cpu_GBps", probe_.cpu_GBps}, {"attention_host_layers", plan_.attention_host_layers},
+                              {"attention_host_bytes", attention_host_bytes()}, {"per_layer", nlohmann::json::array()}};
   for (const Layer& L : layers_)
     j["per_layer"].push_back({{"mode", layer_mode_name(L.mode)}, {"pinned", L.pinned}, {"lru_slots", L.lru}});
   return j;

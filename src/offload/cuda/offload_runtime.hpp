@@ -58,8 +58,11 @@ class OffloadRuntime final : public model::FfnProvider {
   LayerMode mode(int64_t layer) const;
   int64_t streamed_layers() const { return streamed_layers_; }
   // Bytes over PCIe per decode token that do not depend on the token: streamed layers, the cpu
-  // policy's x / y / list copies.
+  // policy's x / y / list copies, the attention weights the plan left on the host.
   double fixed_pcie_bytes_per_token() const;
+  // The q/k/v/out weights of the plan's last attention_host_layers layers, which the engine reads
+  // from mapped host memory (CudaOptions::attention_host_layers): 4 hidden^2 elements per layer.
+  uint64_t attention_host_bytes() const;
 
  private:
   struct Layer;

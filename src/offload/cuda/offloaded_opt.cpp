@@ -36,6 +36,7 @@ OffloadedOpt::OffloadedOpt(const model::Model& model, const OffloadOptions& opt,
   m->runtime = std::make_unique<OffloadRuntime>(model, m->store, m->plan, opt, tuning, cuda.device);
   model::CudaOptions c = cuda;
   c.ffn_provider = m->runtime.get();
+  c.attention_host_layers = m->plan.attention_host_layers;  // the budget could not hold all the attention
   m->engine = std::make_unique<model::OptCuda>(model, c);
   impl_ = std::move(m);
 }
