@@ -11,8 +11,10 @@
 #include <map>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string_view>
 
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
@@ -541,9 +543,12 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   ff = ws(R * F * act_size, "FFN activations");
   acc = static_cast<float*>(ws(R * std::max({3 * H, F, E}) * 4, "GEMM accumulators"));
   logits = static_cast<float*>(ws(R * V * 4, "logits"));
-  // Prefill attention: fused (nothing of size n x len) for fp16/bf16, else scores (fp32) +
-  // probabilities (act) for as many heads per pass as fit.
-  if (!kk::fused_prefill_attention_supported(act_dt, hd, H)) {
+  // Prefill attention: fused (nothing of size n x len) when asked for and supported, else scores
+  // (fp32) + probabilities (act) for as many heads per pass as fit.
+  const char* fused_env = std::getenv("SPARSEFLOW_FUSED_ATTENTION");
+  const bool fused = (opt.fused_prefill_attention || (fused_env && std::string_view(fused_env) == "1")) &&
+                     kk::fused_prefill_attention_supported(act_dt, hd, H);
+  if (!fused) {
     const size_t per_head = size_t(cap) * size_t(cap) * (4 + act_size);
     attn_heads_per_pass = std::clamp<int64_t>(int64_t(kAttnScratchBudget / std::max<size_t>(per_head, 1)), 1, heads);
     scores = static_cast<float*>(ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores"));

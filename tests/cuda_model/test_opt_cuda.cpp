@@ -274,7 +274,7 @@ TEST(CudaBatch, IdenticalPromptsDecodeIdentically) {
   }
 }
 
-// The fused prefill attention (head_dim 64, 80, 128) is not reached by the HF fixtures (head_dim 16),
+// The fused prefill attention (opt-in; head_dim 64, 80, 128) is not reached by the HF fixtures (head_dim 16),
 // so an OPT-125m with real shapes (head_dim 64, random fp16 weights from `synth`) checks it end to end:
 // a 150-token prefill against the same tokens through the decode kernels one at a time, against a
 // prefill in two chunks (the second one with 100 tokens already cached), and its perplexity against
@@ -288,7 +288,9 @@ TEST(CudaSynthOpt125m, FusedPrefillAttentionAgreesWithDecodeAndCpu) {
     ~Cleanup() { std::filesystem::remove_all(d); }
   } cleanup{dir};
   auto model = Model::open(dir.string());
-  OptCuda gpu(*model, CudaOptions{});
+  CudaOptions o;
+  o.fused_prefill_attention = true;
+  OptCuda gpu(*model, o);
   std::mt19937 rng(3);
   std::vector<int32_t> tokens(150);
   for (auto& t : tokens) t = int32_t(rng() % 50000);
