@@ -24,6 +24,7 @@ struct SynthArgs {
   uint64_t seed = 0;
   std::string activation_profile;  // issue 6: empty = plain random weights
   bool profiled = false, neuron_major = false;
+  int64_t layers = 0;
 };
 
 // A scratch directory removed on every exit path.
@@ -58,6 +59,7 @@ void run_synth(const SynthArgs& a) {
     po.profile = offload::parse_activation_profile(a.activation_profile);
     po.format = a.format;
     po.neuron_major = a.neuron_major;
+    po.layers = a.layers;
     if (a.format == "sf" && fs::is_directory(a.output))
       fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
     const auto c = offload::write_profiled_opt(a.output, po);
@@ -70,6 +72,9 @@ void run_synth(const SynthArgs& a) {
                c.ffn_dim, 1 - fit.mean, po.profile.hot_fraction * 100, fit.hot_share * 100, po.profile.corr, fit.sigma);
     return;
   }
+  if (a.layers != 0)
+    fail(Status::InvalidArgument, "--layers is for --activation-profile models (the offloading experiments); add "
+         "--activation-profile default, or leave --layers out");
   if (model::find_large_opt_shape(a.arch) && a.format == "hf") {  // real OPT shapes, streamed (synth_large.hpp)
     const auto c = model::write_large_opt_hf(a.output, a.arch, a.seed, o.dtype);
     fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}, vocab {}; random "
@@ -125,6 +130,11 @@ void add_synth_command(CLI::App& app) {
                 "(\"default\" = those values; docs/OFFLOAD.md). Any --arch; .sf output streams")
       ->each([a](const std::string&) { a->profiled = true; });
   c->add_flag("--neuron-major", a->neuron_major, "with --format sf: store each FFN layer as neuron bundles");
+  c->add_option("--layers", a->layers,
+                "with --activation-profile: write only the first N decoder layers of --arch's shapes (0: all), "
+                "for shapes whose whole model does not fit the disk")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   c->callback([a] { run_synth(*a); });
 }
 

@@ -410,11 +410,18 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
     fail(Status::InvalidArgument, "--format {}: expected hf or sf", o.format);
   if (o.neuron_major && o.format != "sf")
     fail(Status::InvalidArgument, "--neuron-major writes a .sf file; add --format sf");
-  const model::OptConfig c = config_for(o.arch);
+  model::OptConfig c = config_for(o.arch);
+  if (o.layers != 0) {
+    if (o.layers < 1 || o.layers > c.num_hidden_layers)
+      fail(Status::InvalidArgument, "--layers {}: {} has {} decoder layers; give 1..{} (or leave it out for all)",
+           o.layers, o.arch, c.num_hidden_layers, c.num_hidden_layers);
+    c.num_hidden_layers = o.layers;
+  }
   Generator gen(c, o.seed, o.dtype, o.profile);
   const auto expected = model::opt_expected_tensors(c, /*untied_lm_head=*/false);
   const int64_t F = c.ffn_dim, H = c.hidden_size;
   nlohmann::json synth_info = {{"random_weights", true}, {"arch", o.arch}, {"seed", o.seed},
+                               {"layers", c.num_hidden_layers},
                                {"activation_profile", gen.info()},
                                {"note", "synthetic weights with a stated activation profile, made by `sparseflow synth "
                                         "--activation-profile`; not a trained model"}};

@@ -61,6 +61,11 @@ struct ProfiledSynthOptions {
   ActivationProfileSpec profile;
   std::string format = "sf";   // "sf" (a .sf file) or "hf" (a checkpoint directory)
   bool neuron_major = false;   // sf only: FFN as neuron bundles (identity order)
+  // 0: the arch's layer count; else only the first `layers` decoder layers of the arch's shapes
+  // (e.g. 24 of OPT-30B's 48, whose 60 GB do not fit a 64 GB disk beside a build). The per-layer
+  // weight scales follow the count written, so the residual stream stays as bounded as in a full
+  // model; per-layer costs (bytes, time) are those of the full shape's layers.
+  int64_t layers = 0;
 };
 // Streams the checkpoint to `output` (one layer's FFN in memory at a time; atomic). Returns the config.
 model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSynthOptions& o);

@@ -138,6 +138,17 @@ TEST_F(SynthProfileTest, HfOutputAndErrors) {
   o.neuron_major = true;
   EXPECT_EQ(catch_error([&] { write_profiled_opt(path("dir2"), o); }).status(), Status::InvalidArgument);
   o.format = "sf";
+  o.neuron_major = false;
+  o.layers = 1;  // the first layer of tiny's two
+  write_profiled_opt(path("one.sf"), o);
+  EXPECT_EQ(model::Model::open(path("one.sf"))->config().num_hidden_layers, 1);
+  EXPECT_EQ(model::Model::open(path("one.sf"))->config().hidden_size, 64);
+  o.layers = 3;  // more than the arch has
+  const auto e = catch_error([&] { write_profiled_opt(path("three.sf"), o); });
+  EXPECT_EQ(e.status(), Status::InvalidArgument);
+  EXPECT_NE(std::string(e.what()).find("1..2"), std::string::npos) << e.what();
+  o.layers = 0;
+  o.neuron_major = true;
   o.arch = "opt-999b";
   EXPECT_EQ(catch_error([&] { write_profiled_opt(path("x.sf"), o); }).status(), Status::InvalidArgument);
   EXPECT_EQ(catch_error([&] { profile_activations(*m, std::vector<int32_t>{2}); }).status(), Status::InvalidArgument);
