@@ -14,21 +14,12 @@
 #include "core/dtype.hpp"
 #include "kernels/cuda/cuda_api.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
+#include "kernel_test_util.hpp"
 
 namespace sf::cuda::model {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                 \
-  do {                                                                                     \
-    if (const std::string why = unavailable_reason(); !why.empty()) GTEST_SKIP() << why; \
-  } while (0)
-
-struct Dev {
-  void* p = nullptr;
-  explicit Dev(size_t bytes) { EXPECT_EQ(cudaMalloc(&p, bytes ? bytes : 1), cudaSuccess); }
-  ~Dev() { cudaFree(p); }
-  float* f() const { return static_cast<float*>(p); }
-};
+using test::Dev;
 
 constexpr float kEps = 1e-5f;
 
