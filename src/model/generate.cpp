@@ -51,7 +51,8 @@ double PerplexityResult::perplexity() const {
   return std::exp(mean_nll());
 }
 
-PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context) {
+PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context,
+                            const std::function<void(std::span<const float> logits, size_t len)>& on_window) {
   const auto& cfg = opt.config();
   if (context == 0) context = cfg.max_position_embeddings;
   if (context < 2 || context > cfg.max_position_embeddings)
@@ -79,6 +80,7 @@ PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t c
     }
     res.predicted += int64_t(len) - 1;
     ++res.windows;
+    if (on_window) on_window(logits, len);
   }
   return res;
 }

@@ -37,7 +37,9 @@ struct PerplexityResult {
 
 // Splits `ids` into non-overlapping windows of `context` tokens (0: max_position_embeddings) and
 // scores each window independently. Throws Error(InvalidArgument) when fewer than 2 tokens would be
-// scored or context exceeds max_position_embeddings.
-PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context = 0);
+// scored or context exceeds max_position_embeddings. on_window, when set, sees each window's logits
+// [len, vocab] (row i predicts token i + 1; the last row predicts nothing) after they were scored.
+PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context = 0,
+                            const std::function<void(std::span<const float> logits, size_t len)>& on_window = {});
 
 }  // namespace sf::model

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "model/generate.hpp"
 #include "model/opt_cpu.hpp"
 #include "offload/neuron_store.hpp"
 
@@ -17,34 +18,17 @@ namespace sf::offload {
 namespace {
 
 struct Pass {
+  model::PerplexityResult nll;
   std::vector<float> logits;  // [positions scored, vocab], windows concatenated
-  double nll_sum = 0;
-  int64_t predicted = 0, windows = 0;
 };
 
-// One pass over non-overlapping windows, keeping each window's logits for positions 0..len-2.
+// model::perplexity, keeping each window's logits for the positions it scored (0..len-2).
 Pass run_pass(model::OptCpu& opt, std::span<const int32_t> ids, int64_t context) {
   Pass p;
   const int64_t V = opt.config().vocab_size;
-  model::KvCache cache = opt.make_cache(context);
-  for (size_t start = 0; start < ids.size(); start += size_t(context)) {
-    const size_t len = std::min(ids.size() - start, size_t(context));
-    if (len < 2) break;
-    cache.clear();
-    const auto window = ids.subspan(start, len);
-    const std::vector<float> logits = opt.forward(window, cache, /*all_logits=*/true);
-    for (size_t i = 0; i + 1 < len; ++i) {
-      const float* row = logits.data() + int64_t(i) * V;
-      double mx = row[0];
-      for (int64_t j = 1; j < V; ++j) mx = std::max(mx, double(row[j]));
-      double sum = 0;
-      for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j]) - mx);
-      p.nll_sum += mx + std::log(sum) - double(row[window[i + 1]]);
-    }
+  p.nll = model::perplexity(opt, ids, context, [&](std::span<const float> logits, size_t len) {
     p.logits.insert(p.logits.end(), logits.begin(), logits.begin() + int64_t(len - 1) * V);
-    p.predicted += int64_t(len) - 1;
-    ++p.windows;
-  }
+  });
   return p;
 }
 
@@ -74,16 +58,8 @@ PredictorQuality measure_predictor_quality(const model::Model& model, const Neur
     fail(Status::InvalidArgument, "the model has no activation predictors: run `sparseflow calibrate --model M "
          "--calibration TEXT` first.");
   const auto& cfg = model.config();
-  if (context <= 0) context = cfg.max_position_embeddings;
-  if (context > cfg.max_position_embeddings)
-    fail(Status::InvalidArgument, "--context {} exceeds max_position_embeddings {}.", context,
-         cfg.max_position_embeddings);
-  if (ids.size() < 2 || context < 2)
-    fail(Status::InvalidArgument, "measuring the predictors needs at least 2 tokens per window, got {} tokens, "
-         "context {}.", ids.size(), context);
-
   model::OptCpu opt(model);
-  const Pass full = run_pass(opt, ids, context);
+  const Pass full = run_pass(opt, ids, context);  // checks the context and the token count
 
   std::vector<WidePredictor> preds;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) preds.push_back(widen(store.predictor(l)));
@@ -125,14 +101,14 @@ PredictorQuality measure_predictor_quality(const model::Model& model, const Neur
 
   PredictorQuality q;
   q.tokens = int64_t(ids.size());
-  q.predicted_tokens = full.predicted;
-  q.windows = full.windows;
-  q.ppl_full = std::exp(full.nll_sum / double(full.predicted));
-  q.ppl_predicted = std::exp(pred.nll_sum / double(pred.predicted));
+  q.predicted_tokens = full.nll.predicted;
+  q.windows = full.nll.windows;
+  q.ppl_full = full.nll.perplexity();
+  q.ppl_predicted = pred.nll.perplexity();
   const int64_t V = cfg.vocab_size;
   double num = 0, den = 0;
   int64_t agree = 0;
-  for (int64_t i = 0; i < full.predicted; ++i) {
+  for (int64_t i = 0; i < full.nll.predicted; ++i) {
     const float* a = full.logits.data() + i * V;
     const float* b = pred.logits.data() + i * V;
     for (int64_t j = 0; j < V; ++j) {
@@ -143,7 +119,7 @@ PredictorQuality measure_predictor_quality(const model::Model& model, const Neur
     agree += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
   }
   q.logit_rel_l2 = den > 0 ? std::sqrt(num / den) : 0;
-  q.greedy_agreement = double(agree) / double(full.predicted);
+  q.greedy_agreement = double(agree) / double(full.nll.predicted);
   q.recall = active ? double(hits) / double(active) : 1.0;
   q.precision = predicted ? double(hits) / double(predicted) : 1.0;
   q.predicted_fraction = cells ? double(predicted) / double(cells) : 0;

@@ -30,8 +30,8 @@ struct PredictorQuality {
   std::string table() const;
 };
 
-// Throws Error(InvalidArgument) when the store has no predictors (run `sparseflow calibrate`) or
-// fewer than 2 tokens would be scored. context: tokens per window (0: max_position_embeddings).
+// Throws Error(InvalidArgument) when the store has no predictors (run `sparseflow calibrate`), or as
+// model::perplexity does for the context and the tokens. context: tokens per window (0: max positions).
 PredictorQuality measure_predictor_quality(const model::Model& model, const NeuronStore& store,
                                            std::span<const int32_t> ids, int64_t context = 0);
 
