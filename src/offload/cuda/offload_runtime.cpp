@@ -315,9 +315,9 @@ void OffloadRuntime::release() {
 
 LayerMode OffloadRuntime::mode(int64_t layer) const { return layers_[size_t(layer)].mode; }
 
-// The host bundles become mapped pinned memory: registered in place (the .sf mmap, read-only, or
-// the store's packed buffers), else copied into cudaHostAlloc'ed memory. Registering avoids a second
-// host copy of up to the whole FFN; the fetch kernel then reads the bundles straight from there.
+// The host bundles become mapped pinned memory: copied into cudaHostAlloc'ed memory, or, with
+// SPARSEFLOW_OFFLOAD_REGISTER=1, registered in place (the .sf mmap, read-only, or the store's packed
+// buffers) when that works. The fetch kernel then reads the bundles straight from there.
 void OffloadRuntime::setup_backing() {
   backing_dev_.assign(size_t(L_), nullptr);
   backing_host_.assign(size_t(L_), nullptr);
@@ -325,6 +325,28 @@ void OffloadRuntime::setup_backing() {
     fail(Status::UnsupportedShape, "--host-memory below the size of the non-resident bundles asks for reading them "
          "from the .sf mmap; the CUDA offload runtime does not implement that path yet (it needs the bundles in "
          "pinned host memory).\n---> HINT: drop --host-memory, or give it at least {}.", mib(double(plan_.host_bytes)));
+  // In place (no second host copy) only when asked: pinning a file-backed mapping page by page can
+  // take far longer than copying it (it did on a lent H200 VM: minutes for 8 GB), and the copy
+  // leaves the page cache reclaimable.
+  const char* reg_env = std::getenv("SPARSEFLOW_OFFLOAD_REGISTER");
+  if (reg_env && std::string_view(reg_env) == "1" && register_backing_in_place()) return;
+  // A pinned copy per layer.
+  for (int64_t l = 0; l < L_; ++l) {
+    const NeuronLayer& NL = store_.layer(l);
+    auto* h = static_cast<uint8_t*>(host_alloc(NL.bytes(), "the host copy of the neuron bundles"));
+    const int64_t piece = int64_t(1) << 20, bytes = int64_t(NL.bytes());
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t b = 0; b < bytes; b += piece) std::memcpy(h + b, NL.bundles + b, size_t(std::min(piece, bytes - b)));
+    void* dp = nullptr;
+    SF_CUDA_CHECK(cudaHostGetDevicePointer(&dp, h, 0));
+    backing_dev_[size_t(l)] = static_cast<const uint8_t*>(dp);
+    backing_host_[size_t(l)] = h;
+  }
+}
+
+// Registers the page ranges holding every layer's bundles (merged, page-aligned) as mapped host
+// memory; on any failure undoes what it registered and returns false (the caller copies instead).
+bool OffloadRuntime::register_backing_in_place() {
   const uint64_t page = 4096;
   struct Range {
     uintptr_t lo, hi;
@@ -340,12 +362,7 @@ void OffloadRuntime::setup_backing() {
     if (!merged.empty() && r.lo <= merged.back().hi) merged.back().hi = std::max(merged.back().hi, r.hi);
     else merged.push_back(r);
   }
-  // In place (no second host copy) only when asked: pinning a file-backed mapping page by page can
-  // take far longer than copying it (it did on a lent H200 VM: minutes for 8 GB), and the copy
-  // leaves the page cache reclaimable. SPARSEFLOW_OFFLOAD_REGISTER=1 tries registering first.
-  const char* reg_env = std::getenv("SPARSEFLOW_OFFLOAD_REGISTER");
-  bool ok = reg_env && std::string_view(reg_env) == "1";
-  for (const Range& r : ok ? merged : std::vector<Range>{}) {
+  for (const Range& r : merged) {
     void* p = reinterpret_cast<void*>(r.lo);
     cudaError_t e = cudaHostRegister(p, r.hi - r.lo, cudaHostRegisterMapped | cudaHostRegisterReadOnly);
     if (e != cudaSuccess) {
@@ -354,36 +371,21 @@ void OffloadRuntime::setup_backing() {
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      ok = false;
-      break;
+      for (void* q : registered_) cudaHostUnregister(q);
+      registered_.clear();
+      cudaGetLastError();
+      return false;
     }
     registered_.push_back(p);
   }
-  if (ok) {
-    for (int64_t l = 0; l < L_; ++l) {
-      void* dp = nullptr;
-      SF_CUDA_CHECK(cudaHostGetDevicePointer(&dp, const_cast<uint8_t*>(store_.layer(l).bundles), 0));
-      backing_dev_[size_t(l)] = static_cast<const uint8_t*>(dp);
-      backing_host_[size_t(l)] = store_.layer(l).bundles;
-    }
-    backing_registered_ = true;
-    return;
-  }
-  for (void* p : registered_) cudaHostUnregister(p);
-  registered_.clear();
-  cudaGetLastError();
-  // Fallback: a pinned copy per layer.
   for (int64_t l = 0; l < L_; ++l) {
-    const NeuronLayer& NL = store_.layer(l);
-    auto* h = static_cast<uint8_t*>(host_alloc(NL.bytes(), "the host copy of the neuron bundles"));
-    const int64_t piece = int64_t(1) << 20, bytes = int64_t(NL.bytes());
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t b = 0; b < bytes; b += piece) std::memcpy(h + b, NL.bundles + b, size_t(std::min(piece, bytes - b)));
     void* dp = nullptr;
-    SF_CUDA_CHECK(cudaHostGetDevicePointer(&dp, h, 0));
+    SF_CUDA_CHECK(cudaHostGetDevicePointer(&dp, const_cast<uint8_t*>(store_.layer(l).bundles), 0));
     backing_dev_[size_t(l)] = static_cast<const uint8_t*>(dp);
-    backing_host_[size_t(l)] = h;
+    backing_host_[size_t(l)] = store_.layer(l).bundles;
   }
+  backing_registered_ = true;
+  return true;
 }
 
 void OffloadRuntime::setup_layer(int64_t l, LayerMode mode, int64_t pinned, int64_t lru) {

@@ -72,6 +72,7 @@ class OffloadRuntime final : public model::FfnProvider {
   void* dev_alloc(size_t bytes, const char* what);
   void* host_alloc(size_t bytes, const char* what);  // pinned, mapped
   void setup_backing();
+  bool register_backing_in_place();  // SPARSEFLOW_OFFLOAD_REGISTER=1; false: not registered, copy instead
   void setup_layer(int64_t l, LayerMode mode, int64_t pinned, int64_t lru);
   void run_probe();
   cuda::BundleSource pool_source(const Layer& L) const;
