@@ -165,6 +165,21 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
     fmt::print(human, "\ndecode step by stage (batch 1, {} eager steps after a {}-token prompt; {:.3f} ms/step in "
                "all, launch gaps included):\n{}", steps, prompt_tokens, total, pt.str());
     result["profile"] = js;
+    // The prefill of the same prompt by stage: where the time goes against cuBLAS's GEMMs alone.
+    const auto pstages = gpu.profile_prefill(prompt_tokens);
+    double ptotal = 0;
+    for (const auto& st : pstages) ptotal += st.ms;
+    Table ft({"stage", "launches", "ms", "% of prefill", "TFLOP", "TFLOP/s"});
+    nlohmann::ordered_json pjs = nlohmann::json::array();
+    for (const auto& st : pstages) {
+      ft.add_row({st.stage, std::to_string(st.launches), format_number(st.ms), format_number(100.0 * st.ms / ptotal),
+                  st.bytes > 0 ? format_number(st.bytes / 1e12) : "-",
+                  st.bytes > 0 ? format_number(st.bytes / (st.ms * 1e-3) / 1e12) : "-"});
+      pjs.push_back({{"stage", st.stage}, {"launches", st.launches}, {"ms", st.ms}, {"flops", st.bytes}});
+    }
+    fmt::print(human, "\nprefill of {} tokens by stage (batch 1, eager, one event per stage; {:.2f} ms in all, cuBLAS "
+               "alone on the dense GEMMs {:.2f} ms):\n{}", prompt_tokens, ptotal, gemm_ms, ft.str());
+    result["prefill_profile"] = pjs;
   }
   if (json_path == "-") {
     fmt::print("{}\n", result.dump(2));

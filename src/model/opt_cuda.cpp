@@ -8,7 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <map>
+#include <functional>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +16,7 @@
 #include <optional>
 #include <string_view>
 
+#include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
@@ -159,7 +160,7 @@ struct OptCuda::Impl {
   // profile_decode(): an event after each stage of an eager step; off (no events) otherwise.
   bool profiling = false;
   std::vector<cudaEvent_t> prof_events;
-  std::vector<std::pair<const char*, double>> prof_marks;  // (stage, bytes) per recorded event
+  std::vector<std::pair<const char*, double>> prof_marks;  // (stage, bytes or flops) per recorded event
   void mark(const char* stage, double bytes) {
     if (!profiling) return;
     if (prof_marks.size() + 1 >= prof_events.size()) {
@@ -343,6 +344,10 @@ struct OptCuda::Impl {
   void embed(const int32_t* tokens, int64_t rows, int64_t seq);
   void layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past);
   void layer_decode(int64_t li);
+  // profile_decode / profile_prefill: run a marked pass, gather its stage times.
+  void profiled(const std::function<void()>& pass);
+  void collect_marks(std::vector<StageProfile>& out);
+  void end_profile();
   // issue 6 hook: h2 = h + FFN(x) for n rows, by the provider when it owns the layer.
   bool ffn_owned(int64_t li) const { return opt.ffn_provider && opt.ffn_provider->owns_ffn(li); }
   void ffn_block(int64_t li, int64_t n, bool decode) {
@@ -636,10 +641,15 @@ kk::AttentionArgs OptCuda::Impl::attention_args(int64_t li) const {
 // Pre-LN: h + f(LN(h)); post-LN: LN(h + f(h)) (x holds act(h) on entry).
 void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past) {
   const DLayer& Ly = layers[size_t(li)];
+  // profile_prefill() marks: the work of each stage in flops (GEMM-like) or 0.
+  const double fl = 2.0 * double(n);
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
+  if (pre) mark("layernorm", 0);
   linear(Ly.qkv, x, n, qkv, DType::F32);  // [n, 3H] with biases
+  mark("qkv", fl * double(3 * H * H));
   kk::AttentionArgs a = attention_args(li);
   kk::launch_qkv_to_cache(a, seq, n, q, stream);
+  mark("qkv_to_cache", 0);
   if (!scores) {
     a.out = attn;
     kk::launch_prefill_attention(a, seq, n, past, q, stream);
@@ -658,19 +668,34 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
                                                K + off, t, int(H), hd, static_cast<const char*>(q) + off, t, int(H), hd,
                                                &zero, scores, CUDA_R_32F, int(len), n * len, int(hn),
                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    mark("attention_scores", fl * double(len * hd * hn));
     kk::launch_causal_softmax(scores, hn, n, len, probs, act_dt, stream);
+    mark("attention_softmax", 0);
     SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(hd), int(n), int(len), &one,
                                                Vc + off, t, int(H), hd, probs, t, int(len), n * len, &zero,
                                                static_cast<char*>(attn) + off, t, int(H), hd, int(hn),
                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    mark("attention_pv", fl * double(len * hd * hn));
   }
+  if (!scores) mark("attention_fused", fl * double(len * H));  // causal: about half of 2 x (n len d) per head
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
+  mark("out_proj", fl * double(H * H));
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, h, x, act_dt, stream);
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, nullptr, x, act_dt, stream);
-  ffn_block(li, n, /*decode=*/false);
+  mark("layernorm", 0);
+  if (ffn_owned(li) || !profiling) {
+    ffn_block(li, n, /*decode=*/false);
+    mark("ffn_offloaded", 0);
+  } else {  // ffn_block's two products, timed apart
+    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
+    mark("fc1", fl * double(F * H));
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+    mark("fc2", fl * double(F * H));
+  }
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, h, x, act_dt, stream);
+  if (!pre) mark("layernorm", 0);
 }
 
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
@@ -919,6 +944,46 @@ BatchGenerateResult OptCuda::generate_batch(const std::vector<std::vector<int32_
   return res;
 }
 
+// Adds the marks of the last profiled pass to `out` (stages by name, in first-seen order).
+void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out) {
+  for (size_t i = 0; i < prof_marks.size(); ++i) {
+    float ms = 0;
+    SF_CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events[i], prof_events[i + 1]));
+    const auto [stage, work] = prof_marks[i];
+    auto it = std::find_if(out.begin(), out.end(), [&](const StageProfile& st) { return st.stage == stage; });
+    if (it == out.end()) it = out.insert(out.end(), StageProfile{stage});
+    it->ms += ms;
+    it->bytes += work;
+    ++it->launches;
+  }
+}
+
+// Runs `pass` with an event after each marked stage; the marks' events stay in prof_events until the caller destroys them.
+void OptCuda::Impl::profiled(const std::function<void()>& pass) {
+  if (prof_events.empty()) {
+    cudaEvent_t start = nullptr;
+    SF_CUDA_CHECK(cudaEventCreate(&start));
+    prof_events.push_back(start);
+  }
+  prof_marks.clear();
+  profiling = true;
+  SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
+  try {
+    pass();
+  } catch (...) {
+    profiling = false;
+    throw;
+  }
+  profiling = false;
+  SF_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void OptCuda::Impl::end_profile() {
+  for (auto* e : prof_events) cudaEventDestroy(e);
+  prof_events.clear();
+  prof_marks.clear();
+}
+
 std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch) {
   auto& m = *impl_;
   if (prompt_tokens < 1 || steps < 1 || batch < 1)
@@ -932,44 +997,46 @@ std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t
   m.length = prompt_tokens;
   m.set_pos(prompt_tokens);
   std::vector<StageProfile> out;
-  std::map<std::string, size_t> index;
-  cudaEvent_t start = nullptr;
-  SF_CUDA_CHECK(cudaEventCreate(&start));
-  m.prof_events.assign(1, start);
-  for (int64_t s = 0; s < steps && m.length < m.cap; ++s) {
-    m.prof_marks.clear();
-    m.profiling = true;
-    SF_CUDA_CHECK(cudaEventRecord(start, m.stream));
-    try {
-      m.decode_step_kernels(greedy);
-    } catch (...) {
-      m.profiling = false;
-      throw;
-    }
-    m.profiling = false;
-    SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  int64_t done = 0;
+  for (; done < steps && m.length < m.cap; ++done) {
+    m.profiled([&] { m.decode_step_kernels(greedy); });
     ++m.length;
-    for (size_t i = 0; i < m.prof_marks.size(); ++i) {
-      float ms = 0;
-      SF_CUDA_CHECK(cudaEventElapsedTime(&ms, m.prof_events[i], m.prof_events[i + 1]));
-      const auto [stage, bytes] = m.prof_marks[i];
-      auto [it, fresh] = index.emplace(stage, out.size());
-      if (fresh) out.push_back(StageProfile{stage});
-      auto& st = out[it->second];
-      st.ms += ms;
-      st.bytes += bytes;
-      ++st.launches;
-    }
+    m.collect_marks(out);
   }
-  for (auto* e : m.prof_events) cudaEventDestroy(e);
-  m.prof_events.clear();
-  const double n = double(std::max<int64_t>(1, steps));
+  m.end_profile();
+  const double n = double(std::max<int64_t>(1, done));
   for (auto& st : out) {
     st.ms /= n;
     st.bytes /= n;
     st.launches = int64_t(double(st.launches) / n + 0.5);
   }
   std::erase_if(out, [](const StageProfile& st) { return st.ms == 0 && st.bytes == 0; });
+  return out;
+}
+
+std::vector<StageProfile> OptCuda::profile_prefill(int64_t n) {
+  auto& m = *impl_;
+  if (n < 2 || n > m.cfg.max_position_embeddings)
+    fail(Status::InvalidArgument, "profile_prefill needs a prompt of 2..{} tokens (max_position_embeddings), got {}.",
+         m.cfg.max_position_embeddings, n);
+  reset(std::max(n, m.cap), 1);
+  std::vector<int32_t> ids(size_t(n), 2);
+  ids[0] = int32_t(m.cfg.bos_token_id);
+  SF_CUDA_CHECK(cudaMemcpyAsync(m.d_tokens, ids.data(), size_t(n) * 4, cudaMemcpyHostToDevice, m.stream));
+  m.prefill(m.d_tokens, 0, n, false, m.logits);  // warm: cuBLAS heuristics, caches
+  SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  std::vector<StageProfile> out;
+  m.profiled([&] {
+    m.embed(m.d_tokens, n, n);
+    m.mark("embed", 0);
+    for (int64_t li = 0; li < m.L; ++li) m.layer_prefill(li, 0, n, 0);
+    m.head(n, n - 1, 1, m.logits);
+    m.mark("lm_head", 2.0 * double(m.V * m.H));
+  });
+  m.collect_marks(out);
+  m.end_profile();
+  m.length = 0;
+  m.set_pos(0);
   return out;
 }
 
@@ -995,8 +1062,21 @@ double OptCuda::dense_gemm_prefill_ms(int64_t n) {
   void* w = alloc(wmax);
   void* xin = alloc(xmax);
   void* y = alloc(ymax);
-  SF_CUDA_CHECK(cudaMemsetAsync(w, 0, wmax, m.stream));  // zeros: cuBLAS's speed does not depend on values
-  SF_CUDA_CHECK(cudaMemsetAsync(xin, 0, xmax, m.stream));
+  // Random values like a model's, not zeros: tensor cores multiplying zeros draw less power, so the
+  // GPU holds a higher clock and cuBLAS would look faster than it runs on real weights.
+  {
+    std::vector<uint16_t> block(size_t(1) << 20);
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    for (auto& v : block) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      const float r = (float(uint32_t(st >> 40)) / float(1u << 24) - 0.5f) * 0.1f;
+      v = m.act == DType::BF16 ? float_to_bf16(r) : float_to_half(r);
+    }
+    for (auto [p, bytes] : {std::pair{w, wmax}, std::pair{xin, xmax}})
+      for (size_t o = 0; o < bytes; o += block.size() * 2)
+        SF_CUDA_CHECK(cudaMemcpy(static_cast<char*>(p) + o, block.data(), std::min(bytes - o, block.size() * 2),
+                                 cudaMemcpyHostToDevice));
+  }
   const float one = 1.0f, zero = 0.0f;
   auto layer = [&] {
     for (auto [out, in] : shapes)

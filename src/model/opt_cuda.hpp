@@ -87,7 +87,8 @@ struct BatchGenerateResult {
 struct StageProfile {
   std::string stage;     // "qkv", "attention", "fc1", ...
   double ms = 0;         // per decode step, all layers
-  double bytes = 0;      // bytes the stage must read per step (weights, KV rows), all layers
+  double bytes = 0;      // decode: bytes the stage must read per step (weights, KV rows), all layers;
+                         // prefill: the stage's flops (0 where it is not a product)
   int64_t launches = 0;  // per step
 };
 
@@ -138,6 +139,9 @@ class OptCuda {
   // in the order the step runs them. Event gaps include launch overhead the graph hides, so the
   // sum exceeds a graph step; the split is what it is for.
   std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
+  // One eager prefill of n tokens (batch 1, cache emptied before and after), timed per stage over all
+  // layers; StageProfile::bytes holds flops here.
+  std::vector<StageProfile> profile_prefill(int64_t n);
   // Milliseconds cuBLAS alone takes for the dense fp16/bf16 GEMMs of one prefill of n tokens (every
   // layer's qkv, out_proj, fc1, fc2 at M = n, outputs in the activation type): the throughput a
   // prefill is compared with. Uses scratch buffers of its own, freed on return.

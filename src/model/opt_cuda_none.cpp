@@ -24,6 +24,7 @@ int64_t OptCuda::capacity() const { return 0; }
 int64_t OptCuda::batch() const { return 0; }
 std::vector<float> OptCuda::forward(std::span<const int32_t>, bool) { return {}; }
 std::vector<StageProfile> OptCuda::profile_decode(int64_t, int64_t, int64_t) { return {}; }
+std::vector<StageProfile> OptCuda::profile_prefill(int64_t) { return {}; }
 double OptCuda::dense_gemm_prefill_ms(int64_t) { return 0; }
 double OptCuda::measure_read_bandwidth() { return 0; }
 GenerateResult OptCuda::generate(std::span<const int32_t>, int64_t, const SamplingParams&,
