@@ -35,6 +35,9 @@ constexpr float kLayerNormEps = 1e-5f;
 constexpr size_t kStagingBytes = size_t(64) << 20;         // per pinned staging buffer (two)
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
 constexpr size_t kAttnScratchBudget = size_t(256) << 20;   // prefill scores + probabilities
+// Queries per pass of the unfused prefill attention: chunk c computes scores against the keys up to
+// its last query only, so the causal upper triangle costs (1 + chunk / n) / 2 of the full square.
+constexpr int64_t kAttnQueryChunk = 256;
 
 std::string gib(size_t b) { return fmt::format("{:.2f} GiB", double(b) / double(size_t(1) << 30)); }
 
@@ -148,6 +151,7 @@ struct OptCuda::Impl {
   float* scores = nullptr;         // prefill attention scores, kAttnScratchBudget bytes
   void* probs = nullptr;
   int64_t attn_heads_per_pass = 1;
+  int64_t attn_chunk = 0, attn_ld = 0;  // queries per pass, scores' row stride (keys, multiple of 4)
   float* partials = nullptr;       // decode attention workspace
   void* cublas_ws = nullptr;
   int32_t* d_tokens = nullptr;     // [max(rows, batch)] input ids
@@ -548,16 +552,23 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   ff = ws(R * F * act_size, "FFN activations");
   acc = static_cast<float*>(ws(R * std::max({3 * H, F, E}) * 4, "GEMM accumulators"));
   logits = static_cast<float*>(ws(R * V * 4, "logits"));
-  // Prefill attention: fused (nothing of size n x len) when asked for and supported, else scores
-  // (fp32) + probabilities (act) for as many heads per pass as fit.
+  // Prefill attention: fused (nothing of size n x len) when asked for and supported, else per chunk
+  // of queries the scores (fp32) + probabilities (act) of the keys that chunk sees, for as many heads
+  // per pass as fit the scratch budget.
   const char* fused_env = std::getenv("SPARSEFLOW_FUSED_ATTENTION");
   const bool fused = (opt.fused_prefill_attention || (fused_env && std::string_view(fused_env) == "1")) &&
                      kk::fused_prefill_attention_supported(act_dt, hd, H);
   if (!fused) {
-    const size_t per_head = size_t(cap) * size_t(cap) * (4 + act_size);
+    attn_ld = (cap + 3) / 4 * 4;
+    attn_chunk = std::min<int64_t>(kAttnQueryChunk, cap);
+    size_t per_head = size_t(attn_chunk) * size_t(attn_ld) * (4 + act_size);
+    while (per_head > kAttnScratchBudget && attn_chunk > 16) {
+      attn_chunk /= 2;
+      per_head = size_t(attn_chunk) * size_t(attn_ld) * (4 + act_size);
+    }
     attn_heads_per_pass = std::clamp<int64_t>(int64_t(kAttnScratchBudget / std::max<size_t>(per_head, 1)), 1, heads);
     scores = static_cast<float*>(ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores"));
-    probs = reinterpret_cast<char*>(scores) + size_t(cap) * size_t(cap) * 4 * size_t(attn_heads_per_pass);
+    probs = reinterpret_cast<char*>(scores) + size_t(attn_chunk) * size_t(attn_ld) * 4 * size_t(attn_heads_per_pass);
   }
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
@@ -654,30 +665,33 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
     a.out = attn;
     kk::launch_prefill_attention(a, seq, n, past, q, stream);
   }
-  // Otherwise (fp32 activations): scores and outputs per head through cuBLAS's strided-batched GEMM (column-major views):
-  //   S_h^T [len, n] = K_h [len, d] Q_h^T,   O_h^T [d, n] = V_h^T [d, len] P_h^T.
-  const int64_t len = past + n;
+  // Otherwise: per chunk of queries [q0, q0 + qn) and group of heads, through cuBLAS's strided-batched
+  // GEMM (column-major views), over the keys the chunk sees (len_c = past + q0 + qn):
+  //   S_h^T [len_c, qn] = K_h [len_c, d] Q_h^T,   O_h^T [d, qn] = V_h^T [d, len_c] P_h^T.
   const char* K = static_cast<const char*>(a.k_cache) + size_t(seq * cap * H) * act_size;
   const char* Vc = static_cast<const char*>(a.v_cache) + size_t(seq * cap * H) * act_size;
   const cudaDataType t = cuda_type(act);
   const float one = 1.0f, zero = 0.0f;
-  for (int64_t h0 = 0; scores && h0 < heads; h0 += attn_heads_per_pass) {
-    const int64_t hn = std::min(attn_heads_per_pass, heads - h0);
-    const size_t off = size_t(h0 * hd) * act_size;
-    SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(len), int(n), int(hd), &one,
-                                               K + off, t, int(H), hd, static_cast<const char*>(q) + off, t, int(H), hd,
-                                               &zero, scores, CUDA_R_32F, int(len), n * len, int(hn),
-                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    mark("attention_scores", fl * double(len * hd * hn));
-    kk::launch_causal_softmax(scores, hn, n, len, probs, act_dt, stream);
-    mark("attention_softmax", 0);
-    SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(hd), int(n), int(len), &one,
-                                               Vc + off, t, int(H), hd, probs, t, int(len), n * len, &zero,
-                                               static_cast<char*>(attn) + off, t, int(H), hd, int(hn),
-                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    mark("attention_pv", fl * double(len * hd * hn));
+  for (int64_t q0 = 0; scores && q0 < n; q0 += attn_chunk) {
+    const int64_t qn = std::min(attn_chunk, n - q0), len_c = past + q0 + qn, ld = attn_ld;
+    for (int64_t h0 = 0; h0 < heads; h0 += attn_heads_per_pass) {
+      const int64_t hn = std::min(attn_heads_per_pass, heads - h0);
+      const size_t off = size_t(h0 * hd) * act_size, qoff = size_t(q0 * H) * act_size + off;
+      SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(len_c), int(qn), int(hd), &one,
+                                                 K + off, t, int(H), hd, static_cast<const char*>(q) + qoff, t, int(H),
+                                                 hd, &zero, scores, CUDA_R_32F, int(ld), qn * ld, int(hn),
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      mark("attention_scores", fl / double(n) * double(qn * len_c * hd * hn));
+      kk::launch_causal_softmax(scores, hn, qn, len_c, ld, past + q0 + 1, probs, act_dt, stream);
+      mark("attention_softmax", 0);
+      SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(hd), int(qn), int(len_c), &one,
+                                                 Vc + off, t, int(H), hd, probs, t, int(ld), qn * ld, &zero,
+                                                 static_cast<char*>(attn) + qoff, t, int(H), hd, int(hn),
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      mark("attention_pv", fl / double(n) * double(qn * len_c * hd * hn));
+    }
   }
-  if (!scores) mark("attention_fused", fl * double(len * H));  // causal: about half of 2 x (n len d) per head
+  if (!scores) mark("attention_fused", 2.0 * fl * double(past + (n + 1) / 2) * double(H));  // causal QK^T + PV
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
   mark("out_proj", fl * double(H * H));
   std::swap(h, h2);

@@ -274,13 +274,17 @@ TEST(CudaBatch, IdenticalPromptsDecodeIdentically) {
   }
 }
 
-// The fused prefill attention (opt-in; head_dim 64, 80, 128) is not reached by the HF fixtures (head_dim 16),
-// so an OPT-125m with real shapes (head_dim 64, random fp16 weights from `synth`) checks it end to end:
-// a 150-token prefill against the same tokens through the decode kernels one at a time, against a
-// prefill in two chunks (the second one with 100 tokens already cached), and its perplexity against
-// the CPU backend's.
-TEST(CudaSynthOpt125m, FusedPrefillAttentionAgreesWithDecodeAndCpu) {
+// Both prefill attentions (the default unfused one: chunks of 256 queries through cuBLAS and the
+// causal softmax; the opt-in fused one: head_dim 64, 80, 128) are checked end to end on an OPT-125m with
+// real shapes (head_dim 64, random fp16 weights from `synth`; the HF fixtures have head_dim 16): a
+// 600-token prefill (three query chunks) against the same tokens through the decode kernels one at a
+// time, against a prefill in two parts (the second one with 100 tokens already cached, so its chunks
+// start past 0), and its perplexity against the CPU backend's.
+class CudaSynthOpt125m : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaSynthOpt125m, PrefillAttentionAgreesWithDecodeAndCpu) {
   SKIP_WITHOUT_GPU();
+  const bool fused = GetParam();
   const auto dir = std::filesystem::temp_directory_path() / ("sf-test-opt125m-" + std::to_string(::getpid()));
   write_large_opt_hf(dir.string(), "opt-125m", 7, DType::F16);
   struct Cleanup {
@@ -289,10 +293,10 @@ TEST(CudaSynthOpt125m, FusedPrefillAttentionAgreesWithDecodeAndCpu) {
   } cleanup{dir};
   auto model = Model::open(dir.string());
   CudaOptions o;
-  o.fused_prefill_attention = true;
+  o.fused_prefill_attention = fused;
   OptCuda gpu(*model, o);
   std::mt19937 rng(3);
-  std::vector<int32_t> tokens(150);
+  std::vector<int32_t> tokens(600);
   for (auto& t : tokens) t = int32_t(rng() % 50000);
   const int64_t n = int64_t(tokens.size());
   gpu.reset(n);
@@ -318,9 +322,13 @@ TEST(CudaSynthOpt125m, FusedPrefillAttentionAgreesWithDecodeAndCpu) {
   const auto want = perplexity(cpu, tokens, 0);
   const auto got = gpu.perplexity(tokens, 0);
   EXPECT_NEAR(got.perplexity(), want.perplexity(), 1e-3 * want.perplexity());
-  std::printf("opt-125m (head_dim 64, fused prefill attention): decode vs prefill rel L2 %.3g, chunked vs whole "
-              "%.3g, perplexity GPU %.6g CPU %.6g\n", err_decode, err_chunked, got.perplexity(), want.perplexity());
+  std::printf("opt-125m (head_dim 64, %s prefill attention): decode vs prefill rel L2 %.3g, two parts vs whole "
+              "%.3g, perplexity GPU %.6g CPU %.6g\n", fused ? "fused" : "unfused", err_decode, err_chunked,
+              got.perplexity(), want.perplexity());
 }
+
+INSTANTIATE_TEST_SUITE_P(Attention, CudaSynthOpt125m, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? std::string("Fused") : std::string("Unfused"); });
 
 TEST(CudaErrors, BadInputsThrowActionableErrors) {
   SKIP_WITHOUT_GPU();

@@ -236,23 +236,51 @@ __global__ void qkv_to_cache_kernel(AttentionArgs a, int64_t seq, void* __restri
   }
 }
 
-// One block per (query i, head h): softmax over keys 0..past+i in fp32, zeros after.
-__global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t n, int64_t len, void* probs,
-                                      int act_dt) {
-  __shared__ float red[32];
-  const int64_t i = blockIdx.x, h = blockIdx.y;
-  const int64_t visible = len - n + i + 1;
-  const float* s = scores + (h * n + i) * len;
+// One warp per row r of scores [rows, ld] fp32 (rows = heads x queries of the chunk): query i = r %
+// queries sees keys 0..first_visible + i - 1; softmax over those in fp32, zeros over the rest of the
+// row's len keys, written as act to probs [rows, ld]. ld % 4 == 0: 16-byte score loads, 8/16-byte stores.
+__global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t rows, int64_t queries, int64_t len,
+                                      int64_t ld, int64_t first_visible, void* __restrict__ probs, int act_dt) {
+  const int lane = threadIdx.x % 32;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int64_t seen = first_visible + r % queries, visible = seen < len ? seen : len;
+  const float4* s = reinterpret_cast<const float4*>(scores + r * ld);
+  const int64_t words = (visible + 3) / 4, out_words = (len + 3) / 4;
+  auto elem = [&](const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; };
   float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, s[j]);
-  m = block_max(m, red);
+  for (int64_t w = lane; w < words; w += 32) {
+    const float4 v = s[w];
+    for (int k = 0; k < 4; ++k)
+      if (w * 4 + k < visible) m = fmaxf(m, elem(v, k));
+  }
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   float l = 0.0f;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) l += __expf(s[j] - m);
-  l = block_sum(l, red);
+  for (int64_t w = lane; w < words; w += 32) {
+    const float4 v = s[w];
+    for (int k = 0; k < 4; ++k)
+      if (w * 4 + k < visible) l += __expf(elem(v, k) - m);
+  }
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
   const float inv = 1.0f / l;
-  const int64_t o = (h * n + i) * len;
-  for (int64_t j = threadIdx.x; j < len; j += blockDim.x)
-    store_elem(probs, act_dt, o + j, j < visible ? __expf(s[j] - m) * inv : 0.0f);
+  for (int64_t w = lane; w < out_words; w += 32) {
+    const float4 v = w < words ? s[w] : make_float4(0, 0, 0, 0);
+    float p[4];
+    for (int k = 0; k < 4; ++k) p[k] = w * 4 + k < visible ? __expf(elem(v, k) - m) * inv : 0.0f;
+    if (act_dt == 0) {
+      reinterpret_cast<float4*>(static_cast<float*>(probs) + r * ld)[w] = make_float4(p[0], p[1], p[2], p[3]);
+    } else {
+      uint2 u;
+      if (act_dt == 1) {
+        const __half2 a = __floats2half2_rn(p[0], p[1]), b = __floats2half2_rn(p[2], p[3]);
+        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+      } else {
+        const __nv_bfloat162 a = __floats2bfloat162_rn(p[0], p[1]), b = __floats2bfloat162_rn(p[2], p[3]);
+        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+      }
+      reinterpret_cast<uint2*>(static_cast<char*>(probs) + size_t(r * ld) * 2)[w] = u;
+    }
+  }
 }
 
 }  // namespace
@@ -286,10 +314,17 @@ void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q
   SF_CUDA_CHECK_LAUNCH();
 }
 
-void launch_causal_softmax(const float* scores, int64_t heads, int64_t n, int64_t len, void* probs, int act_dt,
-                           cudaStream_t stream) {
-  if (n == 0 || heads == 0) return;
-  causal_softmax_kernel<<<dim3(unsigned(n), unsigned(heads)), 256, 0, stream>>>(scores, n, len, probs, act_dt);
+void launch_causal_softmax(const float* scores, int64_t heads, int64_t queries, int64_t len, int64_t ld,
+                           int64_t first_visible, void* probs, int act_dt, cudaStream_t stream) {
+  if (queries == 0 || heads == 0) return;
+  if (ld % 4 != 0 || ld < len || first_visible < 1)
+    detail::throw_status(1 /*InvalidArgument*/, "causal softmax: ld " + std::to_string(ld) +
+                                                    " must be a multiple of 4 and >= len " + std::to_string(len) +
+                                                    ", first_visible >= 1");
+  const int64_t rows = heads * queries;
+  constexpr int kWarps = 8;
+  causal_softmax_kernel<<<unsigned((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream>>>(
+      scores, rows, queries, len, ld, first_visible, probs, act_dt);
   SF_CUDA_CHECK_LAUNCH();
 }
 
