@@ -20,6 +20,7 @@
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
+#include "kernels/cuda/lt_linear.hpp"
 #include "kernels/cuda/membw.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
@@ -120,6 +121,10 @@ struct OptCuda::Impl {
 
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  // Dense products of more than kGemvMaxM rows (prefill) with their bias / ReLU / residual fused into
+  // cuBLASLt's GEMM; off with SPARSEFLOW_PREFILL_LT=0 (the A/B of the bench).
+  std::optional<sf::cuda::LtLinear> lt;
+  void* lt_workspace = nullptr;
   std::unique_ptr<sf::cuda::SparseGemm> sgemm;
 
   // Weights.
@@ -441,6 +446,8 @@ void OptCuda::Impl::load() {
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   SF_CUBLAS_CHECK(cublasCreate(&cublas));
   SF_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  if (const char* e = std::getenv("SPARSEFLOW_PREFILL_LT"); act != DType::F32 && !(e && std::string_view(e) == "0"))
+    lt.emplace();
   cublas_ws = dev_alloc(kCublasWorkspace, "the cuBLAS workspace", &work_bytes, &allocations);
   SF_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, kCublasWorkspace));
   for (int i = 0; i < 2; ++i) {
@@ -572,6 +579,7 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   }
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
+  if (lt) lt_workspace = ws(sf::cuda::LtLinear::kWorkspaceBytes, "the cuBLASLt workspace");
   d_tokens = static_cast<int32_t*>(ws(R * 4, "token ids"));
   d_targets = static_cast<int32_t*>(ws(R * 4, "token ids"));
   d_nll = static_cast<double*>(ws(R * 8, "per-token NLL"));
@@ -609,6 +617,21 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
   ep.act = int(a);
   ep.ldy = l.out;
   if (m <= kk::kGemvMaxM && kk::launch_gemv(l.dense, act_dt, xin, m, l.out, l.in, ep, stream)) return;
+  if (lt && lt_workspace) {
+    sf::cuda::LtProduct p;
+    p.w = l.dense;
+    p.x = xin;
+    p.m = m;
+    p.out = l.out;
+    p.in = l.in;
+    p.act_dt = act_dt;
+    p.bias = l.bias;
+    p.relu = activate;
+    p.residual = residual;
+    p.y = y;
+    p.y_dt = int(y_dt);
+    if (lt->run(p, lt_workspace, sf::cuda::LtLinear::kWorkspaceBytes, stream)) return;
+  }
   const bool direct = !l.bias && !residual && !activate && y_dt == DType::F32;
   float* out = direct ? static_cast<float*>(y) : acc;
   const float one = 1.0f, zero = 0.0f;
