@@ -180,6 +180,9 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
     fmt::print(human, "\nprefill of {} tokens by stage (batch 1, eager, one event per stage; {:.2f} ms in all, cuBLAS "
                "alone on the dense GEMMs {:.2f} ms):\n{}", prompt_tokens, ptotal, gemm_ms, ft.str());
     result["prefill_profile"] = pjs;
+    if (const std::string plans = gpu.prefill_plans(); !plans.empty())
+      fmt::print(human, "\ncuBLASLt plans of the dense products (candidate:ms when timed; SPARSEFLOW_LT_TUNE=0 takes "
+                 "the heuristic's first):\n{}", plans);
   }
   if (json_path == "-") {
     fmt::print("{}\n", result.dump(2));

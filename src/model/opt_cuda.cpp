@@ -856,6 +856,7 @@ int64_t OptCuda::length() const { return impl_->length; }
 int64_t OptCuda::capacity() const { return impl_->cap; }
 int64_t OptCuda::batch() const { return impl_->batch; }
 std::string OptCuda::device_name() const { return impl_->gpu; }
+std::string OptCuda::prefill_plans() const { return impl_->lt ? impl_->lt->describe_plans() : std::string(); }
 bool OptCuda::sparse() const { return impl_->any_sparse; }
 bool OptCuda::pdl() const { return impl_->pdl; }
 

@@ -149,6 +149,8 @@ class OptCuda {
   // HBM read bandwidth a streaming kernel reaches now (bytes per second): the decode ceiling.
   double measure_read_bandwidth();
   std::string device_name() const;
+  // The cuBLASLt plans the dense prefill products use (kernels/cuda/lt_linear.hpp), one per line.
+  std::string prefill_plans() const;
   bool sparse() const;
   // Whether the forward pass's kernels are launched with programmatic dependent launch: only with
   // SPARSEFLOW_PDL=1 on an sm_90+ device whose kernels were built for it.

@@ -39,6 +39,7 @@ size_t OptCuda::weight_bytes_per_step() const { return 0; }
 size_t OptCuda::kv_bytes_per_step(int64_t, int64_t) const { return 0; }
 CudaMemoryReport OptCuda::memory() const { return {}; }
 std::string OptCuda::device_name() const { return {}; }
+std::string OptCuda::prefill_plans() const { return {}; }
 bool OptCuda::sparse() const { return false; }
 bool OptCuda::pdl() const { return false; }
 double OptCuda::measure_copy_bandwidth(size_t) { return 0.0; }
