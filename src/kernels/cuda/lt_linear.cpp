@@ -60,7 +60,7 @@ void describe(const LtProduct& p, LtLinear::Descs& ds) {
                                   : (p.relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   SF_LT(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   if (p.bias) {
-    const cudaDataType_t bt = CUDA_R_32F;
+    const cudaDataType_t bt = data_type(p.bias_dt);
     SF_LT(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     SF_LT(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
   }
@@ -148,9 +148,10 @@ bool LtLinear::run(const LtProduct& p, void* workspace, size_t workspace_bytes, 
   if (p.act_dt != 1 && p.act_dt != 2) return false;
   if (p.residual && p.y_dt != 0) return false;
   if (p.y_dt != 0 && p.y_dt != p.act_dt) return false;
+  if (p.bias_dt != 0 && p.bias_dt != p.act_dt) return false;
   Descs ds;
   describe(p, ds);
-  const Key key{bucket(p.m), p.out, p.in, p.act_dt, p.bias != nullptr, p.relu, p.residual != nullptr, p.y_dt};
+  const Key key{bucket(p.m), p.out, p.in, p.act_dt, p.bias ? 1 + p.bias_dt : 0, p.relu, p.residual != nullptr, p.y_dt};
   auto it = plans_.find(key);
   if (it == plans_.end()) it = plans_.emplace(key, choose(p, ds, workspace, workspace_bytes, stream)).first;
   if (!it->second.ok) return false;
@@ -166,7 +167,7 @@ std::string LtLinear::describe_plans() const {
   for (const auto& [k, plan] : plans_) {
     const auto& [m, out, in, dt, bias, relu, residual, ydt] = k;
     s += fmt::format("  m {}{} out {} in {}{}{}{}: {}\n", m < 0 ? "<=" : "", m < 0 ? -m : m, out, in,
-                     bias ? " +bias" : "", relu ? " relu" : "", residual ? " +residual" : "",
+                     bias == 0 ? "" : bias == 1 ? " +bias" : " +bias (16-bit)", relu ? " relu" : "", residual ? " +residual" : "",
                      plan.ok ? plan.how : std::string("no algorithm (GEMM + epilogue kernel)"));
   }
   return s;

@@ -16,7 +16,9 @@ struct LtProduct {
   const void* x = nullptr;         // [m, in] row-major, act dtype
   int64_t m = 0, out = 0, in = 0;
   int act_dt = 1;                  // 1 fp16, 2 bf16 (fp32 activations are not taken)
-  const float* bias = nullptr;     // [out] fp32 or null
+  const void* bias = nullptr;      // [out] or null
+  int bias_dt = 0;                 // 0 fp32, else act_dt (cuBLASLt takes an fp32 bias with 16-bit y on some
+                                   // epilogues only: OPT's fc1, ReLU + bias into fp16, wants a 16-bit bias)
   bool relu = false;
   const float* residual = nullptr; // [m, out] fp32 or null (then y_dt must be fp32; may alias y)
   void* y = nullptr;               // [m, out]
@@ -49,7 +51,7 @@ class LtLinear {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, int>;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, int, bool, bool, int>;  // bias: 0 none, 1 + bias_dt
   struct Plan {
     bool ok = false;
     cublasLtMatmulAlgo_t algo{};

@@ -39,25 +39,6 @@ __device__ __forceinline__ float word_elem(const uint4& w, int dt, int e) {
   return __bfloat162float(__ushort_as_bfloat16(hbits));
 }
 
-__device__ float block_max(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int w = 1; w < int(blockDim.x / 32); ++w) r = fmaxf(r, red[w]);
-  return r;
-}
-__device__ float block_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float r = 0.0f;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) r += red[w];
-  return r;
-}
-
 // Block (head h, sequence b, chunk c) over keys [c * kChunk, min((c + 1) * kChunk, len)). The chunk
 // holding the new token writes its k, v row first (no other block reads that row). Writes the
 // chunk's max, sum of exp and unnormalised output to the partials. Rows are read as 16-byte words
@@ -223,16 +204,61 @@ __global__ void merge_kernel(AttentionArgs a, const float* __restrict__ part, in
   }
 }
 
-// Token i of sequence `seq`: k, v to cache rows *pos + i; q * scale to q_out[i].
-__global__ void qkv_to_cache_kernel(AttentionArgs a, int64_t seq, void* __restrict__ q_out) {
+// Token i of sequence `seq`: k, v to cache rows *pos + i; q * scale to q_out[i]. qkv rows in qkv_dt.
+__global__ void qkv_to_cache_kernel(AttentionArgs a, int64_t seq, void* __restrict__ q_out, int qkv_dt) {
   const int64_t i = blockIdx.x;
   const int64_t H = a.hidden;
-  const float* row = a.qkv + i * 3 * H;
+  const int64_t row = i * 3 * H;
   const int64_t crow = (seq * a.capacity + *a.pos + i) * H;
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
-    store_elem(q_out, a.act_dt, i * H + j, row[j] * a.scale);
-    store_elem(a.k_cache, a.act_dt, crow + j, row[H + j]);
-    store_elem(a.v_cache, a.act_dt, crow + j, row[2 * H + j]);
+    store_elem(q_out, a.act_dt, i * H + j, load_elem(a.qkv, qkv_dt, row + j) * a.scale);
+    store_elem(a.k_cache, a.act_dt, crow + j, load_elem(a.qkv, qkv_dt, row + H + j));
+    store_elem(a.v_cache, a.act_dt, crow + j, load_elem(a.qkv, qkv_dt, row + 2 * H + j));
+  }
+}
+
+// Four consecutive elements as floats / stored from floats (dt 0 fp32: 16 bytes, else 8 bytes).
+__device__ __forceinline__ float4 load4(const void* p, int dt, int64_t i) {
+  if (dt == 0) return reinterpret_cast<const float4*>(p)[i / 4];
+  const uint2 u = reinterpret_cast<const uint2*>(p)[i / 4];
+  float2 lo, hi;
+  if (dt == 1) {
+    lo = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+    hi = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+  } else {
+    lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  }
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ void store4(void* p, int dt, int64_t i, float4 v) {
+  if (dt == 0) {
+    reinterpret_cast<float4*>(p)[i / 4] = v;
+    return;
+  }
+  uint2 u;
+  if (dt == 1) {
+    const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+    u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+  } else {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+  }
+  reinterpret_cast<uint2*>(p)[i / 4] = u;
+}
+
+// The same, four elements per thread (hidden % 4 == 0 and 16-byte aligned buffers: every OPT model).
+__global__ void qkv_to_cache4_kernel(AttentionArgs a, int64_t seq, void* __restrict__ q_out, int qkv_dt) {
+  const int64_t i = blockIdx.x;
+  const int64_t H = a.hidden;
+  const int64_t row = i * 3 * H;
+  const int64_t crow = (seq * a.capacity + *a.pos + i) * H;
+  for (int64_t j = 4 * int64_t(threadIdx.x); j < H; j += 4 * blockDim.x) {
+    float4 q = load4(a.qkv, qkv_dt, row + j);
+    q.x *= a.scale, q.y *= a.scale, q.z *= a.scale, q.w *= a.scale;
+    store4(q_out, a.act_dt, i * H + j, q);
+    store4(a.k_cache, a.act_dt, crow + j, load4(a.qkv, qkv_dt, row + H + j));
+    store4(a.v_cache, a.act_dt, crow + j, load4(a.qkv, qkv_dt, row + 2 * H + j));
   }
 }
 
@@ -283,6 +309,64 @@ __global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t 
   }
 }
 
+// The same softmax with the row held in registers: lane l keeps words l, l + 32, ... (W per lane), so
+// the scores are read once instead of three times (max, sum, write), which was most of the softmax's
+// traffic. Rows of up to 128 W keys (W = 16: 2048, every OPT context).
+template <int W>
+__global__ void causal_softmax_regs_kernel(const float* __restrict__ scores, int64_t rows, int64_t queries,
+                                           int64_t len, int64_t ld, int64_t first_visible, void* __restrict__ probs,
+                                           int act_dt) {
+  const int lane = threadIdx.x % 32;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int64_t seen = first_visible + r % queries, visible = seen < len ? seen : len;
+  const float4* s = reinterpret_cast<const float4*>(scores + r * ld);
+  const int64_t words = (visible + 3) / 4, out_words = (len + 3) / 4;
+  float v[W][4];
+  float m = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    const int64_t w = lane + 32 * j;
+    const float4 x = w < words ? s[w] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    v[j][0] = x.x, v[j][1] = x.y, v[j][2] = x.z, v[j][3] = x.w;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (w * 4 + k >= visible) v[j][k] = -INFINITY;
+      m = fmaxf(m, v[j][k]);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  float l = 0.0f;
+#pragma unroll
+  for (int j = 0; j < W; ++j)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[j][k] = __expf(v[j][k] - m);  // exp(-inf) = 0 past the visible keys
+      l += v[j][k];
+    }
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+  const float inv = 1.0f / l;
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    const int64_t w = lane + 32 * j;
+    if (w >= out_words) break;
+    const float p0 = v[j][0] * inv, p1 = v[j][1] * inv, p2 = v[j][2] * inv, p3 = v[j][3] * inv;
+    if (act_dt == 0) {
+      reinterpret_cast<float4*>(static_cast<float*>(probs) + r * ld)[w] = make_float4(p0, p1, p2, p3);
+    } else {
+      uint2 u;
+      if (act_dt == 1) {
+        const __half2 a = __floats2half2_rn(p0, p1), b = __floats2half2_rn(p2, p3);
+        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+      } else {
+        const __nv_bfloat162 a = __floats2bfloat162_rn(p0, p1), b = __floats2bfloat162_rn(p2, p3);
+        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+      }
+      reinterpret_cast<uint2*>(static_cast<char*>(probs) + size_t(r * ld) * 2)[w] = u;
+    }
+  }
+}
+
 }  // namespace
 
 size_t decode_attention_partial_floats(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim) {
@@ -308,9 +392,16 @@ void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream) {
   SF_CUDA_CHECK_LAUNCH();
 }
 
-void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q_out, cudaStream_t stream) {
+void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q_out, cudaStream_t stream,
+                         int qkv_dt) {
   if (n == 0) return;
-  qkv_to_cache_kernel<<<unsigned(n), 256, 0, stream>>>(a, seq, q_out);
+  if (qkv_dt != 0 && qkv_dt != a.act_dt)
+    detail::throw_status(1 /*InvalidArgument*/, "qkv_to_cache: qkv rows must be fp32 or the activation type");
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (a.hidden % 4 == 0 && aligned(a.qkv) && aligned(q_out) && aligned(a.k_cache) && aligned(a.v_cache))
+    qkv_to_cache4_kernel<<<unsigned(n), 256, 0, stream>>>(a, seq, q_out, qkv_dt);
+  else
+    qkv_to_cache_kernel<<<unsigned(n), 256, 0, stream>>>(a, seq, q_out, qkv_dt);
   SF_CUDA_CHECK_LAUNCH();
 }
 
@@ -323,8 +414,21 @@ void launch_causal_softmax(const float* scores, int64_t heads, int64_t queries, 
                                                     ", first_visible >= 1");
   const int64_t rows = heads * queries;
   constexpr int kWarps = 8;
-  causal_softmax_kernel<<<unsigned((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream>>>(
-      scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  const dim3 grid(unsigned((rows + kWarps - 1) / kWarps)), block(kWarps * 32);
+  // Words (4 keys) per lane the row needs in registers; longer rows take the three-pass kernel.
+  const int64_t per_lane = ((len + 3) / 4 + 31) / 32;
+  if (per_lane <= 1)
+    causal_softmax_regs_kernel<1><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  else if (per_lane <= 2)
+    causal_softmax_regs_kernel<2><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  else if (per_lane <= 4)
+    causal_softmax_regs_kernel<4><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  else if (per_lane <= 8)
+    causal_softmax_regs_kernel<8><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  else if (per_lane <= 16)
+    causal_softmax_regs_kernel<16><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
+  else
+    causal_softmax_kernel<<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   SF_CUDA_CHECK_LAUNCH();
 }
 

@@ -49,6 +49,7 @@ bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, i
 // ---- attention.cu ------------------------------------------------------------------------------
 struct AttentionArgs {
   const float* qkv = nullptr;  // [rows, 3 * hidden] fp32: q | k | v of each new token, biases added
+                               // (launch_qkv_to_cache also takes them in act, see there)
   void* k_cache = nullptr;     // this layer's [batch, capacity, hidden] in act
   void* v_cache = nullptr;
   void* out = nullptr;         // [rows, hidden] in act: heads side by side
@@ -64,8 +65,10 @@ size_t decode_attention_partial_floats(int64_t batch, int64_t heads, int64_t cap
 // head_dim <= 128 (every OPT model: 64, 80 or 128).
 void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream);
 // Prefill helpers for one sequence `seq` of the batch, n new tokens at *pos..: writes k, v rows to
-// the cache and the scaled q to q_out [n, hidden] (act).
-void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q_out, cudaStream_t stream);
+// the cache and the scaled q to q_out [n, hidden] (act). a.qkv's rows [n, 3 hidden] are fp32, or the
+// activation type with qkv_dt = act_dt (the prefill's cuBLASLt product writes them 16-bit).
+void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q_out, cudaStream_t stream,
+                         int qkv_dt = 0);
 // Fused causal attention of n prompt tokens of sequence `seq` (positions past..past+n-1) over the
 // cache rows 0..past+n-1 (already written by launch_qkv_to_cache), q [n, hidden] scaled, output to
 // a.out [n, hidden]; flash-attention style, nothing of size n x len in memory (prefill_attention.cu).
