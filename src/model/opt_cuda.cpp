@@ -155,8 +155,7 @@ struct OptCuda::Impl {
   void* ff = nullptr;              // [rows, F] act
   float* acc = nullptr;            // [rows, max(3H, F, H)] fp32: cuBLAS output before the epilogue
   float* logits = nullptr;         // [rows, V] fp32
-  void* scores = nullptr;          // prefill attention scores, kAttnScratchBudget bytes
-  int scores_dt = 0;               // 0 fp32; 1 fp16 with fp16 activations (as HF's fp16 attention)
+  float* scores = nullptr;         // prefill attention scores, kAttnScratchBudget bytes
   void* probs = nullptr;
   int64_t attn_heads_per_pass = 1;
   int64_t attn_chunk = 0, attn_ld = 0;  // queries per pass, scores' row stride (keys, multiple of 4)
@@ -571,27 +570,22 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   acc = static_cast<float*>(ws(R * std::max({3 * H, F, E}) * 4, "GEMM accumulators"));
   logits = static_cast<float*>(ws(R * V * 4, "logits"));
   // Prefill attention: fused (nothing of size n x len) when asked for and supported, else per chunk
-  // of queries the scores + probabilities (act) of the keys that chunk sees, for as many heads per pass
-  // as fit the scratch budget. The scores are fp16 with fp16 activations (HF's fp16 OPT computes them in
-  // fp16 too; the softmax runs in fp32 on them): half the bytes the scores GEMM writes and the softmax
-  // reads, 2.4 ms of OPT-6.7B's 2046-token prefill on the H200. bf16 (8-bit mantissa) keeps fp32 scores,
-  // as do rows longer than the register softmax takes (2048 keys).
+  // of queries the scores (fp32) + probabilities (act) of the keys that chunk sees, for as many heads
+  // per pass as fit the scratch budget.
   const char* fused_env = std::getenv("SPARSEFLOW_FUSED_ATTENTION");
   const bool fused = (opt.fused_prefill_attention || (fused_env && std::string_view(fused_env) == "1")) &&
                      kk::fused_prefill_attention_supported(act_dt, hd, H);
   if (!fused) {
     attn_ld = (cap + 3) / 4 * 4;
-    scores_dt = act == DType::F16 && attn_ld <= kk::kSoftmaxRegisterKeys ? 1 : 0;
-    const size_t score_size = scores_dt ? 2 : 4;
     attn_chunk = std::min<int64_t>(kAttnQueryChunk, cap);
-    size_t per_head = size_t(attn_chunk) * size_t(attn_ld) * (score_size + act_size);
+    size_t per_head = size_t(attn_chunk) * size_t(attn_ld) * (4 + act_size);
     while (per_head > kAttnScratchBudget && attn_chunk > 16) {
       attn_chunk /= 2;
-      per_head = size_t(attn_chunk) * size_t(attn_ld) * (score_size + act_size);
+      per_head = size_t(attn_chunk) * size_t(attn_ld) * (4 + act_size);
     }
     attn_heads_per_pass = std::clamp<int64_t>(int64_t(kAttnScratchBudget / std::max<size_t>(per_head, 1)), 1, heads);
-    scores = ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores");
-    probs = static_cast<char*>(scores) + size_t(attn_chunk) * size_t(attn_ld) * score_size * size_t(attn_heads_per_pass);
+    scores = static_cast<float*>(ws(per_head * size_t(attn_heads_per_pass), "prefill attention scores"));
+    probs = reinterpret_cast<char*>(scores) + size_t(attn_chunk) * size_t(attn_ld) * 4 * size_t(attn_heads_per_pass);
   }
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
@@ -723,10 +717,10 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
       const size_t off = size_t(h0 * hd) * act_size, qoff = size_t(q0 * H) * act_size + off;
       SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(len_c), int(qn), int(hd), &one,
                                                  K + off, t, int(H), hd, static_cast<const char*>(q) + qoff, t, int(H),
-                                                 hd, &zero, scores, scores_dt ? CUDA_R_16F : CUDA_R_32F, int(ld), qn * ld, int(hn),
+                                                 hd, &zero, scores, CUDA_R_32F, int(ld), qn * ld, int(hn),
                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       mark("attention_scores", fl / double(n) * double(qn * len_c * hd * hn));
-      kk::launch_causal_softmax(scores, scores_dt, hn, qn, len_c, ld, past + q0 + 1, probs, act_dt, stream);
+      kk::launch_causal_softmax(scores, hn, qn, len_c, ld, past + q0 + 1, probs, act_dt, stream);
       mark("attention_softmax", 0);
       SF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(hd), int(qn), int(len_c), &one,
                                                  Vc + off, t, int(H), hd, probs, t, int(ld), qn * ld, &zero,

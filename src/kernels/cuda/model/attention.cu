@@ -313,21 +313,21 @@ __global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t 
 // the scores are read once instead of three times (max, sum, write), which was most of the softmax's
 // traffic. Rows of up to 128 W keys (W = 16: 2048, every OPT context).
 template <int W>
-__global__ void causal_softmax_regs_kernel(const void* __restrict__ scores, int scores_dt, int64_t rows, int64_t queries,
+__global__ void causal_softmax_regs_kernel(const float* __restrict__ scores, int64_t rows, int64_t queries,
                                            int64_t len, int64_t ld, int64_t first_visible, void* __restrict__ probs,
                                            int act_dt) {
   const int lane = threadIdx.x % 32;
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (r >= rows) return;
   const int64_t seen = first_visible + r % queries, visible = seen < len ? seen : len;
+  const float4* s = reinterpret_cast<const float4*>(scores + r * ld);
   const int64_t words = (visible + 3) / 4, out_words = (len + 3) / 4;
   float v[W][4];
   float m = -INFINITY;
 #pragma unroll
   for (int j = 0; j < W; ++j) {
     const int64_t w = lane + 32 * j;
-    const float4 x = w < words ? load4(scores, scores_dt, r * ld + 4 * w)
-                               : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    const float4 x = w < words ? s[w] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
     v[j][0] = x.x, v[j][1] = x.y, v[j][2] = x.z, v[j][3] = x.w;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -405,39 +405,30 @@ void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q
   SF_CUDA_CHECK_LAUNCH();
 }
 
-void launch_causal_softmax(const void* scores, int scores_dt, int64_t heads, int64_t queries, int64_t len,
-                           int64_t ld, int64_t first_visible, void* probs, int act_dt, cudaStream_t stream) {
+void launch_causal_softmax(const float* scores, int64_t heads, int64_t queries, int64_t len, int64_t ld,
+                           int64_t first_visible, void* probs, int act_dt, cudaStream_t stream) {
   if (queries == 0 || heads == 0) return;
-  if (ld % 4 != 0 || ld < len || first_visible < 1 || (scores_dt != 0 && scores_dt != 1))
+  if (ld % 4 != 0 || ld < len || first_visible < 1)
     detail::throw_status(1 /*InvalidArgument*/, "causal softmax: ld " + std::to_string(ld) +
                                                     " must be a multiple of 4 and >= len " + std::to_string(len) +
-                                                    ", first_visible >= 1, scores fp32 or fp16");
-  if (scores_dt == 1 && len > kSoftmaxRegisterKeys)
-    detail::throw_status(2 /*UnsupportedShape*/, "causal softmax: fp16 scores take rows of up to " +
-                                                     std::to_string(kSoftmaxRegisterKeys) + " keys, got " +
-                                                     std::to_string(len) + "; use fp32 scores");
+                                                    ", first_visible >= 1");
   const int64_t rows = heads * queries;
   constexpr int kWarps = 8;
   const dim3 grid(unsigned((rows + kWarps - 1) / kWarps)), block(kWarps * 32);
   // Words (4 keys) per lane the row needs in registers; longer rows take the three-pass kernel.
   const int64_t per_lane = ((len + 3) / 4 + 31) / 32;
-  static_assert(kSoftmaxRegisterKeys == 4 * 32 * 16);
-  const auto regs = [&](auto kernel) {
-    kernel<<<grid, block, 0, stream>>>(scores, scores_dt, rows, queries, len, ld, first_visible, probs, act_dt);
-  };
   if (per_lane <= 1)
-    regs(causal_softmax_regs_kernel<1>);
+    causal_softmax_regs_kernel<1><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   else if (per_lane <= 2)
-    regs(causal_softmax_regs_kernel<2>);
+    causal_softmax_regs_kernel<2><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   else if (per_lane <= 4)
-    regs(causal_softmax_regs_kernel<4>);
+    causal_softmax_regs_kernel<4><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   else if (per_lane <= 8)
-    regs(causal_softmax_regs_kernel<8>);
+    causal_softmax_regs_kernel<8><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   else if (per_lane <= 16)
-    regs(causal_softmax_regs_kernel<16>);
+    causal_softmax_regs_kernel<16><<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   else
-    causal_softmax_kernel<<<grid, block, 0, stream>>>(static_cast<const float*>(scores), rows, queries, len, ld,
-                                                      first_visible, probs, act_dt);
+    causal_softmax_kernel<<<grid, block, 0, stream>>>(scores, rows, queries, len, ld, first_visible, probs, act_dt);
   SF_CUDA_CHECK_LAUNCH();
 }
 

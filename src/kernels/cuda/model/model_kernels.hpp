@@ -77,14 +77,12 @@ void launch_qkv_to_cache(const AttentionArgs& a, int64_t seq, int64_t n, void* q
 bool fused_prefill_attention_supported(int act_dt, int64_t head_dim, int64_t hidden);
 void launch_prefill_attention(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, const void* q,
                               cudaStream_t stream);
-// Causal softmax over scores [heads, queries, ld] (one chunk of a prefill's queries against
+// Causal softmax over scores [heads, queries, ld] fp32 (one chunk of a prefill's queries against
 // its first len keys): query i sees keys 0..first_visible + i - 1 (first_visible = past + the
 // chunk's first query + 1); writes the probabilities as act to probs [heads, queries, ld], zeros
-// over the keys it does not see up to len. ld: a multiple of 4, >= len. scores_dt: 0 fp32, 1 fp16
-// (fp16 takes len <= kSoftmaxRegisterKeys); the softmax itself runs in fp32.
-constexpr int64_t kSoftmaxRegisterKeys = 2048;  // rows held in registers (one read of the scores)
-void launch_causal_softmax(const void* scores, int scores_dt, int64_t heads, int64_t queries, int64_t len,
-                           int64_t ld, int64_t first_visible, void* probs, int act_dt, cudaStream_t stream);
+// over the keys it does not see up to len. ld: a multiple of 4, >= len.
+void launch_causal_softmax(const float* scores, int64_t heads, int64_t queries, int64_t len, int64_t ld,
+                           int64_t first_visible, void* probs, int act_dt, cudaStream_t stream);
 
 // ---- sampling.cu -------------------------------------------------------------------------------
 struct SampleArgs {
