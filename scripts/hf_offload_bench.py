@@ -25,6 +25,41 @@ SHAPES = {  # hidden, layers, heads, ffn (published OPT configs)
 }
 
 
+def build_random(cfg):
+    """The model in CPU memory with random fp16 weights. PyTorch's own initialisation of 6.7B fp16
+    parameters on the CPU took 300 s on the H200 machine (2026-12-03); here the modules are built on the
+    meta device (no memory, no init), given CPU storage, and filled from the GPU's generator in chunks
+    (layer norms: weight 1, bias 0). Falls back to the plain constructor if that path fails."""
+    try:
+        with torch.device("meta"):
+            model = OPTForCausalLM(cfg).to(torch.float16)
+        model = model.to_empty(device="cpu")
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "layer_norm" in name:
+                    p.fill_(1.0 if name.endswith("weight") else 0.0)
+                    continue
+                flat = p.view(-1)
+                step = 1 << 26
+                for i in range(0, flat.numel(), step):
+                    n = min(step, flat.numel() - i)
+                    flat[i:i + n].copy_(torch.randn(n, device="cuda", dtype=torch.float16, generator=gen).mul_(0.02))
+            for name, b in model.named_buffers():
+                b.zero_()
+        model.tie_weights()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return model.eval()
+    except Exception as e:  # noqa: BLE001 - any failure of the fast path: the slow, plain one
+        print(f"fast random init failed ({e}); using the constructor's own initialisation")
+        torch.set_default_dtype(torch.float16)
+        model = OPTForCausalLM(cfg).eval()
+        torch.set_default_dtype(torch.float32)
+        return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="opt-6.7b", choices=sorted(SHAPES))
@@ -52,9 +87,7 @@ def main():
                     do_layer_norm_before=True)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    torch.set_default_dtype(torch.float16)
-    model = OPTForCausalLM(cfg).eval()  # random weights, in CPU memory
-    torch.set_default_dtype(torch.float32)
+    model = build_random(cfg)
     params = sum(p.numel() for p in model.parameters())
     dm = infer_auto_device_map(model, max_memory={0: int(a.gpu_memory_gib * 2**30), "cpu": 2**40},
                                no_split_module_classes=["OPTDecoderLayer"], dtype=torch.float16)
