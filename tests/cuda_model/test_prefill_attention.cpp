@@ -3,7 +3,8 @@
 // that are not multiples of the 64-query / 64-key tiles (1, 63, 65, 200), with and without earlier
 // tokens in the cache (past 0 and 37), for the second sequence of a two-sequence cache whose rows
 // past the sequence's length hold NaN (a kernel that reads them unmasked fails). The output buffer
-// is poisoned with NaN before each run, so an unwritten element shows. Skips when no GPU is present.
+// is poisoned with NaN before each run, so an unwritten element shows. Also the unfused path's causal
+// softmax and qkv_to_cache. Skips when no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -120,6 +121,99 @@ TEST(CudaPrefillAttention, MatchesFp64Reference) {
     for (int64_t d : {64, 80, 128})
       for (int64_t n : {1, 63, 65, 200})
         for (int64_t past : {0, 37}) run_case(Case{dt, d, n, past}, rng);
+}
+
+// The unfused path's causal softmax (attention.cu) against fp64: rows short enough for every
+// register-held width (1..16 float4 per lane) and one longer (the three-pass kernel), chunks whose
+// first query sees fewer keys than the chunk holds and ones capped at len; probabilities as fp32,
+// fp16 and bf16. The output is poisoned with NaN; keys past a query's limit must come back 0.
+TEST(CudaPrefillAttention, CausalSoftmaxMatchesFp64) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  for (int dt : {0, 1, 2})
+    for (int64_t len : {1, 5, 127, 128, 129, 300, 513, 1024, 1500, 2048, 2100}) {
+      const int64_t heads = 2, queries = 7, ld = (len + 3) / 4 * 4 + 4;
+      for (int64_t first : {int64_t(1), std::max<int64_t>(1, len - queries + 1), len + 3}) {
+        SCOPED_TRACE("dt " + std::to_string(dt) + " len " + std::to_string(len) + " first " + std::to_string(first));
+        const size_t cells = size_t(heads * queries * ld), esz = dt == 0 ? 4 : 2;
+        std::vector<float> sc(cells);
+        for (auto& v : sc) v = nd(rng);
+        Dev ds(cells * 4), dp(cells * esz);
+        ASSERT_EQ(cudaMemcpy(ds.p, sc.data(), cells * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemset(dp.p, 0xff, cells * esz), cudaSuccess);  // NaN in every type
+        launch_causal_softmax(static_cast<const float*>(ds.p), heads, queries, len, ld, first, dp.p, dt, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::vector<uint8_t> got(cells * esz);
+        ASSERT_EQ(cudaMemcpy(got.data(), dp.p, got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+        const double tol = dt == 0 ? 1e-5 : dt == 1 ? 1e-3 : 8e-3;
+        for (int64_t r = 0; r < heads * queries; ++r) {
+          const int64_t visible = std::min(len, first + r % queries);
+          double mx = -INFINITY, sum = 0;
+          for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, double(sc[size_t(r * ld + j)]));
+          for (int64_t j = 0; j < visible; ++j) sum += std::exp(double(sc[size_t(r * ld + j)]) - mx);
+          for (int64_t j = 0; j < len; ++j) {
+            const double want = j < visible ? std::exp(double(sc[size_t(r * ld + j)]) - mx) / sum : 0.0;
+            const float g = load_as_float(got.data(), DType(dt), size_t(r * ld + j));
+            ASSERT_TRUE(std::isfinite(g)) << "row " << r << " key " << j;
+            ASSERT_NEAR(g, want, tol * std::max(want, 1e-2)) << "row " << r << " key " << j;
+          }
+        }
+      }
+    }
+}
+
+// q/k/v rows into the cache and the scaled q: fp32 rows (decode-style) and 16-bit rows (the prefill's
+// cuBLASLt output), the 4-wide kernel (hidden % 4 == 0) and the scalar one (hidden 6), at a position
+// past 0 in the second sequence of the cache.
+TEST(CudaPrefillAttention, QkvToCache) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int act : {1, 2})
+    for (int qkv_dt : {0, act})
+      for (int64_t H : {12, 6}) {
+        SCOPED_TRACE("act " + std::to_string(act) + " qkv_dt " + std::to_string(qkv_dt) + " hidden " + std::to_string(H));
+        const int64_t n = 5, cap = 16, batch = 2, seq = 1, pos = 3;
+        const size_t qsz = qkv_dt == 0 ? 4 : 2;
+        std::vector<uint8_t> rows(size_t(n * 3 * H) * qsz);
+        for (size_t i = 0; i < size_t(n * 3 * H); ++i) store_from_float(rows.data(), DType(qkv_dt), i, nd(rng));
+        const size_t cache_bytes = size_t(batch * cap * H) * 2, q_bytes = size_t(n * H) * 2;
+        Dev dqkv(rows.size()), dk(cache_bytes), dv(cache_bytes), dq(q_bytes), dpos(sizeof(int));
+        const int p32 = int(pos);
+        ASSERT_EQ(cudaMemcpy(dqkv.p, rows.data(), rows.size(), cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dpos.p, &p32, sizeof(int), cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemset(dk.p, 0xff, cache_bytes), cudaSuccess);
+        ASSERT_EQ(cudaMemset(dv.p, 0xff, cache_bytes), cudaSuccess);
+        ASSERT_EQ(cudaMemset(dq.p, 0xff, q_bytes), cudaSuccess);
+        AttentionArgs a;
+        a.qkv = static_cast<const float*>(dqkv.p);
+        a.k_cache = dk.p;
+        a.v_cache = dv.p;
+        a.pos = static_cast<const int*>(dpos.p);
+        a.batch = batch;
+        a.capacity = cap;
+        a.hidden = H;
+        a.heads = 1;
+        a.head_dim = H;
+        a.scale = 0.25f;
+        a.act_dt = act;
+        launch_qkv_to_cache(a, seq, n, dq.p, nullptr, qkv_dt);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::vector<uint16_t> k(size_t(batch * cap * H)), v(k.size()), q(size_t(n * H));
+        ASSERT_EQ(cudaMemcpy(k.data(), dk.p, k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(v.data(), dv.p, v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(q.data(), dq.p, q.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        const double tol = act == 1 ? 2e-3 : 1.6e-2;
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < H; ++j) {
+            auto in = [&](int64_t part) { return load_as_float(rows.data(), DType(qkv_dt), size_t(i * 3 * H + part * H + j)); };
+            const size_t c = size_t((seq * cap + pos + i) * H + j);
+            EXPECT_NEAR(load_as_float(q.data(), DType(act), size_t(i * H + j)), in(0) * 0.25f, tol * (1 + std::abs(in(0))));
+            EXPECT_NEAR(load_as_float(k.data(), DType(act), c), in(1), tol * (1 + std::abs(in(1))));
+            EXPECT_NEAR(load_as_float(v.data(), DType(act), c), in(2), tol * (1 + std::abs(in(2))));
+          }
+      }
 }
 
 TEST(CudaPrefillAttention, SupportTable) {
