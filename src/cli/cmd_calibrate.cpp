@@ -11,6 +11,7 @@
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
+#include "model/opt_cuda.hpp"
 #include "model/weights.hpp"
 #include "offload/predictor_fit.hpp"
 
@@ -19,7 +20,7 @@ namespace sf::cli {
 namespace {
 
 struct CalibrateArgs {
-  std::string model, calibration, layers, device = "cpu";
+  std::string model, calibration, layers, device = "auto";
   int64_t tokens = 1024, rank = 128, window = 0;
   double recall = 0.99, margin = 0.0, heldout = 0.2, ridge = 1e-3;
   bool no_write = false;
@@ -50,9 +51,12 @@ std::vector<int64_t> parse_layers(const std::string& s) {
 
 void run_calibrate(const CalibrateArgs& a) {
   namespace fs = std::filesystem;
-  if (a.device != "cpu")
-    fail(Status::InvalidArgument, "calibrate --device {}: this build collects activations with the CPU backend; use "
-         "--device cpu (and --layers / --tokens to bound the work)", a.device);
+  if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
+    fail(Status::InvalidArgument, "calibrate --device {}: expected cpu, cuda or auto (cuda when a GPU is present)",
+         a.device);
+  const std::string no_gpu = model::cuda_unavailable_reason();
+  if (a.device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "calibrate --device cuda: {}", no_gpu);
+  const bool gpu = a.device == "cuda" || (a.device == "auto" && no_gpu.empty());
   set_cpu_threads(a.threads);
   if (!fs::is_regular_file(a.model) && !a.no_write)
     fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
@@ -78,10 +82,14 @@ void run_calibrate(const CalibrateArgs& a) {
   const auto& c = m->config();
   const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
   fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
-             "pairs\n", ids.size(), nl, double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4 / (1 << 20));
-  const auto r = offload::fit_predictors(*m, ids, po);
+             "pairs on the {}\n", ids.size(), nl,
+             double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4 / (1 << 20), gpu ? "GPU" : "CPU");
+  offload::CollectedActivations col =
+      gpu ? offload::collect_activations_cuda(*m, ids, po) : offload::collect_activations_cpu(*m, ids, po);
+  const auto r = offload::fit_collected(col, po);
   fmt::print("{}", offload::calibration_table(r));
-  fmt::print("forward pass {:.1f} s, fits {:.1f} s on {} threads\n", r.forward_seconds, r.fit_seconds, cpu_threads());
+  fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s on {} threads\n", r.forward_seconds, gpu ? "GPU" : "CPU",
+             r.fit_seconds, cpu_threads());
   if (!a.no_write) {
     offload::write_predictors(a.model, r, po, fs::path(a.calibration).filename().string());
     fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB) into {}\n", double(r.bytes) / (1 << 20), a.model);
@@ -106,7 +114,8 @@ void add_calibrate_command(CLI::App& app) {
   c->add_option("--ridge", a->ridge, "Gram regularisation relative to its mean diagonal")->capture_default_str();
   c->add_option("--layers", a->layers, "only these layers, e.g. 0-7,12 (default: all)");
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
-  c->add_option("--device", a->device, "cpu")->capture_default_str();
+  c->add_option("--device", a->device, "where the forward passes run: cpu, cuda, or auto (cuda when a GPU is present); "
+                "the fits run on the CPU")->capture_default_str();
   c->add_flag("--no-write", a->no_write, "print the measurements only");
   c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
   c->callback([a] { run_calibrate(*a); });

@@ -694,6 +694,7 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
   // [n, 3H] with biases; 16-bit where cuBLASLt fuses the bias (half the bytes written and re-read; k and v
   // are stored 16-bit in the cache anyway), else fp32.
   const bool qkv16 = Ly.qkv.bias_act != nullptr;
+  if (ffn_owned(li)) opt.ffn_provider->prefill_attention_input(li, x, n, stream);
   linear(Ly.qkv, x, n, qkv, qkv16 ? act : DType::F32);
   mark("qkv", fl * double(3 * H * H));
   kk::AttentionArgs a = attention_args(li);

@@ -45,6 +45,9 @@ class FfnProvider {
   // output); `decode` tells a decode step (before_attention ran) from a prefill.
   virtual void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
                    void* stream) = 0;
+  // Prefill (rows = the prompt's tokens): the layer's attention input x [rows, hidden] (act), before its
+  // q/k/v product. For observers (GPU calibration); the decode path passes it to before_attention.
+  virtual void prefill_attention_input(int64_t /*layer*/, const void* /*x*/, int64_t /*rows*/, void* /*stream*/) {}
 };
 // ---- end of the issue 6 hook ------------------------------------------------------------------------
 

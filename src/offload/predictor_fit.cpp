@@ -217,36 +217,51 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
   return P;
 }
 
-CalibrationReport fit_predictors(const model::Model& model, std::span<const int32_t> tokens,
-                                 const PredictorFitOptions& opt) {
+namespace {
+
+void check_fit_options(const PredictorFitOptions& opt) {
   if (!(opt.recall > 0 && opt.recall <= 1))
     fail(Status::InvalidArgument, "--recall {} must be in (0, 1]", opt.recall);
   if (!(opt.heldout >= 0 && opt.heldout < 0.9))
     fail(Status::InvalidArgument, "the held-out fraction {} must be in [0, 0.9)", opt.heldout);
   if (opt.rank < 1) fail(Status::InvalidArgument, "--rank {} must be positive", opt.rank);
+}
+
+}  // namespace
+
+std::vector<int64_t> calibration_layers(const std::vector<int64_t>& asked, int64_t num_layers) {
+  std::vector<int64_t> layers = asked;
+  if (layers.empty())
+    for (int64_t l = 0; l < num_layers; ++l) layers.push_back(l);
+  for (int64_t l : layers)
+    if (l < 0 || l >= num_layers)
+      fail(Status::InvalidArgument, "--layers: layer {} does not exist (the model has {})", l, num_layers);
+  return layers;
+}
+
+CollectedActivations collect_activations_cpu(const model::Model& model, std::span<const int32_t> tokens,
+                                             const PredictorFitOptions& opt) {
+  check_fit_options(opt);
   model::OptCpu cpu(model);
   const auto& c = cpu.config();
-  const int64_t d = c.hidden_size, F = c.ffn_dim, T = int64_t(tokens.size());
-  std::vector<int64_t> layers = opt.layers;
-  if (layers.empty())
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) layers.push_back(l);
-  for (int64_t l : layers)
-    if (l < 0 || l >= c.num_hidden_layers)
-      fail(Status::InvalidArgument, "--layers: layer {} does not exist (the model has {})", l, c.num_hidden_layers);
-  CalibrationReport rep;
-  rep.collected_bytes = uint64_t(layers.size()) * uint64_t(T) * uint64_t(d + F) * 4;
-  // (a, z) of every token for the chosen layers, row-major.
-  std::vector<std::vector<float>> A(static_cast<size_t>(c.num_hidden_layers)), Z(size_t(c.num_hidden_layers));
-  for (int64_t l : layers) {
-    A[size_t(l)].resize(size_t(T * d));
-    Z[size_t(l)].resize(size_t(T * F));
+  CollectedActivations col;
+  col.hidden = c.hidden_size;
+  col.ffn = c.ffn_dim;
+  col.tokens = int64_t(tokens.size());
+  col.layers = calibration_layers(opt.layers, c.num_hidden_layers);
+  const int64_t d = col.hidden, F = col.ffn, T = col.tokens;
+  col.a.resize(size_t(c.num_hidden_layers));
+  col.z.resize(size_t(c.num_hidden_layers));
+  for (int64_t l : col.layers) {
+    col.a[size_t(l)].resize(size_t(T * d));
+    col.z[size_t(l)].resize(size_t(T * F));
   }
   int64_t base = 0;  // token index of the current window's row 0
   cpu.set_ffn_observer([&](const model::FfnObservation& o) {
-    if (A[size_t(o.layer)].empty()) return;
+    if (col.a[size_t(o.layer)].empty()) return;
     const int64_t t0 = base + o.position;
-    std::memcpy(A[size_t(o.layer)].data() + t0 * d, o.attn_in, size_t(o.rows * d) * 4);
-    std::memcpy(Z[size_t(o.layer)].data() + t0 * F, o.pre_act, size_t(o.rows * F) * 4);
+    std::memcpy(col.a[size_t(o.layer)].data() + t0 * d, o.attn_in, size_t(o.rows * d) * 4);
+    std::memcpy(col.z[size_t(o.layer)].data() + t0 * F, o.pre_act, size_t(o.rows * F) * 4);
   });
   const auto t0 = Clock::now();
   const int64_t window = opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
@@ -257,23 +272,38 @@ CalibrationReport fit_predictors(const model::Model& model, std::span<const int3
     const int64_t len = std::min(T - start, window);
     cpu.forward(tokens.subspan(size_t(start), size_t(len)), cache);
   }
-  rep.forward_seconds = seconds_since(t0);
+  col.seconds = seconds_since(t0);
+  return col;
+}
+
+CalibrationReport fit_collected(CollectedActivations& col, const PredictorFitOptions& opt) {
+  check_fit_options(opt);
+  CalibrationReport rep;
+  rep.collected_bytes = col.bytes();
+  rep.forward_seconds = col.seconds;
+  const int64_t T = col.tokens, d = col.hidden, F = col.ffn;
   const auto t1 = Clock::now();
   const int64_t heldout = int64_t(std::floor(opt.heldout * double(T)));
-  for (int64_t l : layers) {
-    FittedPredictor p = fit_layer(A[size_t(l)].data(), Z[size_t(l)].data(), T, heldout, d, F, opt);
+  for (int64_t l : col.layers) {
+    FittedPredictor p = fit_layer(col.a[size_t(l)].data(), col.z[size_t(l)].data(), T, heldout, d, F, opt);
     p.layer = l;
-    std::vector<float>().swap(A[size_t(l)]);
-    std::vector<float>().swap(Z[size_t(l)]);
-    rep.recall += p.recall / double(layers.size());
-    rep.precision += p.precision / double(layers.size());
-    rep.predicted_fraction += p.predicted_fraction / double(layers.size());
-    rep.true_fraction += p.true_fraction / double(layers.size());
+    std::vector<float>().swap(col.a[size_t(l)]);
+    std::vector<float>().swap(col.z[size_t(l)]);
+    rep.recall += p.recall / double(col.layers.size());
+    rep.precision += p.precision / double(col.layers.size());
+    rep.predicted_fraction += p.predicted_fraction / double(col.layers.size());
+    rep.true_fraction += p.true_fraction / double(col.layers.size());
     rep.bytes += p.bytes();
     rep.layers.push_back(std::move(p));
   }
   rep.fit_seconds = seconds_since(t1);
   return rep;
+}
+
+CalibrationReport fit_predictors(const model::Model& model, std::span<const int32_t> tokens,
+                                 const PredictorFitOptions& opt) {
+  CollectedActivations col = collect_activations_cpu(model, tokens, opt);
+  return fit_collected(col, opt);
 }
 
 void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,

@@ -53,7 +53,34 @@ struct CalibrationReport {
   uint64_t collected_bytes = 0;  // host memory the (a, z) pairs took
 };
 
-// Runs the CPU forward pass over `tokens`, collects (a, z) for the chosen layers and fits them.
+// What the predictors are fitted on: per layer, the attention input a [tokens, hidden] and the fc1
+// pre-activation z [tokens, ffn] (bundle order for neuron-major models) of every token, fp32.
+struct CollectedActivations {
+  int64_t tokens = 0, hidden = 0, ffn = 0;
+  std::vector<int64_t> layers;               // the layers collected
+  std::vector<std::vector<float>> a, z;      // indexed by layer; empty for the others
+  double seconds = 0;                        // the forward passes
+  uint64_t bytes() const { return uint64_t(layers.size()) * uint64_t(tokens) * uint64_t(hidden + ffn) * 4; }
+};
+
+// The forward passes over `tokens` in windows of opt.window tokens (0: max positions), each from an
+// empty cache, on the CPU backend.
+CollectedActivations collect_activations_cpu(const model::Model& model, std::span<const int32_t> tokens,
+                                             const PredictorFitOptions& opt);
+// The same on a CUDA GPU (src/offload/cuda/activation_collect.cpp): the engine's own prefill, the
+// FFN of every layer computed from the neuron bundles (or row-major fc1/fc2) with cuBLAS, a and z
+// copied to host memory. a is the 16-bit attention input the GPU runtime's predictor reads. A last
+// window of a single token is dropped (a one-token forward is a decode step). Throws
+// Error(NoDevice) in a build without CUDA or on a machine without a GPU.
+CollectedActivations collect_activations_cuda(const model::Model& model, std::span<const int32_t> tokens,
+                                              const PredictorFitOptions& opt, int device = 0);
+// Fits every collected layer (releasing its pairs as it goes).
+CalibrationReport fit_collected(CollectedActivations& c, const PredictorFitOptions& opt);
+
+// The layers to calibrate: `asked`, or all when empty; throws InvalidArgument for one that does not exist.
+std::vector<int64_t> calibration_layers(const std::vector<int64_t>& asked, int64_t num_layers);
+
+// collect_activations_cpu + fit_collected.
 CalibrationReport fit_predictors(const model::Model& model, std::span<const int32_t> tokens,
                                  const PredictorFitOptions& opt);
 

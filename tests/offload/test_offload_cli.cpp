@@ -89,6 +89,16 @@ TEST_F(OffloadCliTest, ErrorsSayWhatToDo) {
   r = run("convert -i " + m + " -o " + path("z.sf") + " --neuron-major --sparsity 2:4");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("ffn_neurons_s24"), std::string::npos) << r.out;
+  r = run("calibrate -m " + m + " --calibration " + calib() + " --device tpu --no-write");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("expected cpu, cuda or auto"), std::string::npos) << r.out;
+  // --device cuda: collected on the GPU where there is one, else an error that names the way out.
+  r = run("calibrate -m " + m + " --calibration " + calib() + " --device cuda --rank 8 --no-write");
+  if (r.rc == 0) {
+    EXPECT_NE(r.out.find("on the GPU"), std::string::npos) << r.out;
+  } else {
+    EXPECT_NE(r.out.find("--device cpu"), std::string::npos) << r.out;
+  }
   r = run("profile -m " + m + " --calibration " + path("missing.txt"));
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("cannot read"), std::string::npos) << r.out;

@@ -28,6 +28,7 @@
 #include "offload/neuron_store.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
+#include "offload/predictor_fit.hpp"
 #include "test_models.hpp"
 
 namespace sf::offload {
@@ -803,4 +804,35 @@ TEST(OffloadHostLimit, BelowTheBundlesIsRefusedWithAReason) {
 }
 
 }  // namespace
+// calibrate --device cuda: the GPU engine collects the pairs the CPU backend collects (fp16
+// activations against the CPU's fp32, so within a few rounding units), in the same token order
+// across windows; a one-token last window is dropped rather than run as a decode step; the fit
+// takes the GPU's pairs like the CPU's.
+TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
+  SKIP_WITHOUT_GPU();
+  auto m = tiny_random(DType::F16, 7);
+  const auto& c = m->config();
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 41; ++i) toks.push_back(int32_t((i * 53 + 3) % c.vocab_size));
+  PredictorFitOptions po;
+  po.window = 16;  // windows of 16, 16 and 9 tokens
+  po.rank = 8;
+  const CollectedActivations cpu = collect_activations_cpu(*m, toks, po);
+  CollectedActivations gpu = collect_activations_cuda(*m, toks, po);
+  ASSERT_EQ(gpu.tokens, cpu.tokens);
+  ASSERT_EQ(gpu.layers, cpu.layers);
+  for (int64_t l : cpu.layers) {
+    const double ea = test::rel_l2(gpu.a[size_t(l)], cpu.a[size_t(l)]);
+    const double ez = test::rel_l2(gpu.z[size_t(l)], cpu.z[size_t(l)]);
+    std::printf("layer %lld: attention input rel L2 %.3g, pre-activation rel L2 %.3g\n", (long long)l, ea, ez);
+    EXPECT_LT(ea, 1e-2) << "layer " << l;
+    EXPECT_LT(ez, 1e-2) << "layer " << l;
+  }
+  const CalibrationReport r = fit_collected(gpu, po);
+  EXPECT_EQ(r.layers.size(), cpu.layers.size());
+  EXPECT_GT(r.recall, 0.5);
+  toks.resize(33);  // windows of 16, 16 and 1
+  EXPECT_EQ(collect_activations_cuda(*m, toks, po).tokens, 32);
+}
+
 }  // namespace sf::offload
