@@ -64,8 +64,8 @@ struct CudaOptions {
   // GPU budget that cannot hold all the attention (src/offload/planner.hpp). 0..layers.
   int64_t attention_host_layers = 0;
   // Prefill attention through the fused flash-style kernel (fp16/bf16, head_dim 64/80/128) instead of
-  // cuBLAS + causal softmax. Off by default: its first version measured slower (OPT-6.7B, 2046 tokens,
-  // H200: 189 ms prefill against 97 ms; docs/KERNELS.md). SPARSEFLOW_FUSED_ATTENTION=1 also turns it on.
+  // cuBLAS + causal softmax. Off by default: its WMMA versions measured slower than the unfused path;
+  // the mma.sync version (docs/KERNELS.md) is not measured yet. SPARSEFLOW_FUSED_ATTENTION=1 also turns it on.
   bool fused_prefill_attention = false;
 };
 

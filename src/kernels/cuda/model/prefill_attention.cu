@@ -1,23 +1,30 @@
-// Fused causal attention for prefill (fp16 / bf16 activations, head_dim a multiple of 16 up to 128):
-// one block per (64 queries, head) of one sequence walks the key tiles in order with an online
-// softmax (flash attention), so the [heads, n, len] scores and probabilities never reach global
-// memory. The unfused path (cuBLAS scores, causal_softmax, cuBLAS P.V) wrote and re-read ~0.5 GB per
-// layer at n = 2046 and spent 66 of the 97 ms of an OPT-6.7B prefill in attention on an H200
-// (bench/results/2026-12-03-NVIDIA-H200-opt-6.7b-generate.md).
+// Fused causal attention for prefill (fp16 / bf16 activations, head_dim 64, 80 or 128): one block per
+// (64 queries, head) of one sequence walks the key tiles in order with an online softmax (flash
+// attention), so the [heads, n, len] scores and probabilities never reach global memory. The unfused
+// path (cuBLAS scores, causal softmax, cuBLAS P.V) writes and re-reads ~0.3 GB per layer at n = 2046
+// and spends 14.5 of the 50.9 ms of an OPT-6.7B prefill in attention on an H200
+// (bench/results/2026-12-03-NVIDIA-H200-opt-6.7b-prefill-2046.md).
 //
-// Layout: 4 warps, warp w owns query rows 16w..16w+15 of the block. Per key tile of 64:
-//   S = Q K^T (tensor cores, fp32 accumulate) -> the warp's S rows in shared memory (padded rows);
-//   per row (all 32 lanes across its 64 keys; m and l in registers): causal mask, new running max m,
-//   rescale alpha,
-//   P = exp(S - m) rounded to the activation type (as the unfused path rounds its probabilities),
-//   l = l * alpha + sum(P);  O = O * alpha + P V (tensor cores, fp32 accumulate, O in shared memory).
-// Only the K/V tile loads are shared between warps, so only they need block barriers. The output is
-// O / l in the activation type. Keys past the sequence's length are zero-filled (the cache beyond it
-// holds stale data, possibly NaN, and 0 * NaN would leak).
+// Version 3, FlashAttention-2's register layout on mma.sync (m16n8k16, fp32 accumulate). The first
+// two versions kept S, P and O in shared memory through WMMA and measured slower than the unfused
+// path (23.6 ms against 14.5 at n = 2046); here nothing but the Q, K and V tiles touches shared memory:
+//   - 4 warps; warp w owns query rows 16w..16w+15 of the block; its Q fragments stay in registers.
+//   - K/V tiles of 64 keys, double-buffered with cp.async (zero-filled past the sequence: the cache
+//     beyond it holds stale data, possibly NaN, and 0 * NaN would leak), rows padded by 16 bytes so
+//     that ldmatrix's eight row addresses fall on distinct banks.
+//   - S = Q K^T accumulates in registers (8 m16n8 tiles per warp); the causal mask applies only on
+//     tiles that cross the diagonal; the running max and sum of a row live in the 4 lanes that hold it
+//     (two shuffles per reduction).
+//   - P = exp(S - m), rounded to the activation type, is re-used in place as the A operand of P V
+//     (the m16n8 accumulator layout of two adjacent key tiles is the m16k16 A layout); V's B operand
+//     comes from ldmatrix.trans.
+//   - O / l is written from the accumulators, two elements per 32-bit store.
+// q carries the head_dim^-0.5 scale (launch_qkv_to_cache). Blocks with the most key tiles (the last
+// queries) are scheduled first.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
+#include <cstdint>
 #include <string>
 
 #include "kernels/cuda/check.hpp"
@@ -26,188 +33,259 @@
 namespace sf::cuda::model {
 namespace {
 
-namespace wmma = nvcuda::wmma;
-
 constexpr int kQTile = 64;  // queries per block
 constexpr int kKTile = 64;  // keys per tile
 constexpr int kWarps = 4;
-constexpr int kRowsPerWarp = kQTile / kWarps;  // 16
+constexpr int kThreads = kWarps * 32;
 
-// Leading dimensions of the shared tiles, padded so that WMMA's row accesses and the softmax's
-// row walks do not land on one bank (an unpadded row of 128 halves or 64 floats is a multiple of
-// the 128-byte bank period). Each stays a multiple of 8 halves / 4 floats, and 16 rows of each stay
-// a multiple of 32 bytes, as WMMA requires.
+// Shared tile row stride in elements: D + 8 (16 bytes of padding).
 template <int D>
-struct Ld {
-  static constexpr int qkv = D + 8;       // halves
-  static constexpr int s = kKTile + 4;    // floats
-  static constexpr int p = kKTile + 8;    // halves
-  static constexpr int o = D + 4;         // floats
-};
+constexpr int kLd = D + 8;
 
-template <int D, typename T>
-struct Smem {
-  static constexpr size_t q = size_t(kQTile) * Ld<D>::qkv * sizeof(T);
-  static constexpr size_t k = size_t(kKTile) * Ld<D>::qkv * sizeof(T);
-  static constexpr size_t s = size_t(kQTile) * Ld<D>::s * sizeof(float);
-  static constexpr size_t p = size_t(kQTile) * Ld<D>::p * sizeof(T);
-  static constexpr size_t o = size_t(kQTile) * Ld<D>::o * sizeof(float);
-  static constexpr size_t total = q + 2 * k + s + p + o;
-};
+template <int D>
+constexpr size_t smem_bytes() {  // Q + 2 x K + 2 x V tiles of 16-bit elements
+  return size_t(kQTile + 4 * kKTile) * size_t(kLd<D>) * 2;
+}
 
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, or 16 zero bytes when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                                  const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(smem_addr(p)));
+}
+
+// D (16x8 fp32) += A (16x16) B (16x8), 16-bit inputs.
 template <typename T>
-__device__ __forceinline__ T from_f(float v);
+__device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1);
 template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ void mma16816<__half>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Rows [row0, row0 + 64) of a [*, hidden] matrix (head slice at column col0, D wide) into smem
-// [64][ld]; rows at or past `rows` are zero.
+// Two floats as a packed pair of 16-bit values (lower address first).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Rows [row0, row0 + 64) of a [*, hidden] matrix (the head slice at column col0, D wide) into the
+// shared tile [64][kLd<D>]; rows at or past `rows` are zero-filled. One commit group per call site.
 template <int D, typename T>
-__device__ void load_tile(T* dst, const T* src, int64_t hidden, int64_t col0, int64_t row0, int64_t rows) {
-  constexpr int kVecPerRow = D * int(sizeof(T)) / 16;
-  for (int i = threadIdx.x; i < kKTile * kVecPerRow; i += kWarps * 32) {
-    const int r = i / kVecPerRow, c = i % kVecPerRow;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < rows) v = *reinterpret_cast<const uint4*>(src + (row0 + r) * hidden + col0 + c * (16 / sizeof(T)));
-    *reinterpret_cast<uint4*>(dst + r * Ld<D>::qkv + c * (16 / sizeof(T))) = v;
+__device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t hidden, int64_t col0, int64_t row0,
+                                                int64_t rows) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  for (int i = threadIdx.x; i < kKTile * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool valid = row0 + r < rows;
+    const T* s = valid ? src + (row0 + r) * hidden + col0 + c * 8 : src;
+    cp_async16(dst + r * kLd<D> + c * 8, s, valid);
   }
 }
 
 template <int D, typename T>
-__global__ void __launch_bounds__(kWarps * 32)
-    prefill_attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-                             T* __restrict__ out, int64_t hidden, int64_t n, int64_t past) {
-  using L = Smem<D, T>;
-  constexpr int LQ = Ld<D>::qkv, LS = Ld<D>::s, LP = Ld<D>::p, LO = Ld<D>::o;
+__global__ void __launch_bounds__(kThreads)
+    flash_prefill_kernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                         T* __restrict__ out, int64_t hidden, int64_t n, int64_t past) {
+  constexpr int LD = kLd<D>;
+  constexpr int kSteps = D / 16;     // k-steps of Q K^T
+  constexpr int kDimTiles = D / 8;   // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);
-  T* Ks = reinterpret_cast<T*>(smem + L::q);
-  T* Vs = reinterpret_cast<T*>(smem + L::q + L::k);
-  float* S = reinterpret_cast<float*>(smem + L::q + 2 * L::k);
-  T* P = reinterpret_cast<T*>(smem + L::q + 2 * L::k + L::s);
-  float* O = reinterpret_cast<float*>(smem + L::q + 2 * L::k + L::s + L::p);
+  T* Ks = Qs + kQTile * LD;          // [2][64][LD]
+  T* Vs = Ks + 2 * kKTile * LD;      // [2][64][LD]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t q0 = int64_t(blockIdx.x) * kQTile;
+  const int g = lane / 4, tq = lane % 4;  // accumulator row (and row + 8), column pair
+  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kQTile;  // the longest blocks first
   const int64_t col0 = int64_t(blockIdx.y) * D;
   const int64_t len = past + n;
+  const int64_t last_query = q0 + kQTile - 1 < n ? q0 + kQTile - 1 : n - 1;
+  const int tiles = int((past + last_query) / kKTile) + 1;  // key tiles the block's last query sees
 
-  load_tile<D>(Qs, q, hidden, col0, q0, n);
-  for (int i = threadIdx.x; i < kQTile * LO; i += kWarps * 32) O[i] = 0.0f;
+  load_tile_async<D>(Qs, q, hidden, col0, q0, n);
+  load_tile_async<D>(Ks, k_cache, hidden, col0, 0, len);
+  load_tile_async<D>(Vs, v_cache, hidden, col0, 0, len);
+  cp_async_commit();
 
-  // Running max and sum of this warp's 16 rows, the same in every lane (warp-wide reductions).
-  float row_m[kRowsPerWarp], row_l[kRowsPerWarp];
+  // This lane's two rows: query indices (a row past n acts as the last query; it is not written).
+  const int64_t row_q0 = q0 + warp * 16 + g, row_q1 = row_q0 + 8;
+  const int64_t lim0 = past + (row_q0 < n ? row_q0 : n - 1), lim1 = past + (row_q1 < n ? row_q1 : n - 1);
+  const int64_t warp_first_key_limit = past + q0 + warp * 16;  // the warp's first row's last key
+
+  uint32_t qf[kSteps][4];
+  float o[kDimTiles][4];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    row_m[r] = -INFINITY;
-    row_l[r] = 0.0f;
-  }
-  const int64_t warp_q0 = q0 + warp * kRowsPerWarp;
-  const int64_t block_last_key = past + (q0 + kQTile - 1 < n ? q0 + kQTile - 1 : n - 1);
-  T* Pw = P + warp * kRowsPerWarp * LP;
-  float* Sw = S + warp * kRowsPerWarp * LS;
-  float* Ow = O + warp * kRowsPerWarp * LO;
-  const T* Qw = Qs + warp * kRowsPerWarp * LQ;
+  for (int i = 0; i < kDimTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  constexpr float kLog2e = 1.4426950408889634f;
 
-  for (int64_t k0 = 0; k0 <= block_last_key; k0 += kKTile) {
-    __syncthreads();  // every warp is done with the previous K/V tile
-    load_tile<D>(Ks, k_cache, hidden, col0, k0, len);
-    load_tile<D>(Vs, v_cache, hidden, col0, k0, len);
+  for (int j = 0; j < tiles; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < tiles) {  // prefetch the next tile into the other buffer (free since the last barrier)
+      load_tile_async<D>(Ks + (buf ^ 1) * kKTile * LD, k_cache, hidden, col0, int64_t(j + 1) * kKTile, len);
+      load_tile_async<D>(Vs + (buf ^ 1) * kKTile * LD, v_cache, hidden, col0, int64_t(j + 1) * kKTile, len);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kSteps; ++kk)
+        ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3],
+                    Qs + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+    }
+    const T* Kt = Ks + buf * kKTile * LD;
+    const T* Vt = Vs + buf * kKTile * LD;
+    const int64_t k0 = int64_t(j) * kKTile;
 
-    // S rows of this warp = Q[16 rows] K^T: K row-major [key][d] is K^T column-major with ld LQ.
-    {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kKTile / 16];
+    // S [16 x 64] = Q K^T: n-tiles of 8 keys, two per ldmatrix.x4 (b0, b1 of keys nt and nt + 1).
+    float s[8][4];
 #pragma unroll
-      for (int j = 0; j < kKTile / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
+    for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
-      for (int d = 0; d < D; d += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::load_matrix_sync(a, Qw + d, LQ);
+    for (int kk = 0; kk < kSteps; ++kk)
 #pragma unroll
-        for (int j = 0; j < kKTile / 16; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-          wmma::load_matrix_sync(b, Ks + j * 16 * LQ + d, LQ);
-          wmma::mma_sync(acc[j], a, b, acc[j]);
-        }
+      for (int nt = 0; nt < 8; nt += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(b0, b1, b2, b3, Kt + (nt * 8 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816<T>(s[nt], qf[kk], b0, b1);
+        mma16816<T>(s[nt + 1], qf[kk], b2, b3);
       }
-#pragma unroll
-      for (int j = 0; j < kKTile / 16; ++j) wmma::store_matrix_sync(Sw + j * 16, acc[j], LS, wmma::mem_row_major);
-    }
-    __syncwarp();
 
-    // Online softmax, one row at a time with the lanes across its 64 keys (consecutive words), then
-    // the row's O rescaled the same way. A padding row (past n) acts as the last real query.
+    // Causal mask, only on a tile that reaches past the warp's first row's limit.
+    if (k0 + kKTile - 1 > warp_first_key_limit) {
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int64_t qi = warp_q0 + r < n ? warp_q0 + r : n - 1;
-      const int64_t last_key = past + qi;
-      const float* srow = Sw + r * LS;
-      const bool v0 = k0 + lane <= last_key, v1 = k0 + lane + 32 <= last_key;
-      const float s0 = srow[lane], s1 = srow[lane + 32];
-      const float tmax = warp_max(fmaxf(v0 ? s0 : -INFINITY, v1 ? s1 : -INFINITY));
-      const float m_new = fmaxf(row_m[r], tmax);  // finite: key 0 is in the first tile for every row
-      const float alpha = __expf(row_m[r] - m_new);  // 0 on the first tile (m = -inf)
-      const T p0 = from_f<T>(v0 ? __expf(s0 - m_new) : 0.0f), p1 = from_f<T>(v1 ? __expf(s1 - m_new) : 0.0f);
-      Pw[r * LP + lane] = p0;
-      Pw[r * LP + lane + 32] = p1;
-      row_l[r] = row_l[r] * alpha + warp_sum(to_f(p0) + to_f(p1));
-      row_m[r] = m_new;
-      float* orow = Ow + r * LO;
-      for (int c = lane; c < D; c += 32) orow[c] *= alpha;
-    }
-    __syncwarp();
-
-    // O rows of this warp += P[16 x 64] V[64 x D].
-#pragma unroll
-    for (int c = 0; c < D; c += 16) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-      wmma::load_matrix_sync(o, Ow + c, LO, wmma::mem_row_major);
-#pragma unroll
-      for (int kk = 0; kk < kKTile; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(a, Pw + kk, LP);
-        wmma::load_matrix_sync(b, Vs + kk * LQ + c, LQ);
-        wmma::mma_sync(o, a, b, o);
+      for (int nt = 0; nt < 8; ++nt) {
+        const int64_t key = k0 + nt * 8 + tq * 2;
+        if (key > lim0) s[nt][0] = -INFINITY;
+        if (key + 1 > lim0) s[nt][1] = -INFINITY;
+        if (key > lim1) s[nt][2] = -INFINITY;
+        if (key + 1 > lim1) s[nt][3] = -INFINITY;
       }
-      wmma::store_matrix_sync(Ow + c, o, LO, wmma::mem_row_major);
     }
-    __syncwarp();
+
+    // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3); the 4 lanes of a row are
+    // lanes 4g..4g+3. Key 0 is in every row's first tile, so the maxima are finite from tile 0 on.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float alpha0 = exp2f((m0 - mn0) * kLog2e), alpha1 = exp2f((m1 - mn1) * kLog2e);  // 0 on tile 0
+    m0 = mn0;
+    m1 = mn1;
+    const float base0 = mn0 * kLog2e, base1 = mn1 * kLog2e;
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      s[nt][0] = exp2f(fmaf(s[nt][0], kLog2e, -base0));
+      s[nt][1] = exp2f(fmaf(s[nt][1], kLog2e, -base0));
+      s[nt][2] = exp2f(fmaf(s[nt][2], kLog2e, -base1));
+      s[nt][3] = exp2f(fmaf(s[nt][3], kLog2e, -base1));
+      sum0 += s[nt][0] + s[nt][1];
+      sum1 += s[nt][2] + s[nt][3];
+    }
+    l0 = l0 * alpha0 + sum0;  // this lane's part of the row sum; reduced over the 4 lanes at the end
+    l1 = l1 * alpha1 + sum1;
+#pragma unroll
+    for (int dt = 0; dt < kDimTiles; ++dt) {
+      o[dt][0] *= alpha0;
+      o[dt][1] *= alpha0;
+      o[dt][2] *= alpha1;
+      o[dt][3] *= alpha1;
+    }
+
+    // O [16 x D] += P [16 x 64] V [64 x D]: k-steps of 16 keys (P from the accumulators of key tiles
+    // 2kt and 2kt + 1), n-tiles of 8 dims, two per ldmatrix.x4.trans.
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * kt][0], s[2 * kt][1]), pack2<T>(s[2 * kt][2], s[2 * kt][3]),
+                              pack2<T>(s[2 * kt + 1][0], s[2 * kt + 1][1]),
+                              pack2<T>(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+      for (int dt = 0; dt < kDimTiles; dt += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(b0, b1, b2, b3,
+                          Vt + (kt * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + dt * 8 + (lane / 16) * 8);
+        mma16816<T>(o[dt], pa, b0, b1);
+        mma16816<T>(o[dt + 1], pa, b2, b3);
+      }
+    }
+    __syncthreads();  // every warp is done with this buffer before the next prefetch overwrites it
   }
 
-  // out[q0 + row, col0 + c] = O / l, the warp's own rows, lanes across the columns.
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    if (warp_q0 + r >= n) break;
-    const float inv = 1.0f / row_l[r];
-    for (int c = lane; c < D; c += 32) out[(warp_q0 + r) * hidden + col0 + c] = from_f<T>(Ow[r * LO + c] * inv);
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+#pragma unroll
+  for (int dt = 0; dt < kDimTiles; ++dt) {
+    const int64_t c = col0 + dt * 8 + tq * 2;
+    if (row_q0 < n)
+      *reinterpret_cast<uint32_t*>(out + row_q0 * hidden + c) = pack2<T>(o[dt][0] * inv0, o[dt][1] * inv0);
+    if (row_q1 < n)
+      *reinterpret_cast<uint32_t*>(out + row_q1 * hidden + c) = pack2<T>(o[dt][2] * inv1, o[dt][3] * inv1);
   }
 }
 
 template <int D, typename T>
 void launch_t(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, const void* q, cudaStream_t stream) {
-  constexpr size_t smem = Smem<D, T>::total;
+  constexpr size_t smem = smem_bytes<D>();
   // Above the 48 KB default: set on every launch (the attribute belongs to the current device, and a
   // prefill makes one launch per layer, so the call costs nothing that matters).
-  SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  SF_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      int(smem)));
   const size_t seq_off = size_t(seq) * size_t(a.capacity) * size_t(a.hidden);
   const dim3 grid(unsigned((n + kQTile - 1) / kQTile), unsigned(a.heads));
-  prefill_attention_kernel<D, T><<<grid, kWarps * 32, smem, stream>>>(
+  flash_prefill_kernel<D, T><<<grid, kThreads, smem, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(a.k_cache) + seq_off, static_cast<const T*>(a.v_cache) + seq_off,
       static_cast<T*>(a.out), a.hidden, n, past);
   SF_CUDA_CHECK_LAUNCH();
