@@ -430,6 +430,13 @@ Plan hand_plan(const model::Model& m, int64_t hot, int64_t lru) {
 }
 
 // Logits of each token fed one at a time (the decode path, graph replays after the first).
+// n token ids spread over the model's vocabulary (the prompts of the engine tests).
+std::vector<int32_t> spread_tokens(const model::Model& m, int n) {
+  std::vector<int32_t> toks;
+  for (int i = 0; i < n; ++i) toks.push_back(int32_t((i * 37 + 2) % m.config().vocab_size));
+  return toks;
+}
+
 std::vector<std::vector<float>> stepwise(model::OptCuda& e, const std::vector<int32_t>& toks) {
   e.reset(int64_t(toks.size()) + 1);
   std::vector<std::vector<float>> out;
@@ -471,8 +478,7 @@ class OffloadEngine : public ::testing::TestWithParam<EngineCase> {
     SKIP_WITHOUT_GPU();
     const std::string n = GetParam().name;
     model_ = n == "random" ? tiny_random(DType::F16, 5) : model::Model::open(std::string(SF_TEST_DATA_DIR) + "/opt/" + n);
-    const auto& c = model_->config();
-    for (int i = 0; i < 14; ++i) toks_.push_back(int32_t((i * 37 + 2) % c.vocab_size));
+    toks_ = spread_tokens(*model_, 14);
     model::OptCuda ref(*model_);
     want_ = stepwise(ref, toks_);
     ref_ids_ = ref.generate(std::span<const int32_t>(toks_.data(), 3), 10, {}).ids;
@@ -541,8 +547,7 @@ std::unique_ptr<model::Model> with_predictors(float threshold, int64_t rank, uin
 TEST(OffloadConcurrent, PredictEverythingEqualsResidentWhileFetchesOverlapAttention) {
   SKIP_WITHOUT_GPU();
   auto m = with_predictors(-1e30f, 8, 9);
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 14; ++i) toks.push_back(int32_t((i * 37 + 2) % m->config().vocab_size));
+  const std::vector<int32_t> toks = spread_tokens(*m, 14);
   model::OptCuda ref(*m);
   const auto want = stepwise(ref, toks);
   for (const auto& [hot, lru] : {std::pair<int64_t, int64_t>{16, 64}, {0, 256}, {32, 224}}) {
@@ -654,8 +659,7 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   SKIP_WITHOUT_GPU();
   auto m = four_layers(false);
   const auto& c = m->config();
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 14; ++i) toks.push_back(int32_t((i * 37 + 2) % c.vocab_size));
+  const std::vector<int32_t> toks = spread_tokens(*m, 14);
   model::OptCuda ref(*m);
   const auto want = stepwise(ref, toks);
   ref.reset(int64_t(toks.size()));
@@ -707,8 +711,7 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
   SKIP_WITHOUT_GPU();
   auto m = four_layers(false);
   const auto& c = m->config();
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 14; ++i) toks.push_back(int32_t((i * 37 + 2) % c.vocab_size));
+  const std::vector<int32_t> toks = spread_tokens(*m, 14);
   model::OptCuda ref(*m);
   const auto want = stepwise(ref, toks);
   const auto want_ids = ref.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
@@ -754,8 +757,7 @@ namespace {
 TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 10; ++i) toks.push_back(int32_t((i * 37 + 2) % m->config().vocab_size));
+  const std::vector<int32_t> toks = spread_tokens(*m, 10);
   model::OptCuda ref(*m);
   const auto want = stepwise(ref, toks);
   for (PredictorMode pm : {PredictorMode::Exact, PredictorMode::Model}) {
