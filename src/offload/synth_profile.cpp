@@ -47,19 +47,39 @@ uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
+// A standard normal from 32 uniform bits by the inverse CDF: a table of Phi^-1 at 2^14 + 1 equally
+// spaced points, linear interpolation between them (relative error below 1e-5 where it is used), the
+// outermost 16 bins at each end (u < 2^-10 or u > 1 - 2^-10, 1 draw in 512), where Phi^-1 bends
+// fast, computed exactly. Box-Muller in double (log, sin, cos per pair) was 40% of `synth`'s time.
+struct NormalTable {
+  static constexpr int kBits = 14, kN = 1 << kBits, kExactBins = 16;
+  std::vector<float> x;
+  NormalTable() : x(size_t(kN) + 1) {
+    for (int i = 1; i < kN; ++i) x[size_t(i)] = float(inv_norm_cdf(double(i) / kN));
+  }
+};
+float standard_normal(uint32_t r) {
+  static const NormalTable t;
+  const uint32_t bin = r >> (32 - NormalTable::kBits);
+  if (bin < uint32_t(NormalTable::kExactBins) || bin >= uint32_t(NormalTable::kN - NormalTable::kExactBins))
+    return float(inv_norm_cdf((double(r) + 0.5) * 0x1.0p-32));
+  const float f = (float(r & ((1u << (32 - NormalTable::kBits)) - 1)) + 0.5f) * 0x1.0p-18f;
+  return t.x[bin] + f * (t.x[bin + 1] - t.x[bin]);
+}
+
 // n standard normals * scale into out, one stream per 4096-element block so that the values do
 // not depend on the thread count. `stream` names the tensor (the seed is mixed in).
 void fill_normal(float* out, int64_t n, uint64_t seed, std::string_view stream, double scale) {
   const uint64_t base = seed ^ fnv1a(stream);
+  const float s = float(scale);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t b = 0; b < (n + 4095) / 4096; ++b) {
     uint64_t st = base + uint64_t(b) * 0x632be59bd9b4e019ull;
     const int64_t i1 = std::min(n, (b + 1) * 4096);
     for (int64_t i = b * 4096; i < i1; i += 2) {
-      const double u1 = double((splitmix(st) >> 11) + 1) * 0x1.0p-53, u2 = double(splitmix(st) >> 11) * 0x1.0p-53;
-      const double r = std::sqrt(-2.0 * std::log(u1));
-      out[i] = float(scale * r * std::cos(2 * kPi * u2));
-      if (i + 1 < i1) out[i + 1] = float(scale * r * std::sin(2 * kPi * u2));
+      const uint64_t r = splitmix(st);
+      out[i] = s * standard_normal(uint32_t(r));
+      if (i + 1 < i1) out[i + 1] = s * standard_normal(uint32_t(r >> 32));
     }
   }
 }
