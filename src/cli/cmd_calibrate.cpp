@@ -79,6 +79,7 @@ void run_calibrate(const CalibrateArgs& a) {
   po.ridge = a.ridge;
   po.window = a.window;
   po.layers = parse_layers(a.layers);
+  po.gpu = gpu;  // the fits' large fp64 products too
   const auto& c = m->config();
   const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
   fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
@@ -88,8 +89,8 @@ void run_calibrate(const CalibrateArgs& a) {
       gpu ? offload::collect_activations_cuda(*m, ids, po) : offload::collect_activations_cpu(*m, ids, po);
   const auto r = offload::fit_collected(col, po);
   fmt::print("{}", offload::calibration_table(r));
-  fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s on {} threads\n", r.forward_seconds, gpu ? "GPU" : "CPU",
-             r.fit_seconds, cpu_threads());
+  fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s ({}{} CPU threads)\n", r.forward_seconds, gpu ? "GPU" : "CPU",
+             r.fit_seconds, gpu ? "GPU products, " : "", cpu_threads());
   if (!a.no_write) {
     offload::write_predictors(a.model, r, po, fs::path(a.calibration).filename().string());
     fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB) into {}\n", double(r.bytes) / (1 << 20), a.model);
@@ -114,8 +115,8 @@ void add_calibrate_command(CLI::App& app) {
   c->add_option("--ridge", a->ridge, "Gram regularisation relative to its mean diagonal")->capture_default_str();
   c->add_option("--layers", a->layers, "only these layers, e.g. 0-7,12 (default: all)");
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
-  c->add_option("--device", a->device, "where the forward passes run: cpu, cuda, or auto (cuda when a GPU is present); "
-                "the fits run on the CPU")->capture_default_str();
+  c->add_option("--device", a->device, "where the forward passes and the fits' large fp64 products run: cpu, cuda, or "
+                "auto (cuda when a GPU is present)")->capture_default_str();
   c->add_flag("--no-write", a->no_write, "print the measurements only");
   c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
   c->callback([a] { run_calibrate(*a); });

@@ -91,28 +91,52 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
     for (int64_t t = 0; t < T1; ++t) zc[size_t(j * T1 + t)] = z[t * F + j] - zbar[size_t(j)];
 
   // G = Ac' Ac + ridge, G = L L'.
-  std::vector<double> g(static_cast<size_t>(d * d), 0.0);
-  cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, int(d), int(T1), 1.0, ac.data(), int(T1), 0.0, g.data(), int(d));
-  double tr = 0;
-  for (int64_t i = 0; i < d; ++i) tr += g[size_t(i * d + i)];
-  const double lambda = opt.ridge * std::max(tr / double(d), 1e-12);
-  for (int64_t i = 0; i < d; ++i) g[size_t(i * d + i)] += lambda;
-  int info = 0, n = int(d);
-  dpotrf_("L", &n, g.data(), &n, &info);
-  if (info != 0) fail(Status::Internal, "predictor fit: the Gram matrix is not positive definite (info {})", info);
-  // C = L^-1 Ac' Zc  [d, F]; the best rank-R fit of C in the whitened space is the answer.
-  std::vector<double> c(static_cast<size_t>(d * F));
-  cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, int(d), int(F), int(T1), 1.0, ac.data(), int(T1), zc.data(),
-              int(T1), 0.0, c.data(), int(d));
+  auto factor = [&](std::vector<double>& g) {
+    double tr = 0;
+    for (int64_t i = 0; i < d; ++i) tr += g[size_t(i * d + i)];
+    const double lambda = opt.ridge * std::max(tr / double(d), 1e-12);
+    for (int64_t i = 0; i < d; ++i) g[size_t(i * d + i)] += lambda;
+    int info = 0, n = int(d);
+    dpotrf_("L", &n, g.data(), &n, &info);
+    if (info != 0) fail(Status::Internal, "predictor fit: the Gram matrix is not positive definite (info {})", info);
+  };
+  std::vector<double> g, q, vcm;  // L (lower), Q [d, R], V = Q' C [R, F], all column-major
+  bool solved = false;
+  if (opt.gpu) {
+    // The O(d^2 ffn) products on the GPU in fp64 (offload/cuda/predictor_fit_cuda.cpp); the
+    // Cholesky factor and the eigenvectors stay here. Any failure falls back to the CPU below.
+    try {
+      GpuReducedRank gr(ac.data(), zc.data(), T1, d, F);
+      g = gr.gram();
+      factor(g);
+      std::vector<double> k = gr.whitened_covariance(g);
+      q = top_eigenvectors(k, int(d), R);
+      vcm = gr.project(q, R);
+      solved = true;
+      P.fitted_on_gpu = true;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "predictor fit: the GPU path failed ({}); fitting on the CPU\n", e.what());
+    }
+  }
+  if (!solved) {
+    g.assign(size_t(d * d), 0.0);
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, int(d), int(T1), 1.0, ac.data(), int(T1), 0.0, g.data(), int(d));
+    factor(g);
+    // C = L^-1 Ac' Zc  [d, F]; the best rank-R fit of C in the whitened space is the answer.
+    std::vector<double> c(static_cast<size_t>(d * F));
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, int(d), int(F), int(T1), 1.0, ac.data(), int(T1), zc.data(),
+                int(T1), 0.0, c.data(), int(d));
+    std::vector<double>().swap(zc);
+    cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(F), 1.0, g.data(),
+                int(d), c.data(), int(d));
+    std::vector<double> k(static_cast<size_t>(d * d), 0.0);
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, int(d), int(F), 1.0, c.data(), int(d), 0.0, k.data(), int(d));
+    q = top_eigenvectors(k, int(d), R);  // [d, R]
+    vcm.resize(size_t(R) * size_t(F));
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(F), int(d), 1.0, q.data(), int(d), c.data(), int(d),
+                0.0, vcm.data(), R);
+  }
   std::vector<double>().swap(zc);
-  cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(F), 1.0, g.data(), int(d),
-              c.data(), int(d));
-  std::vector<double> k(static_cast<size_t>(d * d), 0.0);
-  cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, int(d), int(F), 1.0, c.data(), int(d), 0.0, k.data(), int(d));
-  const std::vector<double> q = top_eigenvectors(k, int(d), R);  // [d, R]
-  std::vector<double> vcm(size_t(R) * size_t(F));                // V = Q' C  [R, F]
-  cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(F), int(d), 1.0, q.data(), int(d), c.data(), int(d), 0.0,
-              vcm.data(), R);
   std::vector<double> ucm = q;  // U = L^-T Q  [d, R]
   cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, int(d), R, 1.0, g.data(), int(d),
               ucm.data(), int(d));

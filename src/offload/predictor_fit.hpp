@@ -31,6 +31,28 @@ struct PredictorFitOptions {
   double heldout = 0.2;       // fraction of tokens (the last ones) kept for measuring
   int64_t window = 0;         // tokens per forward pass (0: max positions)
   std::vector<int64_t> layers;  // empty: all
+  bool gpu = false;             // the fit's large fp64 products on the GPU (falls back to the CPU on failure)
+};
+
+// The GPU half of a reduced-rank fit (src/offload/cuda/predictor_fit_cuda.cpp), fp64 with cuBLAS,
+// all matrices column-major: holds Ac [T1, d] and Zc [T1, F] on the device and computes
+//   gram()                  Ac' Ac (lower triangle) [d, d],
+//   whitened_covariance(L)  K = C C' (lower triangle) [d, d] with C = L^-1 Ac' Zc kept on the device,
+//   project(Q, R)           Q' C [R, F].
+// Throws sf::Error on any CUDA/cuBLAS failure, and Error(NoDevice) in a build without CUDA.
+class GpuReducedRank {
+ public:
+  GpuReducedRank(const double* ac, const double* zc, int64_t t1, int64_t d, int64_t ffn);
+  ~GpuReducedRank();
+  GpuReducedRank(const GpuReducedRank&) = delete;
+  GpuReducedRank& operator=(const GpuReducedRank&) = delete;
+  std::vector<double> gram();
+  std::vector<double> whitened_covariance(const std::vector<double>& l);
+  std::vector<double> project(const std::vector<double>& q, int64_t rank);
+
+ private:
+  struct Impl;
+  Impl* impl_ = nullptr;
 };
 
 struct FittedPredictor {
@@ -42,6 +64,7 @@ struct FittedPredictor {
   double recall = 0, precision = 0, predicted_fraction = 0, true_fraction = 0;
   double fit_recall = 0;        // on the fit tokens
   int64_t fit_tokens = 0, heldout_tokens = 0;
+  bool fitted_on_gpu = false;   // the large products ran on the GPU (PredictorFitOptions::gpu, no fallback)
   uint64_t bytes() const { return u.size() * 2 + v.size() * 2 + threshold.size() * 4; }
 };
 

@@ -837,4 +837,49 @@ TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
   EXPECT_EQ(collect_activations_cuda(*m, toks, po).tokens, 32);
 }
 
+// The fit's large products on the GPU (calibrate on a GPU machine) give the CPU's predictor: the same
+// thresholds, recall, precision and product U V up to rounding (eigenvector signs may differ; U and V
+// flip together).
+TEST(OffloadCalibrate, GpuFitMatchesCpuFit) {
+  SKIP_WITHOUT_GPU();
+  const int64_t T = 300, heldout = 60, d = 64, F = 256;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> a(size_t(T * d)), w(size_t(d * F)), z(size_t(T * F));
+  for (auto& x : a) x = nd(rng);
+  for (auto& x : w) x = 0.2f * nd(rng);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < F; ++j) {
+      float s = -1.0f + 0.3f * nd(rng);
+      for (int64_t i = 0; i < d; ++i) s += a[size_t(t * d + i)] * w[size_t(i * F + j)];
+      z[size_t(t * F + j)] = s;
+    }
+  PredictorFitOptions cpu_opt;
+  cpu_opt.rank = 16;
+  PredictorFitOptions gpu_opt = cpu_opt;
+  gpu_opt.gpu = true;
+  const FittedPredictor pc = fit_layer(a.data(), z.data(), T, heldout, d, F, cpu_opt);
+  const FittedPredictor pg = fit_layer(a.data(), z.data(), T, heldout, d, F, gpu_opt);
+  ASSERT_TRUE(pg.fitted_on_gpu) << "the GPU path fell back to the CPU";
+  EXPECT_FALSE(pc.fitted_on_gpu);
+  EXPECT_NEAR(pg.kappa, pc.kappa, 1e-3 * (1 + std::abs(pc.kappa)));
+  EXPECT_NEAR(pg.recall, pc.recall, 2e-3);
+  EXPECT_NEAR(pg.precision, pc.precision, 2e-3);
+  double worst = 0;
+  for (int64_t j = 0; j < F; ++j)
+    worst = std::max(worst, double(std::abs(pg.threshold[size_t(j)] - pc.threshold[size_t(j)])) /
+                                (1.0 + std::abs(pc.threshold[size_t(j)])));
+  EXPECT_LT(worst, 1e-3);
+  // (a_t U) V for a few tokens, from the fp16 factors of each fit.
+  auto scores = [&](const FittedPredictor& p, int64_t t) {
+    std::vector<float> proj(static_cast<size_t>(p.rank), 0.0f), out(static_cast<size_t>(F), 0.0f);
+    for (int64_t r = 0; r < p.rank; ++r)
+      for (int64_t i = 0; i < d; ++i) proj[size_t(r)] += a[size_t(t * d + i)] * half_to_float(p.u[size_t(i * p.rank + r)]);
+    for (int64_t j = 0; j < F; ++j)
+      for (int64_t r = 0; r < p.rank; ++r) out[size_t(j)] += proj[size_t(r)] * half_to_float(p.v[size_t(r * F + j)]);
+    return out;
+  };
+  for (int64_t t : {0, 7, 299}) EXPECT_LT(test::rel_l2(scores(pg, t), scores(pc, t)), 1e-2) << "token " << t;
+}
+
 }  // namespace sf::offload
