@@ -54,11 +54,15 @@ constexpr TableRow kTable[] = {
     {90, 16, GemmPath::Decode, 4, 0, true, 4},
     {90, 32, GemmPath::Decode, 8, 0, true, 2},
     {90, 64, GemmPath::Decode, 4, 0, true, 1},
-    // M > 64: the tiled prefill kernel (prefill.cu). Before it, W was decompressed into scratch and
-    // cuBLAS ran dense: 0.2-0.9x of a resident dense weight (the decompression pass is the
-    // difference). 64-token tiles up to M = 256 keep enough blocks in flight for the SMs.
-    {90, 256, GemmPath::Prefill, 0, 0, false, 1, 64},
-    {90, INT64_MAX, GemmPath::Prefill, 0, 0, false, 1, 128},
+    // M > 64: the tiled prefill kernel (prefill.cu) up to M = 128 (64-token tiles; not measured
+    // against the fallback there). From M = 129 on: W decompressed into scratch + cuBLAS, which the
+    // H200 tuner picked over the prefill kernel at M = 256, 2048 and 8192 on all four shapes
+    // (bench/results/2026-11-22-NVIDIA-H200-gemm.md: 0.20-0.91x of a resident dense weight; the
+    // prefill kernel ran 0.35x at M = 2048 on the H100). Without a tuning cache the table used to keep
+    // the prefill kernel there: an OPT-6.7B 2:4 prefill of 2046 tokens ran its products at 0.33x
+    // dense on the H200 (2026-12-03).
+    {90, 128, GemmPath::Prefill, 0, 0, false, 1, 64},
+    {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
     {80, 4, GemmPath::Decode, 8, 1, false, 1},
     {80, 16, GemmPath::Decode, 4, 0, true, 4},
