@@ -27,6 +27,17 @@ struct CalibrateArgs {
   int threads = 0;
 };
 
+// MemAvailable of /proc/meminfo in bytes, or 0 where it cannot be read.
+uint64_t available_host_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
 // "0-3,7" -> {0, 1, 2, 3, 7}
 std::vector<int64_t> parse_layers(const std::string& s) {
   std::vector<int64_t> out;
@@ -82,9 +93,14 @@ void run_calibrate(const CalibrateArgs& a) {
   po.gpu = gpu;  // the fits' large fp64 products too
   const auto& c = m->config();
   const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
+  const double pairs = double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4;
+  if (const uint64_t avail = available_host_memory(); avail > 0 && pairs > 0.9 * double(avail))
+    fail(Status::OutOfMemory, "calibrate: the (attention input, pre-activation) pairs of {} tokens x {} layers need "
+         "{:.1f} GiB of host memory, and {:.1f} GiB is available.\n---> HINT: lower --tokens, or calibrate a few layers "
+         "at a time with --layers (each run keeps the other layers' predictors).", ids.size(), nl,
+         pairs / double(1ull << 30), double(avail) / double(1ull << 30));
   fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
-             "pairs on the {}\n", ids.size(), nl,
-             double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4 / (1 << 20), gpu ? "GPU" : "CPU");
+             "pairs on the {}\n", ids.size(), nl, pairs / (1 << 20), gpu ? "GPU" : "CPU");
   offload::CollectedActivations col =
       gpu ? offload::collect_activations_cuda(*m, ids, po) : offload::collect_activations_cpu(*m, ids, po);
   const auto r = offload::fit_collected(col, po);
