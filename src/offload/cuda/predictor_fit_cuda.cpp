@@ -1,112 +1,103 @@
-// The GPU half of `calibrate`'s reduced-rank fit (offload/predictor_fit.hpp): the products that cost
-// O(d^2 ffn) in fp64 (Ac' Zc, the triangular solve with L, C C', Q' C), which took most of the ~4 s
-// per OPT-6.7B layer on 16 CPU cores; the Cholesky factor and the top eigenvectors stay on the CPU.
+// The GPU half of `calibrate`'s reduced-rank fit (offload/predictor_fit.hpp): the products that
+// cost O(d^2 ffn) in fp64 (Ac' Zc, the triangular solve with L, C C', Q' C), which took most of the
+// ~4 s per OPT-6.7B layer on 16 CPU cores; the Cholesky factor and the top eigenvectors stay on the
+// CPU.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include "core/error.hpp"
+#include "kernels/cuda/check.hpp"
 #include "offload/predictor_fit.hpp"
 
 namespace sf::offload {
 
-namespace {
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(Status::Internal, "predictor fit on the GPU: {}: {}", what, cudaGetErrorString(e));
-}
-void blas_ok(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    fail(Status::Internal, "predictor fit on the GPU: {}: {}", what, cublasGetStatusString(s));
-}
-
-}  // namespace
-
 struct GpuReducedRank::Impl {
   int64_t t1 = 0, d = 0, f = 0;
   cublasHandle_t h = nullptr;
-  double *ac = nullptr, *zc = nullptr, *c = nullptr, *sq = nullptr;  // sq: a [d, d] scratch (G, L, K)
-  double* small = nullptr;                                          // Q [d, R] or Q' C [R, F]
+  double *ac = nullptr, *zc = nullptr, *c = nullptr,
+         *sq = nullptr;     // sq: a [d, d] scratch (G, L, K)
+  double* small = nullptr;  // Q [d, R] or Q' C [R, F]
   ~Impl() {
     for (double* p : {ac, zc, c, sq, small})
       if (p) cudaFree(p);
     if (h) cublasDestroy(h);
   }
-  double* alloc(size_t n, const char* what) {
+  double* alloc(size_t n) {
     double* p = nullptr;
-    cuda_ok(cudaMalloc(&p, n * sizeof(double)), what);
+    SF_CUDA_CHECK(cudaMalloc(&p, n * sizeof(double)));
     return p;
   }
 };
 
-GpuReducedRank::GpuReducedRank(const double* ac, const double* zc, int64_t t1, int64_t d, int64_t ffn)
+GpuReducedRank::GpuReducedRank(const double* ac, const double* zc, int64_t t1, int64_t d,
+                               int64_t ffn)
     : impl_(new Impl) {
   auto& m = *impl_;
   try {
     m.t1 = t1;
     m.d = d;
     m.f = ffn;
-    blas_ok(cublasCreate(&m.h), "cublasCreate");
-    m.ac = m.alloc(size_t(t1 * d), "Ac");
-    m.zc = m.alloc(size_t(t1 * ffn), "Zc");
-    m.sq = m.alloc(size_t(d * d), "a d x d matrix");
-    cuda_ok(cudaMemcpy(m.ac, ac, size_t(t1 * d) * 8, cudaMemcpyHostToDevice), "upload Ac");
-    cuda_ok(cudaMemcpy(m.zc, zc, size_t(t1 * ffn) * 8, cudaMemcpyHostToDevice), "upload Zc");
+    SF_CUBLAS_CHECK(cublasCreate(&m.h));
+    m.ac = m.alloc(size_t(t1 * d));
+    m.zc = m.alloc(size_t(t1 * ffn));
+    m.sq = m.alloc(size_t(d * d));
+    SF_CUDA_CHECK(cudaMemcpy(m.ac, ac, size_t(t1 * d) * 8, cudaMemcpyHostToDevice));
+    SF_CUDA_CHECK(cudaMemcpy(m.zc, zc, size_t(t1 * ffn) * 8, cudaMemcpyHostToDevice));
   } catch (...) {
     delete impl_;
     throw;
   }
 }
 
-GpuReducedRank::~GpuReducedRank() { delete impl_; }
+GpuReducedRank::~GpuReducedRank() {
+  delete impl_;
+}
 
 std::vector<double> GpuReducedRank::gram() {
   auto& m = *impl_;
   const double one = 1.0, zero = 0.0;
-  cuda_ok(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8), "clear G");
-  blas_ok(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, int(m.d), int(m.t1), &one, m.ac, int(m.t1), &zero, m.sq,
-                      int(m.d)),
-          "G = Ac' Ac");
+  SF_CUDA_CHECK(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8));
+  SF_CUBLAS_CHECK(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, int(m.d), int(m.t1), &one,
+                              m.ac, int(m.t1), &zero, m.sq, int(m.d)));
   std::vector<double> g(static_cast<size_t>(m.d * m.d));
-  cuda_ok(cudaMemcpy(g.data(), m.sq, g.size() * 8, cudaMemcpyDeviceToHost), "download G");
+  SF_CUDA_CHECK(cudaMemcpy(g.data(), m.sq, g.size() * 8, cudaMemcpyDeviceToHost));
   return g;
 }
 
 std::vector<double> GpuReducedRank::whitened_covariance(const std::vector<double>& l) {
   auto& m = *impl_;
   const double one = 1.0, zero = 0.0;
-  if (!m.c) m.c = m.alloc(size_t(m.d * m.f), "C");
-  blas_ok(cublasDgemm(m.h, CUBLAS_OP_T, CUBLAS_OP_N, int(m.d), int(m.f), int(m.t1), &one, m.ac, int(m.t1), m.zc,
-                      int(m.t1), &zero, m.c, int(m.d)),
-          "C = Ac' Zc");
+  if (!m.c) m.c = m.alloc(size_t(m.d * m.f));
+  SF_CUBLAS_CHECK(cublasDgemm(m.h, CUBLAS_OP_T, CUBLAS_OP_N, int(m.d), int(m.f), int(m.t1), &one,
+                              m.ac, int(m.t1), m.zc, int(m.t1), &zero, m.c, int(m.d)));
   cudaFree(m.zc);  // not needed again: room for the rest
   m.zc = nullptr;
-  cuda_ok(cudaMemcpy(m.sq, l.data(), l.size() * 8, cudaMemcpyHostToDevice), "upload L");
-  blas_ok(cublasDtrsm(m.h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, int(m.d),
-                      int(m.f), &one, m.sq, int(m.d), m.c, int(m.d)),
-          "C = L^-1 C");
-  cuda_ok(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8), "clear K");
-  blas_ok(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(m.d), int(m.f), &one, m.c, int(m.d), &zero, m.sq,
-                      int(m.d)),
-          "K = C C'");
+  SF_CUDA_CHECK(cudaMemcpy(m.sq, l.data(), l.size() * 8, cudaMemcpyHostToDevice));
+  SF_CUBLAS_CHECK(cublasDtrsm(m.h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                              CUBLAS_DIAG_NON_UNIT, int(m.d), int(m.f), &one, m.sq, int(m.d), m.c,
+                              int(m.d)));
+  SF_CUDA_CHECK(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8));
+  SF_CUBLAS_CHECK(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(m.d), int(m.f), &one,
+                              m.c, int(m.d), &zero, m.sq, int(m.d)));
   std::vector<double> k(static_cast<size_t>(m.d * m.d));
-  cuda_ok(cudaMemcpy(k.data(), m.sq, k.size() * 8, cudaMemcpyDeviceToHost), "download K");
+  SF_CUDA_CHECK(cudaMemcpy(k.data(), m.sq, k.size() * 8, cudaMemcpyDeviceToHost));
   return k;
 }
 
 std::vector<double> GpuReducedRank::project(const std::vector<double>& q, int64_t rank) {
   auto& m = *impl_;
-  if (!m.c) fail(Status::Internal, "predictor fit on the GPU: project() before whitened_covariance()");
+  if (!m.c)
+    fail(Status::Internal, "predictor fit on the GPU: project() before whitened_covariance()");
   const double one = 1.0, zero = 0.0;
-  double* dq = m.alloc(size_t(m.d * rank), "Q");
+  double* dq = m.alloc(size_t(m.d * rank));
   double* dv = nullptr;
   try {
-    dv = m.alloc(size_t(rank * m.f), "Q' C");
-    cuda_ok(cudaMemcpy(dq, q.data(), q.size() * 8, cudaMemcpyHostToDevice), "upload Q");
-    blas_ok(cublasDgemm(m.h, CUBLAS_OP_T, CUBLAS_OP_N, int(rank), int(m.f), int(m.d), &one, dq, int(m.d), m.c, int(m.d),
-                        &zero, dv, int(rank)),
-            "V = Q' C");
+    dv = m.alloc(size_t(rank * m.f));
+    SF_CUDA_CHECK(cudaMemcpy(dq, q.data(), q.size() * 8, cudaMemcpyHostToDevice));
+    SF_CUBLAS_CHECK(cublasDgemm(m.h, CUBLAS_OP_T, CUBLAS_OP_N, int(rank), int(m.f), int(m.d), &one,
+                                dq, int(m.d), m.c, int(m.d), &zero, dv, int(rank)));
     std::vector<double> v(static_cast<size_t>(rank * m.f));
-    cuda_ok(cudaMemcpy(v.data(), dv, v.size() * 8, cudaMemcpyDeviceToHost), "download V");
+    SF_CUDA_CHECK(cudaMemcpy(v.data(), dv, v.size() * 8, cudaMemcpyDeviceToHost));
     cudaFree(dq);
     cudaFree(dv);
     return v;
