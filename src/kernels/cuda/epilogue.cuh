@@ -18,6 +18,9 @@ struct EpilogueParams {
   int64_t ldy = 0;  // = N
 };
 
+// The device side, for nvcc only: host compilers include this header for EpilogueParams alone.
+#if defined(__CUDACC__)
+
 __device__ __forceinline__ float load_elem(const void* p, int dt, int64_t i) {
   if (dt == 1) return __half2float(static_cast<const __half*>(p)[i]);
   if (dt == 2) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
@@ -42,17 +45,14 @@ __device__ __forceinline__ float activate(int act, float v) {
 // Not inlined: every kernel stores its outputs through here from fully unrolled loops, and one inlined
 // copy per accumulator register (up to 32 per kernel) cost minutes of cicc and ptxas per architecture.
 // The call costs nothing next to the bytes a store moves.
-#if defined(__CUDACC__)
-#define SF_EPILOGUE_NOINLINE __noinline__
-#else
-#define SF_EPILOGUE_NOINLINE  // host compilers see the declaration only (this header is shared)
-#endif
-static __device__ SF_EPILOGUE_NOINLINE void epilogue_store(const EpilogueParams& ep, int64_t m, int64_t n, float v) {
+static __device__ __noinline__ void epilogue_store(const EpilogueParams& ep, int64_t m, int64_t n, float v) {
   if (ep.bias) v += load_elem(ep.bias, ep.bias_dt, n);
   v = activate(ep.act, v);
   const int64_t i = m * ep.ldy + n;
   if (ep.residual) v += load_elem(ep.residual, ep.residual_dt, i);
   store_elem(ep.y, ep.y_dt, i, v);
 }
+
+#endif  // __CUDACC__
 
 }  // namespace sf::cuda
