@@ -79,8 +79,9 @@ TEST(Compress, GroupIndicesMatchValuesAndPadding) {
       EXPECT_EQ(v0, dense[r * cols + 4 * g + i0]);
       EXPECT_EQ(v1, dense[r * cols + 4 * g + i1]);
       // Every element that is not stored is +0.0 (bit pattern zero).
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < 4; ++i) {
         if (i != i0 && i != i1) EXPECT_EQ(dense[r * cols + 4 * g + i], 0);
+      }
     }
   EXPECT_THROW(group_indices(c, c.rows_padded, 0), Error);
 }
@@ -100,8 +101,9 @@ TEST(Compress, MetadataBitLayout) {
   EXPECT_EQ((c.meta[word] >> shift) & 0xf, 1u | (3u << 2));
   // Every other nibble is the default (0, 1) = 0b0100.
   for (size_t i = 0; i < c.meta.size(); ++i)
-    for (int s = 0; s < 32; s += 4)
+    for (int s = 0; s < 32; s += 4) {
       if (!(i == word && s == shift)) ASSERT_EQ((c.meta[i] >> s) & 0xf, 4u) << i << " " << s;
+    }
   // A row in the upper half of a tile (r % 16 >= 8) uses the high 16 bits.
   std::vector<float> w2(size_t(rows * cols), 0.0f);
   w2[size_t(10 * cols + 4 * 2 + 2)] = 1.0f;  // r 10 -> r%8 2, half 1; g 2 -> word +0, nibble 2
