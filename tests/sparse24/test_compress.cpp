@@ -80,7 +80,9 @@ TEST(Compress, GroupIndicesMatchValuesAndPadding) {
       EXPECT_EQ(v1, dense[r * cols + 4 * g + i1]);
       // Every element that is not stored is +0.0 (bit pattern zero).
       for (int i = 0; i < 4; ++i) {
-        if (i != i0 && i != i1) EXPECT_EQ(dense[r * cols + 4 * g + i], 0);
+        if (i != i0 && i != i1) {
+          EXPECT_EQ(dense[r * cols + 4 * g + i], 0);
+        }
       }
     }
   EXPECT_THROW(group_indices(c, c.rows_padded, 0), Error);
@@ -102,7 +104,9 @@ TEST(Compress, MetadataBitLayout) {
   // Every other nibble is the default (0, 1) = 0b0100.
   for (size_t i = 0; i < c.meta.size(); ++i)
     for (int s = 0; s < 32; s += 4) {
-      if (!(i == word && s == shift)) ASSERT_EQ((c.meta[i] >> s) & 0xf, 4u) << i << " " << s;
+      if (!(i == word && s == shift)) {
+        ASSERT_EQ((c.meta[i] >> s) & 0xf, 4u) << i << " " << s;
+      }
     }
   // A row in the upper half of a tile (r % 16 >= 8) uses the high 16 bits.
   std::vector<float> w2(size_t(rows * cols), 0.0f);
