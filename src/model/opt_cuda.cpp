@@ -99,7 +99,7 @@ struct DLinear {
   bool sparse = false;
   float* bias = nullptr;            // [out] fp32 or null
   void* bias_act = nullptr;         // [out] in act: the bias rounded to 16 bits, for cuBLASLt's fused epilogue
-                                    // where the output is 16-bit (fc1; OutOfMemory accounting as weights)
+                                    // where the prefill output is 16-bit (fc1, qkv); counted as weights
   int64_t out = 0, in = 0;
   size_t bytes(DType act) const { return sparse ? sp.bytes() : size_t(out * in) * dtype_size(act); }
 };

@@ -114,6 +114,7 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
       vcm = gr.project(q, R);
       solved = true;
       P.fitted_on_gpu = true;
+      std::vector<double>().swap(zc);  // on the device; kept on the host until here for the CPU fallback
     } catch (const std::exception& e) {
       fmt::print(stderr, "predictor fit: the GPU path failed ({}); fitting on the CPU\n", e.what());
     }
@@ -126,7 +127,7 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
     std::vector<double> c(static_cast<size_t>(d * F));
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, int(d), int(F), int(T1), 1.0, ac.data(), int(T1), zc.data(),
                 int(T1), 0.0, c.data(), int(d));
-    std::vector<double>().swap(zc);
+    std::vector<double>().swap(zc);  // C holds what it was needed for
     cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(F), 1.0, g.data(),
                 int(d), c.data(), int(d));
     std::vector<double> k(static_cast<size_t>(d * d), 0.0);
@@ -136,7 +137,6 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(F), int(d), 1.0, q.data(), int(d), c.data(), int(d),
                 0.0, vcm.data(), R);
   }
-  std::vector<double>().swap(zc);
   std::vector<double> ucm = q;  // U = L^-T Q  [d, R]
   cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, int(d), R, 1.0, g.data(), int(d),
               ucm.data(), int(d));

@@ -53,15 +53,26 @@ GpuReducedRank::~GpuReducedRank() {
   delete impl_;
 }
 
+namespace {
+
+// op(A) op(A)' into the d x d scratch (lower triangle, the rest zero), downloaded: op = T for A [k,
+// d] (Ac' Ac), N for A [d, k] (C C').
+std::vector<double> syrk_lower(cublasHandle_t h, cublasOperation_t op, int64_t d, int64_t k,
+                               const double* a, int64_t lda, double* scratch) {
+  const double one = 1.0, zero = 0.0;
+  SF_CUDA_CHECK(cudaMemset(scratch, 0, size_t(d * d) * 8));
+  SF_CUBLAS_CHECK(cublasDsyrk(h, CUBLAS_FILL_MODE_LOWER, op, int(d), int(k), &one, a, int(lda),
+                              &zero, scratch, int(d)));
+  std::vector<double> out(static_cast<size_t>(d * d));
+  SF_CUDA_CHECK(cudaMemcpy(out.data(), scratch, out.size() * 8, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+}  // namespace
+
 std::vector<double> GpuReducedRank::gram() {
   auto& m = *impl_;
-  const double one = 1.0, zero = 0.0;
-  SF_CUDA_CHECK(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8));
-  SF_CUBLAS_CHECK(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, int(m.d), int(m.t1), &one,
-                              m.ac, int(m.t1), &zero, m.sq, int(m.d)));
-  std::vector<double> g(static_cast<size_t>(m.d * m.d));
-  SF_CUDA_CHECK(cudaMemcpy(g.data(), m.sq, g.size() * 8, cudaMemcpyDeviceToHost));
-  return g;
+  return syrk_lower(m.h, CUBLAS_OP_T, m.d, m.t1, m.ac, m.t1, m.sq);
 }
 
 std::vector<double> GpuReducedRank::whitened_covariance(const std::vector<double>& l) {
@@ -76,12 +87,7 @@ std::vector<double> GpuReducedRank::whitened_covariance(const std::vector<double
   SF_CUBLAS_CHECK(cublasDtrsm(m.h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
                               CUBLAS_DIAG_NON_UNIT, int(m.d), int(m.f), &one, m.sq, int(m.d), m.c,
                               int(m.d)));
-  SF_CUDA_CHECK(cudaMemset(m.sq, 0, size_t(m.d * m.d) * 8));
-  SF_CUBLAS_CHECK(cublasDsyrk(m.h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(m.d), int(m.f), &one,
-                              m.c, int(m.d), &zero, m.sq, int(m.d)));
-  std::vector<double> k(static_cast<size_t>(m.d * m.d));
-  SF_CUDA_CHECK(cudaMemcpy(k.data(), m.sq, k.size() * 8, cudaMemcpyDeviceToHost));
-  return k;
+  return syrk_lower(m.h, CUBLAS_OP_N, m.d, m.f, m.c, m.d, m.sq);
 }
 
 std::vector<double> GpuReducedRank::project(const std::vector<double>& q, int64_t rank) {

@@ -293,19 +293,7 @@ __global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t 
     const float4 v = w < words ? s[w] : make_float4(0, 0, 0, 0);
     float p[4];
     for (int k = 0; k < 4; ++k) p[k] = w * 4 + k < visible ? __expf(elem(v, k) - m) * inv : 0.0f;
-    if (act_dt == 0) {
-      reinterpret_cast<float4*>(static_cast<float*>(probs) + r * ld)[w] = make_float4(p[0], p[1], p[2], p[3]);
-    } else {
-      uint2 u;
-      if (act_dt == 1) {
-        const __half2 a = __floats2half2_rn(p[0], p[1]), b = __floats2half2_rn(p[2], p[3]);
-        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-      } else {
-        const __nv_bfloat162 a = __floats2bfloat162_rn(p[0], p[1]), b = __floats2bfloat162_rn(p[2], p[3]);
-        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-      }
-      reinterpret_cast<uint2*>(static_cast<char*>(probs) + size_t(r * ld) * 2)[w] = u;
-    }
+    store4(probs, act_dt, r * ld + 4 * w, make_float4(p[0], p[1], p[2], p[3]));
   }
 }
 
@@ -350,20 +338,7 @@ __global__ void causal_softmax_regs_kernel(const float* __restrict__ scores, int
   for (int j = 0; j < W; ++j) {
     const int64_t w = lane + 32 * j;
     if (w >= out_words) break;
-    const float p0 = v[j][0] * inv, p1 = v[j][1] * inv, p2 = v[j][2] * inv, p3 = v[j][3] * inv;
-    if (act_dt == 0) {
-      reinterpret_cast<float4*>(static_cast<float*>(probs) + r * ld)[w] = make_float4(p0, p1, p2, p3);
-    } else {
-      uint2 u;
-      if (act_dt == 1) {
-        const __half2 a = __floats2half2_rn(p0, p1), b = __floats2half2_rn(p2, p3);
-        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-      } else {
-        const __nv_bfloat162 a = __floats2bfloat162_rn(p0, p1), b = __floats2bfloat162_rn(p2, p3);
-        u = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-      }
-      reinterpret_cast<uint2*>(static_cast<char*>(probs) + size_t(r * ld) * 2)[w] = u;
-    }
+    store4(probs, act_dt, r * ld + 4 * w, make_float4(v[j][0] * inv, v[j][1] * inv, v[j][2] * inv, v[j][3] * inv));
   }
 }
 
