@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 
 #include "cli/commands.hpp"
@@ -14,6 +16,7 @@
 #include "model/opt_cuda.hpp"
 #include "model/weights.hpp"
 #include "offload/predictor_fit.hpp"
+#include "offload/profile.hpp"
 
 namespace sf::cli {
 
@@ -23,7 +26,7 @@ struct CalibrateArgs {
   std::string model, calibration, layers, device = "auto";
   int64_t tokens = 1024, rank = 128, window = 0;
   double recall = 0.99, margin = 0.0, heldout = 0.2, ridge = 1e-3;
-  bool no_write = false;
+  bool no_write = false, with_profile = false;
   int threads = 0;
 };
 
@@ -103,13 +106,27 @@ void run_calibrate(const CalibrateArgs& a) {
              "pairs on the {}\n", ids.size(), nl, pairs / (1 << 20), gpu ? "GPU" : "CPU");
   offload::CollectedActivations col =
       gpu ? offload::collect_activations_cuda(*m, ids, po) : offload::collect_activations_cpu(*m, ids, po);
+  std::optional<offload::ProfileResult> prof;
+  if (a.with_profile) {  // from the same forward passes, before the fit releases them
+    if (!po.layers.empty())
+      fail(Status::InvalidArgument, "calibrate --with-profile measures every layer; drop --layers, or run "
+           "`sparseflow profile` separately");
+    prof = offload::profile_collected(col);
+  }
   const auto r = offload::fit_collected(col, po);
+  if (prof) fmt::print("activation profile:\n{}", offload::profile_table(*prof));
   fmt::print("{}", offload::calibration_table(r));
   fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s ({}{} CPU threads)\n", r.forward_seconds, gpu ? "GPU" : "CPU",
              r.fit_seconds, gpu ? "GPU products, " : "", cpu_threads());
   if (!a.no_write) {
-    offload::write_predictors(a.model, r, po, fs::path(a.calibration).filename().string());
-    fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB) into {}\n", double(r.bytes) / (1 << 20), a.model);
+    const std::string name = fs::path(a.calibration).filename().string();
+    std::vector<offload::NewTensor> add;
+    nlohmann::json meta = nlohmann::json::object();
+    offload::predictor_entries(r, po, name, add, meta);
+    if (prof) offload::profile_entries(*prof, name, add, meta);
+    offload::rewrite_sf(a.model, add, meta, prof ? offload::is_profile_entry : std::function<bool(const std::string&)>{});
+    fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB){} into {}\n", double(r.bytes) / (1 << 20),
+               prof ? " and profile.layers.N.firing_rate" : "", a.model);
   }
 }
 
@@ -133,6 +150,8 @@ void add_calibrate_command(CLI::App& app) {
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
   c->add_option("--device", a->device, "where the forward passes and the fits' large fp64 products run: cpu, cuda, or "
                 "auto (cuda when a GPU is present)")->capture_default_str();
+  c->add_flag("--with-profile", a->with_profile, "also measure the activation profile (per-neuron firing rates, as "
+             "`sparseflow profile` does) from the same forward passes and store it with the predictors");
   c->add_flag("--no-write", a->no_write, "print the measurements only");
   c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
   c->callback([a] { run_calibrate(*a); });

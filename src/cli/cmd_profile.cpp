@@ -13,6 +13,7 @@
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
+#include "model/opt_cuda.hpp"
 #include "model/weights.hpp"
 #include "offload/profile.hpp"
 
@@ -21,7 +22,7 @@ namespace sf::cli {
 namespace {
 
 struct ProfileArgs {
-  std::string model, calibration, device = "cpu";
+  std::string model, calibration, device = "auto";
   int64_t tokens = 2048, window = 0;
   bool no_write = false, json = false;
   int threads = 0;
@@ -45,18 +46,33 @@ void run_profile(const ProfileArgs& a) {
   if (ids.size() < 16)
     fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; profiling needs text (hundreds of tokens or "
          "more)", a.calibration, ids.size());
-  offload::ProfileOptions po;
-  po.window = a.window;
-  po.device = a.device;
+  if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
+    fail(Status::InvalidArgument, "profile --device {}: expected cpu, cuda or auto (cuda when a GPU is present)",
+         a.device);
+  const std::string no_gpu = model::cuda_unavailable_reason();
+  if (a.device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "profile --device cuda: {}", no_gpu);
+  const bool gpu = a.device == "cuda" || (a.device == "auto" && no_gpu.empty());
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = offload::profile_activations(*m, ids, po);
+  offload::ProfileResult r;
+  if (gpu) {  // the engine's prefill collects every layer's pre-activations, measured on the host
+    offload::PredictorFitOptions po;
+    po.window = a.window;
+    offload::CollectedActivations col = offload::collect_activations_cuda(*m, ids, po);
+    std::vector<std::vector<float>>().swap(col.a);  // only z is measured
+    r = offload::profile_collected(col);
+  } else {
+    offload::ProfileOptions po;
+    po.window = a.window;
+    r = offload::profile_activations(*m, ids, po);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!a.no_write) offload::write_profile(a.model, r, fs::path(a.calibration).filename().string());
   if (a.json) {
     nlohmann::ordered_json j = {{"model", a.model}, {"tokens", r.tokens}, {"sparsity", r.sparsity},
                                 {"sparsity_min", r.sparsity_min}, {"sparsity_max", r.sparsity_max},
                                 {"hot_share", r.hot_share}, {"hot_fraction", r.hot_fraction},
-                                {"jaccard", r.jaccard}, {"seconds", secs}, {"written", !a.no_write}};
+                                {"jaccard", r.jaccard}, {"seconds", secs}, {"device", gpu ? "cuda" : "cpu"},
+                                {"written", !a.no_write}};
     auto layers = nlohmann::ordered_json::array();
     for (const auto& l : r.layers)
       layers.push_back({{"sparsity", l.sparsity}, {"hot_fraction", l.hot_fraction}, {"jaccard", l.jaccard}});
@@ -65,7 +81,8 @@ void run_profile(const ProfileArgs& a) {
     return;
   }
   fmt::print("{}", offload::profile_table(r));
-  fmt::print("{:.1f} s ({:.0f} tokens/s on {} threads){}\n", secs, double(r.tokens) / secs, cpu_threads(),
+  fmt::print("{:.1f} s ({:.0f} tokens/s on {}){}\n", secs, double(r.tokens) / secs,
+             gpu ? std::string("the GPU") : fmt::format("{} CPU threads", cpu_threads()),
              a.no_write ? "" : fmt::format("; wrote profile.layers.N.firing_rate into {}", a.model));
 }
 
@@ -79,7 +96,8 @@ void add_profile_command(CLI::App& app) {
   c->add_option("--calibration", a->calibration, "a UTF-8 text file")->required();
   c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")->capture_default_str();
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
-  c->add_option("--device", a->device, "cpu (the CPU backend runs the model)")->capture_default_str();
+  c->add_option("--device", a->device, "where the model runs: cpu (the CPU backend), cuda (the GPU engine's prefill), "
+                "or auto (cuda when a GPU is present)")->capture_default_str();
   c->add_flag("--no-write", a->no_write, "print the statistics only");
   c->add_flag("--json", a->json, "print JSON");
   c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();

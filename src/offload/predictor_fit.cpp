@@ -281,6 +281,8 @@ CollectedActivations collect_activations_cpu(const model::Model& model, std::spa
     col.z[size_t(l)].resize(size_t(T * F));
   }
   int64_t base = 0;  // token index of the current window's row 0
+  const int64_t window = opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
+  col.window = window;
   cpu.set_ffn_observer([&](const model::FfnObservation& o) {
     if (col.a[size_t(o.layer)].empty()) return;
     const int64_t t0 = base + o.position;
@@ -288,7 +290,6 @@ CollectedActivations collect_activations_cpu(const model::Model& model, std::spa
     std::memcpy(col.z[size_t(o.layer)].data() + t0 * F, o.pre_act, size_t(o.rows * F) * 4);
   });
   const auto t0 = Clock::now();
-  const int64_t window = opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
   model::KvCache cache = cpu.make_cache(window);
   for (int64_t start = 0; start < T; start += window) {
     cache.clear();
@@ -330,9 +331,8 @@ CalibrationReport fit_predictors(const model::Model& model, std::span<const int3
   return fit_collected(col, opt);
 }
 
-void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,
-                      const std::string& calibration_name) {
-  std::vector<NewTensor> add;
+void predictor_entries(const CalibrationReport& r, const PredictorFitOptions& opt, const std::string& calibration_name,
+                       std::vector<NewTensor>& add, nlohmann::json& metadata) {
   nlohmann::json per_layer = nlohmann::json::object();
   for (const auto& p : r.layers) {
     NewTensor u{predictor_name(p.layer, "u"), DType::F16, {p.hidden, p.rank}, {}};
@@ -366,6 +366,14 @@ void write_predictors(const std::string& path, const CalibrationReport& r, const
                                {"predictor.tokens", r.layers.empty() ? 0 : r.layers[0].fit_tokens},
                                {"predictor.heldout_tokens", r.layers.empty() ? 0 : r.layers[0].heldout_tokens},
                                {"predictor.layers", per_layer}};
+  for (const auto& [k, v] : meta.items()) metadata[k] = v;
+}
+
+void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,
+                      const std::string& calibration_name) {
+  std::vector<NewTensor> add;
+  nlohmann::json meta = nlohmann::json::object();
+  predictor_entries(r, opt, calibration_name, add, meta);
   rewrite_sf(path, add, meta);
 }
 

@@ -15,6 +15,7 @@
 // precision are measured on held-out tokens with the fp16-rounded factors the GPU will use.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@
 #include "model/weights.hpp"
 
 namespace sf::offload {
+
+struct NewTensor;  // offload/profile.hpp
 
 struct PredictorFitOptions {
   int64_t rank = 128;
@@ -82,6 +85,7 @@ struct CollectedActivations {
   int64_t tokens = 0, hidden = 0, ffn = 0;
   std::vector<int64_t> layers;               // the layers collected
   std::vector<std::vector<float>> a, z;      // indexed by layer; empty for the others
+  int64_t window = 0;                        // tokens per forward pass: rows [k*window, (k+1)*window) are one sequence
   double seconds = 0;                        // the forward passes
   uint64_t bytes() const { return uint64_t(layers.size()) * uint64_t(tokens) * uint64_t(hidden + ffn) * 4; }
 };
@@ -113,7 +117,10 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t tokens, int64_
                           const PredictorFitOptions& opt);
 
 // Writes predictor.layers.N.{u,v,threshold} and metadata predictor.* into the .sf file at `path`
-// (atomically; replaces those layers' earlier predictors, keeps the others).
+// (atomically; replaces those layers' earlier predictors, keeps the others). predictor_entries gives
+// the same tensors and metadata, to write together with others in one rewrite (calibrate --with-profile).
+void predictor_entries(const CalibrationReport& r, const PredictorFitOptions& opt, const std::string& calibration_name,
+                       std::vector<NewTensor>& add, nlohmann::json& metadata);
 void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,
                       const std::string& calibration_name);
 

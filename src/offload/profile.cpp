@@ -1,6 +1,7 @@
 #include "offload/profile.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -16,57 +17,92 @@ namespace sf::offload {
 
 namespace {
 
+// Per-layer counts over the rows (tokens) seen; rows of one sequence arrive in order.
 struct LayerCounts {
   std::vector<int64_t> fired;     // [ffn]
-  std::vector<uint8_t> prev;      // [ffn] previous token's active set (empty at a window start)
+  std::vector<uint8_t> prev, cur; // [ffn] the previous and current token's active sets
+  bool has_prev = false;          // false at a sequence start
   double sparsity_sum = 0, jaccard_sum = 0;
   int64_t tokens = 0, pairs = 0;
   double sparsity_min = 1, sparsity_max = 0;
+
+  explicit LayerCounts(int64_t F) : fired(size_t(F), 0), prev(size_t(F), 0), cur(size_t(F), 0) {}
+
+  // `rows` consecutive tokens' pre-activations [rows, F]; `sequence_start`: the first row begins a sequence.
+  void add(const float* pre_act, int64_t rows, bool sequence_start) {
+    const int64_t F = int64_t(fired.size());
+    if (sequence_start) has_prev = false;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* z = pre_act + r * F;
+      int64_t active = 0, inter = 0, uni = 0;
+      for (int64_t j = 0; j < F; ++j) {
+        const uint8_t a = z[j] > 0.0f;
+        cur[size_t(j)] = a;
+        active += a;
+        fired[size_t(j)] += a;
+        inter += a & prev[size_t(j)];
+        uni += a | prev[size_t(j)];
+      }
+      const double sp = 1.0 - double(active) / double(F);
+      sparsity_sum += sp;
+      sparsity_min = std::min(sparsity_min, sp);
+      sparsity_max = std::max(sparsity_max, sp);
+      ++tokens;
+      if (has_prev) {
+        jaccard_sum += uni ? double(inter) / double(uni) : 1.0;
+        ++pairs;
+      }
+      std::swap(prev, cur);
+      has_prev = true;
+    }
+  }
+
+  LayerProfile finish(double hot_share) const {
+    const int64_t F = int64_t(fired.size());
+    LayerProfile lp;
+    lp.firing_rate.resize(size_t(F));
+    for (int64_t j = 0; j < F; ++j) lp.firing_rate[size_t(j)] = float(double(fired[size_t(j)]) / double(tokens));
+    lp.sparsity = sparsity_sum / double(tokens);
+    lp.sparsity_min = sparsity_min;
+    lp.sparsity_max = sparsity_max;
+    lp.hot_fraction = hot_fraction_for_share(lp.firing_rate, hot_share);
+    lp.jaccard = pairs ? jaccard_sum / double(pairs) : 0.0;
+    return lp;
+  }
 };
+
+ProfileResult summarize(const std::vector<LayerCounts>& counts, int64_t tokens, double hot_share) {
+  ProfileResult r;
+  r.tokens = tokens;
+  r.hot_share = hot_share;
+  const double L = double(counts.size());
+  for (const auto& lc : counts) {
+    LayerProfile lp = lc.finish(hot_share);
+    r.sparsity += lp.sparsity / L;
+    r.hot_fraction += lp.hot_fraction / L;
+    r.jaccard += lp.jaccard / L;
+    r.sparsity_min = std::min(r.sparsity_min, lp.sparsity_min);
+    r.sparsity_max = std::max(r.sparsity_max, lp.sparsity_max);
+    r.layers.push_back(std::move(lp));
+  }
+  return r;
+}
 
 }  // namespace
 
 ProfileResult profile_activations(const model::Model& model, std::span<const int32_t> tokens,
                                   const ProfileOptions& opt) {
   if (opt.device != "cpu")
-    fail(Status::InvalidArgument, "profile --device {}: this build profiles on the CPU backend only (the CUDA engine "
-         "can provide the same FfnObserver hook); use --device cpu", opt.device);
+    fail(Status::InvalidArgument, "profile_activations runs on the CPU backend (device cpu, not {}); the GPU path "
+         "collects the activations with collect_activations_cuda and measures them with profile_collected",
+         opt.device);
   if (tokens.size() < 2)
     fail(Status::InvalidArgument, "profiling needs at least 2 calibration tokens, got {}; give more text", tokens.size());
   model::OptCpu cpu(model);
   const auto& c = cpu.config();
-  const int64_t F = c.ffn_dim, L = c.num_hidden_layers;
-  std::vector<LayerCounts> counts(static_cast<size_t>(L));
-  for (auto& lc : counts) lc.fired.assign(size_t(F), 0);
+  std::vector<LayerCounts> counts(size_t(c.num_hidden_layers), LayerCounts(c.ffn_dim));
   cpu.set_ffn_observer([&](const model::FfnObservation& o) {
-    LayerCounts& lc = counts[size_t(o.layer)];
-    if (o.position == 0) lc.prev.clear();  // a new window: no previous token
-    std::vector<uint8_t> cur(static_cast<size_t>(F));
-    for (int64_t r = 0; r < o.rows; ++r) {
-      const float* z = o.pre_act + r * F;
-      int64_t active = 0;
-      for (int64_t j = 0; j < F; ++j) {
-        const bool a = z[j] > 0.0f;
-        cur[size_t(j)] = a;
-        active += a;
-        lc.fired[size_t(j)] += a;
-      }
-      const double sp = 1.0 - double(active) / double(F);
-      lc.sparsity_sum += sp;
-      lc.sparsity_min = std::min(lc.sparsity_min, sp);
-      lc.sparsity_max = std::max(lc.sparsity_max, sp);
-      ++lc.tokens;
-      if (!lc.prev.empty()) {
-        int64_t inter = 0, uni = 0;
-        for (int64_t j = 0; j < F; ++j) {
-          inter += cur[size_t(j)] & lc.prev[size_t(j)];
-          uni += cur[size_t(j)] | lc.prev[size_t(j)];
-        }
-        lc.jaccard_sum += uni ? double(inter) / double(uni) : 1.0;
-        ++lc.pairs;
-      }
-      lc.prev = cur;
-    }
+    counts[size_t(o.layer)].add(o.pre_act, o.rows, o.position == 0);
   });
   const int64_t window = opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
   model::KvCache cache = cpu.make_cache(window);
@@ -75,27 +111,24 @@ ProfileResult profile_activations(const model::Model& model, std::span<const int
     const size_t len = std::min(tokens.size() - start, size_t(window));
     cpu.forward(tokens.subspan(start, len), cache);
   }
+  return summarize(counts, int64_t(tokens.size()), opt.hot_share);
+}
 
-  ProfileResult r;
-  r.tokens = int64_t(tokens.size());
-  r.hot_share = opt.hot_share;
-  for (auto& lc : counts) {
-    LayerProfile lp;
-    lp.firing_rate.resize(size_t(F));
-    for (int64_t j = 0; j < F; ++j) lp.firing_rate[size_t(j)] = float(double(lc.fired[size_t(j)]) / double(lc.tokens));
-    lp.sparsity = lc.sparsity_sum / double(lc.tokens);
-    lp.sparsity_min = lc.sparsity_min;
-    lp.sparsity_max = lc.sparsity_max;
-    lp.hot_fraction = hot_fraction_for_share(lp.firing_rate, opt.hot_share);
-    lp.jaccard = lc.pairs ? lc.jaccard_sum / double(lc.pairs) : 0.0;
-    r.sparsity += lp.sparsity / double(L);
-    r.hot_fraction += lp.hot_fraction / double(L);
-    r.jaccard += lp.jaccard / double(L);
-    r.sparsity_min = std::min(r.sparsity_min, lp.sparsity_min);
-    r.sparsity_max = std::max(r.sparsity_max, lp.sparsity_max);
-    r.layers.push_back(std::move(lp));
+ProfileResult profile_collected(const CollectedActivations& c, double hot_share) {
+  const int64_t L = int64_t(c.z.size());
+  if (c.tokens < 2 || c.window <= 0 || int64_t(c.layers.size()) != L)
+    fail(Status::InvalidArgument, "profile: the collected activations must cover every layer ({} of {}) with at least "
+         "2 tokens ({}) in windows of a known length ({})", c.layers.size(), L, c.tokens, c.window);
+  std::vector<LayerCounts> counts(size_t(L), LayerCounts(c.ffn));
+  for (int64_t l = 0; l < L; ++l) {
+    const auto& z = c.z[size_t(l)];
+    if (int64_t(z.size()) != c.tokens * c.ffn)
+      fail(Status::InvalidArgument, "profile: layer {} holds {} pre-activations, expected {} tokens x {} neurons", l,
+           z.size(), c.tokens, c.ffn);
+    for (int64_t start = 0; start < c.tokens; start += c.window)
+      counts[size_t(l)].add(z.data() + start * c.ffn, std::min(c.window, c.tokens - start), true);
   }
-  return r;
+  return summarize(counts, c.tokens, hot_share);
 }
 
 std::string profile_table(const ProfileResult& r) {
@@ -148,8 +181,10 @@ void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add, cons
   w.finish();
 }
 
-void write_profile(const std::string& path, const ProfileResult& r, const std::string& calibration_name) {
-  std::vector<NewTensor> add;
+bool is_profile_entry(const std::string& name) { return name.rfind("profile.layers.", 0) == 0; }
+
+void profile_entries(const ProfileResult& r, const std::string& calibration_name, std::vector<NewTensor>& add,
+                     nlohmann::json& metadata) {
   for (size_t l = 0; l < r.layers.size(); ++l) {
     const auto& fr = r.layers[l].firing_rate;
     NewTensor t{firing_rate_name(int64_t(l)), DType::F32, {int64_t(fr.size())}, {}};
@@ -157,13 +192,19 @@ void write_profile(const std::string& path, const ProfileResult& r, const std::s
     std::memcpy(t.bytes.data(), fr.data(), t.bytes.size());
     add.push_back(std::move(t));
   }
-  const nlohmann::json meta = {{"profile.tokens", r.tokens},
-                               {"profile.calibration", calibration_name},
-                               {"profile.sparsity", r.sparsity},
-                               {"profile.hot_share", r.hot_share},
-                               {"profile.hot_fraction", r.hot_fraction},
-                               {"profile.jaccard", r.jaccard}};
-  rewrite_sf(path, add, meta, [](const std::string& n) { return n.rfind("profile.layers.", 0) == 0; });
+  metadata["profile.tokens"] = r.tokens;
+  metadata["profile.calibration"] = calibration_name;
+  metadata["profile.sparsity"] = r.sparsity;
+  metadata["profile.hot_share"] = r.hot_share;
+  metadata["profile.hot_fraction"] = r.hot_fraction;
+  metadata["profile.jaccard"] = r.jaccard;
+}
+
+void write_profile(const std::string& path, const ProfileResult& r, const std::string& calibration_name) {
+  std::vector<NewTensor> add;
+  nlohmann::json meta = nlohmann::json::object();
+  profile_entries(r, calibration_name, add, meta);
+  rewrite_sf(path, add, meta, is_profile_entry);
 }
 
 }  // namespace sf::offload

@@ -13,6 +13,7 @@
 
 #include "core/dtype.hpp"
 #include "model/weights.hpp"
+#include "offload/predictor_fit.hpp"
 
 namespace sf::offload {
 
@@ -42,10 +43,16 @@ struct ProfileOptions {
 ProfileResult profile_activations(const model::Model& model, std::span<const int32_t> tokens,
                                   const ProfileOptions& opt = {});
 
+// The same statistics from pre-activations already collected (collect_activations_cuda or _cpu of
+// offload/predictor_fit.hpp, every layer): `profile --device cuda` and `calibrate --with-profile`,
+// which measure the profile from the forward passes the predictors are fitted on.
+ProfileResult profile_collected(const CollectedActivations& c, double hot_share = 0.8);
+
 std::string profile_table(const ProfileResult& r);  // the summary `sparseflow profile` prints
 
 // Writes profile.layers.N.firing_rate [ffn] F32 and metadata profile.* into the .sf file at `path`
 // (replacing an earlier profile), atomically.
+// (profile_entries below gives the same tensors and metadata, to write together with others in one rewrite.)
 void write_profile(const std::string& path, const ProfileResult& r, const std::string& calibration_name);
 
 // Rewrites the .sf file at `path` with extra dense tensors (replacing entries of the same name and
@@ -60,5 +67,10 @@ struct NewTensor {
 };
 void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add, const nlohmann::json& metadata,
                 const std::function<bool(const std::string&)>& drop = {});
+
+// The profile's tensors and metadata (write_profile's), and which existing entries a new profile replaces.
+void profile_entries(const ProfileResult& r, const std::string& calibration_name, std::vector<NewTensor>& add,
+                     nlohmann::json& metadata);
+bool is_profile_entry(const std::string& name);
 
 }  // namespace sf::offload

@@ -211,4 +211,50 @@ TEST_F(NeuronMajorTest, HotnessOrderPermutesBundlesProfileAndPredictorsTogether)
   EXPECT_LE(max_diff, 1e-5 * std::max(1.0, max_abs)) << "max |logit| " << max_abs;
 }
 
+// The profile measured from collected pre-activations (profile --device cuda, calibrate --with-profile)
+// is the observer profile of the CPU forward: the same windows, the same counts, bit for bit; a
+// profile written with the predictors in one rewrite reads back like write_profile's.
+TEST_F(NeuronMajorTest, ProfileFromCollectedActivationsEqualsTheObserverProfile) {
+  SynthOptions o;
+  o.seed = 9;
+  write_tiny_opt(path("ck"), o);
+  const auto hf = Model::open(path("ck"));
+  convert_to_sf(*hf, path("rm.sf"), {});
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 41; ++i) ids.push_back(int32_t((i * 53 + 3) % 1500));
+  const auto rm = Model::open(path("rm.sf"));
+  offload::ProfileOptions popt;
+  popt.window = 16;  // windows of 16, 16 and 9: the overlap is not measured across a window start
+  const auto want = offload::profile_activations(*rm, ids, popt);
+  offload::PredictorFitOptions fo;
+  fo.window = 16;
+  const auto col = offload::collect_activations_cpu(*rm, ids, fo);
+  EXPECT_EQ(col.window, 16);
+  const auto got = offload::profile_collected(col);
+  ASSERT_EQ(got.layers.size(), want.layers.size());
+  EXPECT_EQ(got.tokens, want.tokens);
+  for (size_t l = 0; l < want.layers.size(); ++l) {
+    EXPECT_EQ(got.layers[l].firing_rate, want.layers[l].firing_rate) << "layer " << l;
+    EXPECT_EQ(got.layers[l].sparsity, want.layers[l].sparsity) << "layer " << l;
+    EXPECT_EQ(got.layers[l].jaccard, want.layers[l].jaccard) << "layer " << l;
+    EXPECT_EQ(got.layers[l].hot_fraction, want.layers[l].hot_fraction) << "layer " << l;
+  }
+  EXPECT_GT(want.sparsity, 0.0);
+  EXPECT_LT(want.sparsity, 1.0);
+  // One layer missing: refused, not a profile with a hole.
+  auto partial = col;
+  partial.layers.pop_back();
+  EXPECT_EQ(catch_error([&] { offload::profile_collected(partial); }).status(), Status::InvalidArgument);
+
+  std::vector<offload::NewTensor> add;
+  nlohmann::json meta = nlohmann::json::object();
+  offload::profile_entries(got, "ids", add, meta);
+  offload::rewrite_sf(path("rm.sf"), add, meta, offload::is_profile_entry);
+  const auto reread = Model::open(path("rm.sf"));
+  const auto back = offload::NeuronStore::from_model(*reread);
+  ASSERT_TRUE(back.has_profile());
+  for (int64_t j = 0; j < back.layer(1).ffn; ++j)
+    ASSERT_EQ(back.layer(1).firing_rate[j], want.layers[1].firing_rate[size_t(j)]) << "neuron " << j;
+}
+
 }  // namespace

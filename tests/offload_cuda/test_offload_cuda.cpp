@@ -29,6 +29,7 @@
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
 #include "offload/predictor_fit.hpp"
+#include "offload/profile.hpp"
 #include "test_models.hpp"
 
 namespace sf::offload {
@@ -829,6 +830,22 @@ TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
     std::printf("layer %lld: attention input rel L2 %.3g, pre-activation rel L2 %.3g\n", (long long)l, ea, ez);
     EXPECT_LT(ea, 1e-2) << "layer " << l;
     EXPECT_LT(ez, 1e-2) << "layer " << l;
+  }
+  // The profile of the GPU's pre-activations (profile --device cuda): fp16 rounding flips only
+  // pre-activations near zero, so the rates differ by little.
+  const ProfileResult pc = profile_collected(cpu), pg = profile_collected(gpu);
+  ASSERT_EQ(pg.layers.size(), pc.layers.size());
+  for (size_t l = 0; l < pc.layers.size(); ++l) {
+    double worst = 0, mean = 0;
+    const size_t F = pc.layers[l].firing_rate.size();
+    for (size_t j = 0; j < F; ++j) {
+      const double d = std::abs(pg.layers[l].firing_rate[j] - pc.layers[l].firing_rate[j]);
+      worst = std::max(worst, d);
+      mean += d / double(F);
+    }
+    EXPECT_LT(mean, 0.01) << "layer " << l;
+    EXPECT_LE(worst, 0.1) << "layer " << l;
+    EXPECT_NEAR(pg.layers[l].sparsity, pc.layers[l].sparsity, 0.01) << "layer " << l;
   }
   const CalibrationReport r = fit_collected(gpu, po);
   EXPECT_EQ(r.layers.size(), cpu.layers.size());

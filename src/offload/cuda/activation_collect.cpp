@@ -186,7 +186,7 @@ CollectedActivations collect_activations_cuda(const model::Model& model,
                                               std::span<const int32_t> tokens,
                                               const PredictorFitOptions& opt, int device) {
   if (const std::string why = model::cuda_unavailable_reason(); !why.empty())
-    fail(Status::NoDevice, "calibrate --device cuda: {}", why);
+    fail(Status::NoDevice, "collecting activations on the GPU (--device cuda): {}", why);
   const auto& c = model.config();
   const int64_t window =
       opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
@@ -196,6 +196,7 @@ CollectedActivations collect_activations_cuda(const model::Model& model,
   col.hidden = c.hidden_size;
   col.ffn = c.ffn_dim;
   col.tokens = T;
+  col.window = window;
   col.layers = calibration_layers(opt.layers, c.num_hidden_layers);
   col.a.resize(size_t(c.num_hidden_layers));
   col.z.resize(size_t(c.num_hidden_layers));
