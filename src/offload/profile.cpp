@@ -119,12 +119,14 @@ ProfileResult profile_collected(const CollectedActivations& c, double hot_share)
   if (c.tokens < 2 || c.window <= 0 || int64_t(c.layers.size()) != L)
     fail(Status::InvalidArgument, "profile: the collected activations must cover every layer ({} of {}) with at least "
          "2 tokens ({}) in windows of a known length ({})", c.layers.size(), L, c.tokens, c.window);
+  for (int64_t l = 0; l < L; ++l)
+    if (int64_t(c.z[size_t(l)].size()) != c.tokens * c.ffn)
+      fail(Status::InvalidArgument, "profile: layer {} holds {} pre-activations, expected {} tokens x {} neurons", l,
+           c.z[size_t(l)].size(), c.tokens, c.ffn);
   std::vector<LayerCounts> counts(size_t(L), LayerCounts(c.ffn));
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t l = 0; l < L; ++l) {
     const auto& z = c.z[size_t(l)];
-    if (int64_t(z.size()) != c.tokens * c.ffn)
-      fail(Status::InvalidArgument, "profile: layer {} holds {} pre-activations, expected {} tokens x {} neurons", l,
-           z.size(), c.tokens, c.ffn);
     for (int64_t start = 0; start < c.tokens; start += c.window)
       counts[size_t(l)].add(z.data() + start * c.ffn, std::min(c.window, c.tokens - start), true);
   }
