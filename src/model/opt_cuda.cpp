@@ -573,8 +573,8 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   // of queries the scores (fp32) + probabilities (act) of the keys that chunk sees, for as many heads
   // per pass as fit the scratch budget.
   const char* fused_env = std::getenv("SPARSEFLOW_FUSED_ATTENTION");
-  const bool fused = (opt.fused_prefill_attention || (fused_env && std::string_view(fused_env) == "1")) &&
-                     kk::fused_prefill_attention_supported(act_dt, hd, H);
+  const bool fused_wanted = fused_env && *fused_env ? std::string_view(fused_env) == "1" : opt.fused_prefill_attention;
+  const bool fused = fused_wanted && kk::fused_prefill_attention_supported(act_dt, hd, H);
   if (!fused) {
     attn_ld = (cap + 3) / 4 * 4;
     attn_chunk = std::min<int64_t>(kAttnQueryChunk, cap);
