@@ -256,7 +256,7 @@ void add_benchmark_command(CLI::App& app) {
       if (o->model.empty()) fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");
       const auto m = model::Model::open(o->model);
       if (handle_plan_or_require_cuda(off_opt, *off, o->device, *m, o->prompt_tokens + o->new_tokens)) return;
-      run_offloaded_benchmark(o->model, off_opt, o->prompt_tokens, o->new_tokens, o->json);
+      run_offloaded_benchmark(o->model, off_opt, o->prompt_tokens, o->new_tokens, o->json, o->profile);
       return;
     }
     if (!o->model.empty()) {

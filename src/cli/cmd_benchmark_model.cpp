@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/decode_profile.hpp"
 #include "cli/table.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -41,6 +42,26 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return out;
 }
 }  // namespace
+
+nlohmann::ordered_json print_decode_profile(model::OptCuda& gpu, int64_t prompt_tokens, int64_t new_tokens, double bw,
+                                            std::FILE* human) {
+  const int64_t steps = std::clamp<int64_t>(new_tokens - 1, 1, 32);
+  const auto stages = gpu.profile_decode(prompt_tokens, steps, 1);
+  double total = 0;
+  for (const auto& st : stages) total += st.ms;
+  Table pt({"stage", "launches", "ms/step", "% of step", "GB/step", "GB/s", "% of HBM read"});
+  nlohmann::ordered_json js = nlohmann::json::array();
+  for (const auto& st : stages) {
+    const double gbps = st.bytes / (st.ms * 1e-3) / 1e9;
+    pt.add_row({st.stage, std::to_string(st.launches), format_number(st.ms), format_number(100.0 * st.ms / total),
+                format_number(st.bytes / 1e9), st.bytes > 0 ? format_number(gbps) : "-",
+                st.bytes > 0 ? format_number(100.0 * gbps * 1e9 / bw) : "-"});
+    js.push_back({{"stage", st.stage}, {"launches", st.launches}, {"ms", st.ms}, {"bytes", st.bytes}});
+  }
+  fmt::print(human, "\ndecode step by stage (batch 1, {} eager steps after a {}-token prompt; {:.3f} ms/step in "
+             "all, launch gaps included):\n{}", steps, prompt_tokens, total, pt.str());
+  return js;
+}
 
 void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
                          int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
@@ -149,22 +170,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
              "GEMMs = the time cuBLAS alone needs for the prefill's dense GEMMs (same shapes, this process) over "
              "the whole prefill's time.\n");
   if (profile) {
-    const int64_t steps = std::min<int64_t>(new_tokens - 1, 32);
-    const auto stages = gpu.profile_decode(prompt_tokens, steps, 1);
-    double total = 0;
-    for (const auto& st : stages) total += st.ms;
-    Table pt({"stage", "launches", "ms/step", "% of step", "GB/step", "GB/s", "% of HBM read"});
-    nlohmann::ordered_json js = nlohmann::json::array();
-    for (const auto& st : stages) {
-      const double gbps = st.bytes / (st.ms * 1e-3) / 1e9;
-      pt.add_row({st.stage, std::to_string(st.launches), format_number(st.ms), format_number(100.0 * st.ms / total),
-                  format_number(st.bytes / 1e9), st.bytes > 0 ? format_number(gbps) : "-",
-                  st.bytes > 0 ? format_number(100.0 * gbps * 1e9 / bw) : "-"});
-      js.push_back({{"stage", st.stage}, {"launches", st.launches}, {"ms", st.ms}, {"bytes", st.bytes}});
-    }
-    fmt::print(human, "\ndecode step by stage (batch 1, {} eager steps after a {}-token prompt; {:.3f} ms/step in "
-               "all, launch gaps included):\n{}", steps, prompt_tokens, total, pt.str());
-    result["profile"] = js;
+    result["profile"] = print_decode_profile(gpu, prompt_tokens, new_tokens, bw, human);
     // The prefill of the same prompt by stage: where the time goes against cuBLAS's GEMMs alone.
     const auto pstages = gpu.profile_prefill(prompt_tokens);
     double ptotal = 0;

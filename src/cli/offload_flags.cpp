@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/decode_profile.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "model/generate.hpp"
@@ -86,7 +87,7 @@ bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const Offload
 }
 
 void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o, int64_t prompt_tokens,
-                             int64_t new_tokens, const std::string& json_path) {
+                             int64_t new_tokens, const std::string& json_path, bool profile) {
   const auto model = model::Model::open(model_path);
   const int64_t V = model->config().vocab_size;
   std::vector<int32_t> prompt(size_t(std::max<int64_t>(prompt_tokens, 1)));
@@ -121,6 +122,14 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
              o.gpu_memory->text, st.bytes_per_token() / 1e6, st.hit_rate(),
              st.exact_rows > 0 ? fmt::format("recall {:.4f}, precision {:.4f}", st.recall(), st.precision())
                                : std::string("recall not checked (--stats checks it)"));
+  if (profile) {  // eager steps with an event per stage; the FFN split by the runtime (wait, fc1, fc2)
+    std::FILE* human = json_path == "-" ? stderr : stdout;
+    j["profile"] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,
+                                        off.engine().measure_read_bandwidth(), human);
+    fmt::print(human, "(ffn_predict: the predictor's first product on the main stream; its second, the cache lookup and "
+               "the fetch run on a side stream during attention, and ffn_wait is what the main stream then still "
+               "waits for them.)\n");
+  }
   if (!json_path.empty()) {
     if (json_path == "-") {
       fmt::print("{}\n", j.dump(2));

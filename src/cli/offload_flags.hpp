@@ -36,8 +36,9 @@ offload::OffloadOptions offload_options(const OffloadFlags& f);
 bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const OffloadFlags& f, const std::string& device,
                                  const model::Model& model, int64_t context_tokens);
 
-// benchmark --model M --gpu-memory B: offloaded decode speed and --stats, one table line and JSON.
+// benchmark --model M --gpu-memory B: offloaded decode speed and --stats, one table line and JSON;
+// --profile adds the decode step by stage (cli/decode_profile.hpp).
 void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o, int64_t prompt_tokens,
-                             int64_t new_tokens, const std::string& json_path);
+                             int64_t new_tokens, const std::string& json_path, bool profile = false);
 
 }  // namespace sf::cli

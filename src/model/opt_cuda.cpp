@@ -1022,13 +1022,16 @@ void OptCuda::Impl::profiled(const std::function<void()>& pass) {
   prof_marks.clear();
   profiling = true;
   SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
+  if (opt.ffn_provider) opt.ffn_provider->set_stage_marker([this](const char* st, double b) { mark(st, b); });
   try {
     pass();
   } catch (...) {
     profiling = false;
+    if (opt.ffn_provider) opt.ffn_provider->set_stage_marker({});
     throw;
   }
   profiling = false;
+  if (opt.ffn_provider) opt.ffn_provider->set_stage_marker({});
   SF_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

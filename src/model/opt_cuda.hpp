@@ -48,6 +48,10 @@ class FfnProvider {
   // Prefill (rows = the prompt's tokens): the layer's attention input x [rows, hidden] (act), before its
   // q/k/v product. For observers (GPU calibration); the decode path passes it to before_attention.
   virtual void prefill_attention_input(int64_t /*layer*/, const void* /*x*/, int64_t /*rows*/, void* /*stream*/) {}
+  // Profiling (OptCuda::profile_decode): during a profiled pass the engine hands the provider its
+  // stage marker, mark(stage, bytes) records an event on the engine's stream ending `stage`, so the
+  // provider can split its FFN into its own stages; an empty function after the pass.
+  virtual void set_stage_marker(std::function<void(const char* stage, double bytes)> /*mark*/) {}
 };
 // ---- end of the issue 6 hook ------------------------------------------------------------------------
 

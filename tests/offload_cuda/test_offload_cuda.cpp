@@ -600,6 +600,30 @@ TEST(OffloadPredictorMode, RandomPredictorRunsAndReportsConsistentStats) {
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
+// benchmark --profile on the offloaded engine: the eager decode step by stage, the FFN split by the
+// runtime into the wait for the side stream, fc1 and fc2 (one of each per layer and step), the
+// predictor's first product marked before attention; the marker is dropped after the pass (a later
+// graph step runs without it).
+TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
+  SKIP_WITHOUT_GPU();
+  auto m = with_predictors(0.0f, 16, 23);
+  OffloadedOpt off(*m, OffloadOptions{}, {}, OffloadTuning{}, hand_plan(*m, 32, 48));
+  const int64_t steps = 3, layers = m->config().num_hidden_layers;
+  const auto stages = off.engine().profile_decode(4, steps);
+  auto find = [&](const char* name) {
+    return std::find_if(stages.begin(), stages.end(), [&](const model::StageProfile& st) { return st.stage == name; });
+  };
+  for (const char* name : {"ffn_predict", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
+    const auto it = find(name);
+    ASSERT_NE(it, stages.end()) << "no stage " << name;
+    EXPECT_EQ(it->launches, layers) << name;  // per step
+    EXPECT_GE(it->ms, 0.0) << name;
+  }
+  EXPECT_GT(find("ffn_fc1")->ms + find("ffn_fc2")->ms, 0.0);
+  const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 6, {});
+  EXPECT_EQ(res.ids.size(), 6u);
+}
+
 // Budget edges through the planner: too small is refused (naming the minimum), the minimum runs,
 // a budget holding everything keeps every layer resident; all three equal the resident output in
 // oracle mode.

@@ -727,6 +727,7 @@ void OffloadRuntime::ffn(int64_t layer, const void* x, int64_t rows, const float
     if (L.timed) record_timing(L.t_wait, s);
     if (listed && !exact_) {
       SF_CUDA_CHECK(cudaStreamWaitEvent(s, L.join, 0));
+      if (mark_) mark_("ffn_wait", 0);
       k::SparseFfnArgs a = ffn_args(L, x, residual, out);
       a.x_save = L.x_save;
       if (L.mode == LayerMode::Cpu) {
@@ -738,7 +739,9 @@ void OffloadRuntime::ffn(int64_t layer, const void* x, int64_t rows, const float
       } else {
         k::launch_sparse_fc1(a, L.list, 0, s);
       }
+      if (mark_) mark_("ffn_fc1", 0);
       k::launch_sparse_fc2(a, L.list, s);
+      if (mark_) mark_("ffn_fc2", 0);
     } else if (listed) {
       // Exact: the active set from the true FFN input (reads every fc1 row; tests).
       k::launch_exact_flags(x, 1, d_, F_, L.b1, L.cache, {backing_dev_.empty() ? nullptr : backing_dev_[size_t(layer)],

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ class OffloadRuntime final : public model::FfnProvider {
   void before_attention(int64_t layer, const void* x, int64_t rows, void* stream) override;
   void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
            void* stream) override;
+  // Profiled decode steps (OptCuda::profile_decode): the FFN splits into ffn_wait (the main stream
+  // waiting for the side stream's prediction, lookup and fetch), ffn_fc1 and ffn_fc2.
+  void set_stage_marker(std::function<void(const char*, double)> mark) override { mark_ = std::move(mark); }
 
   // After a synchronised decode step: reads its timing events, runs the recall check when due.
   void after_decode_step();
@@ -115,6 +119,7 @@ class OffloadRuntime final : public model::FfnProvider {
   OffloadProbe probe_;
   int64_t decode_steps_seen_ = 0;
   bool stats_events_ = false;
+  std::function<void(const char*, double)> mark_;  // set during a profiled pass only
   cudaEvent_t step_begin_ = nullptr, step_end_ = nullptr;
   double timing_[3] = {0, 0, 0};  // step, transfer, wait (ms), summed by after_decode_step
   double timed_steps_ = 0;
