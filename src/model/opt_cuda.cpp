@@ -120,6 +120,7 @@ struct OptCuda::Impl {
   bool pre = true, has_final_ln = false, relu = true;
   std::string gpu;
   bool pdl = false;  // kernels launched with programmatic dependent launch (pdl.cuh)
+  size_t l2_prefetch = 0;  // CudaOptions::decode_l2_prefetch_mib in bytes
 
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
@@ -374,6 +375,7 @@ struct OptCuda::Impl {
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
   void prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits);
   void decode_step_kernels(const SamplingParams& s);
+  kk::L2Prefetch l2_prefetch_ranges(int64_t li) const;
   void decode_step(const SamplingParams& s);
   void set_pos(int64_t p) {
     const int v = int(p);
@@ -445,6 +447,19 @@ void OptCuda::Impl::load() {
   SF_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
   gpu = prop.name;
   pdl = sf::cuda::pdl_enabled();  // probes the device once, outside any stream capture
+  int64_t pf_mib = opt.decode_l2_prefetch_mib;
+  if (pf_mib < 0) {
+    pf_mib = 0;
+    if (const char* e = std::getenv("SPARSEFLOW_L2_PREFETCH"); e && *e) {
+      char* end = nullptr;
+      const long long v = std::strtoll(e, &end, 10);
+      if (*end != '\0' || v < 0)
+        fail(Status::InvalidArgument, "SPARSEFLOW_L2_PREFETCH={}: expected MiB of weights per layer (0 turns it off)",
+             e);
+      pf_mib = v;
+    }
+  }
+  l2_prefetch = size_t(pf_mib) << 20;
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   SF_CUBLAS_CHECK(cublasCreate(&cublas));
   SF_CUBLAS_CHECK(cublasSetStream(cublas, stream));
@@ -752,6 +767,33 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 }
 
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
+// The weights layer li's decode attention prefetches into L2: out_proj, then the head of fc1, up to
+// l2_prefetch bytes; none for a layer whose attention weights are in host memory (a prefetch would
+// pull them over PCIe) and none of an FFN the provider owns (no fc1 here).
+kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li) const {
+  kk::L2Prefetch pf;
+  if (l2_prefetch == 0 || li >= L - opt.attention_host_layers) return pf;
+  size_t left = l2_prefetch;
+  int r = 0;
+  auto add = [&](const void* p, size_t b) {
+    if (!p || left == 0 || r == kk::L2Prefetch::kRanges) return;
+    pf.ptr[r] = p;
+    pf.bytes[r] = std::min(b, left);
+    left -= pf.bytes[r];
+    ++r;
+  };
+  const DLayer& Ly = layers[size_t(li)];
+  for (const DLinear* d : {&Ly.out, &Ly.fc1}) {
+    if (d->sparse) {
+      add(d->sp.values, d->sp.value_bytes());
+      add(d->sp.meta, d->sp.meta_bytes());
+    } else {
+      add(d->dense, size_t(d->out * d->in) * act_size);
+    }
+  }
+  return pf;
+}
+
 void OptCuda::Impl::layer_decode(int64_t li) {
   const DLayer& Ly = layers[size_t(li)];
   const int64_t n = batch;
@@ -767,6 +809,7 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   kk::AttentionArgs a = attention_args(li);
   a.out = attn;
   a.partials = partials;
+  a.prefetch = l2_prefetch_ranges(li);
   kk::launch_decode_attention(a, stream);
   mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
@@ -875,6 +918,7 @@ std::string OptCuda::device_name() const { return impl_->gpu; }
 std::string OptCuda::prefill_plans() const { return impl_->lt ? impl_->lt->describe_plans() : std::string(); }
 bool OptCuda::sparse() const { return impl_->any_sparse; }
 bool OptCuda::pdl() const { return impl_->pdl; }
+size_t OptCuda::decode_l2_prefetch_bytes() const { return impl_->l2_prefetch; }
 
 void OptCuda::reset(int64_t capacity, int64_t batch) {
   auto& m = *impl_;

@@ -72,6 +72,11 @@ struct CudaOptions {
   // OPT-6.7B prefill from 53.0 to 47.1 ms on an H200 (docs/KERNELS.md); shapes it does not support take
   // the unfused path. SPARSEFLOW_FUSED_ATTENTION=0 or 1 overrides this for A/B runs.
   bool fused_prefill_attention = true;
+  // Decode: MiB of the next products' weights (out_proj, then the head of fc1) that each layer's
+  // attention kernel asks the GPU to prefetch into L2 while it reads the KV cache and HBM is otherwise
+  // idle (sm_90+; a hint, results are the same). 0: off; -1: SPARSEFLOW_L2_PREFETCH (MiB), off when
+  // unset. Not measured yet: off by default until an A/B says otherwise (docs/KERNELS.md).
+  int64_t decode_l2_prefetch_mib = -1;
 };
 
 // Device memory the engine holds, by purpose, and what the device reported.
@@ -163,6 +168,8 @@ class OptCuda {
   // Whether the forward pass's kernels are launched with programmatic dependent launch: only with
   // SPARSEFLOW_PDL=1 on an sm_90+ device whose kernels were built for it.
   bool pdl() const;
+  // Bytes of weights per layer the decode attention prefetches into L2 (CudaOptions::decode_l2_prefetch_mib).
+  size_t decode_l2_prefetch_bytes() const;
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
   // the HBM limit is taken against (DESIGN.md).
   double measure_copy_bandwidth(size_t bytes = size_t(1) << 30);

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -274,8 +275,39 @@ TEST(CudaBatch, IdenticalPromptsDecodeIdentically) {
   }
 }
 
-// Both prefill attentions (the default unfused one: chunks of 256 queries through cuBLAS and the
-// causal softmax; the opt-in fused one: head_dim 64, 80, 128) are checked end to end on an OPT-125m with
+// The decode attention's L2 prefetch of the next weights (CudaOptions::decode_l2_prefetch_mib) is a
+// hint: decode logits (graph steps) and greedy ids are bit-identical with it on and off, dense and 2:4.
+TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
+  SKIP_WITHOUT_GPU();
+  for (const char* sparsity : {"none", "2:4"}) {
+    auto m = Model::open(kRoot + "pre_ln", sparsity);
+    const auto expected = load_expected("pre_ln");
+    const auto tokens = ids(expected["perplexity"]["ids"]);
+    auto run = [&](int64_t mib) {
+      CudaOptions o;
+      o.decode_l2_prefetch_mib = mib;
+      OptCuda gpu(*m, o);
+      EXPECT_EQ(gpu.decode_l2_prefetch_bytes(), size_t(mib) << 20);
+      gpu.reset(int64_t(tokens.size()));
+      std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
+      for (size_t i = 3; i < tokens.size(); ++i) {
+        const auto l = gpu.forward(std::span(tokens).subspan(i, 1), true);
+        all.insert(all.end(), l.begin(), l.end());
+      }
+      const auto g = gpu.generate(ids(expected["prompts"][0]["ids"]), 12, SamplingParams{});
+      all.insert(all.end(), g.ids.begin(), g.ids.end());  // ids compared exactly too
+      return all;
+    };
+    const auto off = run(0), on = run(64);
+    ASSERT_EQ(off.size(), on.size());
+    size_t diff = 0;
+    for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], 4) != 0;
+    EXPECT_EQ(diff, 0u) << sparsity << ": of " << off.size() << " values";
+  }
+}
+
+// Both prefill attentions (the default fused one: head_dim 64, 80, 128; the unfused one: chunks of
+// 256 queries through cuBLAS and the causal softmax, SPARSEFLOW_FUSED_ATTENTION=0) are checked end to end on an OPT-125m with
 // real shapes (head_dim 64, random fp16 weights from `synth`; the HF fixtures have head_dim 16): a
 // 600-token prefill (three query chunks) against the same tokens through the decode kernels one at a
 // time, against a prefill in two parts (the second one with 100 tokens already cached, so its chunks

@@ -17,6 +17,17 @@ __device__ __forceinline__ uint4 ld_global_nc_na_v4(const uint4* p) {
   return r;
 }
 
+// An asynchronous prefetch of `bytes` (a multiple of 16, from a 16-byte aligned address) into L2 by
+// the copy engine of the SM (TMA), sm_90+; a no-op on older targets. A hint: nothing waits for it.
+__device__ __forceinline__ void cp_async_bulk_prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // mma.sp m16n8k32, A sparse 16 x 32 (16 x 16 stored), B dense 32 x 8, fp32 accumulate in place.
 // ordered_metadata: our indices always satisfy i0 < i1, which is the form sm_90 runs at full rate.
 // Sparsity selector 0: lanes 4g and 4g + 1 supply the metadata word (docs/SPARSE24.md).

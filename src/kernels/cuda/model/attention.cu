@@ -14,6 +14,7 @@
 #include "kernels/cuda/epilogue.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace sf::cuda::model {
 namespace {
@@ -39,6 +40,22 @@ __device__ __forceinline__ float word_elem(const uint4& w, int dt, int e) {
   return __bfloat162float(__ushort_as_bfloat16(hbits));
 }
 
+// Lane `lane` of block `block` (of `blocks`) issues its share of the ranges' 64 KiB pieces.
+__device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned block, unsigned blocks, unsigned lane) {
+  constexpr size_t kPiece = size_t(64) << 10;
+  const size_t issuer = size_t(block) * 32 + lane, issuers = size_t(blocks) * 32;
+#pragma unroll
+  for (int r = 0; r < L2Prefetch::kRanges; ++r) {
+    const size_t bytes = pf.bytes[r] & ~size_t(15);
+    if (!pf.ptr[r] || bytes == 0) continue;
+    const size_t pieces = (bytes + kPiece - 1) / kPiece;
+    for (size_t i = issuer; i < pieces; i += issuers) {
+      const size_t off = i * kPiece;
+      ptx::cp_async_bulk_prefetch_l2(static_cast<const char*>(pf.ptr[r]) + off, uint32_t(min(kPiece, bytes - off)));
+    }
+  }
+}
+
 // Block (head h, sequence b, chunk c) over keys [c * kChunk, min((c + 1) * kChunk, len)). The chunk
 // holding the new token writes its k, v row first (no other block reads that row). Writes the
 // chunk's max, sum of exp and unnormalised output to the partials. Rows are read as 16-byte words
@@ -53,6 +70,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   __shared__ float ored[kKeysPerPass][kMaxHeadDim];
   __shared__ float ml[2];
   pdl_launch_dependents();
+  // The L2 prefetch first: the weights are constant, so it may start before the previous kernel ends.
+  if (threadIdx.x < 32)
+    issue_l2_prefetch(a.prefetch, blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z),
+                      gridDim.x * gridDim.y * gridDim.z, threadIdx.x);
   pdl_wait();  // before *pos, the qkv row and the cache (blocks past len return below, after it)
   const int h = blockIdx.x, b = blockIdx.y, c = blockIdx.z;
   const int d = int(a.head_dim), H = int(a.hidden);

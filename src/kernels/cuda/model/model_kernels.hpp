@@ -47,6 +47,17 @@ bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, i
                  cudaStream_t stream);
 
 // ---- attention.cu ------------------------------------------------------------------------------
+// Weight ranges the decode attention kernel asks the SMs' copy engines to pull into L2 as it starts
+// (cp.async.bulk.prefetch.L2, sm_90+; nothing on older GPUs): attention reads a few MB of KV rows
+// and leaves HBM idle, so the next products' weights (out_proj, then the head of fc1) can arrive
+// meanwhile and be read from L2. A hint: results never depend on it. Addresses 16-byte aligned;
+// sizes are rounded down to a multiple of 16.
+struct L2Prefetch {
+  static constexpr int kRanges = 3;
+  const void* ptr[kRanges] = {};
+  size_t bytes[kRanges] = {};
+};
+
 struct AttentionArgs {
   const float* qkv = nullptr;  // [rows, 3 * hidden] fp32: q | k | v of each new token, biases added
                                // (launch_qkv_to_cache also takes them in act, see there)
@@ -58,6 +69,7 @@ struct AttentionArgs {
   float scale = 1.0f;          // head_dim^-0.5, applied to q (after its bias, as HF does)
   int act_dt = 1;
   float* partials = nullptr;   // decode only: decode_attention_partial_floats() floats of workspace
+  L2Prefetch prefetch;         // decode only: weights to pull into L2 while attention runs (empty: none)
 };
 // Workspace of the decode kernel: per (sequence, head, 128-key chunk) a max, a sum and d outputs.
 size_t decode_attention_partial_floats(int64_t batch, int64_t heads, int64_t capacity, int64_t head_dim);
