@@ -375,7 +375,7 @@ struct OptCuda::Impl {
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
   void prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits);
   void decode_step_kernels(const SamplingParams& s);
-  kk::L2Prefetch l2_prefetch_ranges(int64_t li) const;
+  kk::L2Prefetch l2_prefetch_ranges(int64_t li, bool before_qkv) const;
   void decode_step(const SamplingParams& s);
   void set_pos(int64_t p) {
     const int v = int(p);
@@ -767,13 +767,16 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 }
 
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
-// The weights layer li's decode attention prefetches into L2: out_proj, then the head of fc1, up to
-// l2_prefetch bytes; none for a layer whose attention weights are in host memory (a prefetch would
-// pull them over PCIe) and none of an FFN the provider owns (no fc1 here).
-kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li) const {
+// The weights layer li's decode prefetches into L2 (CudaOptions::decode_l2_prefetch_mib): from its
+// attention kernel, out_proj then the head of fc1, up to l2_prefetch bytes; from LN1 (pre-LN models),
+// the head of qkv, at most kLn1Prefetch: what HBM delivers in the ~3 us a layer norm takes. None
+// for a layer whose attention weights are in host memory (a prefetch would pull them over PCIe), none
+// of an FFN the provider owns (no fc1 here).
+kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li, bool before_qkv) const {
+  constexpr size_t kLn1Prefetch = size_t(12) << 20;
   kk::L2Prefetch pf;
   if (l2_prefetch == 0 || li >= L - opt.attention_host_layers) return pf;
-  size_t left = l2_prefetch;
+  size_t left = before_qkv ? std::min(l2_prefetch, kLn1Prefetch) : l2_prefetch;
   int r = 0;
   auto add = [&](const void* p, size_t b) {
     if (!p || left == 0 || r == kk::L2Prefetch::kRanges) return;
@@ -783,7 +786,10 @@ kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li) const {
     ++r;
   };
   const DLayer& Ly = layers[size_t(li)];
-  for (const DLinear* d : {&Ly.out, &Ly.fc1}) {
+  const DLinear* const ln1_order[] = {&Ly.qkv};
+  const DLinear* const attention_order[] = {&Ly.out, &Ly.fc1};
+  using Order = std::span<const DLinear* const>;
+  for (const DLinear* d : before_qkv ? Order(ln1_order) : Order(attention_order)) {
     if (d->sparse) {
       add(d->sp.values, d->sp.value_bytes());
       add(d->sp.meta, d->sp.meta_bytes());
@@ -798,7 +804,9 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   const DLayer& Ly = layers[size_t(li)];
   const int64_t n = batch;
   const double ln_bytes = double(n * H) * (4 + double(act_size));  // fp32 residual in, act out
-  if (pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream);
+  if (pre)
+    kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream,
+                         l2_prefetch_ranges(li, true));
   if (pre) mark("layernorm", ln_bytes);
   if (ffn_owned(li)) {
     opt.ffn_provider->before_attention(li, x, n, stream);  // issue 6: predict + prefetch
@@ -809,7 +817,7 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   kk::AttentionArgs a = attention_args(li);
   a.out = attn;
   a.partials = partials;
-  a.prefetch = l2_prefetch_ranges(li);
+  a.prefetch = l2_prefetch_ranges(li, false);
   kk::launch_decode_attention(a, stream);
   mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);

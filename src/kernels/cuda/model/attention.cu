@@ -14,7 +14,7 @@
 #include "kernels/cuda/epilogue.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/model/l2_prefetch.cuh"
 
 namespace sf::cuda::model {
 namespace {
@@ -38,22 +38,6 @@ __device__ __forceinline__ float word_elem(const uint4& w, int dt, int e) {
   const uint16_t hbits = uint16_t(e % 2 ? u >> 16 : u & 0xffffu);
   if (dt == 1) return __half2float(__ushort_as_half(hbits));
   return __bfloat162float(__ushort_as_bfloat16(hbits));
-}
-
-// Lane `lane` of block `block` (of `blocks`) issues its share of the ranges' 64 KiB pieces.
-__device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned block, unsigned blocks, unsigned lane) {
-  constexpr size_t kPiece = size_t(64) << 10;
-  const size_t issuer = size_t(block) * 32 + lane, issuers = size_t(blocks) * 32;
-#pragma unroll
-  for (int r = 0; r < L2Prefetch::kRanges; ++r) {
-    const size_t bytes = pf.bytes[r] & ~size_t(15);
-    if (!pf.ptr[r] || bytes == 0) continue;
-    const size_t pieces = (bytes + kPiece - 1) / kPiece;
-    for (size_t i = issuer; i < pieces; i += issuers) {
-      const size_t off = i * kPiece;
-      ptx::cp_async_bulk_prefetch_l2(static_cast<const char*>(pf.ptr[r]) + off, uint32_t(min(kPiece, bytes - off)));
-    }
-  }
 }
 
 // Block (head h, sequence b, chunk c) over keys [c * kChunk, min((c + 1) * kChunk, len)). The chunk

@@ -18,6 +18,7 @@
 
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/model/l2_prefetch.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
 
@@ -93,9 +94,10 @@ __device__ __forceinline__ void store_v(void* out, int dt, int64_t i, const floa
 template <int V, int PT>
 __global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim, const float* __restrict__ w,
                                                          const float* __restrict__ b, float eps, float* out_f32,
-                                                         void* out_act, int act_dt) {
+                                                         void* out_act, int act_dt, L2Prefetch pf) {
   __shared__ float red[2][32];
   pdl_launch_dependents();
+  if (threadIdx.x < 32) issue_l2_prefetch(pf, blockIdx.x, gridDim.x, threadIdx.x);  // constant weights: early
   const int accesses = dim / V;
   float gw[PT][V] = {}, gb[PT][V] = {};
   if (w) {  // gamma, beta: constant, so before the wait
@@ -167,9 +169,11 @@ __device__ double block_sum_f64(double v, double* red) {
 __global__ void __launch_bounds__(kStridedThreads) layernorm_strided_kernel(const float* x, int64_t dim,
                                                                             const float* __restrict__ w,
                                                                             const float* __restrict__ b, float eps,
-                                                                            float* out_f32, void* out_act, int act_dt) {
+                                                                            float* out_f32, void* out_act, int act_dt,
+                                                                            L2Prefetch pf) {
   __shared__ double red[kStridedThreads / 32];
   pdl_launch_dependents();
+  if (threadIdx.x < 32) issue_l2_prefetch(pf, blockIdx.x, gridDim.x, threadIdx.x);
   pdl_wait();
   const float* xr = x + int64_t(blockIdx.x) * dim;
   double s = 0.0;
@@ -212,7 +216,7 @@ void launch_cast(const float* x, int64_t n, void* out, int act_dt, cudaStream_t 
 }
 
 void launch_layernorm(const float* x, int64_t rows, int64_t dim, const float* w, const float* b, float eps,
-                      float* out_f32, void* out_act, int act_dt, cudaStream_t stream) {
+                      float* out_f32, void* out_act, int act_dt, cudaStream_t stream, const L2Prefetch& pf) {
   if (rows == 0 || dim == 0) return;
   const uintptr_t act_bytes = act_dt == 0 ? 4 : 2;
   const bool vec = dim % 4 == 0 && aligned(x, 16) && aligned(out_f32, 16) && aligned(out_act, 4 * act_bytes) &&
@@ -221,13 +225,13 @@ void launch_layernorm(const float* x, int64_t rows, int64_t dim, const float* w,
   auto threads = [](int64_t accesses, int pt) { return unsigned((accesses + 32 * pt - 1) / (32 * pt) * 32); };
   const int d = int(dim);
   if (vec && dim <= kVec2MaxDim)
-    launch_pdl(layernorm_kernel<4, 2>, grid, threads(dim / 4, 2), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt);
+    launch_pdl(layernorm_kernel<4, 2>, grid, threads(dim / 4, 2), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
   else if (vec && dim <= kVec4MaxDim)
-    launch_pdl(layernorm_kernel<4, 4>, grid, threads(dim / 4, 4), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt);
+    launch_pdl(layernorm_kernel<4, 4>, grid, threads(dim / 4, 4), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
   else if (dim <= kScalarMaxDim)
-    launch_pdl(layernorm_kernel<1, 8>, grid, threads(dim, 8), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt);
+    launch_pdl(layernorm_kernel<1, 8>, grid, threads(dim, 8), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
   else
-    launch_pdl(layernorm_strided_kernel, grid, kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt);
+    launch_pdl(layernorm_strided_kernel, grid, kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt, pf);
   SF_CUDA_CHECK_LAUNCH();
 }
 

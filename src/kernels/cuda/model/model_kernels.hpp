@@ -28,11 +28,22 @@ void launch_embed(const int32_t* tokens, int64_t rows, int64_t seq, const void* 
 void launch_add_positions(float* h, int64_t rows, int64_t seq, const void* pos_emb, int emb_dt, int64_t dim,
                           const int* pos, cudaStream_t stream);
 
+// Weight ranges a decode kernel that leaves HBM idle (layer norm, attention) asks the SMs' copy
+// engines to pull into L2 as it starts (cp.async.bulk.prefetch.L2, sm_90+; nothing on older GPUs),
+// so the next products' weights arrive meanwhile and are read from L2. A hint: results never depend on it. Addresses 16-byte aligned;
+// sizes are rounded down to a multiple of 16.
+struct L2Prefetch {
+  static constexpr int kRanges = 3;
+  const void* ptr[kRanges] = {};
+  size_t bytes[kRanges] = {};
+};
+
 // ---- layernorm.cu ------------------------------------------------------------------------------
 // y = (x - mean) / sqrt(var + eps) * w + b per row of x [rows, dim] fp32; w, b fp32 or null (no
 // affine). Writes y as fp32 to out_f32 (may equal x) and/or as act to out_act (either may be null).
+// `prefetch`: weights to pull into L2 while it runs (decode: the head of the next product).
 void launch_layernorm(const float* x, int64_t rows, int64_t dim, const float* w, const float* b, float eps,
-                      float* out_f32, void* out_act, int act_dt, cudaStream_t stream);
+                      float* out_f32, void* out_act, int act_dt, cudaStream_t stream, const L2Prefetch& prefetch = {});
 
 // out = x converted to act, n elements (post-layernorm models need the residual stream as input).
 void launch_cast(const float* x, int64_t n, void* out, int act_dt, cudaStream_t stream);
@@ -47,17 +58,6 @@ bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, i
                  cudaStream_t stream);
 
 // ---- attention.cu ------------------------------------------------------------------------------
-// Weight ranges the decode attention kernel asks the SMs' copy engines to pull into L2 as it starts
-// (cp.async.bulk.prefetch.L2, sm_90+; nothing on older GPUs): attention reads a few MB of KV rows
-// and leaves HBM idle, so the next products' weights (out_proj, then the head of fc1) can arrive
-// meanwhile and be read from L2. A hint: results never depend on it. Addresses 16-byte aligned;
-// sizes are rounded down to a multiple of 16.
-struct L2Prefetch {
-  static constexpr int kRanges = 3;
-  const void* ptr[kRanges] = {};
-  size_t bytes[kRanges] = {};
-};
-
 struct AttentionArgs {
   const float* qkv = nullptr;  // [rows, 3 * hidden] fp32: q | k | v of each new token, biases added
                                // (launch_qkv_to_cache also takes them in act, see there)
