@@ -904,7 +904,9 @@ void OptCuda::Impl::decode_step(const SamplingParams& s) {
     throw;
   }
   SF_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-  SF_CUDA_CHECK(cudaGraphInstantiate(&graph, g, 0));
+  // Per-node priorities: kernels captured from a higher-priority stream (the offload runtime's side
+  // stream) keep it when the graph replays.
+  SF_CUDA_CHECK(cudaGraphInstantiate(&graph, g, cudaGraphInstantiateFlagUseNodePriority));
   SF_CUDA_CHECK(cudaGraphDestroy(g));
   graph_sampling = s;
   graph_valid = true;

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "core/error.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
@@ -598,6 +599,30 @@ TEST(OffloadPredictorMode, RandomPredictorRunsAndReportsConsistentStats) {
   std::printf("random predictor: %s\n%s", s.to_json().dump().c_str(), off.describe().c_str());
   const auto logits = off.engine().forward(std::vector<int32_t>{5});
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
+// The side stream at the highest priority (SPARSEFLOW_SIDE_PRIORITY=1) changes when its kernels run,
+// not what they compute: the same ids, logits and counters as at the default priority.
+TEST(OffloadConcurrent, SideStreamPriorityChangesNothingButTiming) {
+  SKIP_WITHOUT_GPU();
+  auto m = with_predictors(0.0f, 16, 29);
+  const std::vector<int32_t> toks = spread_tokens(*m, 12);
+  auto run = [&](const char* prio) {
+    if (prio) setenv("SPARSEFLOW_SIDE_PRIORITY", prio, 1);
+    else unsetenv("SPARSEFLOW_SIDE_PRIORITY");
+    OffloadOptions opt;
+    opt.stats = true;
+    OffloadedOpt off(*m, opt, {}, OffloadTuning{}, hand_plan(*m, 16, 48));
+    unsetenv("SPARSEFLOW_SIDE_PRIORITY");
+    auto logits = stepwise(off.engine(), toks);
+    const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 8, {});
+    return std::make_tuple(logits, res.ids, off.stats().active, off.stats().fetched);
+  };
+  const auto base = run(nullptr), high = run("1");
+  expect_same_logits(std::get<0>(high), std::get<0>(base), "side stream priority", true);
+  EXPECT_EQ(std::get<1>(high), std::get<1>(base));
+  EXPECT_EQ(std::get<2>(high), std::get<2>(base));
+  EXPECT_EQ(std::get<3>(high), std::get<3>(base));
 }
 
 // benchmark --profile on the offloaded engine: the eager decode step by stage, the FFN split by the

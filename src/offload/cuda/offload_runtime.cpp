@@ -173,7 +173,16 @@ void OffloadRuntime::init(int device) {
     fail(Status::NotFound, "this model has no activation predictors.\n---> HINT: run `sparseflow calibrate` on it "
          "first, or use --predictor exact (slow: reads every fc1 row) or --offload-policy stream.");
 
-  SF_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+  // With SPARSEFLOW_SIDE_PRIORITY=1 (opt-in until measured), the side stream (prediction, lookup,
+  // fetch, overlapping attention) runs at the device's highest priority: its small kernels are forked
+  // while the main stream's q/k/v GEMV has the whole GPU queued, and at equal priority they wait for
+  // its blocks, so the main stream then waits for them (ffn_wait in benchmark --profile). The decode
+  // graph keeps per-node priorities (OptCuda instantiates it with them).
+  int least = 0, greatest = 0;
+  SF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  const char* prio_env = std::getenv("SPARSEFLOW_SIDE_PRIORITY");
+  side_priority_ = prio_env && std::string_view(prio_env) == "1" ? greatest : 0;
+  SF_CUDA_CHECK(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking, side_priority_));
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&cpu_stream_, cudaStreamNonBlocking));
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stats_stream_, cudaStreamNonBlocking));
   SF_CUDA_CHECK(cudaEventCreate(&step_begin_));
@@ -854,6 +863,8 @@ std::string OffloadRuntime::describe() const {
   if (probe_.pcie_kernel_GBps > 0)
     s += fmt::format("  host->GPU: kernel reading mapped memory {:.1f} GB/s, DMA copy {:.1f} GB/s; CPU cold neurons "
                      "{:.1f} GB/s\n", probe_.pcie_kernel_GBps, probe_.pcie_dma_GBps, probe_.cpu_GBps);
+  s += fmt::format("  side stream (prediction, lookup, fetch): {}\n",
+                   side_priority_ ? "highest priority (SPARSEFLOW_SIDE_PRIORITY=1)" : "default priority");
   if (plan_.attention_host_layers > 0)
     s += fmt::format("  attention weights of layers {}-{} in mapped host memory: {} read over PCIe per token\n",
                      L_ - plan_.attention_host_layers, L_ - 1, mib(double(attention_host_bytes())));
