@@ -124,7 +124,8 @@ void run_calibrate(const CalibrateArgs& a) {
     nlohmann::json meta = nlohmann::json::object();
     offload::predictor_entries(r, po, name, add, meta);
     if (prof) offload::profile_entries(*prof, name, add, meta);
-    offload::rewrite_sf(a.model, add, meta, prof ? offload::is_profile_entry : std::function<bool(const std::string&)>{});
+    const std::function<bool(const std::string&)> drop_old_profile = offload::is_profile_entry;
+    offload::rewrite_sf(a.model, add, meta, prof ? drop_old_profile : nullptr);
     fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB){} into {}\n", double(r.bytes) / (1 << 20),
                prof ? " and profile.layers.N.firing_rate" : "", a.model);
   }

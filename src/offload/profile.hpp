@@ -36,7 +36,7 @@ struct ProfileResult {
 struct ProfileOptions {
   int64_t window = 0;       // tokens per forward pass (a fresh sequence each); 0: max positions
   double hot_share = 0.8;   // the share for hot_fraction
-  std::string device = "cpu";  // "cpu" here; a CUDA engine may add "cuda" (see profile.cpp)
+  std::string device = "cpu";  // profile_activations runs the CPU backend; on a GPU see profile_collected
 };
 
 // Runs `tokens` through the model on the CPU backend (windows of opt.window tokens).

@@ -9,7 +9,8 @@
 namespace sf::cuda::model {
 
 // Lane `lane` of block `block` (of `blocks`) issues its pieces. Call with lane < 32 from one warp per block.
-__device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned block, unsigned blocks, unsigned lane) {
+__device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned block, unsigned blocks,
+                                                  unsigned lane) {
   constexpr size_t kPiece = size_t(64) << 10;
   const size_t issuer = size_t(block) * 32 + lane, issuers = size_t(blocks) * 32;
 #pragma unroll

@@ -225,13 +225,16 @@ void launch_layernorm(const float* x, int64_t rows, int64_t dim, const float* w,
   auto threads = [](int64_t accesses, int pt) { return unsigned((accesses + 32 * pt - 1) / (32 * pt) * 32); };
   const int d = int(dim);
   if (vec && dim <= kVec2MaxDim)
-    launch_pdl(layernorm_kernel<4, 2>, grid, threads(dim / 4, 2), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
+    launch_pdl(layernorm_kernel<4, 2>, grid, threads(dim / 4, 2), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt,
+               pf);
   else if (vec && dim <= kVec4MaxDim)
-    launch_pdl(layernorm_kernel<4, 4>, grid, threads(dim / 4, 4), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
+    launch_pdl(layernorm_kernel<4, 4>, grid, threads(dim / 4, 4), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt,
+               pf);
   else if (dim <= kScalarMaxDim)
     launch_pdl(layernorm_kernel<1, 8>, grid, threads(dim, 8), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
   else
-    launch_pdl(layernorm_strided_kernel, grid, kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt, pf);
+    launch_pdl(layernorm_strided_kernel, grid, kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt,
+               pf);
   SF_CUDA_CHECK_LAUNCH();
 }
 

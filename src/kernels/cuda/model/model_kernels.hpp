@@ -30,8 +30,8 @@ void launch_add_positions(float* h, int64_t rows, int64_t seq, const void* pos_e
 
 // Weight ranges a decode kernel that leaves HBM idle (layer norm, attention) asks the SMs' copy
 // engines to pull into L2 as it starts (cp.async.bulk.prefetch.L2, sm_90+; nothing on older GPUs),
-// so the next products' weights arrive meanwhile and are read from L2. A hint: results never depend on it. Addresses 16-byte aligned;
-// sizes are rounded down to a multiple of 16.
+// so the next products' weights arrive meanwhile and are read from L2. A hint: results never depend
+// on it. Addresses 16-byte aligned; sizes are rounded down to a multiple of 16.
 struct L2Prefetch {
   static constexpr int kRanges = 3;
   const void* ptr[kRanges] = {};
