@@ -126,9 +126,8 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
     std::FILE* human = json_path == "-" ? stderr : stdout;
     j["profile"] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,
                                         off.engine().measure_read_bandwidth(), human);
-    fmt::print(human, "(ffn_predict: the predictor's first product on the main stream; its second, the cache lookup and "
-               "the fetch run on a side stream during attention, and ffn_wait is what the main stream then still "
-               "waits for them.)\n");
+    fmt::print(human, "(the prediction, the cache lookup and the fetch run on a side stream during q/k/v and "
+               "attention; ffn_predict_wait and ffn_wait are what the main stream still waits for them.)\n");
   }
   if (!json_path.empty()) {
     if (json_path == "-") {

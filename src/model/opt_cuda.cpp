@@ -822,6 +822,7 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
   mark("out_proj", double(Ly.out.bytes(act)));
+  if (ffn_owned(li)) opt.ffn_provider->before_ffn_input(li, stream);  // x is overwritten next
   std::swap(h, h2);
   if (!pre) kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, h, x, act_dt, stream);
   if (pre) kk::launch_layernorm(h, n, H, Ly.ln2_w, Ly.ln2_b, kLayerNormEps, nullptr, x, act_dt, stream);

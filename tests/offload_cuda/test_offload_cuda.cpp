@@ -626,9 +626,9 @@ TEST(OffloadConcurrent, SideStreamPriorityChangesNothingButTiming) {
 }
 
 // benchmark --profile on the offloaded engine: the eager decode step by stage, the FFN split by the
-// runtime into the wait for the side stream, fc1 and fc2 (one of each per layer and step), the
-// predictor's first product marked before attention; the marker is dropped after the pass (a later
-// graph step runs without it).
+// runtime into the waits for the side stream (before the FFN input overwrites x, and before fc1), fc1
+// and fc2 (one of each per layer and step); the marker is dropped after the pass (a later graph step
+// runs without it).
 TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   SKIP_WITHOUT_GPU();
   auto m = with_predictors(0.0f, 16, 23);
@@ -638,7 +638,7 @@ TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   auto find = [&](const char* name) {
     return std::find_if(stages.begin(), stages.end(), [&](const model::StageProfile& st) { return st.stage == name; });
   };
-  for (const char* name : {"ffn_predict", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
+  for (const char* name : {"ffn_predict", "ffn_predict_wait", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
     const auto it = find(name);
     ASSERT_NE(it, stages.end()) << "no stage " << name;
     EXPECT_EQ(it->launches, layers) << name;  // per step

@@ -97,6 +97,8 @@ struct OffloadRuntime::Layer {
   int32_t* all_slot = nullptr;  // dense-resident: slot of each entry of the all-list
   const uint8_t* host = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr, cpu_fork = nullptr, cpu_done = nullptr;
+  cudaEvent_t x_read = nullptr;  // side stream: the predictor has read the attention input x
+  bool x_pending = false;        // x_read recorded this step, not yet waited for by the main stream
   cudaEvent_t t_begin = nullptr, t_end = nullptr, t_wait = nullptr;
   bool timed = false;
   std::unique_ptr<CpuTask> cpu;
@@ -304,7 +306,7 @@ OffloadRuntime::~OffloadRuntime() { release(); }
 void OffloadRuntime::release() {
   cudaDeviceSynchronize();
   for (auto& L : layers_)
-    for (cudaEvent_t e : {L.fork, L.join, L.cpu_fork, L.cpu_done, L.t_begin, L.t_end, L.t_wait})
+    for (cudaEvent_t e : {L.fork, L.join, L.cpu_fork, L.cpu_done, L.x_read, L.t_begin, L.t_end, L.t_wait})
       if (e) cudaEventDestroy(e);
   for (cudaEvent_t e : {step_begin_, step_end_})
     if (e) cudaEventDestroy(e);
@@ -512,7 +514,7 @@ void OffloadRuntime::setup_layer(int64_t l, LayerMode mode, int64_t pinned, int6
     t->y_dev = static_cast<float*>(yd);
     L.cpu = std::move(t);
   }
-  for (cudaEvent_t* e : {&L.fork, &L.join, &L.cpu_fork, &L.cpu_done})
+  for (cudaEvent_t* e : {&L.fork, &L.join, &L.cpu_fork, &L.cpu_done, &L.x_read})
     SF_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
   for (cudaEvent_t* e : {&L.t_begin, &L.t_end, &L.t_wait}) SF_CUDA_CHECK(cudaEventCreate(e));
   if (mode == LayerMode::Streamed) ++streamed_layers_;
@@ -700,12 +702,15 @@ void OffloadRuntime::before_attention(int64_t layer, const void* x, int64_t rows
   L.timed = false;
   const bool listed = L.mode == LayerMode::Resident || L.mode == LayerMode::Fetch || L.mode == LayerMode::Cpu;
   if (listed && !exact_) {
-    // Stage 1 reads x (LN1's output, overwritten by LN2 later) on the main stream; the rest of the
-    // prediction, the lookup and the fetch run on the side stream during attention.
-    k::launch_predictor_t(x, L.u, d_, L.rank, pred_scratch_, act_code_, s);
+    // The whole prediction, the lookup and the fetch run on the side stream during q/k/v and
+    // attention. Stage 1 reads x (LN1's output), which the engine overwrites with the FFN input
+    // later: before_ffn_input() makes the main stream wait for x_read first.
     SF_CUDA_CHECK(cudaEventRecord(L.fork, s));
     SF_CUDA_CHECK(cudaStreamWaitEvent(side_, L.fork, 0));
     if (stats_events_) record_timing(L.t_begin, side_);
+    k::launch_predictor_t(x, L.u, d_, L.rank, pred_scratch_, act_code_, side_);
+    SF_CUDA_CHECK(cudaEventRecord(L.x_read, side_));
+    L.x_pending = true;
     k::launch_predictor_flags(L.v, L.thr, d_, L.rank, F_, pred_scratch_, L.flags, act_code_, side_);
     const bool allocate = L.mode == LayerMode::Fetch;
     k::launch_lookup(L.flags, F_, cw_, L.cache, L.list, L.fetch, L.step, allocate, lookup_scratch_, L.stats, side_);
@@ -726,12 +731,23 @@ void OffloadRuntime::before_attention(int64_t layer, const void* x, int64_t rows
   }
 }
 
+void OffloadRuntime::before_ffn_input(int64_t layer, void* stream) {
+  Layer& L = layers_[size_t(layer)];
+  if (!L.x_pending) return;
+  SF_CUDA_CHECK(cudaStreamWaitEvent(as_stream(stream), L.x_read, 0));
+  L.x_pending = false;
+  if (mark_) mark_("ffn_predict_wait", 0);
+}
+
 void OffloadRuntime::ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
                          void* stream) {
   const cudaStream_t s = as_stream(stream);
   Layer& L = layers_[size_t(layer)];
   const size_t row_bytes = size_t(d_) * dtype_size(act_);
   const bool listed = L.mode == LayerMode::Resident || L.mode == LayerMode::Fetch || L.mode == LayerMode::Cpu;
+  if (L.x_pending)
+    fail(Status::Internal, "offload runtime: layer {}'s FFN ran before before_ffn_input(): the predictor's read of "
+         "the attention input was not waited for", layer);
   if (decode && rows == 1) {
     if (L.timed) record_timing(L.t_wait, s);
     if (listed && !exact_) {

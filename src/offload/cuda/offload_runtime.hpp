@@ -45,10 +45,12 @@ class OffloadRuntime final : public model::FfnProvider {
 
   bool owns_ffn(int64_t) const override { return true; }
   void before_attention(int64_t layer, const void* x, int64_t rows, void* stream) override;
+  void before_ffn_input(int64_t layer, void* stream) override;
   void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
            void* stream) override;
-  // Profiled decode steps (OptCuda::profile_decode): the FFN splits into ffn_wait (the main stream
-  // waiting for the side stream's prediction, lookup and fetch), ffn_fc1 and ffn_fc2.
+  // Profiled decode steps (OptCuda::profile_decode): ffn_predict_wait (before the FFN input overwrites
+  // x, the main stream waits for the predictor to have read it), then the FFN splits into ffn_wait (for
+  // the rest of the side stream's prediction, lookup and fetch), ffn_fc1 and ffn_fc2.
   void set_stage_marker(std::function<void(const char*, double)> mark) override { mark_ = std::move(mark); }
 
   // After a synchronised decode step: reads its timing events, runs the recall check when due.
