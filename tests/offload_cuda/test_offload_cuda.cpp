@@ -398,10 +398,22 @@ TEST(OffloadPredictor, FlagsMatchCpuReference) {
     du.put(ub.data());
     dv.put(vb.data());
     dthr.put(thr.data());
-    k::launch_predictor_t(da.p, du.p, d, R, scratch.as<float>(), 1, nullptr);
-    k::launch_predictor_flags(dv.p, dthr.as<float>(), d, R, F, scratch.as<float>(), flags.as<uint8_t>(), 1, nullptr);
-    CK(cudaDeviceSynchronize());
-    const auto fl = flags.get<uint8_t>(size_t(F));
+    CK(cudaMemset(scratch.p, 0, k::predictor_scratch_floats(d, R, F) * 4));  // the contract: zeroed once
+    // Three launches on the same scratch: the stage-2 counters must come back to zero each time, so
+    // every launch's flags are complete and equal.
+    std::vector<uint8_t> fl;
+    for (int rep = 0; rep < 3; ++rep) {
+      CK(cudaMemset(flags.p, 0xAB, size_t(F)));  // poisoned
+      k::launch_predictor_t(da.p, du.p, d, R, F, scratch.as<float>(), 1, nullptr);
+      k::launch_predictor_flags(dv.p, dthr.as<float>(), d, R, F, scratch.as<float>(), flags.as<uint8_t>(), 1, nullptr);
+      CK(cudaDeviceSynchronize());
+      const auto now = flags.get<uint8_t>(size_t(F));
+      for (int64_t b = 0; b < F; ++b) ASSERT_LE(now[size_t(b)], 1) << "flag " << b << " not written, launch " << rep;
+      if (rep > 0) {
+        EXPECT_EQ(now, fl) << "launch " << rep;
+      }
+      fl = now;
+    }
     std::vector<double> t(size_t(R), 0.0);
     for (int64_t i = 0; i < d; ++i)
       for (int64_t r = 0; r < R; ++r)

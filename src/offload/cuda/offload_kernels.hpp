@@ -78,12 +78,13 @@ enum Stat : int {
 // ---- predictor.cu ------------------------------------------------------------------------------
 // The low-rank predictor of neuron_store.hpp: score = (a U) V, flag[b] = score[b] > threshold[b].
 // a [d] act; U [d, rank] act; V [rank, ffn] act; threshold [ffn] fp32; flags [ffn] uint8.
-// `partial_t` needs predictor_scratch_floats(d, rank, ffn) floats.
+// `scratch` needs predictor_scratch_floats(d, rank, ffn) floats, zero-filled once after allocation
+// (it starts with stage 2's counters, which every launch leaves at zero again).
 size_t predictor_scratch_floats(int64_t d, int64_t rank, int64_t ffn);
 // Stage 1 (reads `a`, so it must run before `a` is overwritten): partial sums of t = a U.
-void launch_predictor_t(const void* a, const void* u, int64_t d, int64_t rank, float* scratch, int act,
+void launch_predictor_t(const void* a, const void* u, int64_t d, int64_t rank, int64_t ffn, float* scratch, int act,
                         cudaStream_t stream);
-// Stage 2: score = t V (t from stage 1's scratch), flags.
+// Stage 2: score = t V (t from stage 1's scratch), flags (one launch).
 void launch_predictor_flags(const void* v, const float* threshold, int64_t d, int64_t rank, int64_t ffn,
                             float* scratch, uint8_t* flags, int act, cudaStream_t stream);
 

@@ -271,6 +271,7 @@ void OffloadRuntime::init(int device) {
     size_t n = 0;
     for (int64_t l = 0; l < L_; ++l) n = std::max(n, k::predictor_scratch_floats(d_, store.predictor(l).rank, F_));
     pred_scratch_ = static_cast<float*>(dev_alloc(n * 4, "predictor scratch"));
+    SF_CUDA_CHECK(cudaMemset(pred_scratch_, 0, n * 4));  // the stage-2 counters start at zero
   }
   int64_t max_slots = 0;
   for (int64_t l = 0; l < L_; ++l) max_slots = std::max(max_slots, pinned[size_t(l)] + lru[size_t(l)]);
@@ -708,7 +709,7 @@ void OffloadRuntime::before_attention(int64_t layer, const void* x, int64_t rows
     SF_CUDA_CHECK(cudaEventRecord(L.fork, s));
     SF_CUDA_CHECK(cudaStreamWaitEvent(side_, L.fork, 0));
     if (stats_events_) record_timing(L.t_begin, side_);
-    k::launch_predictor_t(x, L.u, d_, L.rank, pred_scratch_, act_code_, side_);
+    k::launch_predictor_t(x, L.u, d_, L.rank, F_, pred_scratch_, act_code_, side_);
     SF_CUDA_CHECK(cudaEventRecord(L.x_read, side_));
     L.x_pending = true;
     k::launch_predictor_flags(L.v, L.thr, d_, L.rank, F_, pred_scratch_, L.flags, act_code_, side_);

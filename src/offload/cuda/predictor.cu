@@ -6,7 +6,8 @@
 //      (one 16-byte load per row), 8 row groups per block reduced in shared memory in fixed order.
 //   2. score partials: V [R, ffn] split along R into RS slices; a thread owns cw consecutive
 //      neurons; t for the slice (the S partials summed in order) sits in shared memory.
-//   3. score = sum of the RS partials in order; flags.
+//   3. score = sum of the RS partials in order; flags: by the last block of each column of stage 2
+//      (a wrapping counter per column in the scratch), so stages 2 and 3 are one launch.
 // At OPT-6.7B with rank 1024 it reads 8 + 32 MB per layer; with rank 128, 1 + 4 MB.
 #include "kernels/cuda/check.hpp"
 #include "offload/cuda/ffn_math.cuh"
@@ -28,6 +29,10 @@ int64_t t_slices(int64_t d, int64_t rank, int act) {
   return std::clamp<int64_t>(want, 1, std::max<int64_t>(1, d / 64));
 }
 int64_t s_blocks_x(int64_t ffn, int act) { return (ffn / chunk_of(act) + kThreads - 1) / kThreads; }
+// Unsigned counters at the start of the scratch, one per column of stage-2 blocks, padded to 16 bytes.
+size_t counter_floats(int64_t ffn) {
+  return size_t((std::max(s_blocks_x(ffn, 0), s_blocks_x(ffn, 1)) + 3) / 4 * 4);
+}
 int64_t s_slices(int64_t rank, int64_t ffn, int act) {
   return std::clamp<int64_t>(256 / s_blocks_x(ffn, act), 1, rank);
 }
@@ -64,10 +69,14 @@ __global__ void __launch_bounds__(kThreads) predictor_t_kernel(const T* __restri
   }
 }
 
+// Stage 2 and 3 in one launch: every block writes its slice's partial scores; the last block of a
+// column of blocks to finish (a counter per column, atomicInc wrapping back to 0, so the counters are
+// ready for the next launch) sums the column's partials in slice order and writes the flags.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) predictor_s_kernel(const uint4* __restrict__ v, int rank, int ffn,
                                                                int t_slices, int slices, const float* t_partial,
-                                                               float* s_partial) {
+                                                               float* s_partial, const float* __restrict__ threshold,
+                                                               uint8_t* __restrict__ flags, unsigned* counters) {
   constexpr int cw = kChunk<T>;
   extern __shared__ float t[];
   const int rows = (rank + slices - 1) / slices;
@@ -80,27 +89,34 @@ __global__ void __launch_bounds__(kThreads) predictor_s_kernel(const uint4* __re
   __syncthreads();
   const int bv = blockIdx.x * kThreads + threadIdx.x;  // 16-byte chunk of neurons
   const int bvs = ffn / cw;
-  if (bv >= bvs) return;
-  float acc[cw];
+  if (bv < bvs) {
+    float acc[cw];
 #pragma unroll
-  for (int e = 0; e < cw; ++e) acc[e] = 0.0f;
-  for (int r = lo; r < hi; ++r) {
-    const uint4 w = ld_stream(v + int64_t(r) * bvs + bv);
-    const float tr = t[r - lo];
+    for (int e = 0; e < cw; ++e) acc[e] = 0.0f;
+    for (int r = lo; r < hi; ++r) {
+      const uint4 w = ld_stream(v + int64_t(r) * bvs + bv);
+      const float tr = t[r - lo];
 #pragma unroll
-    for (int e = 0; e < cw; ++e) acc[e] = fmaf(tr, chunk_elem<T>(w, e), acc[e]);
+      for (int e = 0; e < cw; ++e) acc[e] = fmaf(tr, chunk_elem<T>(w, e), acc[e]);
+    }
+#pragma unroll
+    for (int e = 0; e < cw; ++e) s_partial[int64_t(blockIdx.y) * ffn + int64_t(bv) * cw + e] = acc[e];
   }
+  // The last block of this column: every other block's partials are visible after its fence.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicInc(&counters[blockIdx.x], unsigned(slices - 1)) == unsigned(slices - 1);
+  __syncthreads();
+  if (!last || bv >= bvs) return;
+  __threadfence();
 #pragma unroll
-  for (int e = 0; e < cw; ++e) s_partial[int64_t(blockIdx.y) * ffn + int64_t(bv) * cw + e] = acc[e];
-}
-
-__global__ void predictor_flags_kernel(const float* s_partial, int slices, int ffn, const float* threshold,
-                                       uint8_t* flags) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= ffn) return;
-  float s = 0.0f;
-  for (int k = 0; k < slices; ++k) s += s_partial[int64_t(k) * ffn + b];
-  flags[b] = s > threshold[b] ? 1 : 0;
+  for (int e = 0; e < cw; ++e) {
+    const int64_t b = int64_t(bv) * cw + e;
+    float sum = 0.0f;
+    for (int k = 0; k < slices; ++k) sum += __ldcg(s_partial + int64_t(k) * ffn + b);  // in slice order, past L1
+    flags[b] = sum > threshold[b] ? 1 : 0;
+  }
 }
 
 // ---- exact active set ----------------------------------------------------------------------------
@@ -199,15 +215,17 @@ void exact_t(const void* x, int64_t rows, int64_t d, int64_t ffn, const float* b
 }  // namespace
 
 size_t predictor_scratch_floats(int64_t d, int64_t rank, int64_t ffn) {
-  // The larger of the two element sizes' slicings, so one scratch fits every act type.
+  // The stage-2 column counters first (their place depends on ffn only, so layers of different
+  // ranks share one scratch), then the larger of the two element sizes' slicings.
   size_t n = 0;
   for (int act : {0, 1})
     n = std::max<size_t>(n, size_t(t_slices(d, rank, act) * rank + s_slices(rank, ffn, act) * ffn));
-  return n;
+  return counter_floats(ffn) + n;
 }
 
-void launch_predictor_t(const void* a, const void* u, int64_t d, int64_t rank, float* scratch, int act,
+void launch_predictor_t(const void* a, const void* u, int64_t d, int64_t rank, int64_t ffn, float* scratch, int act,
                         cudaStream_t stream) {
+  scratch += counter_floats(ffn);
   const dim3 grid(unsigned(t_blocks_x(rank, act)), unsigned(t_slices(d, rank, act)));
   const auto* u4 = static_cast<const uint4*>(u);
   if (act == 1) predictor_t_kernel<__half><<<grid, kThreads, 0, stream>>>(static_cast<const __half*>(a), u4, int(d), int(rank), int(grid.y), scratch);
@@ -218,17 +236,23 @@ void launch_predictor_t(const void* a, const void* u, int64_t d, int64_t rank, f
 
 void launch_predictor_flags(const void* v, const float* threshold, int64_t d, int64_t rank, int64_t ffn,
                             float* scratch, uint8_t* flags, int act, cudaStream_t stream) {
+  auto* counters = reinterpret_cast<unsigned*>(scratch);
+  scratch += counter_floats(ffn);
   const int64_t ts = t_slices(d, rank, act), ss = s_slices(rank, ffn, act);
   float* t_partial = scratch;
   float* s_partial = scratch + ts * rank;
   const dim3 grid(unsigned(s_blocks_x(ffn, act)), unsigned(ss));
   const size_t smem = size_t((rank + ss - 1) / ss) * sizeof(float);
   const auto* v4 = static_cast<const uint4*>(v);
-  if (act == 1) predictor_s_kernel<__half><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss), t_partial, s_partial);
-  else if (act == 2) predictor_s_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss), t_partial, s_partial);
-  else predictor_s_kernel<float><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss), t_partial, s_partial);
-  SF_CUDA_CHECK_LAUNCH();
-  predictor_flags_kernel<<<unsigned((ffn + 255) / 256), 256, 0, stream>>>(s_partial, int(ss), int(ffn), threshold, flags);
+  if (act == 1)
+    predictor_s_kernel<__half><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss), t_partial,
+                                                                 s_partial, threshold, flags, counters);
+  else if (act == 2)
+    predictor_s_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss),
+                                                                        t_partial, s_partial, threshold, flags, counters);
+  else
+    predictor_s_kernel<float><<<grid, kThreads, smem, stream>>>(v4, int(rank), int(ffn), int(ts), int(ss), t_partial,
+                                                                s_partial, threshold, flags, counters);
   SF_CUDA_CHECK_LAUNCH();
 }
 
