@@ -100,9 +100,10 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
              "weight bytes per decode step: {:.3f} GB\n", bw / 1e9, copy_bw / 1e9, double(wbytes) / 1e9);
   fmt::print(human, "programmatic dependent launch: {}\n",
              gpu.pdl() ? "on (SPARSEFLOW_PDL=1)" : "off (SPARSEFLOW_PDL=1 on an sm_90+ device turns it on)");
-  fmt::print(human, "L2 prefetch of the next weights during decode attention: {}\n",
+  fmt::print(human, "decode L2 prefetch of the next weights: {}\n",
              gpu.decode_l2_prefetch_bytes()
-                 ? fmt::format("{} MiB per layer (SPARSEFLOW_L2_PREFETCH)", gpu.decode_l2_prefetch_bytes() >> 20)
+                 ? fmt::format("{} MiB per layer from attention, heads of up to 16 MiB from layer norms and GEMV "
+                               "tails (SPARSEFLOW_L2_PREFETCH)", gpu.decode_l2_prefetch_bytes() >> 20)
                  : std::string("off (SPARSEFLOW_L2_PREFETCH=MiB turns it on, sm_90+)"));
 
   nlohmann::ordered_json result = {{"gpu", gpu.device_name()},

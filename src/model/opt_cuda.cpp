@@ -352,7 +352,7 @@ struct OptCuda::Impl {
 
   // -- the forward pass
   void linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt, const float* residual = nullptr,
-              bool activate = false);
+              bool activate = false, const kk::L2Prefetch& next = {});
   void embed(const int32_t* tokens, int64_t rows, int64_t seq);
   void layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past);
   void layer_decode(int64_t li);
@@ -368,14 +368,26 @@ struct OptCuda::Impl {
       opt.ffn_provider->ffn(li, x, n, h, h2, decode, stream);
       return;
     }
-    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
-    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+    // Decode: each product's last blocks prefetch the head of the next one (empty when off).
+    const kk::L2Prefetch after_fc1 = decode ? prefetch_of({&Ly.fc2}, kGapPrefetch) : kk::L2Prefetch{};
+    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true, after_fc1);
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h, false, decode ? after_fc2(li) : kk::L2Prefetch{});
   }
   kk::AttentionArgs attention_args(int64_t li) const;
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
   void prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits);
   void decode_step_kernels(const SamplingParams& s);
-  kk::L2Prefetch l2_prefetch_ranges(int64_t li, bool before_qkv) const;
+  // Decode L2 prefetch (CudaOptions::decode_l2_prefetch_mib): up to `budget` bytes (and at most
+  // l2_prefetch) of the weights of `ds` in order; empty when off. kGapPrefetch: what HBM delivers in
+  // the ~4 us of a layer norm or of a kernel's tail and the launch gap after it.
+  static constexpr size_t kGapPrefetch = size_t(16) << 20;
+  kk::L2Prefetch prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const;
+  bool attention_on_host(int64_t li) const { return li >= L - opt.attention_host_layers; }
+  // After fc2 of layer li: the next layer's qkv (unless its weights are in host memory), or lm_head.
+  kk::L2Prefetch after_fc2(int64_t li) const {
+    if (li + 1 < L) return prefetch_of({attention_on_host(li + 1) ? nullptr : &layers[size_t(li + 1)].qkv}, kGapPrefetch);
+    return prefetch_of({&lm_head}, kGapPrefetch);
+  }
   void decode_step(const SamplingParams& s);
   void set_pos(int64_t p) {
     const int v = int(p);
@@ -620,7 +632,7 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
 // y = epilogue(x W^T): 2:4 through SparseGemm (which picks its dense fallback at large M), dense
 // through the fused GEMV for M <= 8, else cuBLAS + the epilogue kernel.
 void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt, const float* residual,
-                           bool activate) {
+                           bool activate, const kk::L2Prefetch& next) {
   const s24::Activation a = activate ? s24::Activation::ReLU : s24::Activation::None;
   if (l.sparse) {
     sf::cuda::DeviceEpilogue de;
@@ -641,7 +653,7 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
   ep.y_dt = int(y_dt);
   ep.act = int(a);
   ep.ldy = l.out;
-  if (m <= kk::kGemvMaxM && kk::launch_gemv(l.dense, act_dt, xin, m, l.out, l.in, ep, stream)) return;
+  if (m <= kk::kGemvMaxM && kk::launch_gemv(l.dense, act_dt, xin, m, l.out, l.in, ep, stream, next)) return;
   if (lt && lt_workspace) {
     sf::cuda::LtProduct p;
     p.w = l.dense;
@@ -767,16 +779,12 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 }
 
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
-// The weights layer li's decode prefetches into L2 (CudaOptions::decode_l2_prefetch_mib): from its
-// attention kernel, out_proj then the head of fc1, up to l2_prefetch bytes; from LN1 (pre-LN models),
-// the head of qkv, at most kLn1Prefetch: what HBM delivers in the ~3 us a layer norm takes. None
-// for a layer whose attention weights are in host memory (a prefetch would pull them over PCIe), none
-// of an FFN the provider owns (no fc1 here).
-kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li, bool before_qkv) const {
-  constexpr size_t kLn1Prefetch = size_t(12) << 20;
+// A layer whose attention weights are in host memory is never prefetched (that would pull them over
+// PCIe), nor is an FFN the provider owns (its DLinear holds no weights). Values, then metadata for 2:4.
+kk::L2Prefetch OptCuda::Impl::prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const {
   kk::L2Prefetch pf;
-  if (l2_prefetch == 0 || li >= L - opt.attention_host_layers) return pf;
-  size_t left = before_qkv ? std::min(l2_prefetch, kLn1Prefetch) : l2_prefetch;
+  if (l2_prefetch == 0) return pf;
+  size_t left = std::min(budget, l2_prefetch);
   int r = 0;
   auto add = [&](const void* p, size_t b) {
     if (!p || left == 0 || r == kk::L2Prefetch::kRanges) return;
@@ -785,11 +793,8 @@ kk::L2Prefetch OptCuda::Impl::l2_prefetch_ranges(int64_t li, bool before_qkv) co
     left -= pf.bytes[r];
     ++r;
   };
-  const DLayer& Ly = layers[size_t(li)];
-  const DLinear* const ln1_order[] = {&Ly.qkv};
-  const DLinear* const attention_order[] = {&Ly.out, &Ly.fc1};
-  using Order = std::span<const DLinear* const>;
-  for (const DLinear* d : before_qkv ? Order(ln1_order) : Order(attention_order)) {
+  for (const DLinear* d : ds) {
+    if (!d) continue;
     if (d->sparse) {
       add(d->sp.values, d->sp.value_bytes());
       add(d->sp.meta, d->sp.meta_bytes());
@@ -806,21 +811,23 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   const double ln_bytes = double(n * H) * (4 + double(act_size));  // fp32 residual in, act out
   if (pre)
     kk::launch_layernorm(h, n, H, Ly.ln1_w, Ly.ln1_b, kLayerNormEps, nullptr, x, act_dt, stream,
-                         l2_prefetch_ranges(li, true));
+                         prefetch_of({attention_on_host(li) ? nullptr : &Ly.qkv}, kGapPrefetch));
   if (pre) mark("layernorm", ln_bytes);
   if (ffn_owned(li)) {
     opt.ffn_provider->before_attention(li, x, n, stream);  // issue 6: predict + prefetch
     mark("ffn_predict", 0);
   }
-  linear(Ly.qkv, x, n, qkv, DType::F32);
+  linear(Ly.qkv, x, n, qkv, DType::F32, nullptr, false,
+         prefetch_of({attention_on_host(li) ? nullptr : &Ly.out}, kGapPrefetch));
   mark("qkv", double(Ly.qkv.bytes(act)));
   kk::AttentionArgs a = attention_args(li);
   a.out = attn;
   a.partials = partials;
-  a.prefetch = l2_prefetch_ranges(li, false);
+  // out_proj, then the head of fc1: attention leaves HBM idle (docs/KERNELS.md).
+  a.prefetch = prefetch_of({attention_on_host(li) ? nullptr : &Ly.out, &Ly.fc1}, l2_prefetch);
   kk::launch_decode_attention(a, stream);
   mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
-  linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
+  linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h, false, prefetch_of({&Ly.fc1}, kGapPrefetch));
   mark("out_proj", double(Ly.out.bytes(act)));
   if (ffn_owned(li)) opt.ffn_provider->before_ffn_input(li, stream);  // x is overwritten next
   std::swap(h, h2);
@@ -831,9 +838,9 @@ void OptCuda::Impl::layer_decode(int64_t li) {
     ffn_block(li, n, /*decode=*/true);
     mark("ffn_offloaded", 0);
   } else {  // ffn_block's two products, timed apart
-    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true);
+    linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true, prefetch_of({&Ly.fc2}, kGapPrefetch));
     mark("fc1", double(Ly.fc1.bytes(act)));
-    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h);
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h, false, after_fc2(li));
     mark("fc2", double(Ly.fc2.bytes(act)));
   }
   std::swap(h, h2);

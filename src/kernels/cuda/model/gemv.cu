@@ -13,9 +13,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/dot16.cuh"
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/model/l2_prefetch.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/ptx.cuh"
@@ -32,8 +35,13 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return ptx::ld_glob
 
 template <typename T, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
-                                                           int n, int kv, EpilogueParams ep) {
+                                                           int n, int kv, EpilogueParams ep, L2Prefetch next,
+                                                           int tail_start) {
   pdl_launch_dependents();
+  // The blocks of the last waves start while HBM drains: they ask for the head of the next product's
+  // weights (an L2 prefetch, a hint) so the gap between the two kernels carries bytes.
+  if (int(blockIdx.x) >= tail_start && threadIdx.x < 32)
+    issue_l2_prefetch(next, blockIdx.x - unsigned(tail_start), gridDim.x - unsigned(tail_start), threadIdx.x);
   const int row = blockIdx.x * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const bool live = row < n;
@@ -76,15 +84,27 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restri
   if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
 }
 
+// Blocks from which on a launch issues the next product's prefetch: the last two per SM.
+int tail_start(unsigned grid) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n > 0 ? n : 132;
+  }();
+  return std::max(0, int(grid) - 2 * sms);
+}
+
 template <typename T>
 void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const EpilogueParams& ep,
-              cudaStream_t stream) {
+              const L2Prefetch& next, cudaStream_t stream) {
   const unsigned grid = unsigned((n + kWarps - 1) / kWarps);
   const auto* w4 = static_cast<const uint4*>(w);
   const auto* x4 = static_cast<const uint4*>(x);
+  const int tail = next.ptr[0] ? tail_start(grid) : int(grid);  // nothing to prefetch: no block asks
   switch (m) {
 #define SF_GEMV_CASE(M) \
-  case M: launch_pdl(gemv_kernel<T, M>, grid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep); break;
+  case M: launch_pdl(gemv_kernel<T, M>, grid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep, next, tail); break;
     SF_GEMV_CASE(1) SF_GEMV_CASE(2) SF_GEMV_CASE(3) SF_GEMV_CASE(4)
     SF_GEMV_CASE(5) SF_GEMV_CASE(6) SF_GEMV_CASE(7) SF_GEMV_CASE(8)
 #undef SF_GEMV_CASE
@@ -95,16 +115,16 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
 }  // namespace
 
 bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, const L2Prefetch& next) {
   const int64_t elem = w_dt == 0 ? 4 : 2;
   const int64_t per16 = 16 / elem;
   if (m < 1 || m > kGemvMaxM || k % per16 != 0 || n > (int64_t(1) << 30) || k / per16 > (int64_t(1) << 30) ||
       reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0)
     return false;
   const int kv = int(k / per16);
-  if (w_dt == 1) launch_t<__half>(w, x, m, n, kv, ep, stream);
-  else if (w_dt == 2) launch_t<__nv_bfloat16>(w, x, m, n, kv, ep, stream);
-  else launch_t<float>(w, x, m, n, kv, ep, stream);
+  if (w_dt == 1) launch_t<__half>(w, x, m, n, kv, ep, next, stream);
+  else if (w_dt == 2) launch_t<__nv_bfloat16>(w, x, m, n, kv, ep, next, stream);
+  else launch_t<float>(w, x, m, n, kv, ep, next, stream);
   return true;
 }
 

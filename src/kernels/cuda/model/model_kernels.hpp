@@ -54,8 +54,10 @@ void launch_cast(const float* x, int64_t n, void* out, int act_dt, cudaStream_t 
 // streamed once, x re-read from L1/L2. Needs K % (16 / sizeof) == 0 and 16-byte aligned W and x
 // rows; returns false (launching nothing) otherwise so the caller can use cuBLAS instead.
 inline constexpr int kGemvMaxM = 8;
+// `next`: the head of the next product's weights, which the blocks of the last waves ask to be
+// prefetched into L2 (decode; empty: none).
 bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
-                 cudaStream_t stream);
+                 cudaStream_t stream, const L2Prefetch& next = {});
 
 // ---- attention.cu ------------------------------------------------------------------------------
 struct AttentionArgs {
