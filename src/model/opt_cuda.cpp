@@ -352,7 +352,7 @@ struct OptCuda::Impl {
 
   // -- the forward pass
   void linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt, const float* residual = nullptr,
-              bool activate = false, const kk::L2Prefetch& next = {});
+              bool activate = false, const sf::cuda::L2Prefetch& next = {});
   void embed(const int32_t* tokens, int64_t rows, int64_t seq);
   void layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past);
   void layer_decode(int64_t li);
@@ -369,9 +369,9 @@ struct OptCuda::Impl {
       return;
     }
     // Decode: each product's last blocks prefetch the head of the next one (empty when off).
-    const kk::L2Prefetch after_fc1 = decode ? prefetch_of({&Ly.fc2}, kGapPrefetch) : kk::L2Prefetch{};
+    const sf::cuda::L2Prefetch after_fc1 = decode ? prefetch_of({&Ly.fc2}, kGapPrefetch) : sf::cuda::L2Prefetch{};
     linear(Ly.fc1, x, n, ff, act, nullptr, /*activate=*/true, after_fc1);
-    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h, false, decode ? after_fc2(li) : kk::L2Prefetch{});
+    linear(Ly.fc2, ff, n, h2, DType::F32, /*residual=*/h, false, decode ? after_fc2(li) : sf::cuda::L2Prefetch{});
   }
   kk::AttentionArgs attention_args(int64_t li) const;
   void head(int64_t rows_in, int64_t first_row, int64_t n_rows, float* out_logits);
@@ -381,10 +381,10 @@ struct OptCuda::Impl {
   // l2_prefetch) of the weights of `ds` in order; empty when off. kGapPrefetch: what HBM delivers in
   // the ~4 us of a layer norm or of a kernel's tail and the launch gap after it.
   static constexpr size_t kGapPrefetch = size_t(16) << 20;
-  kk::L2Prefetch prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const;
+  sf::cuda::L2Prefetch prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const;
   bool attention_on_host(int64_t li) const { return li >= L - opt.attention_host_layers; }
   // After fc2 of layer li: the next layer's qkv (unless its weights are in host memory), or lm_head.
-  kk::L2Prefetch after_fc2(int64_t li) const {
+  sf::cuda::L2Prefetch after_fc2(int64_t li) const {
     if (li + 1 < L) return prefetch_of({attention_on_host(li + 1) ? nullptr : &layers[size_t(li + 1)].qkv}, kGapPrefetch);
     return prefetch_of({&lm_head}, kGapPrefetch);
   }
@@ -632,7 +632,7 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
 // y = epilogue(x W^T): 2:4 through SparseGemm (which picks its dense fallback at large M), dense
 // through the fused GEMV for M <= 8, else cuBLAS + the epilogue kernel.
 void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt, const float* residual,
-                           bool activate, const kk::L2Prefetch& next) {
+                           bool activate, const sf::cuda::L2Prefetch& next) {
   const s24::Activation a = activate ? s24::Activation::ReLU : s24::Activation::None;
   if (l.sparse) {
     sf::cuda::DeviceEpilogue de;
@@ -641,6 +641,7 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
     de.act = a;
     de.residual = residual;
     de.residual_dtype = DType::F32;
+    de.next = next;
     sgemm->run(l.sp, xin, m, y, y_dt, de);
     return;
   }
@@ -781,13 +782,13 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
 // A layer whose attention weights are in host memory is never prefetched (that would pull them over
 // PCIe), nor is an FFN the provider owns (its DLinear holds no weights). Values, then metadata for 2:4.
-kk::L2Prefetch OptCuda::Impl::prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const {
-  kk::L2Prefetch pf;
+sf::cuda::L2Prefetch OptCuda::Impl::prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const {
+  sf::cuda::L2Prefetch pf;
   if (l2_prefetch == 0) return pf;
   size_t left = std::min(budget, l2_prefetch);
   int r = 0;
   auto add = [&](const void* p, size_t b) {
-    if (!p || left == 0 || r == kk::L2Prefetch::kRanges) return;
+    if (!p || left == 0 || r == sf::cuda::L2Prefetch::kRanges) return;
     pf.ptr[r] = p;
     pf.bytes[r] = std::min(b, left);
     left -= pf.bytes[r];

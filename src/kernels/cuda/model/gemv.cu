@@ -18,7 +18,7 @@
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/dot16.cuh"
 #include "kernels/cuda/epilogue.cuh"
-#include "kernels/cuda/model/l2_prefetch.cuh"
+#include "kernels/cuda/l2_prefetch.cuh"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/ptx.cuh"

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/l2_prefetch.hpp"
 
 namespace sf::cuda::model {
 
@@ -27,16 +28,6 @@ void launch_embed(const int32_t* tokens, int64_t rows, int64_t seq, const void* 
 // h[r, :] += pos_emb[*pos + r % seq + 2, :] (after project_in).
 void launch_add_positions(float* h, int64_t rows, int64_t seq, const void* pos_emb, int emb_dt, int64_t dim,
                           const int* pos, cudaStream_t stream);
-
-// Weight ranges a decode kernel that leaves HBM idle (layer norm, attention) asks the SMs' copy
-// engines to pull into L2 as it starts (cp.async.bulk.prefetch.L2, sm_90+; nothing on older GPUs),
-// so the next products' weights arrive meanwhile and are read from L2. A hint: results never depend
-// on it. Addresses 16-byte aligned; sizes are rounded down to a multiple of 16.
-struct L2Prefetch {
-  static constexpr int kRanges = 3;
-  const void* ptr[kRanges] = {};
-  size_t bytes[kRanges] = {};
-};
 
 // ---- layernorm.cu ------------------------------------------------------------------------------
 // y = (x - mean) / sqrt(var + eps) * w + b per row of x [rows, dim] fp32; w, b fp32 or null (no

@@ -1,12 +1,12 @@
-// Issuing an L2Prefetch (model_kernels.hpp) from a kernel: the first warp of every block takes its
+// Issuing an L2Prefetch (l2_prefetch.hpp) from a kernel: the first warp of every block takes its
 // share of the ranges' 64 KiB pieces (cp.async.bulk.prefetch.L2, sm_90+; nothing on older targets).
 #pragma once
 #include <cstdint>
 
-#include "kernels/cuda/model/model_kernels.hpp"
+#include "kernels/cuda/l2_prefetch.hpp"
 #include "kernels/cuda/ptx.cuh"
 
-namespace sf::cuda::model {
+namespace sf::cuda {
 
 // Lane `lane` of block `block` (of `blocks`) issues its pieces. Call with lane < 32 from one warp per block.
 __device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned block, unsigned blocks,
@@ -25,4 +25,4 @@ __device__ __forceinline__ void issue_l2_prefetch(const L2Prefetch& pf, unsigned
   }
 }
 
-}  // namespace sf::cuda::model
+}  // namespace sf::cuda
