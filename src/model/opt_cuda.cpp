@@ -142,6 +142,8 @@ struct OptCuda::Impl {
   float *final_w = nullptr, *final_b = nullptr;
   std::vector<DLayer> layers;
   bool any_sparse = false;
+  size_t sparse_dense_bytes = 0;   // the largest 2:4 weight decompressed (for dense_scratch)
+  void* dense_scratch = nullptr;   // workspace: one 2:4 weight decompressed for a cuBLASLt prefill product
 
   // Sequence state and buffers (reset()).
   int64_t cap = 0, batch = 0, rows_cap = 0, length = 0;
@@ -322,6 +324,7 @@ struct OptCuda::Impl {
       d.sparse = true;
       weight_bytes += d.sp.bytes();
       any_sparse = true;
+      sparse_dense_bytes = std::max(sparse_dense_bytes, size_t(d.out * d.in) * act_size);
     } else {
       const size_t bytes = size_t(d.out * d.in) * act_size;
       void* host = nullptr;
@@ -543,7 +546,7 @@ void OptCuda::Impl::load() {
     // of their bias: cuBLASLt fuses bias (+ ReLU) into a 16-bit output only with a 16-bit bias (measured on
     // the H200: no algorithm with the fp32 one, and fc1's GEMM + epilogue fallback ran at 366 TFLOP/s).
     for (auto [d, name] : {std::pair{&Ly.fc1, "fc1"}, std::pair{&Ly.qkv, "self_attn.qkv"}}) {
-      if (!lt || d->sparse || !d->bias || !d->dense || act == DType::F32) continue;
+      if (!lt || !d->bias || (!d->dense && !d->sparse) || act == DType::F32) continue;
       d->bias_act = weight_alloc(size_t(d->out) * act_size, p + name + ".bias (16-bit copy)");
       kk::launch_cast(d->bias, d->out, d->bias_act, act_dt, stream);
     }
@@ -562,6 +565,7 @@ void OptCuda::Impl::free_buffers() {
   graph_valid = false;
   for (void* p : buffer_allocs) cudaFree(p);
   buffer_allocs.clear();
+  lt_workspace = dense_scratch = nullptr;
   if (history) cudaFreeHost(history);
   history = nullptr;
   kv_bytes = 0;
@@ -617,6 +621,10 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
   if (lt) lt_workspace = ws(sf::cuda::LtLinear::kWorkspaceBytes, "the cuBLASLt workspace");
+  // 2:4 prefill products the kernel table sends to the dense fallback are decompressed here and run
+  // through cuBLASLt with the dense path's fused epilogues (one weight at a time).
+  if (lt && any_sparse && rows_cap > kk::kGemvMaxM)
+    dense_scratch = ws(sparse_dense_bytes, "one 2:4 weight decompressed (prefill)");
   d_tokens = static_cast<int32_t*>(ws(R * 4, "token ids"));
   d_targets = static_cast<int32_t*>(ws(R * 4, "token ids"));
   d_nll = static_cast<double*>(ws(R * 8, "per-token NLL"));
@@ -642,8 +650,18 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
     de.residual = residual;
     de.residual_dtype = DType::F32;
     de.next = next;
-    sgemm->run(l.sp, xin, m, y, y_dt, de);
-    return;
+    // Products the table gives to the dense fallback (large M on sm_90) go through cuBLASLt below,
+    // with the fused bias/ReLU and 16-bit output the dense path has, from a decompressed copy.
+    if (!(dense_scratch && lt_workspace && m > kk::kGemvMaxM &&
+          sgemm->choose(l.sp, m).path == sf::cuda::GemmPath::DenseFallback)) {
+      sgemm->run(l.sp, xin, m, y, y_dt, de);
+      return;
+    }
+    sf::cuda::decompress_on_device(l.sp, dense_scratch, stream);
+    DLinear dl = l;
+    dl.sparse = false;
+    dl.dense = dense_scratch;
+    return linear(dl, xin, m, y, y_dt, residual, activate, next);
   }
   sf::cuda::EpilogueParams ep;
   ep.bias = l.bias;
