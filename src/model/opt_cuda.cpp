@@ -932,8 +932,12 @@ void OptCuda::Impl::decode_step(const SamplingParams& s) {
   }
   SF_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
   // Per-node priorities: kernels captured from a higher-priority stream (the offload runtime's side
-  // stream) keep it when the graph replays.
-  SF_CUDA_CHECK(cudaGraphInstantiate(&graph, g, cudaGraphInstantiateFlagUseNodePriority));
+  // stream) keep it when the graph replays. Only a priority hint: without it, the plain instantiation.
+  if (cudaGraphInstantiate(&graph, g, cudaGraphInstantiateFlagUseNodePriority) != cudaSuccess) {
+    cudaGetLastError();
+    graph = nullptr;
+    SF_CUDA_CHECK(cudaGraphInstantiate(&graph, g, 0));
+  }
   SF_CUDA_CHECK(cudaGraphDestroy(g));
   graph_sampling = s;
   graph_valid = true;
