@@ -2,6 +2,8 @@
 // (--neuron-major), profile, calibrate, convert --neuron-major, --plan, and the errors a user sees
 // (offload flags without --gpu-memory, --gpu-memory on the CPU, a budget below the minimum).
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "format/sf_file.hpp"
@@ -102,6 +104,37 @@ TEST_F(OffloadCliTest, ErrorsSayWhatToDo) {
   r = run("profile -m " + m + " --calibration " + path("missing.txt"));
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("cannot read"), std::string::npos) << r.out;
+  r = run("profile -m " + m + " --calibration " + calib() + " --device tpu --no-write");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("expected cpu, cuda or auto"), std::string::npos) << r.out;
+  r = run("calibrate -m " + m + " --calibration " + calib() + " --with-profile --layers 0 --rank 8 --device cpu");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("drop --layers"), std::string::npos) << r.out;
+}
+
+// calibrate --with-profile: the predictors and the profile in one rewrite, the profile equal to what
+// `profile` measures on the same tokens (same passes, same counting).
+TEST_F(OffloadCliTest, CalibrateWithProfileStoresTheProfile) {
+  const std::string m = path("m.sf"), p = path("p.sf"), c = calib();
+  ASSERT_EQ(run("synth --arch tiny --format sf --activation-profile sparsity=0.9 -o " + m).rc, 0);
+  std::filesystem::copy_file(m, p);
+  CliRun r = run("calibrate -m " + m + " --calibration " + c + " --rank 8 --device cpu --with-profile");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("profile.layers.N.firing_rate"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("activation profile:"), std::string::npos) << r.out;
+  r = run("profile -m " + p + " --calibration " + c + " --tokens 1024 --device cpu");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto a = sf::sff::File::open(m), b = sf::sff::File::open(p);
+  ASSERT_NE(a.find("predictor.layers.0.u"), nullptr);
+  for (const char* name : {"profile.layers.0.firing_rate", "profile.layers.1.firing_rate"}) {
+    const auto* ea = a.find(name);
+    const auto* eb = b.find(name);
+    ASSERT_NE(ea, nullptr) << name;
+    ASSERT_NE(eb, nullptr) << name;
+    const auto da = a.data(ea->parts[0]), db = b.data(eb->parts[0]);
+    ASSERT_EQ(da.size(), db.size());
+    EXPECT_EQ(std::memcmp(da.data(), db.data(), da.size()), 0) << name;
+  }
 }
 
 }  // namespace
