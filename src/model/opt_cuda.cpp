@@ -623,7 +623,9 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   if (lt) lt_workspace = ws(sf::cuda::LtLinear::kWorkspaceBytes, "the cuBLASLt workspace");
   // 2:4 prefill products the kernel table sends to the dense fallback are decompressed here and run
   // through cuBLASLt with the dense path's fused epilogues (one weight at a time).
-  if (lt && any_sparse && rows_cap > kk::kGemvMaxM)
+  // Not under an FFN provider: the offload planner's budget has no room for it (those products then
+  // take the SparseGemm fallback, which sizes its own scratch).
+  if (lt && any_sparse && rows_cap > kk::kGemvMaxM && !opt.ffn_provider)
     dense_scratch = ws(sparse_dense_bytes, "one 2:4 weight decompressed (prefill)");
   d_tokens = static_cast<int32_t*>(ws(R * 4, "token ids"));
   d_targets = static_cast<int32_t*>(ws(R * 4, "token ids"));
