@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/decode_profile.hpp"
@@ -43,10 +44,9 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }
 }  // namespace
 
-nlohmann::ordered_json print_decode_profile(model::OptCuda& gpu, int64_t prompt_tokens, int64_t new_tokens, double bw,
-                                            std::FILE* human) {
-  const int64_t steps = std::clamp<int64_t>(new_tokens - 1, 1, 32);
-  const auto stages = gpu.profile_decode(prompt_tokens, steps, 1);
+namespace {
+nlohmann::ordered_json print_stages(const std::vector<model::StageProfile>& stages, double bw, std::FILE* human,
+                                    const std::string& title) {
   double total = 0;
   for (const auto& st : stages) total += st.ms;
   Table pt({"stage", "launches", "ms/step", "% of step", "GB/step", "GB/s", "% of HBM read"});
@@ -58,9 +58,23 @@ nlohmann::ordered_json print_decode_profile(model::OptCuda& gpu, int64_t prompt_
                 st.bytes > 0 ? format_number(100.0 * gbps * 1e9 / bw) : "-"});
     js.push_back({{"stage", st.stage}, {"launches", st.launches}, {"ms", st.ms}, {"bytes", st.bytes}});
   }
-  fmt::print(human, "\ndecode step by stage (batch 1, {} eager steps after a {}-token prompt; {:.3f} ms/step in "
-             "all, launch gaps included):\n{}", steps, prompt_tokens, total, pt.str());
+  fmt::print(human, "\n{} ({:.3f} ms/step in all):\n{}", title, total, pt.str());
   return js;
+}
+}  // namespace
+
+std::pair<nlohmann::ordered_json, nlohmann::ordered_json> print_decode_profile(model::OptCuda& gpu,
+                                                                                int64_t prompt_tokens,
+                                                                                int64_t new_tokens, double bw,
+                                                                                std::FILE* human) {
+  const int64_t steps = std::clamp<int64_t>(new_tokens - 1, 1, 32);
+  auto eager = print_stages(gpu.profile_decode(prompt_tokens, steps, 1), bw, human,
+                            fmt::format("decode step by stage (batch 1, {} eager steps after a {}-token prompt, an "
+                                        "event after each stage; launch gaps included)", steps, prompt_tokens));
+  auto graph = print_stages(gpu.profile_decode_graph(prompt_tokens, steps, 1), bw, human,
+                            fmt::format("the same on the CUDA graph ({} replays with the events inside it: the "
+                                        "timed steps' launches and overlaps, plus the events' own cost)", steps));
+  return {std::move(eager), std::move(graph)};
 }
 
 void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
@@ -176,7 +190,9 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
              "GEMMs = the time cuBLAS alone needs for the prefill's dense GEMMs (same shapes, this process) over "
              "the whole prefill's time.\n");
   if (profile) {
-    result["profile"] = print_decode_profile(gpu, prompt_tokens, new_tokens, bw, human);
+    auto [eager, graph] = print_decode_profile(gpu, prompt_tokens, new_tokens, bw, human);
+    result["profile"] = std::move(eager);
+    result["profile_graph"] = std::move(graph);
     // The prefill of the same prompt by stage: where the time goes against cuBLAS's GEMMs alone.
     const auto pstages = gpu.profile_prefill(prompt_tokens);
     double ptotal = 0;

@@ -124,8 +124,10 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
                                : std::string("recall not checked (--stats checks it)"));
   if (profile) {  // eager steps with an event per stage; the FFN split by the runtime (wait, fc1, fc2)
     std::FILE* human = json_path == "-" ? stderr : stdout;
-    j["profile"] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,
-                                        off.engine().measure_read_bandwidth(), human);
+    auto [eager, graph] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,
+                                               off.engine().measure_read_bandwidth(), human);
+    j["profile"] = std::move(eager);
+    j["profile_graph"] = std::move(graph);
     fmt::print(human, "(the prediction, the cache lookup and the fetch run on a side stream during q/k/v and "
                "attention; ffn_predict_wait and ffn_wait are what the main stream still waits for them.)\n");
   }

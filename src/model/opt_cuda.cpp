@@ -1154,8 +1154,69 @@ std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t
     st.bytes /= n;
     st.launches = int64_t(double(st.launches) / n + 0.5);
   }
-  std::erase_if(out, [](const StageProfile& st) { return st.ms == 0 && st.bytes == 0; });
-  return out;
+  return out;  // every marked stage, also one that took no time (a wait that found its event done)
+}
+
+std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, int64_t steps, int64_t batch) {
+  auto& m = *impl_;
+  if (prompt_tokens < 1 || steps < 1 || batch < 1)
+    fail(Status::InvalidArgument, "profile_decode_graph needs a prompt, steps and batch of at least 1 (got {}, {}, {}).",
+         prompt_tokens, steps, batch);
+  const std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_tokens), 2));
+  SamplingParams greedy;
+  generate_batch(prompts, steps + 1, greedy);  // sizes every workspace, warms the clocks
+  m.length = prompt_tokens;
+  m.set_pos(prompt_tokens);
+  // One eager marked step first: it creates every event outside the capture. Then back to the prompt.
+  m.profiled([&] { m.decode_step_kernels(greedy); });
+  m.length = prompt_tokens;
+  m.set_pos(prompt_tokens);
+  // Capture one step with its marks as event-record nodes.
+  m.prof_marks.clear();
+  m.profiling = true;
+  if (m.opt.ffn_provider) m.opt.ffn_provider->set_stage_marker([&m](const char* st, double b) { m.mark(st, b); });
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  auto stop_marking = [&] {
+    m.profiling = false;
+    if (m.opt.ffn_provider) m.opt.ffn_provider->set_stage_marker({});
+  };
+  SF_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    SF_CUDA_CHECK(cudaEventRecord(m.prof_events[0], m.stream));
+    m.decode_step_kernels(greedy);
+  } catch (...) {
+    cudaStreamEndCapture(m.stream, &g);
+    if (g) cudaGraphDestroy(g);
+    stop_marking();
+    throw;
+  }
+  stop_marking();
+  SF_CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
+  const cudaError_t ie = cudaGraphInstantiate(&exec, g, cudaGraphInstantiateFlagUseNodePriority);
+  if (ie != cudaSuccess) {
+    cudaGetLastError();
+    exec = nullptr;
+    SF_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  }
+  SF_CUDA_CHECK(cudaGraphDestroy(g));
+  std::vector<StageProfile> out;
+  int64_t done = 0;
+  for (; done < steps && m.length < m.cap; ++done) {
+    SF_CUDA_CHECK(cudaGraphLaunch(exec, m.stream));
+    SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    ++m.length;  // the graph's sampling kernel advanced the device position
+    m.collect_marks(out);
+  }
+  cudaGraphExecDestroy(exec);
+  m.end_profile();
+  const double n = double(std::max<int64_t>(1, done));
+  for (auto& st : out) {
+    st.ms /= n;
+    st.bytes /= n;
+    st.launches = int64_t(double(st.launches) / n + 0.5);
+  }
+  return out;  // every marked stage, also one that took no time between two event nodes
 }
 
 std::vector<StageProfile> OptCuda::profile_prefill(int64_t n) {

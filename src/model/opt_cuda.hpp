@@ -156,6 +156,10 @@ class OptCuda {
   // in the order the step runs them. Event gaps include launch overhead the graph hides, so the
   // sum exceeds a graph step; the split is what it is for.
   std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
+  // The same split on the decode step as a CUDA graph (the events recorded inside it), replayed
+  // `steps` times: no eager launch gaps, the overlaps of the timed steps; each event node costs a
+  // little (its sum exceeds a plain graph step by that much).
+  std::vector<StageProfile> profile_decode_graph(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
   // One eager prefill of n tokens (batch 1, cache emptied before and after), timed per stage over all
   // layers; StageProfile::bytes holds flops here.
   std::vector<StageProfile> profile_prefill(int64_t n);

@@ -275,6 +275,36 @@ TEST(CudaBatch, IdenticalPromptsDecodeIdentically) {
   }
 }
 
+// benchmark --profile's two decode splits: eager (an event after each stage) and inside the replayed
+// graph name the same stages with the same launches per step; the engine decodes as before after both
+// (same greedy ids as a fresh engine).
+TEST(CudaProfile, EagerAndGraphDecodeProfilesAgreeOnTheStages) {
+  SKIP_WITHOUT_GPU();
+  auto m = Model::open(kRoot + "pre_ln");
+  const auto prompt = ids(load_expected("pre_ln")["prompts"][0]["ids"]);
+  std::vector<int32_t> want;
+  {
+    OptCuda fresh(*m);
+    want = fresh.generate(prompt, 10, SamplingParams{}).ids;
+  }
+  OptCuda gpu(*m);
+  const auto eager = gpu.profile_decode(6, 5);
+  const auto graph = gpu.profile_decode_graph(6, 5);
+  ASSERT_FALSE(eager.empty());
+  ASSERT_EQ(graph.size(), eager.size());
+  double total = 0;
+  for (const auto& e : eager) {
+    const auto g = std::find_if(graph.begin(), graph.end(), [&](const StageProfile& s) { return s.stage == e.stage; });
+    ASSERT_NE(g, graph.end()) << e.stage;
+    EXPECT_EQ(g->launches, e.launches) << e.stage;
+    EXPECT_DOUBLE_EQ(g->bytes, e.bytes) << e.stage;
+    EXPECT_GE(g->ms, 0.0) << e.stage;
+    total += g->ms;
+  }
+  EXPECT_GT(total, 0.0);
+  EXPECT_EQ(gpu.generate(prompt, 10, SamplingParams{}).ids, want);
+}
+
 // The decode attention's L2 prefetch of the next weights (CudaOptions::decode_l2_prefetch_mib) is a
 // hint: decode logits (graph steps) and greedy ids are bit-identical with it on and off, dense and 2:4.
 TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -657,6 +658,13 @@ TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
     EXPECT_GE(it->ms, 0.0) << name;
   }
   EXPECT_GT(find("ffn_fc1")->ms + find("ffn_fc2")->ms, 0.0);
+  // The same stages inside the replayed decode graph (the side stream's events are graph nodes too).
+  const auto graph = off.engine().profile_decode_graph(4, steps);
+  for (const auto& e : stages) {
+    const auto g = std::find_if(graph.begin(), graph.end(), [&](const model::StageProfile& s) { return s.stage == e.stage; });
+    ASSERT_NE(g, graph.end()) << e.stage;
+    EXPECT_EQ(g->launches, e.launches) << e.stage;
+  }
   const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 6, {});
   EXPECT_EQ(res.ids.size(), 6u);
 }
