@@ -13,7 +13,6 @@
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
-#include "model/opt_cuda.hpp"
 #include "model/weights.hpp"
 #include "offload/predictor_fit.hpp"
 #include "offload/profile.hpp"
@@ -65,12 +64,7 @@ std::vector<int64_t> parse_layers(const std::string& s) {
 
 void run_calibrate(const CalibrateArgs& a) {
   namespace fs = std::filesystem;
-  if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
-    fail(Status::InvalidArgument, "calibrate --device {}: expected cpu, cuda or auto (cuda when a GPU is present)",
-         a.device);
-  const std::string no_gpu = model::cuda_unavailable_reason();
-  if (a.device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "calibrate --device cuda: {}", no_gpu);
-  const bool gpu = a.device == "cuda" || (a.device == "auto" && no_gpu.empty());
+  const bool gpu = resolve_gpu_device("calibrate", a.device);
   set_cpu_threads(a.threads);
   if (!fs::is_regular_file(a.model) && !a.no_write)
     fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "

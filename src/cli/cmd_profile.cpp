@@ -13,7 +13,6 @@
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
-#include "model/opt_cuda.hpp"
 #include "model/weights.hpp"
 #include "offload/profile.hpp"
 
@@ -46,20 +45,14 @@ void run_profile(const ProfileArgs& a) {
   if (ids.size() < 16)
     fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; profiling needs text (hundreds of tokens or "
          "more)", a.calibration, ids.size());
-  if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
-    fail(Status::InvalidArgument, "profile --device {}: expected cpu, cuda or auto (cuda when a GPU is present)",
-         a.device);
-  const std::string no_gpu = model::cuda_unavailable_reason();
-  if (a.device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "profile --device cuda: {}", no_gpu);
-  const bool gpu = a.device == "cuda" || (a.device == "auto" && no_gpu.empty());
+  const bool gpu = resolve_gpu_device("profile", a.device);
   const auto t0 = std::chrono::steady_clock::now();
   offload::ProfileResult r;
   if (gpu) {  // the engine's prefill collects every layer's pre-activations, measured on the host
     offload::PredictorFitOptions po;
     po.window = a.window;
-    offload::CollectedActivations col = offload::collect_activations_cuda(*m, ids, po);
-    std::vector<std::vector<float>>().swap(col.a);  // only z is measured
-    r = offload::profile_collected(col);
+    po.attention_inputs = false;  // only z is counted
+    r = offload::profile_collected(offload::collect_activations_cuda(*m, ids, po));
   } else {
     offload::ProfileOptions po;
     po.window = a.window;

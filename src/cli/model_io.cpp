@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "core/error.hpp"
+#include "model/opt_cuda.hpp"
 
 namespace sf::cli {
 
@@ -53,6 +54,16 @@ void require_cpu_device(const std::string& device) {
     fail(Status::InvalidArgument,
          "--device {}: this command runs on the CPU backend only for now; use --device cpu.",
          device);
+}
+
+bool resolve_gpu_device(const char* command, const std::string& device) {
+  if (device != "cpu" && device != "cuda" && device != "auto")
+    fail(Status::InvalidArgument, "{} --device {}: expected cpu, cuda or auto (cuda when a GPU is present)", command,
+         device);
+  if (device == "cpu") return false;
+  const std::string no_gpu = model::cuda_unavailable_reason();
+  if (device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "{} --device cuda: {}", command, no_gpu);
+  return no_gpu.empty();
 }
 
 namespace {

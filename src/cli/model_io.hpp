@@ -23,6 +23,11 @@ int cpu_threads();
 // --device: only "cpu" runs these commands for now. Throws Error(InvalidArgument) otherwise.
 void require_cpu_device(const std::string& device);
 
+// --device cpu|cuda|auto of a command whose forward passes run on either backend (profile,
+// calibrate): true for the GPU (cuda, or auto where a GPU is usable). Throws Error(InvalidArgument)
+// for another value and Error(NoDevice), with the reason, for cuda without a usable GPU.
+bool resolve_gpu_device(const char* command, const std::string& device);
+
 // Token bytes arrive in pieces that can split a UTF-8 character; push() returns the text that is
 // complete so far (invalid bytes become U+FFFD), finish() whatever is left.
 class Utf8Stream {

@@ -35,6 +35,7 @@ struct PredictorFitOptions {
   int64_t window = 0;         // tokens per forward pass (0: max positions)
   std::vector<int64_t> layers;  // empty: all
   bool gpu = false;             // the fit's large fp64 products on the GPU (falls back to the CPU on failure)
+  bool attention_inputs = true; // collect a as well as z (false: z only, for the profile, which counts z)
 };
 
 // The GPU half of a reduced-rank fit (src/offload/cuda/predictor_fit_cuda.cpp), fp64 with cuBLAS,

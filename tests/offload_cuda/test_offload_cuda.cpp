@@ -902,6 +902,14 @@ TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
   }
   // The profile of the GPU's pre-activations (profile --device cuda): fp16 rounding flips only
   // pre-activations near zero, so the rates differ by little.
+  // Without the attention inputs (profile --device cuda): no a, the same z.
+  PredictorFitOptions z_only = po;
+  z_only.attention_inputs = false;
+  const CollectedActivations gz = collect_activations_cuda(*m, toks, z_only);
+  for (int64_t l : cpu.layers) {
+    EXPECT_TRUE(gz.a[size_t(l)].empty()) << "layer " << l;
+    EXPECT_EQ(gz.z[size_t(l)], gpu.z[size_t(l)]) << "layer " << l;
+  }
   const ProfileResult pc = profile_collected(cpu), pg = profile_collected(gpu);
   ASSERT_EQ(pg.layers.size(), pc.layers.size());
   for (size_t l = 0; l < pc.layers.size(); ++l) {

@@ -69,7 +69,7 @@ class Collector final : public model::FfnProvider {
   void before_attention(int64_t, const void*, int64_t, void*) override {}
 
   void prefill_attention_input(int64_t layer, const void* x, int64_t rows, void* stream) override {
-    if (!owned_[size_t(layer)]) return;
+    if (!owned_[size_t(layer)] || col_.a[size_t(layer)].empty()) return;  // a not asked for
     const int64_t d = col_.hidden, t0 = a_rows_done_[size_t(layer)];
     if (t0 + rows > col_.tokens)
       fail(Status::Internal, "calibration collected more rows than tokens");
@@ -148,7 +148,7 @@ class Collector final : public model::FfnProvider {
   // Rows collected per layer: every collected layer must have seen `tokens` rows of a and z.
   void check_complete(int64_t tokens) const {
     for (int64_t l : col_.layers)
-      if (rows_done_[size_t(l)] != tokens || a_rows_done_[size_t(l)] != tokens)
+      if (rows_done_[size_t(l)] != tokens || (!col_.a[size_t(l)].empty() && a_rows_done_[size_t(l)] != tokens))
         fail(Status::Internal, "calibration: layer {} collected {} / {} rows of {} tokens", l,
              a_rows_done_[size_t(l)], rows_done_[size_t(l)], tokens);
   }
@@ -201,7 +201,7 @@ CollectedActivations collect_activations_cuda(const model::Model& model,
   col.a.resize(size_t(c.num_hidden_layers));
   col.z.resize(size_t(c.num_hidden_layers));
   for (int64_t l : col.layers) {
-    col.a[size_t(l)].resize(size_t(T * col.hidden));
+    if (opt.attention_inputs) col.a[size_t(l)].resize(size_t(T * col.hidden));
     col.z[size_t(l)].resize(size_t(T * col.ffn));
   }
   const NeuronStore store = NeuronStore::from_model(model);
