@@ -363,6 +363,10 @@ struct OptCuda::Impl {
   void profiled(const std::function<void()>& pass);
   void collect_marks(std::vector<StageProfile>& out);
   void end_profile();
+  void start_marks();
+  void stop_marks();
+  cudaGraphExec_t capture_step(const SamplingParams& s);
+  void prepare_decode_profile(OptCuda& self, const char* what, int64_t prompt_tokens, int64_t steps, int64_t b);
   // issue 6 hook: h2 = h + FFN(x) for n rows, by the provider when it owns the layer.
   bool ffn_owned(int64_t li) const { return opt.ffn_provider && opt.ffn_provider->owns_ffn(li); }
   void ffn_block(int64_t li, int64_t n, bool decode) {
@@ -923,9 +927,20 @@ void OptCuda::Impl::decode_step(const SamplingParams& s) {
     SF_CUDA_CHECK(cudaGraphExecDestroy(graph));
     graph = nullptr;
   }
+  graph = capture_step(s);
+  graph_sampling = s;
+  graph_valid = true;
+}
+
+// The decode step captured and instantiated. Per-node priorities: kernels captured from a
+// higher-priority stream (the offload runtime's side stream) keep it when the graph replays; a
+// driver that refuses them gets the plain instantiation. With marks on, the start event is the
+// graph's first node and every mark an event node (profile_decode_graph).
+cudaGraphExec_t OptCuda::Impl::capture_step(const SamplingParams& s) {
   cudaGraph_t g = nullptr;
   SF_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
+    if (profiling) SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
     decode_step_kernels(s);
   } catch (...) {
     cudaStreamEndCapture(stream, &g);
@@ -933,16 +948,14 @@ void OptCuda::Impl::decode_step(const SamplingParams& s) {
     throw;
   }
   SF_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-  // Per-node priorities: kernels captured from a higher-priority stream (the offload runtime's side
-  // stream) keep it when the graph replays. Only a priority hint: without it, the plain instantiation.
-  if (cudaGraphInstantiate(&graph, g, cudaGraphInstantiateFlagUseNodePriority) != cudaSuccess) {
+  cudaGraphExec_t exec = nullptr;
+  if (cudaGraphInstantiate(&exec, g, cudaGraphInstantiateFlagUseNodePriority) != cudaSuccess) {
     cudaGetLastError();
-    graph = nullptr;
-    SF_CUDA_CHECK(cudaGraphInstantiate(&graph, g, 0));
+    exec = nullptr;
+    SF_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
   }
   SF_CUDA_CHECK(cudaGraphDestroy(g));
-  graph_sampling = s;
-  graph_valid = true;
+  return exec;
 }
 
 // ---- OptCuda -------------------------------------------------------------------------------------
@@ -1101,6 +1114,20 @@ void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out) {
 
 // Runs `pass` with an event after each marked stage; the marks' events stay in prof_events until the caller destroys them.
 void OptCuda::Impl::profiled(const std::function<void()>& pass) {
+  start_marks();
+  SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
+  try {
+    pass();
+  } catch (...) {
+    stop_marks();
+    throw;
+  }
+  stop_marks();
+  SF_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+// Marks on: the start event exists, the list is empty, mark() records, and the FFN provider has the marker.
+void OptCuda::Impl::start_marks() {
   if (prof_events.empty()) {
     cudaEvent_t start = nullptr;
     SF_CUDA_CHECK(cudaEventCreate(&start));
@@ -1108,18 +1135,12 @@ void OptCuda::Impl::profiled(const std::function<void()>& pass) {
   }
   prof_marks.clear();
   profiling = true;
-  SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
   if (opt.ffn_provider) opt.ffn_provider->set_stage_marker([this](const char* st, double b) { mark(st, b); });
-  try {
-    pass();
-  } catch (...) {
-    profiling = false;
-    if (opt.ffn_provider) opt.ffn_provider->set_stage_marker({});
-    throw;
-  }
+}
+
+void OptCuda::Impl::stop_marks() {
   profiling = false;
   if (opt.ffn_provider) opt.ffn_provider->set_stage_marker({});
-  SF_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void OptCuda::Impl::end_profile() {
@@ -1128,18 +1149,35 @@ void OptCuda::Impl::end_profile() {
   prof_marks.clear();
 }
 
+// Both decode profiles: a prefill and `steps` graph steps (warm, every workspace sized), then back to
+// the prompt, so the profiled steps attend over the same lengths the benchmark's do and overwrite the
+// cache rows past the prompt.
+void OptCuda::Impl::prepare_decode_profile(OptCuda& self, const char* what, int64_t prompt_tokens, int64_t steps,
+                                           int64_t b) {
+  if (prompt_tokens < 1 || steps < 1 || b < 1)
+    fail(Status::InvalidArgument, "{} needs a prompt, steps and batch of at least 1 (got {}, {}, {}).", what,
+         prompt_tokens, steps, b);
+  const std::vector<std::vector<int32_t>> prompts(size_t(b), std::vector<int32_t>(size_t(prompt_tokens), 2));
+  self.generate_batch(prompts, steps + 1, SamplingParams{});
+  length = prompt_tokens;
+  set_pos(prompt_tokens);
+}
+
+// Per-step means over `steps` collected passes. Every marked stage stays, also one that took no time
+// (a wait that found its event done), so the eager and graph lists name the same stages.
+static void average_stages(std::vector<StageProfile>& out, int64_t steps) {
+  const double n = double(std::max<int64_t>(1, steps));
+  for (auto& st : out) {
+    st.ms /= n;
+    st.bytes /= n;
+    st.launches = int64_t(double(st.launches) / n + 0.5);
+  }
+}
+
 std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch) {
   auto& m = *impl_;
-  if (prompt_tokens < 1 || steps < 1 || batch < 1)
-    fail(Status::InvalidArgument, "profile_decode needs a prompt, steps and batch of at least 1 (got {}, {}, {}).",
-         prompt_tokens, steps, batch);
-  const std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_tokens), 2));
+  m.prepare_decode_profile(*this, "profile_decode", prompt_tokens, steps, batch);
   SamplingParams greedy;
-  // Prefill and `steps` graph steps (warm), then rewind to the prompt: the profiled steps attend
-  // over the same lengths the benchmark's do, and overwrite the cache rows past the prompt.
-  generate_batch(prompts, steps + 1, greedy);
-  m.length = prompt_tokens;
-  m.set_pos(prompt_tokens);
   std::vector<StageProfile> out;
   int64_t done = 0;
   for (; done < steps && m.length < m.cap; ++done) {
@@ -1148,58 +1186,28 @@ std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t
     m.collect_marks(out);
   }
   m.end_profile();
-  const double n = double(std::max<int64_t>(1, done));
-  for (auto& st : out) {
-    st.ms /= n;
-    st.bytes /= n;
-    st.launches = int64_t(double(st.launches) / n + 0.5);
-  }
-  return out;  // every marked stage, also one that took no time (a wait that found its event done)
+  average_stages(out, done);
+  return out;
 }
 
 std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, int64_t steps, int64_t batch) {
   auto& m = *impl_;
-  if (prompt_tokens < 1 || steps < 1 || batch < 1)
-    fail(Status::InvalidArgument, "profile_decode_graph needs a prompt, steps and batch of at least 1 (got {}, {}, {}).",
-         prompt_tokens, steps, batch);
-  const std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_tokens), 2));
+  m.prepare_decode_profile(*this, "profile_decode_graph", prompt_tokens, steps, batch);
   SamplingParams greedy;
-  generate_batch(prompts, steps + 1, greedy);  // sizes every workspace, warms the clocks
-  m.length = prompt_tokens;
-  m.set_pos(prompt_tokens);
   // One eager marked step first: it creates every event outside the capture. Then back to the prompt.
   m.profiled([&] { m.decode_step_kernels(greedy); });
   m.length = prompt_tokens;
   m.set_pos(prompt_tokens);
   // Capture one step with its marks as event-record nodes.
-  m.prof_marks.clear();
-  m.profiling = true;
-  if (m.opt.ffn_provider) m.opt.ffn_provider->set_stage_marker([&m](const char* st, double b) { m.mark(st, b); });
-  cudaGraph_t g = nullptr;
+  m.start_marks();
   cudaGraphExec_t exec = nullptr;
-  auto stop_marking = [&] {
-    m.profiling = false;
-    if (m.opt.ffn_provider) m.opt.ffn_provider->set_stage_marker({});
-  };
-  SF_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
   try {
-    SF_CUDA_CHECK(cudaEventRecord(m.prof_events[0], m.stream));
-    m.decode_step_kernels(greedy);
+    exec = m.capture_step(greedy);
   } catch (...) {
-    cudaStreamEndCapture(m.stream, &g);
-    if (g) cudaGraphDestroy(g);
-    stop_marking();
+    m.stop_marks();
     throw;
   }
-  stop_marking();
-  SF_CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
-  const cudaError_t ie = cudaGraphInstantiate(&exec, g, cudaGraphInstantiateFlagUseNodePriority);
-  if (ie != cudaSuccess) {
-    cudaGetLastError();
-    exec = nullptr;
-    SF_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-  }
-  SF_CUDA_CHECK(cudaGraphDestroy(g));
+  m.stop_marks();
   std::vector<StageProfile> out;
   int64_t done = 0;
   for (; done < steps && m.length < m.cap; ++done) {
@@ -1210,13 +1218,8 @@ std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, i
   }
   cudaGraphExecDestroy(exec);
   m.end_profile();
-  const double n = double(std::max<int64_t>(1, done));
-  for (auto& st : out) {
-    st.ms /= n;
-    st.bytes /= n;
-    st.launches = int64_t(double(st.launches) / n + 0.5);
-  }
-  return out;  // every marked stage, also one that took no time between two event nodes
+  average_stages(out, done);
+  return out;
 }
 
 std::vector<StageProfile> OptCuda::profile_prefill(int64_t n) {
