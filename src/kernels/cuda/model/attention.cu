@@ -267,17 +267,33 @@ __global__ void qkv_to_cache4_kernel(AttentionArgs a, int64_t seq, void* __restr
   }
 }
 
+// The row of scores a warp of the causal softmax kernels owns: warp r of the grid takes row r
+// (rows = heads x queries of the chunk); query i = r % queries sees keys 0..first_visible + i - 1;
+// words: 16-byte words of visible scores, out_words: of the row's len outputs.
+struct SoftmaxRow {
+  int lane;
+  int64_t r, visible, words, out_words;
+  bool live;
+  __device__ SoftmaxRow(int64_t rows, int64_t queries, int64_t len, int64_t first_visible)
+      : lane(int(threadIdx.x % 32)), r(int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) {
+    live = r < rows;
+    const int64_t seen = first_visible + r % queries;
+    visible = seen < len ? seen : len;
+    words = (visible + 3) / 4;
+    out_words = (len + 3) / 4;
+  }
+};
+
 // One warp per row r of scores [rows, ld] fp32 (rows = heads x queries of the chunk): query i = r %
 // queries sees keys 0..first_visible + i - 1; softmax over those in fp32, zeros over the rest of the
 // row's len keys, written as act to probs [rows, ld]. ld % 4 == 0: 16-byte score loads, 8/16-byte stores.
 __global__ void causal_softmax_kernel(const float* __restrict__ scores, int64_t rows, int64_t queries, int64_t len,
                                       int64_t ld, int64_t first_visible, void* __restrict__ probs, int act_dt) {
-  const int lane = threadIdx.x % 32;
-  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (r >= rows) return;
-  const int64_t seen = first_visible + r % queries, visible = seen < len ? seen : len;
+  const SoftmaxRow row(rows, queries, len, first_visible);
+  if (!row.live) return;
+  const int lane = row.lane;
+  const int64_t r = row.r, visible = row.visible, words = row.words, out_words = row.out_words;
   const float4* s = reinterpret_cast<const float4*>(scores + r * ld);
-  const int64_t words = (visible + 3) / 4, out_words = (len + 3) / 4;
   auto elem = [&](const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; };
   float m = -INFINITY;
   for (int64_t w = lane; w < words; w += 32) {
@@ -309,12 +325,11 @@ template <int W>
 __global__ void causal_softmax_regs_kernel(const float* __restrict__ scores, int64_t rows, int64_t queries,
                                            int64_t len, int64_t ld, int64_t first_visible, void* __restrict__ probs,
                                            int act_dt) {
-  const int lane = threadIdx.x % 32;
-  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (r >= rows) return;
-  const int64_t seen = first_visible + r % queries, visible = seen < len ? seen : len;
+  const SoftmaxRow row(rows, queries, len, first_visible);
+  if (!row.live) return;
+  const int lane = row.lane;
+  const int64_t r = row.r, visible = row.visible, words = row.words, out_words = row.out_words;
   const float4* s = reinterpret_cast<const float4*>(scores + r * ld);
-  const int64_t words = (visible + 3) / 4, out_words = (len + 3) / 4;
   float v[W][4];
   float m = -INFINITY;
 #pragma unroll
