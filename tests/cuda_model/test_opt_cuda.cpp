@@ -342,17 +342,26 @@ TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
 // 600-token prefill (three query chunks) against the same tokens through the decode kernels one at a
 // time, against a prefill in two parts (the second one with 100 tokens already cached, so its chunks
 // start past 0), and its perplexity against the CPU backend's.
+// A synthetic OPT-125m HF checkpoint (real shapes, random fp16 weights) in a temporary directory,
+// removed at scope exit.
+struct TempOpt125m {
+  std::filesystem::path dir;
+  TempOpt125m(const char* tag, uint64_t seed)
+      : dir(std::filesystem::temp_directory_path() / (tag + std::to_string(::getpid()))) {
+    write_large_opt_hf(dir.string(), "opt-125m", seed, DType::F16);
+  }
+  ~TempOpt125m() { std::filesystem::remove_all(dir); }
+  TempOpt125m(const TempOpt125m&) = delete;
+  TempOpt125m& operator=(const TempOpt125m&) = delete;
+};
+
 class CudaSynthOpt125m : public ::testing::TestWithParam<bool> {};
 
 TEST_P(CudaSynthOpt125m, PrefillAttentionAgreesWithDecodeAndCpu) {
   SKIP_WITHOUT_GPU();
   const bool fused = GetParam();
-  const auto dir = std::filesystem::temp_directory_path() / ("sf-test-opt125m-" + std::to_string(::getpid()));
-  write_large_opt_hf(dir.string(), "opt-125m", 7, DType::F16);
-  struct Cleanup {
-    std::filesystem::path d;
-    ~Cleanup() { std::filesystem::remove_all(d); }
-  } cleanup{dir};
+  const TempOpt125m ck("sf-test-opt125m-", 7);
+  const auto& dir = ck.dir;
   auto model = Model::open(dir.string());
   CudaOptions o;
   o.fused_prefill_attention = fused;
@@ -399,12 +408,8 @@ INSTANTIATE_TEST_SUITE_P(Attention, CudaSynthOpt125m, ::testing::Values(false, t
 // (SPARSEFLOW_PREFILL_LT=0).
 TEST(CudaSynthOpt125m24, LargePrefillAgreesWithDecodeAndTheFallback) {
   SKIP_WITHOUT_GPU();
-  const auto dir = std::filesystem::temp_directory_path() / ("sf-test-opt125m24-" + std::to_string(::getpid()));
-  write_large_opt_hf(dir.string(), "opt-125m", 11, DType::F16);
-  struct Cleanup {
-    std::filesystem::path d;
-    ~Cleanup() { std::filesystem::remove_all(d); }
-  } cleanup{dir};
+  const TempOpt125m ck("sf-test-opt125m24-", 11);
+  const auto& dir = ck.dir;
   auto model = Model::open(dir.string(), "2:4");
   std::mt19937 rng(5);
   std::vector<int32_t> tokens(300);

@@ -18,7 +18,16 @@ using sftest::catch_error;
 
 namespace {
 
-class NeuronMajorTest : public sftest::ScratchTest {};
+class NeuronMajorTest : public sftest::ScratchTest {
+ protected:
+  // A tiny synthetic checkpoint (seed) converted to a row-major .sf at path("rm.sf").
+  void write_row_major_sf(uint64_t seed) {
+    SynthOptions o;
+    o.seed = seed;
+    write_tiny_opt(path("ck"), o);
+    convert_to_sf(*Model::open(path("ck")), path("rm.sf"), {});
+  }
+};
 
 std::vector<float> run(const Model& m, const std::vector<int32_t>& prompt, int steps) {
   OptCpu opt(m);
@@ -156,11 +165,7 @@ TEST_F(NeuronMajorTest, TwoFourWithNeuronMajorIsRefused) {
 namespace {
 
 TEST_F(NeuronMajorTest, HotnessOrderPermutesBundlesProfileAndPredictorsTogether) {
-  SynthOptions o;
-  o.seed = 8;
-  write_tiny_opt(path("ck"), o);
-  const auto hf = Model::open(path("ck"));
-  convert_to_sf(*hf, path("rm.sf"), {});
+  write_row_major_sf(8);
   std::vector<int32_t> ids;
   for (int i = 0; i < 300; ++i) ids.push_back(int32_t((i * 37 + 5) % 1500));
   {
@@ -215,11 +220,7 @@ TEST_F(NeuronMajorTest, HotnessOrderPermutesBundlesProfileAndPredictorsTogether)
 // is the observer profile of the CPU forward: the same windows, the same counts, bit for bit; a
 // profile written with the predictors in one rewrite reads back like write_profile's.
 TEST_F(NeuronMajorTest, ProfileFromCollectedActivationsEqualsTheObserverProfile) {
-  SynthOptions o;
-  o.seed = 9;
-  write_tiny_opt(path("ck"), o);
-  const auto hf = Model::open(path("ck"));
-  convert_to_sf(*hf, path("rm.sf"), {});
+  write_row_major_sf(9);
   std::vector<int32_t> ids;
   for (int i = 0; i < 41; ++i) ids.push_back(int32_t((i * 53 + 3) % 1500));
   const auto rm = Model::open(path("rm.sf"));
