@@ -42,9 +42,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
   }
   return out;
 }
-}  // namespace
 
-namespace {
 nlohmann::ordered_json print_stages(const std::vector<model::StageProfile>& stages, double bw, std::FILE* human,
                                     const std::string& title) {
   double total = 0;
