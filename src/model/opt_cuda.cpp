@@ -182,8 +182,18 @@ struct OptCuda::Impl {
       SF_CUDA_CHECK(cudaEventCreate(&e));
       prof_events.push_back(e);
     }
-    SF_CUDA_CHECK(cudaEventRecord(prof_events[prof_marks.size() + 1], stream));
+    record_mark(prof_events[prof_marks.size() + 1]);
     prof_marks.emplace_back(stage, bytes);
+  }
+  // Inside a stream capture a plain record is only a dependency marker; an external record becomes an
+  // event node that the replayed graph records, so its time can be read.
+  void record_mark(cudaEvent_t e) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    SF_CUDA_CHECK(cudaStreamIsCapturing(stream, &cs));
+    if (cs == cudaStreamCaptureStatusActive)
+      SF_CUDA_CHECK(cudaEventRecordWithFlags(e, stream, cudaEventRecordExternal));
+    else
+      SF_CUDA_CHECK(cudaEventRecord(e, stream));
   }
   SamplingParams graph_sampling;
   bool graph_valid = false;
@@ -655,7 +665,6 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
     de.act = a;
     de.residual = residual;
     de.residual_dtype = DType::F32;
-    de.next = next;
     // Products the table gives to the dense fallback (large M on sm_90) go through cuBLASLt below,
     // with the fused bias/ReLU and 16-bit output the dense path has, from a decompressed copy.
     if (!(dense_scratch && lt_workspace && m > kk::kGemvMaxM &&
@@ -940,7 +949,7 @@ cudaGraphExec_t OptCuda::Impl::capture_step(const SamplingParams& s) {
   cudaGraph_t g = nullptr;
   SF_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
-    if (profiling) SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
+    if (profiling) record_mark(prof_events[0]);
     decode_step_kernels(s);
   } catch (...) {
     cudaStreamEndCapture(stream, &g);

@@ -15,13 +15,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <string>
 
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/epilogue.cuh"
-#include "kernels/cuda/l2_prefetch.cuh"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/ptx.cuh"
 
@@ -71,19 +69,9 @@ __device__ __forceinline__ float sum_splits(const float* v, size_t stride, int s
   return acc;
 }
 
-// The blocks of the last waves (linear index >= p.tail_start) start while HBM drains: their first
-// warp asks for the head of the next product's weights (an L2 prefetch, a hint).
-__device__ __forceinline__ void issue_tail_prefetch(const DecodeLaunch& p) {
-  const unsigned id = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  if (int(id) >= p.tail_start && threadIdx.x < 32)
-    issue_l2_prefetch(p.next, id - unsigned(p.tail_start), gridDim.x * gridDim.y * gridDim.z - unsigned(p.tail_start),
-                      threadIdx.x);
-}
-
 template <typename T, int MT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p) {
   pdl_launch_dependents();
-  issue_tail_prefetch(p);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int rb = blockIdx.x, split = blockIdx.y;
@@ -200,7 +188,6 @@ __host__ __device__ constexpr int sx_smem_bytes() { return 2 * MT * 8 * sx_row_b
 template <typename T, int MT, int R, int KG>
 __global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaunch p) {
   pdl_launch_dependents();
-  issue_tail_prefetch(p);
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr int kThreads = R * KG * 32;
   constexpr int kRows = MT * 8;
@@ -382,17 +369,6 @@ void launch_dtype(const DecodeLaunch& p, int mt, int warps, int kgroups, bool sh
 
 void launch_decode(DecodeLaunch p, DType dtype, int mt, int warps, int kgroups, bool shared_x, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0) return;
-  if (p.next.ptr[0]) {  // the last two blocks per SM ask for the next product's head
-    static const int sms = [] {
-      int dev = 0, n = 0;
-      cudaGetDevice(&dev);
-      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-      return n > 0 ? n : 132;
-    }();
-    const int rows = shared_x ? (p.row_blocks + warps - 1) / warps : p.row_blocks;
-    const int blocks = rows * p.splits * ((p.m + mt * 8 - 1) / (mt * 8));
-    p.tail_start = std::max(0, blocks - 2 * sms);
-  }
   if (dtype == DType::F16) return launch_dtype<__half>(p, mt, warps, kgroups, shared_x, stream);
   if (dtype == DType::BF16) return launch_dtype<__nv_bfloat16>(p, mt, warps, kgroups, shared_x, stream);
   detail::throw_status(2 /* UnsupportedShape */, "the 2:4 GPU kernels take fp16 or bf16 weights, not " +

@@ -6,7 +6,6 @@
 
 #include "core/dtype.hpp"
 #include "kernels/cuda/epilogue.cuh"
-#include "kernels/cuda/l2_prefetch.hpp"
 
 namespace sf::cuda {
 
@@ -21,8 +20,6 @@ struct DecodeLaunch {
   EpilogueParams ep;
   float* partials = nullptr;  // [token_chunks * row_blocks * splits * mt * 8 * 16] when splits > 1
   int* counters = nullptr;    // [token_chunks * row_blocks], zero on entry, zero on exit
-  L2Prefetch next;            // decode: the head of the next product's weights, asked for by the
-  int tail_start = 0x7fffffff;  // blocks from this linear index on (launch_decode sets it: the last waves)
 };
 
 // mt: 8-token n-tiles per block (1, 2, 4 or 8); tokens beyond 8 * mt go to more blocks (grid.z).

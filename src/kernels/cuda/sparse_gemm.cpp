@@ -373,7 +373,6 @@ void SparseGemm::run_decode(const KernelChoice& c, const DeviceWeight24& w, cons
   p.quads_per_split = (p.quads_per_split + 2 * kgroups - 1) / (2 * kgroups) * (2 * kgroups);  // whole supersteps
   p.splits = (p.k_quads + p.quads_per_split - 1) / p.quads_per_split;
   p.ep = to_params(ep, y, y_dtype, w.n);
-  p.next = ep.next;
   if (p.splits > 1) {
     ensure_workspace(decode_partial_floats(p.m, p.row_blocks, p.splits, mt),
                      decode_counter_count(p.m, p.row_blocks, mt));

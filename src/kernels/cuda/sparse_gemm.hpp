@@ -11,7 +11,6 @@
 #include <string>
 
 #include "core/dtype.hpp"
-#include "kernels/cuda/l2_prefetch.hpp"
 #include "sparse24/sparse24.hpp"
 
 namespace sf::cuda {
@@ -49,9 +48,6 @@ struct DeviceEpilogue {
   s24::Activation act = s24::Activation::None;
   const void* residual = nullptr;  // [M, N] on the device, optional; added after the activation
   DType residual_dtype = DType::F32;
-  // Not part of y: the head of the next product's weights, which the decode kernel's last blocks ask
-  // to be prefetched into L2 (l2_prefetch.hpp; a hint, the decode path only; empty: none).
-  L2Prefetch next;
 };
 
 // How one product is computed; docs/KERNELS.md describes each path.
