@@ -174,8 +174,15 @@ struct OptCuda::Impl {
   // profile_decode(): an event after each stage of an eager step; off (no events) otherwise.
   bool profiling = false;
   std::vector<cudaEvent_t> prof_events;
-  std::vector<std::pair<const char*, double>> prof_marks;  // (stage, bytes or flops) per recorded event
-  void mark(const char* stage, double bytes) {
+  // Per recorded event: the stage, its bytes (or flops), and what each further cached position adds
+  // (the attention's KV rows): a graph captured at one length replays at longer ones.
+  struct Mark {
+    const char* stage;
+    double work;
+    double per_position;
+  };
+  std::vector<Mark> prof_marks;
+  void mark(const char* stage, double bytes, double per_position = 0) {
     if (!profiling) return;
     if (prof_marks.size() + 1 >= prof_events.size()) {
       cudaEvent_t e;
@@ -183,7 +190,7 @@ struct OptCuda::Impl {
       prof_events.push_back(e);
     }
     record_mark(prof_events[prof_marks.size() + 1]);
-    prof_marks.emplace_back(stage, bytes);
+    prof_marks.push_back({stage, bytes, per_position});
   }
   // Inside a stream capture a plain record is only a dependency marker; an external record becomes an
   // event node that the replayed graph records, so its time can be read.
@@ -371,7 +378,7 @@ struct OptCuda::Impl {
   void layer_decode(int64_t li);
   // profile_decode / profile_prefill: run a marked pass, gather its stage times.
   void profiled(const std::function<void()>& pass);
-  void collect_marks(std::vector<StageProfile>& out);
+  void collect_marks(std::vector<StageProfile>& out, int64_t positions_since_capture = 0);
   void end_profile();
   void start_marks();
   void stop_marks();
@@ -860,7 +867,8 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   // out_proj, then the head of fc1: attention leaves HBM idle (docs/KERNELS.md).
   a.prefetch = prefetch_of({attention_on_host(li) ? nullptr : &Ly.out, &Ly.fc1}, l2_prefetch);
   kk::launch_decode_attention(a, stream);
-  mark("attention", 2.0 * double(n * (length + 1) * H) * double(act_size));
+  const double kv_row_bytes = 2.0 * double(n * H) * double(act_size);
+  mark("attention", kv_row_bytes * double(length + 1), kv_row_bytes);
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h, false, prefetch_of({&Ly.fc1}, kGapPrefetch));
   mark("out_proj", double(Ly.out.bytes(act)));
   if (ffn_owned(li)) opt.ffn_provider->before_ffn_input(li, stream);  // x is overwritten next
@@ -1108,11 +1116,12 @@ BatchGenerateResult OptCuda::generate_batch(const std::vector<std::vector<int32_
 }
 
 // Adds the marks of the last profiled pass to `out` (stages by name, in first-seen order).
-void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out) {
+void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out, int64_t positions_since_capture) {
   for (size_t i = 0; i < prof_marks.size(); ++i) {
     float ms = 0;
     SF_CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events[i], prof_events[i + 1]));
-    const auto [stage, work] = prof_marks[i];
+    const auto [stage, captured_work, per_position] = prof_marks[i];
+    const double work = captured_work + per_position * double(positions_since_capture);
     auto it = std::find_if(out.begin(), out.end(), [&](const StageProfile& st) { return st.stage == stage; });
     if (it == out.end()) it = out.insert(out.end(), StageProfile{stage});
     it->ms += ms;
@@ -1222,8 +1231,8 @@ std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, i
   for (; done < steps && m.length < m.cap; ++done) {
     SF_CUDA_CHECK(cudaGraphLaunch(exec, m.stream));
     SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    m.collect_marks(out, /*positions_since_capture=*/m.length - prompt_tokens);
     ++m.length;  // the graph's sampling kernel advanced the device position
-    m.collect_marks(out);
   }
   cudaGraphExecDestroy(exec);
   m.end_profile();

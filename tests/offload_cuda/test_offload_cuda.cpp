@@ -614,49 +614,59 @@ TEST(OffloadPredictorMode, RandomPredictorRunsAndReportsConsistentStats) {
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
-// The side stream at the highest priority (SPARSEFLOW_SIDE_PRIORITY=1) changes when its kernels run,
-// not what they compute: the same ids, logits and counters as at the default priority.
-TEST(OffloadConcurrent, SideStreamPriorityChangesNothingButTiming) {
+// How the two streams split the work changes when kernels run, not what they compute: with the side
+// stream at the highest priority (SPARSEFLOW_SIDE_PRIORITY=1) or the predictor's first product on it
+// too (SPARSEFLOW_PREDICT_ON_SIDE=1), the same ids, logits and counters as by default.
+class OffloadStreams : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(OffloadStreams, ChangeNothingButTiming) {
   SKIP_WITHOUT_GPU();
   auto m = with_predictors(0.0f, 16, 29);
   const std::vector<int32_t> toks = spread_tokens(*m, 12);
-  auto run = [&](const char* prio) {
-    if (prio) setenv("SPARSEFLOW_SIDE_PRIORITY", prio, 1);
-    else unsetenv("SPARSEFLOW_SIDE_PRIORITY");
+  auto run = [&](const char* env) {
+    if (env) setenv(env, "1", 1);
     OffloadOptions opt;
     opt.stats = true;
     OffloadedOpt off(*m, opt, {}, OffloadTuning{}, hand_plan(*m, 16, 48));
-    unsetenv("SPARSEFLOW_SIDE_PRIORITY");
+    if (env) unsetenv(env);
     auto logits = stepwise(off.engine(), toks);
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 8, {});
     return std::make_tuple(logits, res.ids, off.stats().active, off.stats().fetched);
   };
-  const auto base = run(nullptr), high = run("1");
-  expect_same_logits(std::get<0>(high), std::get<0>(base), "side stream priority", true);
-  EXPECT_EQ(std::get<1>(high), std::get<1>(base));
-  EXPECT_EQ(std::get<2>(high), std::get<2>(base));
-  EXPECT_EQ(std::get<3>(high), std::get<3>(base));
+  const auto base = run(nullptr), other = run(GetParam());
+  expect_same_logits(std::get<0>(other), std::get<0>(base), GetParam(), true);
+  EXPECT_EQ(std::get<1>(other), std::get<1>(base));
+  EXPECT_EQ(std::get<2>(other), std::get<2>(base));
+  EXPECT_EQ(std::get<3>(other), std::get<3>(base));
 }
 
+INSTANTIATE_TEST_SUITE_P(Env, OffloadStreams, ::testing::Values("SPARSEFLOW_SIDE_PRIORITY", "SPARSEFLOW_PREDICT_ON_SIDE"));
+
 // benchmark --profile on the offloaded engine: the eager decode step by stage, the FFN split by the
-// runtime into the waits for the side stream (before the FFN input overwrites x, and before fc1), fc1
-// and fc2 (one of each per layer and step); the marker is dropped after the pass (a later graph step
-// runs without it).
-TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
+// runtime into the wait for the side stream before fc1, fc1 and fc2 (one of each per layer and step),
+// and with the predictor's first product on the side stream also the wait before the FFN input
+// overwrites x; the marker is dropped after the pass (a later graph step runs without it).
+class OffloadProfile : public ::testing::TestWithParam<bool> {};
+
+TEST_P(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   SKIP_WITHOUT_GPU();
+  const bool on_side = GetParam();
   auto m = with_predictors(0.0f, 16, 23);
+  if (on_side) setenv("SPARSEFLOW_PREDICT_ON_SIDE", "1", 1);
   OffloadedOpt off(*m, OffloadOptions{}, {}, OffloadTuning{}, hand_plan(*m, 32, 48));
+  unsetenv("SPARSEFLOW_PREDICT_ON_SIDE");
   const int64_t steps = 3, layers = m->config().num_hidden_layers;
   const auto stages = off.engine().profile_decode(4, steps);
   auto find = [&](const char* name) {
     return std::find_if(stages.begin(), stages.end(), [&](const model::StageProfile& st) { return st.stage == name; });
   };
-  for (const char* name : {"ffn_predict", "ffn_predict_wait", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
+  for (const char* name : {"ffn_predict", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
     const auto it = find(name);
     ASSERT_NE(it, stages.end()) << "no stage " << name;
     EXPECT_EQ(it->launches, layers) << name;  // per step
     EXPECT_GE(it->ms, 0.0) << name;
   }
+  EXPECT_EQ(find("ffn_predict_wait") != stages.end(), on_side);
   EXPECT_GT(find("ffn_fc1")->ms + find("ffn_fc2")->ms, 0.0);
   // The same stages inside the replayed decode graph (the side stream's events are graph nodes too).
   const auto graph = off.engine().profile_decode_graph(4, steps);
@@ -668,6 +678,9 @@ TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 6, {});
   EXPECT_EQ(res.ids.size(), 6u);
 }
+
+INSTANTIATE_TEST_SUITE_P(PredictorFirstProduct, OffloadProfile, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "OnSideStream" : "OnMainStream"; });
 
 // Budget edges through the planner: too small is refused (naming the minimum), the minimum runs,
 // a budget holding everything keeps every layer resident; all three equal the resident output in

@@ -185,6 +185,10 @@ void OffloadRuntime::init(int device) {
   const char* prio_env = std::getenv("SPARSEFLOW_SIDE_PRIORITY");
   side_priority_ = prio_env && std::string_view(prio_env) == "1" ? greatest : 0;
   SF_CUDA_CHECK(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking, side_priority_));
+  // SPARSEFLOW_PREDICT_ON_SIDE=1: the predictor's first product (a U) runs on the side stream too,
+  // off the critical path in principle; measured slower on the H200 (docs/OFFLOAD.md), so opt-in.
+  const char* side_env = std::getenv("SPARSEFLOW_PREDICT_ON_SIDE");
+  predict_on_side_ = side_env && std::string_view(side_env) == "1";
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&cpu_stream_, cudaStreamNonBlocking));
   SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stats_stream_, cudaStreamNonBlocking));
   SF_CUDA_CHECK(cudaEventCreate(&step_begin_));
@@ -703,15 +707,19 @@ void OffloadRuntime::before_attention(int64_t layer, const void* x, int64_t rows
   L.timed = false;
   const bool listed = L.mode == LayerMode::Resident || L.mode == LayerMode::Fetch || L.mode == LayerMode::Cpu;
   if (listed && !exact_) {
-    // The whole prediction, the lookup and the fetch run on the side stream during q/k/v and
-    // attention. Stage 1 reads x (LN1's output), which the engine overwrites with the FFN input
-    // later: before_ffn_input() makes the main stream wait for x_read first.
+    // The prediction's second half, the lookup and the fetch run on the side stream during q/k/v
+    // and attention; its first product (a U, the one read of x) runs on the main stream before the
+    // fork, or with predict_on_side_ on the side stream too: x (LN1's output) is overwritten with
+    // the FFN input later, so before_ffn_input() then makes the main stream wait for x_read first.
+    if (!predict_on_side_) k::launch_predictor_t(x, L.u, d_, L.rank, F_, pred_scratch_, act_code_, s);
     SF_CUDA_CHECK(cudaEventRecord(L.fork, s));
     SF_CUDA_CHECK(cudaStreamWaitEvent(side_, L.fork, 0));
     if (stats_events_) record_timing(L.t_begin, side_);
-    k::launch_predictor_t(x, L.u, d_, L.rank, F_, pred_scratch_, act_code_, side_);
-    SF_CUDA_CHECK(cudaEventRecord(L.x_read, side_));
-    L.x_pending = true;
+    if (predict_on_side_) {
+      k::launch_predictor_t(x, L.u, d_, L.rank, F_, pred_scratch_, act_code_, side_);
+      SF_CUDA_CHECK(cudaEventRecord(L.x_read, side_));
+      L.x_pending = true;
+    }
     k::launch_predictor_flags(L.v, L.thr, d_, L.rank, F_, pred_scratch_, L.flags, act_code_, side_);
     const bool allocate = L.mode == LayerMode::Fetch;
     k::launch_lookup(L.flags, F_, cw_, L.cache, L.list, L.fetch, L.step, allocate, lookup_scratch_, L.stats, side_);
@@ -880,7 +888,8 @@ std::string OffloadRuntime::describe() const {
   if (probe_.pcie_kernel_GBps > 0)
     s += fmt::format("  host->GPU: kernel reading mapped memory {:.1f} GB/s, DMA copy {:.1f} GB/s; CPU cold neurons "
                      "{:.1f} GB/s\n", probe_.pcie_kernel_GBps, probe_.pcie_dma_GBps, probe_.cpu_GBps);
-  s += fmt::format("  side stream (prediction, lookup, fetch): {}\n",
+  s += fmt::format("  side stream ({}prediction, lookup, fetch): {}\n",
+                   predict_on_side_ ? "all of the " : "the second half of the ",
                    side_priority_ ? "highest priority (SPARSEFLOW_SIDE_PRIORITY=1)" : "default priority");
   if (plan_.attention_host_layers > 0)
     s += fmt::format("  attention weights of layers {}-{} in mapped host memory: {} read over PCIe per token\n",

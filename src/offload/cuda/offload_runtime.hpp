@@ -122,6 +122,7 @@ class OffloadRuntime final : public model::FfnProvider {
   int64_t decode_steps_seen_ = 0;
   bool stats_events_ = false;
   int side_priority_ = 0;  // the side stream's priority (cudaStreamCreateWithPriority; lower is higher)
+  bool predict_on_side_ = false;  // the predictor's first product on the side stream (SPARSEFLOW_PREDICT_ON_SIDE=1)
   std::function<void(const char*, double)> mark_;  // set during a profiled pass only
   cudaEvent_t step_begin_ = nullptr, step_end_ = nullptr;
   double timing_[3] = {0, 0, 0};  // step, transfer, wait (ms), summed by after_decode_step

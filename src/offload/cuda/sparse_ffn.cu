@@ -7,7 +7,8 @@
 // fc1: one warp per entry (the same per-row loop as the resident GEMV, see ffn_math.cuh), a
 // grid-stride loop over the list so the launch does not depend on the count the GPU decided.
 // fc2: one warp per tile of kTile outputs; lane L walks lane class L of the list in order (see
-// offload_kernels.hpp), loading kVec 16-byte pieces of each fc2 column, several entries in flight;
+// offload_kernels.hpp), loading kVec 16-byte pieces of each fc2 column, eight entries in flight and
+// the next eight entries' ids read meanwhile;
 // a chunk's partial sum is added to the lane's accumulator when the chunk changes, exactly as the
 // GEMV's dot16 + `acc +=` does; the butterfly and the epilogue (b2, then the residual) follow.
 #include "kernels/cuda/check.hpp"
@@ -17,7 +18,8 @@
 namespace sf::offload::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 8;     // fc1's block
+constexpr int kFc2Warps = 2;  // fc2's block: its 256 tiles (d = 4096, fp16) spread over 128 SMs, not 32
 
 template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) sparse_fc1_kernel(SparseFfnArgs a, ActiveList list) {
@@ -46,37 +48,52 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fc1_kernel(SparseFfnArgs a
   }
 }
 
-// kVec 16-byte pieces per lane and entry: a tile of kVec * cw outputs per warp.
+// One list entry as fc2 needs it: h (0 when the entry is past the lane's range or did not fire),
+// the neuron and its slot.
+struct Fc2Entry {
+  float h;
+  int j, slot;
+};
+
+// The entries p0 .. p0 + N - 1 of a lane's range [.., hi).
+template <typename T, int N>
+__device__ __forceinline__ void load_entries(const ActiveList& list, int p0, int hi, Fc2Entry (&e)[N]) {
+  const T* h = static_cast<const T*>(list.h);
+#pragma unroll
+  for (int q = 0; q < N; ++q) {
+    const int p = p0 + q;
+    e[q] = p < hi ? Fc2Entry{to_float(h[p]), list.ids[p], list.slot[p]} : Fc2Entry{0.0f, 0, -1};
+  }
+}
+
+// kVec 16-byte pieces per lane and entry: a tile of kVec * cw outputs per warp. A lane's entries go
+// in groups of kAhead, software-pipelined: the next group's (h, id, slot) loads are issued with this
+// group's column loads, so each group costs one memory round trip, not two. The order of the sums
+// is the lane's list order either way.
 template <typename T, int kVec>
-__global__ void __launch_bounds__(kWarps * 32) sparse_fc2_kernel(SparseFfnArgs a, ActiveList list) {
+__global__ void __launch_bounds__(kFc2Warps * 32) sparse_fc2_kernel(SparseFfnArgs a, ActiveList list) {
   constexpr int cw = kChunk<T>;
   constexpr int kTile = kVec * cw;
-  constexpr int kAhead = 4;  // entries whose loads are issued before the first is used
+  constexpr int kAhead = 8;  // entries whose column loads are in flight together
   const int lane = threadIdx.x % 32;
-  const int tile = blockIdx.x * kWarps + threadIdx.x / 32;
+  const int tile = blockIdx.x * kFc2Warps + threadIdx.x / 32;
   if (tile * kTile >= a.d) return;
   const int lo = list.head[kHeadClass + lane], hi = list.head[kHeadClass + lane + 1];
-  const T* h = static_cast<const T*>(list.h);
   const uint64_t col = a.pool.fc2_offset + uint64_t(tile) * kTile * sizeof(T);  // same offset in every source
   const uint64_t col_b = a.backing.fc2_offset + uint64_t(tile) * kTile * sizeof(T);
   float acc[kTile], s[kTile];
 #pragma unroll
   for (int o = 0; o < kTile; ++o) acc[o] = s[o] = 0.0f;
   int cur = -1;  // the chunk whose partial sum is in s
+  Fc2Entry e[kAhead];
+  load_entries<T>(list, lo, hi, e);
   for (int p0 = lo; p0 < hi; p0 += kAhead) {
-    float hv[kAhead];
-    int chunk[kAhead];
     uint4 w[kAhead][kVec];
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) {
-      const int p = p0 + q;
-      hv[q] = p < hi ? to_float(h[p]) : 0.0f;
-      chunk[q] = 0;
-      if (hv[q] != 0.0f) {
-        const int j = list.ids[p], sl = list.slot[p];
-        chunk[q] = j / cw;
-        const uint8_t* c = sl >= 0 ? a.pool.base + uint64_t(sl) * a.pool.stride + col
-                                   : a.backing.base + uint64_t(j) * a.backing.stride + col_b;
+      if (e[q].h != 0.0f) {
+        const uint8_t* c = e[q].slot >= 0 ? a.pool.base + uint64_t(e[q].slot) * a.pool.stride + col
+                                          : a.backing.base + uint64_t(e[q].j) * a.backing.stride + col_b;
 #pragma unroll
         for (int v = 0; v < kVec; ++v) w[q][v] = ld_stream(c + 16 * v);
       } else {
@@ -84,22 +101,27 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fc2_kernel(SparseFfnArgs a
         for (int v = 0; v < kVec; ++v) w[q][v] = make_uint4(0, 0, 0, 0);
       }
     }
+    Fc2Entry next[kAhead];
+    load_entries<T>(list, p0 + kAhead, hi, next);
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) {
-      if (hv[q] == 0.0f) continue;  // the GEMV adds fma(w, 0, s) = s here: skipping is exact
-      if (chunk[q] != cur) {
+      if (e[q].h == 0.0f) continue;  // the GEMV adds fma(w, 0, s) = s here: skipping is exact
+      const int chunk = e[q].j / cw;
+      if (chunk != cur) {
         if (cur >= 0)
 #pragma unroll
           for (int o = 0; o < kTile; ++o) acc[o] += s[o];
 #pragma unroll
         for (int o = 0; o < kTile; ++o) s[o] = 0.0f;
-        cur = chunk[q];
+        cur = chunk;
       }
 #pragma unroll
       for (int v = 0; v < kVec; ++v)
 #pragma unroll
-        for (int e = 0; e < cw; ++e) s[v * cw + e] = fmaf(chunk_elem<T>(w[q][v], e), hv[q], s[v * cw + e]);
+        for (int x = 0; x < cw; ++x) s[v * cw + x] = fmaf(chunk_elem<T>(w[q][v], x), e[q].h, s[v * cw + x]);
     }
+#pragma unroll
+    for (int q = 0; q < kAhead; ++q) e[q] = next[q];
   }
   if (cur >= 0)
 #pragma unroll
@@ -133,10 +155,10 @@ void fc2_launch(const SparseFfnArgs& a, ActiveList list, cudaStream_t stream) {
   // Two pieces per lane (32-byte sectors) when d allows, else one.
   if (a.d % (2 * cw) == 0) {
     const int tiles = int(a.d / (2 * cw));
-    sparse_fc2_kernel<T, 2><<<(tiles + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(a, list);
+    sparse_fc2_kernel<T, 2><<<(tiles + kFc2Warps - 1) / kFc2Warps, kFc2Warps * 32, 0, stream>>>(a, list);
   } else {
     const int tiles = int(a.d / cw);
-    sparse_fc2_kernel<T, 1><<<(tiles + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(a, list);
+    sparse_fc2_kernel<T, 1><<<(tiles + kFc2Warps - 1) / kFc2Warps, kFc2Warps * 32, 0, stream>>>(a, list);
   }
   SF_CUDA_CHECK_LAUNCH();
 }
