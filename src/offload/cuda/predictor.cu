@@ -207,7 +207,7 @@ void exact_t(const void* x, int64_t rows, int64_t d, int64_t ffn, const float* b
     SF_EXACT_CASE(1) SF_EXACT_CASE(2) SF_EXACT_CASE(3) SF_EXACT_CASE(4)
     SF_EXACT_CASE(5) SF_EXACT_CASE(6) SF_EXACT_CASE(7) SF_EXACT_CASE(8)
 #undef SF_EXACT_CASE
-    default: ::sf::cuda::detail::throw_status(3, "launch_exact_flags: rows must be 1..8");
+    default: ::sf::cuda::detail::throw_status(1 /* InvalidArgument */, "launch_exact_flags: rows must be 1..8");
   }
   SF_CUDA_CHECK_LAUNCH();
 }
