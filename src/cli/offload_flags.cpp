@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "model/generate.hpp"
 #include "model/weights.hpp"
+#include "offload/decode_limit.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
@@ -122,6 +123,33 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
              o.gpu_memory->text, st.bytes_per_token() / 1e6, st.hit_rate(),
              st.exact_rows > 0 ? fmt::format("recall {:.4f}, precision {:.4f}", st.recall(), st.precision())
                                : std::string("recall not checked (--stats checks it)"));
+  // The token's limit: GPU-memory bytes at the HBM read bandwidth, PCIe bytes at the DMA bandwidth.
+  const auto& cfg = model->config();
+  offload::DecodeLimitInput li;
+  li.act_bytes = double(off.store().layout().fc2_offset) / double(cfg.hidden_size);
+  li.head_bytes = off.plan().input.lm_head_bytes
+                      ? off.plan().input.lm_head_bytes
+                      : uint64_t(double(cfg.vocab_size) * double(cfg.word_embed_proj_dim) * li.act_bytes);
+  const double context = double(prompt.size()) + double(new_tokens);
+  li.kv_share = (double(prompt.size()) + 0.5 * double(new_tokens)) / context;
+  li.pcie_GBps = off.probe().pcie_dma_GBps;
+  li.hbm_GBps = st.exact_rows > 0 ? off.engine().measure_read_bandwidth() / 1e9 : 0.0;
+  if (const auto lim = offload::decode_limit(off.plan(), st, li)) {
+    fmt::print("limit: {:.3f} ms per token ({:.2f} GB from GPU memory at {:.0f} GB/s: {:.3f} ms; {:.1f} MB over PCIe "
+               "at {:.1f} GB/s: {:.3f} ms); this run reached {:.1f}% of it\n",
+               lim->ms(), lim->gpu_bytes / 1e9, li.hbm_GBps, lim->hbm_ms, lim->pcie_bytes / 1e6, li.pcie_GBps,
+               lim->pcie_ms, 100.0 * lim->fraction(res.decode_tokens_per_s()));
+    j["limit"] = {{"ms_per_token", lim->ms()},
+                  {"gpu_bytes_per_token", lim->gpu_bytes},
+                  {"hbm_GBps", li.hbm_GBps},
+                  {"hbm_ms", lim->hbm_ms},
+                  {"pcie_bytes_per_token", lim->pcie_bytes},
+                  {"pcie_GBps", li.pcie_GBps},
+                  {"pcie_ms", lim->pcie_ms},
+                  {"fraction", lim->fraction(res.decode_tokens_per_s())}};
+  } else {
+    fmt::print("limit: not computed (it needs --stats, which measures the share of listed neurons that fire)\n");
+  }
   if (profile) {  // eager steps with an event per stage; the FFN split by the runtime (wait, fc1, fc2)
     std::FILE* human = json_path == "-" ? stderr : stdout;
     auto [eager, graph] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,

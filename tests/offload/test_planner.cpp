@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "offload/decode_limit.hpp"
 #include "offload/planner.hpp"
 #include "sf_test_util.hpp"
 
@@ -198,29 +199,73 @@ TEST(PlannerAttentionOnHost, BelowTheNewMinimumIsRefusedNamingIt) {
 // 97% sparsity: 3% firing rate per neuron) at --gpu-memory 0.3: with all attention resident the
 // minimum is 5.20 GiB (fixed 4.72 + minimal cache 0.48), the budget 3.79 GiB, so the last 12 layers'
 // attention (1.50 GiB) is read over PCIe every token.
-TEST(PlannerAttentionOnHost, Opt67bAtThirtyPercent) {
-  const int64_t L = 32, d = 4096, F = 16384, V = 50272;
+// OPT-6.7B's byte counts (fp16, rank-128 predictors, a 72-token context) at 3% firing everywhere.
+struct Opt67b {
+  static constexpr int64_t L = 32, d = 4096, F = 16384, V = 50272;
+  std::vector<float> rate = std::vector<float>(size_t(F), 0.03f);
   PlannerInput in;
-  in.layers = L;
-  in.hidden = d;
-  in.ffn = F;
-  in.embedding_bytes = uint64_t(V + 2050) * d * 2;
-  in.attention_weight_bytes.assign(size_t(L), uint64_t(4) * d * d * 2);
-  in.attention_bytes = uint64_t(L) * (4 * d * d + 4 * d) * 2;
-  in.norm_bytes = uint64_t(2 * d + L * 4 * d) * 2;
-  in.ffn_bias_bytes = uint64_t(L) * d * 2;
-  in.predictor_bytes = uint64_t(L) * ((d * 128 + 128 * F) * 2 + F * 4);
-  in.bundle_stride = 16512;
-  in.kv_cache_bytes = uint64_t(2) * L * 72 * d * 2;
-  in.workspace_bytes = (uint64_t(64) << 20) + 2 * uint64_t(V) * 4 + uint64_t(F) * in.bundle_stride / 4;
-  const std::vector<float> rate(size_t(F), 0.03f);
-  for (int64_t l = 0; l < L; ++l) in.firing_rates.emplace_back(rate);
-  in.gpu_budget = parse_size_spec("0.3", "--gpu-memory").resolve(in.model_bytes());
-  const Plan p = plan_placement(in);
+  explicit Opt67b(const char* budget) {
+    in.layers = L;
+    in.hidden = d;
+    in.ffn = F;
+    in.embedding_bytes = uint64_t(V + 2050) * d * 2;
+    in.attention_weight_bytes.assign(size_t(L), uint64_t(4) * d * d * 2);
+    in.attention_bytes = uint64_t(L) * (4 * d * d + 4 * d) * 2;
+    in.norm_bytes = uint64_t(2 * d + L * 4 * d) * 2;
+    in.ffn_bias_bytes = uint64_t(L) * d * 2;
+    in.predictor_bytes = uint64_t(L) * ((d * 128 + 128 * F) * 2 + F * 4);
+    in.bundle_stride = 16512;
+    in.kv_cache_bytes = uint64_t(2) * L * 72 * d * 2;
+    in.workspace_bytes = (uint64_t(64) << 20) + 2 * uint64_t(V) * 4 + uint64_t(F) * in.bundle_stride / 4;
+    for (int64_t l = 0; l < L; ++l) in.firing_rates.emplace_back(rate);
+    in.gpu_budget = parse_size_spec(budget, "--gpu-memory").resolve(in.model_bytes());
+  }
+};
+
+TEST(PlannerAttentionOnHost, Opt67bAtThirtyPercent) {
+  const Opt67b m("0.3");
+  const int64_t d = Opt67b::d;
+  const Plan p = plan_placement(m.in);
   std::printf("%s", p.table().c_str());
   EXPECT_EQ(p.attention_host_layers, 12);
   EXPECT_EQ(p.attention_host_bytes, uint64_t(12) * 4 * d * d * 2);
-  EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, in.gpu_budget);
+  EXPECT_LE(p.fixed_bytes + p.hot_bytes + p.cache_bytes, m.in.gpu_budget);
+}
+
+// The offloaded token's limit: GPU-memory bytes from the plan and the run's listed neurons (fc2 only
+// for the share that fired), PCIe bytes from the run, each at its bandwidth, the larger one binding.
+TEST(DecodeLimit, BytesFromThePlanAndTheRun) {
+  const Opt67b m("0.3");
+  const int64_t L = Opt67b::L, d = Opt67b::d, V = Opt67b::V;
+  const Plan p = plan_placement(m.in);
+  OffloadStats st;
+  st.tokens = 10;
+  st.active = 10 * 30000.0;  // 30000 listed neurons per token
+  st.pcie_bytes = 10 * 1.6e9;
+  DecodeLimitInput in;
+  in.head_bytes = uint64_t(V) * d * 2;
+  in.kv_share = 0.5;
+  in.hbm_GBps = 4000;
+  in.pcie_GBps = 50;
+  EXPECT_FALSE(decode_limit(p, st, in).has_value());  // precision not measured: fc2's bytes unknown
+  st.exact_rows = 64;
+  st.true_pos = 300;
+  st.false_pos = 100;  // precision 0.75
+  const auto l = decode_limit(p, st, in);
+  ASSERT_TRUE(l.has_value());
+  // 20 layers' attention weights on the GPU (all 32 layers' biases), the head, norms, b2, predictors,
+  // half the KV cache, 30000 fc1 rows and 22500 fc2 columns.
+  const double gpu = double(L) * (4 * d * d + 4 * d) * 2 - 12.0 * 4 * d * d * 2 + double(V) * d * 2 +
+                     double(m.in.norm_bytes) + double(m.in.ffn_bias_bytes) + double(m.in.predictor_bytes) +
+                     0.5 * double(m.in.kv_cache_bytes) + (30000.0 + 22500.0) * d * 2;
+  EXPECT_NEAR(l->gpu_bytes, gpu, 1.0);
+  EXPECT_DOUBLE_EQ(l->pcie_bytes, 1.6e9);
+  EXPECT_NEAR(l->hbm_ms, gpu / 4e9, 1e-9);
+  EXPECT_NEAR(l->pcie_ms, 32.0, 1e-9);
+  EXPECT_DOUBLE_EQ(l->ms(), l->pcie_ms);  // at 30% the PCIe bytes bind
+  EXPECT_NEAR(l->fraction(25.0), 0.8, 1e-12);
+  in.pcie_GBps = 0;
+  EXPECT_FALSE(decode_limit(p, st, in).has_value());
 }
 
 }  // namespace
