@@ -4,8 +4,9 @@
 // Bytes, not FLOPs, bound it: 2 d sizeof(act) bytes per active neuron (16 KiB at d = 4096, fp16),
 // about 8 MB per OPT-6.7B layer at 3% activity, against 134 MB of attention weights per layer.
 //
-// fc1: one warp per entry (the same per-row loop as the resident GEMV, see ffn_math.cuh), a
-// grid-stride loop over the list so the launch does not depend on the count the GPU decided.
+// fc1: one warp per entry (the same per-row loop as the resident GEMV, see ffn_math.cuh; all 16 of a
+// lane's loads of a 4096-wide fp16 row in flight at once), a grid-stride loop over the list so the
+// launch does not depend on the count the GPU decided.
 // fc2, two launches. First one warp per (lane class c, tile of 32 cw outputs): lane l owns the
 // tile's 16-byte piece l and walks class c of the list in order (offload_kernels.hpp), so each
 // entry's fc2 column is read 512 contiguous bytes per warp (an earlier kernel had each lane walk
@@ -43,7 +44,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fc1_kernel(SparseFfnArgs a
     }
     const float bias = a.b1[j];
     const uint8_t* bundle = s >= 0 ? a.pool.base + uint64_t(s) * a.pool.stride : a.backing.base + uint64_t(j) * a.backing.stride;
-    float v = warp_row_dot<T>(reinterpret_cast<const uint4*>(bundle), x, kv, lane);
+    float v = warp_row_dot<T, 16>(reinterpret_cast<const uint4*>(bundle), x, kv, lane);
     // epilogue.cuh's order: bias, then ReLU (fmaxf), then the rounding to act.
     v += bias;
     v = fmaxf(v, 0.0f);
