@@ -218,6 +218,10 @@ TEST_P(OffloadKernels, SparseFfnWithExactSetEqualsResidentGemvBitForBit) {
     a.act = act_code(dt);
     CK(cudaMemset(y.p, 0xff, size_t(d) * 4));  // NaN: unwritten outputs show
     k::launch_sparse_fc1(a, list, 0, nullptr);
+    EXPECT_THROW(k::launch_sparse_fc2(a, list, nullptr), Error);  // no scratch for the class sums
+    Dev partial(size_t(k::fc2_partial_floats(d)) * 4);
+    CK(cudaMemset(partial.p, 0xff, partial.n));  // NaN: a class sum not written shows
+    a.fc2_partial = partial.as<float>();
     k::launch_sparse_fc2(a, list, nullptr);
     CK(cudaDeviceSynchronize());
     const auto got = y.get<float>(size_t(d));
@@ -278,6 +282,9 @@ TEST_P(OffloadKernels, SparseFfnMatchesFp64ReferenceForAnyActiveSet) {
     a.backing = a.pool;
     a.act = act_code(dt);
     CK(cudaMemset(y.p, 0xff, size_t(d) * 4));
+    Dev partial(size_t(k::fc2_partial_floats(d)) * 4);
+    CK(cudaMemset(partial.p, 0xff, partial.n));
+    a.fc2_partial = partial.as<float>();
     k::launch_sparse_fc1(a, list, 0, nullptr);
     k::launch_sparse_fc2(a, list, nullptr);
     CK(cudaDeviceSynchronize());

@@ -75,15 +75,23 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // The fc1 pre-activation of one neuron: x . row accumulated exactly as gemv_kernel<T, 1> does
 // (lane-strided 16-byte chunks in ascending order, acc += dot16, then the butterfly). kv = d / cw.
+// Shaped like the GEMV's loop (the first batch issued before it, each later batch at the top of its
+// iteration) so that ptxas keeps a whole batch of kUnroll loads in flight: a plain load-then-use loop
+// compiled (sm_90a, nvcc 13) to one or two loads in flight per lane, which left the sparse fc1 bound
+// by latency (it reads only a few hundred rows per layer).
 template <typename T, int kUnroll = 4>
 __device__ __forceinline__ float warp_row_dot(const uint4* __restrict__ row, const uint4* __restrict__ x, int kv,
                                              int lane) {
   float acc = 0.0f;
   int i = lane;
-  for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
-    uint4 wv[kUnroll];
+  uint4 wv[kUnroll];
+  if (i + 32 * (kUnroll - 1) < kv)
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(row + i + 32 * u);
+  for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
+    if (i != lane)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(row + i + 32 * u);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) acc += dot16(wv[u], __ldg(x + i + 32 * u), T{});
   }

@@ -134,11 +134,14 @@ struct SparseFfnArgs {
   BundleSource backing;          // entries with slot -1 (mapped host memory or a whole-layer copy)
   bool skip_backing = false;     // entries with slot -1 are computed elsewhere (the CPU): h = 0
   void* x_save = nullptr;        // [d] act or null: a copy of x (for --stats' exact check)
+  float* fc2_partial = nullptr;  // [fc2_partial_floats(d)] fp32 device scratch: fc2's per-lane-class sums
   int act = 1;
 };
+inline constexpr int64_t fc2_partial_floats(int64_t d) { return 32 * d; }
 // h[p] = act(relu(x . fc1_{ids[p]} + b1)) for every entry of the list.
 void launch_sparse_fc1(const SparseFfnArgs& a, ActiveList list, int grid, cudaStream_t stream);
-// y = residual + b2 + sum over entries with h != 0 of h_p fc2_{ids[p]} (+ extra), in lane-class order.
+// y = residual + b2 + sum over entries with h != 0 of h_p fc2_{ids[p]} (+ extra), in lane-class order
+// (two launches through a.fc2_partial; launches sharing that scratch must be on one stream).
 void launch_sparse_fc2(const SparseFfnArgs& a, ActiveList list, cudaStream_t stream);
 
 }  // namespace sf::offload::cuda

@@ -281,6 +281,7 @@ void OffloadRuntime::init(int device) {
   for (int64_t l = 0; l < L_; ++l) max_slots = std::max(max_slots, pinned[size_t(l)] + lru[size_t(l)]);
   lookup_scratch_ = static_cast<int32_t*>(dev_alloc(k::lookup_scratch_ints(F_, max_slots) * 4, "lookup scratch"));
   exact_flags_ = static_cast<uint8_t*>(dev_alloc(size_t(8 * F_), "exact flags"));
+  fc2_partial_ = static_cast<float*>(dev_alloc(size_t(k::fc2_partial_floats(d_)) * 4, "fc2 class sums"));
   for (auto m : modes)
     if (m == LayerMode::Streamed && !stream_buf_)
       stream_buf_ = static_cast<uint8_t*>(dev_alloc(layer_bytes, "the streamed layer's buffer"));
@@ -646,6 +647,7 @@ cuda::SparseFfnArgs OffloadRuntime::ffn_args(const Layer& L, const void* x, cons
   a.backing.base = backing_dev_.empty() ? nullptr : backing_dev_[size_t(L.index)];
   a.backing.stride = stride_;
   a.backing.fc2_offset = store_.layout().fc2_offset;
+  a.fc2_partial = fc2_partial_;  // every FFN launch is on the main stream
   a.act = act_code_;
   return a;
 }

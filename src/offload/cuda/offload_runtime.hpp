@@ -109,6 +109,7 @@ class OffloadRuntime final : public model::FfnProvider {
 
   // Shared scratch (layers run one after another on the main stream).
   float* pred_scratch_ = nullptr;
+  float* fc2_partial_ = nullptr;  // the sparse fc2's class sums (k::fc2_partial_floats)
   int32_t* lookup_scratch_ = nullptr;
   uint8_t* exact_flags_ = nullptr;   // [8, ffn]
   uint8_t* stream_buf_ = nullptr;    // [ffn, stride]: one streamed layer

@@ -8,7 +8,9 @@
 //      neurons; t for the slice (the S partials summed in order) sits in shared memory.
 //   3. score = sum of the RS partials in order; flags: by the last block of each column of stage 2
 //      (a wrapping counter per column in the scratch), so stages 2 and 3 are one launch.
-// At OPT-6.7B with rank 1024 it reads 8 + 32 MB per layer; with rank 128, 1 + 4 MB.
+// At OPT-6.7B with rank 1024 it reads 8 + 32 MB per layer; with rank 128, 1 + 4 MB: latency, not
+// bytes, bounds it, so every loop issues kBatch loads together (the first batch before the loop:
+// a load-then-use loop compiled to one load in flight per thread, checked in the SASS).
 #include "kernels/cuda/check.hpp"
 #include "offload/cuda/ffn_math.cuh"
 #include "offload/cuda/offload_kernels.hpp"
@@ -19,6 +21,7 @@ namespace sf::offload::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kBatch = 8;  // loads a thread issues together (rows of U or V, slices of the partials)
 
 int chunk_of(int act) { return act == 0 ? 4 : 8; }
 
@@ -49,13 +52,30 @@ __global__ void __launch_bounds__(kThreads) predictor_t_kernel(const T* __restri
   float acc[cw];
 #pragma unroll
   for (int e = 0; e < cw; ++e) acc[e] = 0.0f;
-  if (rv < rvs)
-    for (int i = lo + g; i < hi; i += 8) {
-      const float ai = to_float(a[i]);
-      const uint4 w = ld_stream(u + int64_t(i) * rvs + rv);
+  if (rv < rvs) {
+    // The thread's rows lo + g, lo + g + 8, ... in batches of kBatch, each batch's loads issued together
+    // (the first before the loop, so ptxas keeps them in flight), the sums in row order.
+    float ai[kBatch];
+    uint4 w[kBatch];
+    auto load = [&](int i0) {
 #pragma unroll
-      for (int e = 0; e < cw; ++e) acc[e] = fmaf(ai, chunk_elem<T>(w, e), acc[e]);
+      for (int q = 0; q < kBatch; ++q) {
+        const int i = i0 + 8 * q;
+        ai[q] = i < hi ? to_float(a[i]) : 0.0f;
+        w[q] = i < hi ? ld_stream(u + int64_t(i) * rvs + rv) : make_uint4(0, 0, 0, 0);
+      }
+    };
+    const int first = lo + g;
+    if (first < hi) load(first);
+    for (int i0 = first; i0 < hi; i0 += 8 * kBatch) {
+      if (i0 != first) load(i0);
+#pragma unroll
+      for (int q = 0; q < kBatch; ++q)
+        if (i0 + 8 * q < hi)
+#pragma unroll
+          for (int e = 0; e < cw; ++e) acc[e] = fmaf(ai[q], chunk_elem<T>(w[q], e), acc[e]);
     }
+  }
   __shared__ float red[8][32 * 8 + 1];
 #pragma unroll
   for (int e = 0; e < cw; ++e) red[g][(threadIdx.x % 32) * cw + e] = acc[e];
@@ -93,11 +113,23 @@ __global__ void __launch_bounds__(kThreads) predictor_s_kernel(const uint4* __re
     float acc[cw];
 #pragma unroll
     for (int e = 0; e < cw; ++e) acc[e] = 0.0f;
-    for (int r = lo; r < hi; ++r) {
-      const uint4 w = ld_stream(v + int64_t(r) * bvs + bv);
-      const float tr = t[r - lo];
+    // Rows lo.. in batches of kBatch loads issued together (the first before the loop), in row order.
+    uint4 w[kBatch];
+    auto load = [&](int r0) {
 #pragma unroll
-      for (int e = 0; e < cw; ++e) acc[e] = fmaf(tr, chunk_elem<T>(w, e), acc[e]);
+      for (int q = 0; q < kBatch; ++q)
+        w[q] = r0 + q < hi ? ld_stream(v + int64_t(r0 + q) * bvs + bv) : make_uint4(0, 0, 0, 0);
+    };
+    if (lo < hi) load(lo);
+    for (int r0 = lo; r0 < hi; r0 += kBatch) {
+      if (r0 != lo) load(r0);
+#pragma unroll
+      for (int q = 0; q < kBatch; ++q)
+        if (r0 + q < hi) {
+          const float tr = t[r0 + q - lo];
+#pragma unroll
+          for (int e = 0; e < cw; ++e) acc[e] = fmaf(tr, chunk_elem<T>(w[q], e), acc[e]);
+        }
     }
 #pragma unroll
     for (int e = 0; e < cw; ++e) s_partial[int64_t(blockIdx.y) * ffn + int64_t(bv) * cw + e] = acc[e];
@@ -110,12 +142,40 @@ __global__ void __launch_bounds__(kThreads) predictor_s_kernel(const uint4* __re
   __syncthreads();
   if (!last || bv >= bvs) return;
   __threadfence();
+  // The thread's cw scores: each slice's cw partials as 16-byte loads past L1, kBatch slices in flight
+  // at a time, summed in slice order.
+  constexpr int kVec = cw / 4;
+  const auto* col = reinterpret_cast<const float4*>(s_partial + int64_t(bv) * cw);
+  const int64_t slice4 = ffn / 4;  // float4s per slice
+  float sum[cw];
+#pragma unroll
+  for (int e = 0; e < cw; ++e) sum[e] = 0.0f;
+  float4 pk[kBatch][kVec];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int q = 0; q < kBatch; ++q)
+#pragma unroll
+      for (int x = 0; x < kVec; ++x)
+        pk[q][x] = k0 + q < slices ? __ldcg(col + int64_t(k0 + q) * slice4 + x) : make_float4(0, 0, 0, 0);
+  };
+  load(0);
+  for (int k0 = 0; k0 < slices; k0 += kBatch) {
+    if (k0 != 0) load(k0);
+#pragma unroll
+    for (int q = 0; q < kBatch; ++q)
+      if (k0 + q < slices)
+#pragma unroll
+        for (int x = 0; x < kVec; ++x) {
+          sum[4 * x] += pk[q][x].x;
+          sum[4 * x + 1] += pk[q][x].y;
+          sum[4 * x + 2] += pk[q][x].z;
+          sum[4 * x + 3] += pk[q][x].w;
+        }
+  }
 #pragma unroll
   for (int e = 0; e < cw; ++e) {
     const int64_t b = int64_t(bv) * cw + e;
-    float sum = 0.0f;
-    for (int k = 0; k < slices; ++k) sum += __ldcg(s_partial + int64_t(k) * ffn + b);  // in slice order, past L1
-    flags[b] = sum > threshold[b] ? 1 : 0;
+    flags[b] = sum[e] > threshold[b] ? 1 : 0;
   }
 }
 

@@ -4,13 +4,17 @@
 // Bytes, not FLOPs, bound it: 2 d sizeof(act) bytes per active neuron (16 KiB at d = 4096, fp16),
 // about 8 MB per OPT-6.7B layer at 3% activity, against 134 MB of attention weights per layer.
 //
-// fc1: one warp per entry (the same per-row loop as the resident GEMV, see ffn_math.cuh), a
-// grid-stride loop over the list so the launch does not depend on the count the GPU decided.
-// fc2: one warp per tile of kTile outputs; lane L walks lane class L of the list in order (see
-// offload_kernels.hpp), loading kVec 16-byte pieces of each fc2 column, eight entries in flight and
-// the next eight entries' ids read meanwhile;
-// a chunk's partial sum is added to the lane's accumulator when the chunk changes, exactly as the
-// GEMV's dot16 + `acc +=` does; the butterfly and the epilogue (b2, then the residual) follow.
+// fc1: one warp per entry (the same per-row loop as the resident GEMV, see ffn_math.cuh; all 16 of a
+// lane's loads of a 4096-wide fp16 row in flight at once), a grid-stride loop over the list so the
+// launch does not depend on the count the GPU decided.
+// fc2, two launches. First one warp per (lane class c, tile of 32 cw outputs): lane l owns the
+// tile's 16-byte piece l and walks class c of the list in order (offload_kernels.hpp), so each
+// entry's fc2 column is read 512 contiguous bytes per warp (an earlier kernel had each lane walk
+// its own class over a 32-byte piece: random 32-byte reads, about 0.2 TB/s on the H200); the
+// column loads of kAhead entries are in flight together with the next entries' ids. The sums
+// are the GEMV's lane c exactly (a chunk's partial sum added to the accumulator when the chunk
+// changes, as dot16 + `acc +=` does) and go to partial[o][c]. Then one warp per output adds the 32
+// class sums by the GEMV's butterfly, and the epilogue (b2, the residual, the extra share) follows.
 #include "kernels/cuda/check.hpp"
 #include "offload/cuda/ffn_math.cuh"
 #include "offload/cuda/offload_kernels.hpp"
@@ -19,7 +23,7 @@ namespace sf::offload::cuda {
 namespace {
 
 constexpr int kWarps = 8;     // fc1's block
-constexpr int kFc2Warps = 2;  // fc2's block: its 256 tiles (d = 4096, fp16) spread over 128 SMs, not 32
+constexpr int kFc2Warps = 4;  // fc2's class-sum block: 512 warps (d = 4096, fp16) over 128 blocks
 
 template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) sparse_fc1_kernel(SparseFfnArgs a, ActiveList list) {
@@ -40,7 +44,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fc1_kernel(SparseFfnArgs a
     }
     const float bias = a.b1[j];
     const uint8_t* bundle = s >= 0 ? a.pool.base + uint64_t(s) * a.pool.stride : a.backing.base + uint64_t(j) * a.backing.stride;
-    float v = warp_row_dot<T>(reinterpret_cast<const uint4*>(bundle), x, kv, lane);
+    float v = warp_row_dot<T, 16>(reinterpret_cast<const uint4*>(bundle), x, kv, lane);
     // epilogue.cuh's order: bias, then ReLU (fmaxf), then the rounding to act.
     v += bias;
     v = fmaxf(v, 0.0f);
@@ -66,40 +70,35 @@ __device__ __forceinline__ void load_entries(const ActiveList& list, int p0, int
   }
 }
 
-// kVec 16-byte pieces per lane and entry: a tile of kVec * cw outputs per warp. A lane's entries go
-// in groups of kAhead, software-pipelined: the next group's (h, id, slot) loads are issued with this
-// group's column loads, so each group costs one memory round trip, not two. The order of the sums
-// is the lane's list order either way.
-template <typename T, int kVec>
-__global__ void __launch_bounds__(kFc2Warps * 32) sparse_fc2_kernel(SparseFfnArgs a, ActiveList list) {
+// Phase 1 of fc2: the sums of lane class c for the cw outputs of lane l's piece, to partial[o][c].
+template <typename T>
+__global__ void __launch_bounds__(kFc2Warps * 32) sparse_fc2_class_kernel(SparseFfnArgs a, ActiveList list) {
   constexpr int cw = kChunk<T>;
-  constexpr int kTile = kVec * cw;
-  constexpr int kAhead = 8;  // entries whose column loads are in flight together
+  constexpr int kAhead = 16;  // entries whose column loads are in flight together
   const int lane = threadIdx.x % 32;
-  const int tile = blockIdx.x * kFc2Warps + threadIdx.x / 32;
-  if (tile * kTile >= a.d) return;
-  const int lo = list.head[kHeadClass + lane], hi = list.head[kHeadClass + lane + 1];
-  const uint64_t col = a.pool.fc2_offset + uint64_t(tile) * kTile * sizeof(T);  // same offset in every source
-  const uint64_t col_b = a.backing.fc2_offset + uint64_t(tile) * kTile * sizeof(T);
-  float acc[kTile], s[kTile];
+  const int tiles = int((a.d + 32 * cw - 1) / (32 * cw));
+  const int warp = blockIdx.x * kFc2Warps + threadIdx.x / 32;
+  const int c = warp / tiles, tile = warp % tiles;  // a class's tiles side by side: one column, nearby reads
+  if (c >= 32) return;
+  const int64_t o0 = (int64_t(tile) * 32 + lane) * cw;
+  const bool mine = o0 < a.d;  // d is a multiple of cw
+  const int lo = list.head[kHeadClass + c], hi = list.head[kHeadClass + c + 1];
+  const uint64_t col = a.pool.fc2_offset + uint64_t(o0) * sizeof(T);  // same offset in every slot
+  const uint64_t col_b = a.backing.fc2_offset + uint64_t(o0) * sizeof(T);
+  float acc[cw], s[cw];
 #pragma unroll
-  for (int o = 0; o < kTile; ++o) acc[o] = s[o] = 0.0f;
+  for (int x = 0; x < cw; ++x) acc[x] = s[x] = 0.0f;
   int cur = -1;  // the chunk whose partial sum is in s
   Fc2Entry e[kAhead];
   load_entries<T>(list, lo, hi, e);
   for (int p0 = lo; p0 < hi; p0 += kAhead) {
-    uint4 w[kAhead][kVec];
+    uint4 w[kAhead];
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) {
-      if (e[q].h != 0.0f) {
-        const uint8_t* c = e[q].slot >= 0 ? a.pool.base + uint64_t(e[q].slot) * a.pool.stride + col
-                                          : a.backing.base + uint64_t(e[q].j) * a.backing.stride + col_b;
-#pragma unroll
-        for (int v = 0; v < kVec; ++v) w[q][v] = ld_stream(c + 16 * v);
-      } else {
-#pragma unroll
-        for (int v = 0; v < kVec; ++v) w[q][v] = make_uint4(0, 0, 0, 0);
-      }
+      w[q] = make_uint4(0, 0, 0, 0);
+      if (mine && e[q].h != 0.0f)
+        w[q] = ld_stream(e[q].slot >= 0 ? a.pool.base + uint64_t(e[q].slot) * a.pool.stride + col
+                                        : a.backing.base + uint64_t(e[q].j) * a.backing.stride + col_b);
     }
     Fc2Entry next[kAhead];
     load_entries<T>(list, p0 + kAhead, hi, next);
@@ -110,32 +109,46 @@ __global__ void __launch_bounds__(kFc2Warps * 32) sparse_fc2_kernel(SparseFfnArg
       if (chunk != cur) {
         if (cur >= 0)
 #pragma unroll
-          for (int o = 0; o < kTile; ++o) acc[o] += s[o];
+          for (int x = 0; x < cw; ++x) acc[x] += s[x];
 #pragma unroll
-        for (int o = 0; o < kTile; ++o) s[o] = 0.0f;
+        for (int x = 0; x < cw; ++x) s[x] = 0.0f;
         cur = chunk;
       }
 #pragma unroll
-      for (int v = 0; v < kVec; ++v)
-#pragma unroll
-        for (int x = 0; x < cw; ++x) s[v * cw + x] = fmaf(chunk_elem<T>(w[q][v], x), e[q].h, s[v * cw + x]);
+      for (int x = 0; x < cw; ++x) s[x] = fmaf(chunk_elem<T>(w[q], x), e[q].h, s[x]);
     }
 #pragma unroll
     for (int q = 0; q < kAhead; ++q) e[q] = next[q];
   }
   if (cur >= 0)
 #pragma unroll
-    for (int o = 0; o < kTile; ++o) acc[o] += s[o];
+    for (int x = 0; x < cw; ++x) acc[x] += s[x];
+  if (mine)
 #pragma unroll
-  for (int o = 0; o < kTile; ++o) {
-    float v = warp_sum(acc[o]);
-    if (lane == o % 32) {
-      const int i = tile * kTile + o;
-      v += a.b2[i];
-      v += a.residual[i];
-      if (a.extra) v += a.extra[i];
-      a.y[i] = v;
-    }
+    for (int x = 0; x < cw; ++x) a.fc2_partial[(o0 + x) * 32 + c] = acc[x];
+}
+
+// Phase 2 of fc2: kOut outputs per warp, lane c holding class c's sum; the butterfly leaves the
+// same total in every lane, and lane k writes output k of the warp's group.
+constexpr int kCombineWarps = 8, kCombineOut = 4;
+__global__ void __launch_bounds__(kCombineWarps * 32) sparse_fc2_combine_kernel(SparseFfnArgs a) {
+  const int lane = threadIdx.x % 32;
+  const int64_t o0 = (int64_t(blockIdx.x) * kCombineWarps + threadIdx.x / 32) * kCombineOut;
+  float v[kCombineOut];
+#pragma unroll
+  for (int k = 0; k < kCombineOut; ++k) v[k] = o0 + k < a.d ? a.fc2_partial[(o0 + k) * 32 + lane] : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kCombineOut; ++k) v[k] = warp_sum(v[k]);
+  float r = v[0];
+#pragma unroll
+  for (int k = 1; k < kCombineOut; ++k)
+    if (lane == k) r = v[k];
+  const int64_t i = o0 + lane;
+  if (lane < kCombineOut && i < a.d) {
+    r += a.b2[i];
+    r += a.residual[i];
+    if (a.extra) r += a.extra[i];
+    a.y[i] = r;
   }
 }
 
@@ -151,15 +164,15 @@ int default_grid() {
 
 template <typename T>
 void fc2_launch(const SparseFfnArgs& a, ActiveList list, cudaStream_t stream) {
+  if (!a.fc2_partial)
+    sf::cuda::detail::throw_status(1 /* InvalidArgument */, "launch_sparse_fc2: SparseFfnArgs::fc2_partial is null (it needs "
+                         "fc2_partial_floats(d) floats of device memory)");
   constexpr int cw = kChunk<T>;
-  // Two pieces per lane (32-byte sectors) when d allows, else one.
-  if (a.d % (2 * cw) == 0) {
-    const int tiles = int(a.d / (2 * cw));
-    sparse_fc2_kernel<T, 2><<<(tiles + kFc2Warps - 1) / kFc2Warps, kFc2Warps * 32, 0, stream>>>(a, list);
-  } else {
-    const int tiles = int(a.d / cw);
-    sparse_fc2_kernel<T, 1><<<(tiles + kFc2Warps - 1) / kFc2Warps, kFc2Warps * 32, 0, stream>>>(a, list);
-  }
+  const int64_t warps = 32 * ((a.d + 32 * cw - 1) / (32 * cw));
+  sparse_fc2_class_kernel<T><<<unsigned((warps + kFc2Warps - 1) / kFc2Warps), kFc2Warps * 32, 0, stream>>>(a, list);
+  SF_CUDA_CHECK_LAUNCH();
+  const int64_t per_block = int64_t(kCombineWarps) * kCombineOut;
+  sparse_fc2_combine_kernel<<<unsigned((a.d + per_block - 1) / per_block), kCombineWarps * 32, 0, stream>>>(a);
   SF_CUDA_CHECK_LAUNCH();
 }
 
