@@ -91,23 +91,42 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   const char* vbase = static_cast<const char*>(a.v_cache) + ((cache_row + j0) * H + int64_t(h) * d) * elem;
   const int64_t row_bytes = int64_t(H) * elem;
 
+  // Every key and value word this thread reads (keys ks, ks + 8, ...) is loaded first, all in flight
+  // at once (16-byte rows; element-wise heads load as they go): one memory round trip for the chunk
+  // instead of one per pass. The sums below run in the same order as one pass at a time.
+  constexpr int kPasses = kChunk / kKeysPerPass;
+  constexpr int kWords = EPW ? kWpt : 1;
+  uint4 kw[kPasses][kWords], vw[kPasses][kWords];
+  if constexpr (EPW) {
+#pragma unroll
+    for (int ps = 0; ps < kPasses; ++ps) {
+      const int j = ps * kKeysPerPass + ks;
+#pragma unroll
+      for (int i = 0; i < kWpt; ++i) {
+        const int w = part_id + i * kTpk;
+        const bool live = j < n_keys && w < words;
+        kw[ps][i] = live ? *reinterpret_cast<const uint4*>(kbase + int64_t(j) * row_bytes + w * 16) : uint4{};
+        vw[ps][i] = live ? *reinterpret_cast<const uint4*>(vbase + int64_t(j) * row_bytes + w * 16) : uint4{};
+      }
+    }
+  }
+
   // Scores: the 16 threads of a key split its row and reduce with shuffles (aligned 16-lane groups).
-  for (int k0 = 0; k0 < n_keys; k0 += kKeysPerPass) {
-    const int j = k0 + ks;
+#pragma unroll
+  for (int ps = 0; ps < kPasses; ++ps) {
+    const int j = ps * kKeysPerPass + ks;
     float sacc = 0.0f;
     if (j < n_keys) {
-      const char* kr = kbase + int64_t(j) * row_bytes;
       if constexpr (EPW) {
 #pragma unroll
         for (int i = 0; i < kWpt; ++i) {
           const int w = part_id + i * kTpk;
-          if (w < words) {
-            const uint4 kw = *reinterpret_cast<const uint4*>(kr + w * 16);
+          if (w < words)
 #pragma unroll
-            for (int e = 0; e < EPW; ++e) sacc = fmaf(q[w * EPW + e], word_elem(kw, a.act_dt, e), sacc);
-          }
+            for (int e = 0; e < EPW; ++e) sacc = fmaf(q[w * EPW + e], word_elem(kw[ps][i], a.act_dt, e), sacc);
         }
       } else {
+        const char* kr = kbase + int64_t(j) * row_bytes;
 #pragma unroll
         for (int i = 0; i < kSlots; ++i) {
           const int e = part_id + i * kTpk;
@@ -140,20 +159,22 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   float acc[kSlots];
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) acc[i] = 0.0f;
-  for (int j = ks; j < n_keys; j += kKeysPerPass) {
+#pragma unroll
+  for (int ps = 0; ps < kPasses; ++ps) {
+    const int j = ps * kKeysPerPass + ks;
+    if (j >= n_keys) break;
     const float pj = pr[j];
-    const char* vr = vbase + int64_t(j) * row_bytes;
     if constexpr (EPW) {
 #pragma unroll
       for (int i = 0; i < kWpt; ++i) {
         const int w = part_id + i * kTpk;
-        if (w < words) {
-          const uint4 vw = *reinterpret_cast<const uint4*>(vr + w * 16);
+        if (w < words)
 #pragma unroll
-          for (int e = 0; e < EPW; ++e) acc[i * EPW + e] = fmaf(pj, word_elem(vw, a.act_dt, e), acc[i * EPW + e]);
-        }
+          for (int e = 0; e < EPW; ++e)
+            acc[i * EPW + e] = fmaf(pj, word_elem(vw[ps][i], a.act_dt, e), acc[i * EPW + e]);
       }
     } else {
+      const char* vr = vbase + int64_t(j) * row_bytes;
 #pragma unroll
       for (int i = 0; i < kSlots; ++i) {
         const int e = part_id + i * kTpk;
