@@ -163,6 +163,7 @@ struct OptCuda::Impl {
   int64_t attn_heads_per_pass = 1;
   int64_t attn_chunk = 0, attn_ld = 0;  // queries per pass, scores' row stride (keys, multiple of 4)
   float* partials = nullptr;       // decode attention workspace
+  unsigned* attn_counters = nullptr;  // decode attention: the chunks' arrival counters per (sequence, head)
   void* cublas_ws = nullptr;
   int32_t* d_tokens = nullptr;     // [max(rows, batch)] input ids
   int32_t* d_targets = nullptr;    // [rows] perplexity targets
@@ -641,6 +642,8 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   }
   partials = static_cast<float*>(
       ws(kk::decode_attention_partial_floats(b, heads, cap, hd) * 4, "decode attention partials"));
+  attn_counters = static_cast<unsigned*>(ws(size_t(b * heads) * 4, "decode attention counters"));
+  SF_CUDA_CHECK(cudaMemset(attn_counters, 0, size_t(b * heads) * 4));  // the kernel keeps them at zero after
   if (lt) lt_workspace = ws(sf::cuda::LtLinear::kWorkspaceBytes, "the cuBLASLt workspace");
   // 2:4 prefill products the kernel table sends to the dense fallback are decompressed here and run
   // through cuBLASLt with the dense path's fused epilogues (one weight at a time).
@@ -864,6 +867,7 @@ void OptCuda::Impl::layer_decode(int64_t li) {
   kk::AttentionArgs a = attention_args(li);
   a.out = attn;
   a.partials = partials;
+  a.counters = attn_counters;
   // out_proj, then the head of fc1: attention leaves HBM idle (docs/KERNELS.md).
   a.prefetch = prefetch_of({attention_on_host(li) ? nullptr : &Ly.out, &Ly.fc1}, l2_prefetch);
   kk::launch_decode_attention(a, stream);

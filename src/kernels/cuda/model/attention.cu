@@ -24,7 +24,8 @@ namespace {
 // flight. The first kernel (one thread per key over 128-key chunks, 2-byte value loads) ran at
 // 38 GB/s: 2.0 ms of a 6.9 ms OPT-6.7B step on an H100 (2026-11-22, benchmark --profile). Now: 32
 // keys per block (12 blocks per head at 384 tokens), 16 threads per key row reading it with
-// 16-byte loads, the same mapping for the values.
+// 16-byte loads, the same mapping for the values; each thread's key and value words all in flight
+// at once, and the chunks of a head merged by the last of its blocks to finish (no second kernel).
 constexpr int kChunk = 32;
 constexpr int kThreads = 128;
 constexpr int kTpk = 16;                  // threads per key row
@@ -38,6 +39,30 @@ __device__ __forceinline__ float word_elem(const uint4& w, int dt, int e) {
   const uint16_t hbits = uint16_t(e % 2 ? u >> 16 : u & 0xffffu);
   if (dt == 1) return __half2float(__ushort_as_half(hbits));
   return __bfloat162float(__ushort_as_bfloat16(hbits));
+}
+
+// Merge the chunks 0..n-1 of (h, b) with the block's threads: out = sum_c o_c e^(m_c - M) / sum_c
+// l_c e^(m_c - M) over the chunks with l_c > 0, in chunk order. The partials are read past L1: in the
+// fused path other blocks wrote them during this launch.
+__device__ void merge_head(const AttentionArgs& a, const float* part, int h, int b, int n) {
+  const int d = int(a.head_dim);
+  const int64_t chunks = (a.capacity + kChunk - 1) / kChunk;  // per (b, h) in the workspace
+  const float* base = part + (int64_t(b) * a.heads + h) * chunks * (d + 2);
+  float M = -INFINITY;
+  for (int c = 0; c < n; ++c) M = fmaxf(M, __ldcg(base + c * (d + 2)));
+  float L = 0.0f;
+  for (int c = 0; c < n; ++c) {
+    const float l = __ldcg(base + c * (d + 2) + 1);
+    if (l > 0.0f) L += l * __expf(__ldcg(base + c * (d + 2)) - M);
+  }
+  for (int dim = threadIdx.x; dim < d; dim += blockDim.x) {
+    float o = 0.0f;
+    for (int c = 0; c < n; ++c) {
+      const float l = __ldcg(base + c * (d + 2) + 1);
+      if (l > 0.0f) o += __ldcg(base + c * (d + 2) + 2 + dim) * __expf(__ldcg(base + c * (d + 2)) - M);
+    }
+    store_elem(a.out, a.act_dt, int64_t(b) * a.hidden + int64_t(h) * d + dim, o / L);
+  }
 }
 
 // Block (head h, sequence b, chunk c) over keys [c * kChunk, min((c + 1) * kChunk, len)). The chunk
@@ -91,23 +116,42 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   const char* vbase = static_cast<const char*>(a.v_cache) + ((cache_row + j0) * H + int64_t(h) * d) * elem;
   const int64_t row_bytes = int64_t(H) * elem;
 
+  // Every key and value word this thread reads (keys ks, ks + 8, ...) is loaded first, all in flight
+  // at once (16-byte rows; element-wise heads load as they go): one memory round trip for the chunk
+  // instead of one per pass. The sums below run in the same order as one pass at a time.
+  constexpr int kPasses = kChunk / kKeysPerPass;
+  constexpr int kWords = EPW ? kWpt : 1;
+  uint4 kw[kPasses][kWords], vw[kPasses][kWords];
+  if constexpr (EPW) {
+#pragma unroll
+    for (int ps = 0; ps < kPasses; ++ps) {
+      const int j = ps * kKeysPerPass + ks;
+#pragma unroll
+      for (int i = 0; i < kWpt; ++i) {
+        const int w = part_id + i * kTpk;
+        const bool live = j < n_keys && w < words;
+        kw[ps][i] = live ? *reinterpret_cast<const uint4*>(kbase + int64_t(j) * row_bytes + w * 16) : uint4{};
+        vw[ps][i] = live ? *reinterpret_cast<const uint4*>(vbase + int64_t(j) * row_bytes + w * 16) : uint4{};
+      }
+    }
+  }
+
   // Scores: the 16 threads of a key split its row and reduce with shuffles (aligned 16-lane groups).
-  for (int k0 = 0; k0 < n_keys; k0 += kKeysPerPass) {
-    const int j = k0 + ks;
+#pragma unroll
+  for (int ps = 0; ps < kPasses; ++ps) {
+    const int j = ps * kKeysPerPass + ks;
     float sacc = 0.0f;
     if (j < n_keys) {
-      const char* kr = kbase + int64_t(j) * row_bytes;
       if constexpr (EPW) {
 #pragma unroll
         for (int i = 0; i < kWpt; ++i) {
           const int w = part_id + i * kTpk;
-          if (w < words) {
-            const uint4 kw = *reinterpret_cast<const uint4*>(kr + w * 16);
+          if (w < words)
 #pragma unroll
-            for (int e = 0; e < EPW; ++e) sacc = fmaf(q[w * EPW + e], word_elem(kw, a.act_dt, e), sacc);
-          }
+            for (int e = 0; e < EPW; ++e) sacc = fmaf(q[w * EPW + e], word_elem(kw[ps][i], a.act_dt, e), sacc);
         }
       } else {
+        const char* kr = kbase + int64_t(j) * row_bytes;
 #pragma unroll
         for (int i = 0; i < kSlots; ++i) {
           const int e = part_id + i * kTpk;
@@ -140,20 +184,22 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
   float acc[kSlots];
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) acc[i] = 0.0f;
-  for (int j = ks; j < n_keys; j += kKeysPerPass) {
+#pragma unroll
+  for (int ps = 0; ps < kPasses; ++ps) {
+    const int j = ps * kKeysPerPass + ks;
+    if (j >= n_keys) break;
     const float pj = pr[j];
-    const char* vr = vbase + int64_t(j) * row_bytes;
     if constexpr (EPW) {
 #pragma unroll
       for (int i = 0; i < kWpt; ++i) {
         const int w = part_id + i * kTpk;
-        if (w < words) {
-          const uint4 vw = *reinterpret_cast<const uint4*>(vr + w * 16);
+        if (w < words)
 #pragma unroll
-          for (int e = 0; e < EPW; ++e) acc[i * EPW + e] = fmaf(pj, word_elem(vw, a.act_dt, e), acc[i * EPW + e]);
-        }
+          for (int e = 0; e < EPW; ++e)
+            acc[i * EPW + e] = fmaf(pj, word_elem(vw[ps][i], a.act_dt, e), acc[i * EPW + e]);
       }
     } else {
+      const char* vr = vbase + int64_t(j) * row_bytes;
 #pragma unroll
       for (int i = 0; i < kSlots; ++i) {
         const int e = part_id + i * kTpk;
@@ -187,26 +233,25 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(AttentionArg
     pm[0] = ml[0];
     pm[1] = ml[1];
   }
+  if (!a.counters) return;  // merge_kernel follows
+  // The last of the live chunks of (h, b) to finish merges them (a counter per (h, b), wrapping back
+  // to 0 for the next launch): no second kernel. Chunks past len were never counted.
+  __shared__ bool last;
+  const int live = (len + kChunk - 1) / kChunk;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicInc(&a.counters[int64_t(b) * a.heads + h], unsigned(live - 1)) == unsigned(live - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  merge_head(a, part, h, b, live);
 }
 
-// Merge the chunks of (h, b): out = sum_c o_c e^(m_c - M) / sum_c l_c e^(m_c - M).
+// The chunks of (h, b) merged by one kernel of their own, when no counters are given.
 __global__ void merge_kernel(AttentionArgs a, const float* __restrict__ part, int nchunk) {
   pdl_launch_dependents();
   pdl_wait();
-  const int h = blockIdx.x, b = blockIdx.y;
-  const int d = int(a.head_dim);
-  const float* base = part + (int64_t(b) * a.heads + h) * nchunk * (d + 2);
-  float M = -INFINITY;
-  for (int c = 0; c < nchunk; ++c) M = fmaxf(M, base[c * (d + 2)]);
-  float L = 0.0f;
-  for (int c = 0; c < nchunk; ++c)
-    if (base[c * (d + 2) + 1] > 0.0f) L += base[c * (d + 2) + 1] * __expf(base[c * (d + 2)] - M);
-  for (int dim = threadIdx.x; dim < d; dim += blockDim.x) {
-    float o = 0.0f;
-    for (int c = 0; c < nchunk; ++c)
-      if (base[c * (d + 2) + 1] > 0.0f) o += base[c * (d + 2) + 2 + dim] * __expf(base[c * (d + 2)] - M);
-    store_elem(a.out, a.act_dt, int64_t(b) * a.hidden + int64_t(h) * d + dim, o / L);
-  }
+  merge_head(a, part, blockIdx.x, blockIdx.y, nchunk);
 }
 
 // Token i of sequence `seq`: k, v to cache rows *pos + i; q * scale to q_out[i]. qkv rows in qkv_dt.

@@ -62,6 +62,8 @@ struct AttentionArgs {
   float scale = 1.0f;          // head_dim^-0.5, applied to q (after its bias, as HF does)
   int act_dt = 1;
   float* partials = nullptr;   // decode only: decode_attention_partial_floats() floats of workspace
+  unsigned* counters = nullptr;  // decode only: [batch * heads], zero before the first launch (each launch
+                                 // leaves them zero); with them the chunks' last block merges, else a kernel
   L2Prefetch prefetch;         // decode only: weights to pull into L2 while attention runs (empty: none)
 };
 // Workspace of the decode kernel: per (sequence, head, 128-key chunk) a max, a sum and d outputs.
