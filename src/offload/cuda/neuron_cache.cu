@@ -36,6 +36,25 @@ __device__ __forceinline__ int warp_inclusive_scan(int v, int lane) {
 
 __device__ __forceinline__ int bit_width(uint64_t v) { return v == 0 ? 0 : 64 - __clzll((long long)v); }
 
+// The flags of chunk ch as a bit mask (bit e: flag ch * chunk + e is set), read as one 8- or 4-byte
+// load when the chunk is 8 or 4 flags and the flags are aligned to it (every engine buffer), else
+// byte by byte.
+__device__ __forceinline__ unsigned chunk_mask(const uint8_t* flags, int ch, int chunk, bool wide) {
+  unsigned m = 0;
+  if (wide && chunk == 8) {
+    const uint64_t v = *reinterpret_cast<const uint64_t*>(flags + int64_t(ch) * 8);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) m |= ((v >> (8 * e)) & 0xffu) ? 1u << e : 0u;
+  } else if (wide && chunk == 4) {
+    const uint32_t v = *reinterpret_cast<const uint32_t*>(flags + int64_t(ch) * 4);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) m |= ((v >> (8 * e)) & 0xffu) ? 1u << e : 0u;
+  } else {
+    for (int e = 0; e < chunk; ++e) m |= flags[int64_t(ch) * chunk + e] ? 1u << e : 0u;
+  }
+  return m;
+}
+
 struct LookupArgs {
   const uint8_t* flags;
   int ffn, chunk;
@@ -63,12 +82,11 @@ __global__ void __launch_bounds__(kLookupThreads) lookup_kernel(LookupArgs a) {
   CacheView& c = a.cache;
 
   // 1. The active list, class `warp` by this warp.
+  const bool wide = (a.chunk == 8 || a.chunk == 4) && reinterpret_cast<uintptr_t>(a.flags) % a.chunk == 0;
   int count = 0;
   for (int g = warp; g < nchunks; g += 32 * 32) {
     const int ch = g + 32 * lane;
-    int k = 0;
-    if (ch < nchunks)
-      for (int e = 0; e < a.chunk; ++e) k += a.flags[ch * a.chunk + e] != 0;
+    const int k = ch < nchunks ? __popc(chunk_mask(a.flags, ch, a.chunk, wide)) : 0;
     count += __shfl_sync(0xffffffffu, warp_inclusive_scan(k, lane), 31);
   }
   if (lane == 0) cls_count[warp] = count;
@@ -86,14 +104,12 @@ __global__ void __launch_bounds__(kLookupThreads) lookup_kernel(LookupArgs a) {
   int out = cls_start[warp];
   for (int g = warp; g < nchunks; g += 32 * 32) {
     const int ch = g + 32 * lane;
-    int k = 0;
-    if (ch < nchunks)
-      for (int e = 0; e < a.chunk; ++e) k += a.flags[ch * a.chunk + e] != 0;
+    const unsigned mask = ch < nchunks ? chunk_mask(a.flags, ch, a.chunk, wide) : 0u;
+    const int k = __popc(mask);
     const int incl = warp_inclusive_scan(k, lane);
     int pos = out + incl - k;
-    if (ch < nchunks)
-      for (int e = 0; e < a.chunk; ++e)
-        if (a.flags[ch * a.chunk + e]) a.list.ids[pos++] = ch * a.chunk + e;
+    for (int e = 0; e < a.chunk; ++e)
+      if (mask >> e & 1u) a.list.ids[pos++] = ch * a.chunk + e;
     out += __shfl_sync(0xffffffffu, incl, 31);
   }
   __syncthreads();  // ids visible to the block
