@@ -428,6 +428,7 @@ void launch_decode_attention(const AttentionArgs& a, cudaStream_t stream) {
   auto* kernel = !vec ? decode_attention_kernel<0> : epw == 8 ? decode_attention_kernel<8> : decode_attention_kernel<4>;
   launch_pdl(kernel, grid, kThreads, 0, stream, a, a.partials);
   SF_CUDA_CHECK_LAUNCH();
+  if (a.counters) return;  // the chunks' last block merged them
   launch_pdl(merge_kernel, dim3(unsigned(a.heads), unsigned(a.batch)), 128, 0, stream, a, a.partials, nchunk);
   SF_CUDA_CHECK_LAUNCH();
 }
