@@ -15,3 +15,19 @@ void throw_cuda(const char* lib, const char* what, const char* stmt, const char*
 void throw_status(int status, const std::string& message) { throw Error(Status(status), message); }
 
 }  // namespace sf::cuda::detail
+
+namespace sf::cuda {
+
+int sm_count() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 108;
+    }
+    return n > 0 ? n : 108;
+  }();
+  return sms;
+}
+
+}  // namespace sf::cuda

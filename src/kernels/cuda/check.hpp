@@ -22,6 +22,13 @@ inline const char* cublas_error_string(cublasStatus_t s) { return cublasGetStatu
 
 }  // namespace sf::cuda::detail
 
+namespace sf::cuda {
+
+// SMs of the device current at the first call (cached; 108 if the query fails): launch sizing.
+int sm_count();
+
+}  // namespace sf::cuda
+
 #define SF_CUDA_CHECK(stmt)                                                                     \
   do {                                                                                         \
     cudaError_t sf_err_ = (stmt);                                                              \

@@ -278,13 +278,7 @@ __global__ void __launch_bounds__(kFetchWarps * 32) copy_kernel(const uint4* src
 
 int fetch_grid(int grid) {
   if (grid > 0) return grid;
-  static int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 108;
-  }();
-  return 2 * sms;  // 2 x 8 warps per SM: the loads in flight, not the SMs, are what PCIe needs
+  return 2 * sf::cuda::sm_count();  // 2 x 8 warps per SM: the loads in flight, not the SMs, are what PCIe needs
 }
 
 }  // namespace

@@ -245,21 +245,11 @@ __global__ void __launch_bounds__(1024) count_recall_kernel(const uint8_t* pred,
   }
 }
 
-int sm_count() {
-  static int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 108;
-  }();
-  return sms;
-}
-
 template <typename T>
 void exact_t(const void* x, int64_t rows, int64_t d, int64_t ffn, const float* b1, CacheView cache,
              BundleSource backing, uint8_t* flags, cudaStream_t stream) {
   const int kv = int(d / kChunk<T>);
-  const int grid = int(std::min<int64_t>((ffn + 7) / 8, 8 * sm_count()));
+  const int grid = int(std::min<int64_t>((ffn + 7) / 8, 8 * sf::cuda::sm_count()));
   const auto* x4 = static_cast<const uint4*>(x);
   switch (rows) {
 #define SF_EXACT_CASE(M) \

@@ -152,16 +152,6 @@ __global__ void __launch_bounds__(kCombineWarps * 32) sparse_fc2_combine_kernel(
   }
 }
 
-int default_grid() {
-  static int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 108;
-  }();
-  return sms;
-}
-
 template <typename T>
 void fc2_launch(const SparseFfnArgs& a, ActiveList list, cudaStream_t stream) {
   if (!a.fc2_partial)
@@ -180,7 +170,7 @@ void fc2_launch(const SparseFfnArgs& a, ActiveList list, cudaStream_t stream) {
 
 void launch_sparse_fc1(const SparseFfnArgs& a, ActiveList list, int grid, cudaStream_t stream) {
   // 4 blocks per SM: 32 warps resident per SM, enough entries in flight for ~500 active neurons.
-  if (grid <= 0) grid = 4 * default_grid();
+  if (grid <= 0) grid = 4 * sf::cuda::sm_count();
   grid = int(std::min<int64_t>(grid, (a.ffn + kWarps - 1) / kWarps));
   if (a.act == 1) sparse_fc1_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(a, list);
   else if (a.act == 2) sparse_fc1_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a, list);

@@ -85,15 +85,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restri
 }
 
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
-int tail_start(unsigned grid) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 132;
-  }();
-  return std::max(0, int(grid) - 2 * sms);
-}
+int tail_start(unsigned grid) { return std::max(0, int(grid) - 2 * sf::cuda::sm_count()); }
 
 template <typename T>
 void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const EpilogueParams& ep,
