@@ -265,7 +265,12 @@ TEST(DecodeLimit, BytesFromThePlanAndTheRun) {
   EXPECT_DOUBLE_EQ(l->ms(), l->pcie_ms);  // at 30% the PCIe bytes bind
   EXPECT_NEAR(l->fraction(25.0), 0.8, 1e-12);
   in.pcie_GBps = 0;
-  EXPECT_FALSE(decode_limit(p, st, in).has_value());
+  EXPECT_FALSE(decode_limit(p, st, in).has_value());  // PCIe bytes but no DMA bandwidth
+  st.pcie_bytes = 0;  // a resident run: nothing over PCIe, no probe; the HBM bytes bind
+  const auto r = decode_limit(p, st, in);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_DOUBLE_EQ(r->pcie_ms, 0.0);
+  EXPECT_DOUBLE_EQ(r->ms(), r->hbm_ms);
 }
 
 }  // namespace
