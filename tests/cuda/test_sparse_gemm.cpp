@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "kernels/cuda/check.hpp"
 #include "kernels/cuda/cuda_api.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
 #include "sparse24/sparse24.hpp"
@@ -277,6 +278,57 @@ TEST_F(SparseGemmTest, RejectsFp32Weights) {
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::UnsupportedShape);
   }
+}
+
+// The persistent 2:4 decode kernel (SPARSEFLOW_PERSISTENT=decode, check.hpp) against the plain one it
+// replaces for one split: bit for bit, on shapes that give its blocks several 16-row blocks each (a
+// partial last one too), a K shorter than one step per warp, two token chunks (M = 12), and on the
+// fp64 reference with every epilogue.
+TEST_F(SparseGemmTest, PersistentDecodeIsBitIdenticalToThePlainKernel) {
+  struct Restore {
+    ~Restore() { set_persistent_kernels(-1); }
+  } restore;
+  for (const KernelChoice ch : {KernelChoice{GemmPath::Decode, 8, 1}, KernelChoice{GemmPath::Decode, 4, 1}})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{11200, 4096}, {4245, 1028}, {5000, 72}, {300, 16384}})
+      for (int64_t m : {1, 3, 8, 12}) {
+        SCOPED_TRACE(::testing::Message() << ch.name() << " N=" << n << " K=" << k << " M=" << m);
+        const auto w = random_24(n, k, DType::F16);
+        auto dw = upload_weight(s24::compress(s24::MatrixView{w.data(), DType::F16, n, k}));
+        const auto x = random16(size_t(m * k), DType::F16);
+        const auto bias = random_f32(size_t(n));
+        Dev dx(x.size() * 2), dy(size_t(m * n) * 4), db(size_t(n) * 4);
+        ck(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+        ck(cudaMemcpy(db.p, bias.data(), bias.size() * 4, cudaMemcpyHostToDevice));
+        DeviceEpilogue ep;
+        ep.bias = db.p;
+        ep.bias_dtype = DType::F32;
+        ep.act = s24::Activation::ReLU;
+        std::vector<float> plain(size_t(m * n)), persistent(size_t(m * n));
+        for (int mask : {0, kPersistentDecode}) {
+          set_persistent_kernels(mask);
+          ck(cudaMemset(dy.p, 0xff, size_t(m * n) * 4));
+          gemm_->run_with(ch, dw, dx.p, m, dy.p, DType::F32, ep);
+          ck(cudaStreamSynchronize(gemm_->stream()));
+          ck(cudaMemcpy(mask ? persistent.data() : plain.data(), dy.p, size_t(m * n) * 4, cudaMemcpyDeviceToHost));
+        }
+        free_weight(dw);
+        size_t diff = 0, nan = 0;
+        for (size_t i = 0; i < plain.size(); ++i) {
+          diff += std::memcmp(&plain[i], &persistent[i], 4) != 0;
+          nan += std::isnan(persistent[i]);
+        }
+        EXPECT_EQ(diff, 0u) << "of " << plain.size();
+        EXPECT_EQ(nan, 0u) << "outputs left poisoned";
+      }
+  set_persistent_kernels(kPersistentDecode);
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 68}, {250, 1028}, {40, 2056}})
+    for (int64_t m : {1, 6, 19}) {
+      Case c{n, k, m, DType::BF16, DType::BF16};
+      c.bias = true;
+      c.residual = true;
+      c.act = s24::Activation::GELU;
+      check_case(*gemm_, c);
+    }
 }
 
 // The split-K counters are left at zero: the same workspace gives the same bits on a re-run.

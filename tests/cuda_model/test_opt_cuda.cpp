@@ -25,6 +25,8 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "kernels/cuda/check.hpp"
+#include "kernels/cuda/model/model_kernels.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cpu.hpp"
 #include "model/opt_cuda.hpp"
@@ -329,6 +331,96 @@ TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
       return all;
     };
     const auto off = run(0), on = run(64);
+    ASSERT_EQ(off.size(), on.size());
+    size_t diff = 0;
+    for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], 4) != 0;
+    EXPECT_EQ(diff, 0u) << sparsity << ": of " << off.size() << " values";
+  }
+}
+
+// The persistent dense decode GEMV (SPARSEFLOW_PERSISTENT=gemv, check.hpp) against the one-row-per-
+// warp kernel: bit for bit, on more rows than fit the GPU at once (several per warp), a K with a tail
+// past the last full batch and one with no full batch at all, M = 1..8, fp16 and bf16.
+TEST(CudaGemv, PersistentIsBitIdenticalToThePlainKernel) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { sf::cuda::set_persistent_kernels(-1); }
+  } restore;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (DType dt : {DType::F16, DType::BF16})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{20000, 4096}, {9000, 1000}, {3000, 72}, {4096, 16384}})
+      for (int64_t m : {1, 2, 5, 8}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " N=" << n << " K=" << k << " M=" << m);
+        std::vector<uint16_t> w(size_t(n * k)), x(size_t(m * k));
+        for (auto& e : w) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        for (auto& e : x) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        std::vector<float> res(size_t(m * n));
+        for (auto& e : res) e = u(rng);
+        void *dw = nullptr, *dx = nullptr, *dy = nullptr, *dr = nullptr;
+        ASSERT_EQ(cudaMalloc(&dw, w.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dx, x.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dy, res.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dr, res.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dr, res.data(), res.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        sf::cuda::EpilogueParams ep;
+        ep.residual = dr;
+        ep.y = dy;
+        ep.ldy = n;
+        const int code = dt == DType::BF16 ? 2 : 1;
+        std::vector<float> plain(res.size()), persistent(res.size());
+        for (int mask : {0, sf::cuda::kPersistentGemv}) {
+          sf::cuda::set_persistent_kernels(mask);
+          ASSERT_EQ(cudaMemset(dy, 0xff, res.size() * 4), cudaSuccess);
+          ASSERT_TRUE(sf::cuda::model::launch_gemv(dw, code, dx, m, n, k, ep, nullptr));
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(mask ? persistent.data() : plain.data(), dy, res.size() * 4, cudaMemcpyDeviceToHost),
+                    cudaSuccess);
+        }
+        for (void* p : {dw, dx, dy, dr}) cudaFree(p);
+        size_t diff = 0, nan = 0;
+        for (size_t i = 0; i < plain.size(); ++i) {
+          diff += std::memcmp(&plain[i], &persistent[i], 4) != 0;
+          nan += std::isnan(persistent[i]);
+        }
+        EXPECT_EQ(diff, 0u) << "of " << plain.size();
+        EXPECT_EQ(nan, 0u) << "outputs left poisoned";
+        // One spot check against a host dot product (the plain kernel is what the model tests cover).
+        double ref = res[size_t(n - 1)];
+        for (int64_t j = 0; j < k; ++j)
+          ref += double(dt == DType::BF16 ? bf16_to_float(w[size_t((n - 1) * k + j)]) : half_to_float(w[size_t((n - 1) * k + j)])) *
+                 double(dt == DType::BF16 ? bf16_to_float(x[size_t(j)]) : half_to_float(x[size_t(j)]));
+        EXPECT_NEAR(persistent[size_t(n - 1)], ref, 1e-3 * std::sqrt(double(k)));
+      }
+}
+
+// The same end to end: decode logits and greedy ids are bit-identical with the persistent GEMV and
+// 2:4 decode kernels on and off, dense and 2:4.
+TEST(CudaGemv, PersistentDecodeIsBitIdenticalEndToEnd) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { sf::cuda::set_persistent_kernels(-1); }
+  } restore;
+  for (const char* sparsity : {"none", "2:4"}) {
+    auto m = Model::open(kRoot + "pre_ln", sparsity);
+    const auto expected = load_expected("pre_ln");
+    const auto tokens = ids(expected["perplexity"]["ids"]);
+    auto run = [&](int mask) {
+      sf::cuda::set_persistent_kernels(mask);
+      OptCuda gpu(*m, CudaOptions{});
+      gpu.reset(int64_t(tokens.size()));
+      std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
+      for (size_t i = 3; i < tokens.size(); ++i) {
+        const auto l = gpu.forward(std::span(tokens).subspan(i, 1), true);
+        all.insert(all.end(), l.begin(), l.end());
+      }
+      const auto g = gpu.generate(ids(expected["prompts"][0]["ids"]), 12, SamplingParams{});
+      all.insert(all.end(), g.ids.begin(), g.ids.end());
+      return all;
+    };
+    const auto off = run(0), on = run(sf::cuda::kPersistentGemv | sf::cuda::kPersistentDecode);
     ASSERT_EQ(off.size(), on.size());
     size_t diff = 0;
     for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], 4) != 0;

@@ -1,5 +1,7 @@
 #include "kernels/cuda/check.hpp"
 
+#include <atomic>
+#include <cstdlib>
 #include <string_view>
 
 #include "core/error.hpp"
@@ -29,5 +31,26 @@ int sm_count() {
   }();
   return sms;
 }
+
+namespace {
+std::atomic<int> g_persistent_override{-1};
+}  // namespace
+
+int persistent_kernels() {
+  if (const int o = g_persistent_override.load(std::memory_order_relaxed); o >= 0) return o;
+  static const int from_env = [] {
+    const char* e = std::getenv("SPARSEFLOW_PERSISTENT");
+    if (!e) return 0;
+    const std::string_view v(e);
+    if (v == "all" || v == "1") return kPersistentGemv | kPersistentDecode;
+    int mask = 0;
+    if (v.find("gemv") != std::string_view::npos) mask |= kPersistentGemv;
+    if (v.find("decode") != std::string_view::npos) mask |= kPersistentDecode;
+    return mask;
+  }();
+  return from_env;
+}
+
+void set_persistent_kernels(int mask) { g_persistent_override.store(mask, std::memory_order_relaxed); }
 
 }  // namespace sf::cuda

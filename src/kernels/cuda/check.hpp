@@ -27,6 +27,18 @@ namespace sf::cuda {
 // SMs of the device current at the first call (cached; 108 if the query fails): launch sizing.
 int sm_count();
 
+// Persistent batch-1 decode products (opt-in, an A/B of docs/KERNELS.md): a grid of as many blocks as
+// fit the GPU at once, each looping over output rows (dense GEMV) or 16-row blocks (2:4 decode kernel,
+// no split-K) and loading the next one's first weights before it reduces and stores the current one,
+// so no block starts or retires mid-product and the weight loads never pause. Per output the
+// arithmetic is the non-persistent kernel's, in the same order: the results are bit-identical.
+inline constexpr int kPersistentGemv = 1;    // model/gemv.cu
+inline constexpr int kPersistentDecode = 2;  // decode.cu
+// SPARSEFLOW_PERSISTENT=gemv,decode (or all; read once) unless set_persistent_kernels() was called.
+int persistent_kernels();
+// Override for this process (tests, A/B in one run): a mask of the bits above; -1 back to the environment.
+void set_persistent_kernels(int mask);
+
 }  // namespace sf::cuda
 
 #define SF_CUDA_CHECK(stmt)                                                                     \

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "kernels/cuda/check.hpp"
@@ -169,6 +170,89 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
     if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
   }
   if (threadIdx.x == 0) p.counters[tile_id] = 0;  // ready for the next launch on this workspace
+}
+
+// The persistent variant of decode_kernel without split-K (kPersistentDecode, check.hpp): gridDim.x
+// blocks (at most as many as fit the GPU at once, balanced so that every block gets the same number
+// of 16-row blocks), block b taking 16-row blocks b, b + gridDim.x, ... Each warp's last step of a
+// 16-row block loads the first step of its next one, so the weights stay in flight through the
+// reduction and the store (and no block starts or retires mid-product). Per output the sums are
+// decode_kernel's with one split, in its order: bit-identical.
+template <typename T, int MT, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) decode_persistent_kernel(const DecodeLaunch p) {
+  pdl_launch_dependents();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int tok0 = blockIdx.z * MT * 8;
+  const bool meta_lane = t < 2;
+  const uint4* vals0 = static_cast<const uint4*>(p.values) + lane;
+  const uint4* meta0 = static_cast<const uint4*>(p.meta) + (2 * g + (t & 1));
+  auto vals_of = [&](int rb) { return vals0 + size_t(rb) * p.k_tiles * 32; };
+  auto meta_of = [&](int rb) { return meta0 + size_t(rb) * p.k_quads * 16; };
+
+  const uint32_t* xrow[MT];
+  bool xok[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int tok = tok0 + mt * 8 + g;
+    xok[mt] = tok < p.m;
+    xrow[mt] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + size_t(xok[mt] ? tok : 0) * p.k);
+  }
+  const int kpairs = p.k / 2;
+  constexpr int stride = WARPS * kStepQuads;
+  const int q0 = warp * kStepQuads;  // this warp's first step in every 16-row block
+
+  constexpr int kTile = MT * 8 * 16;
+  __shared__ float red[WARPS][kTile];
+  Step cur, nxt;
+  int rb = blockIdx.x;
+  if (rb < p.row_blocks && q0 < p.k_quads) load_step(cur, vals_of(rb), meta_of(rb), q0, p.k_quads, meta_lane);
+  pdl_wait();
+  for (; rb < p.row_blocks; rb += gridDim.x) {
+    const int rb_next = rb + int(gridDim.x);
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    for (int q = q0; q < p.k_quads; q += stride) {
+      if (q + stride < p.k_quads)
+        load_step(nxt, vals_of(rb), meta_of(rb), q + stride, p.k_quads, meta_lane);
+      else if (rb_next < p.row_blocks)  // the next 16-row block's first step, in flight from here on
+        load_step(nxt, vals_of(rb_next), meta_of(rb_next), q0, p.k_quads, meta_lane);
+#pragma unroll
+      for (int u = 0; u < kStepTiles; ++u) {
+        const int kt = q * 4 + u;
+        const uint32_t e = meta_word(cur.e[u / 4], u % 4);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          uint32_t b[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int kp = kt * 16 + 4 * j + t;
+            b[j] = (xok[mt] && kp < kpairs) ? __ldg(xrow[mt] + kp) : 0u;
+          }
+          ptx::mma_sp_m16n8k32<T>(acc[mt], cur.a[u], b, e);
+        }
+      }
+      cur = nxt;
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int tk = mt * 8 + 2 * t;
+      red[warp][tk * 16 + g] = acc[mt][0];
+      red[warp][(tk + 1) * 16 + g] = acc[mt][1];
+      red[warp][tk * 16 + g + 8] = acc[mt][2];
+      red[warp][(tk + 1) * 16 + g + 8] = acc[mt][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kTile; i += WARPS * 32) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) v += red[w][i];
+      const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
+      if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+    }
+    __syncthreads();  // red is free for the next 16-row block
+  }
 }
 
 // The shared-x variant ("decode_sx"): a block's warps are R row warps x KG k-groups. The R row warps
@@ -339,7 +423,23 @@ void launch_sx_typed(const DecodeLaunch& p, cudaStream_t stream) {
 
 template <typename T, int MT, int WARPS>
 void launch_typed(const DecodeLaunch& p, cudaStream_t stream) {
-  const dim3 grid(unsigned(p.row_blocks), unsigned(p.splits), unsigned((p.m + MT * 8 - 1) / (MT * 8)));
+  const unsigned chunks = unsigned((p.m + MT * 8 - 1) / (MT * 8));
+  if (p.splits == 1 && (persistent_kernels() & kPersistentDecode)) {
+    static const int per_sm = [] {
+      int b = 0;
+      SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, decode_persistent_kernel<T, MT, WARPS>, WARPS * 32, 0));
+      return std::max(b, 1);
+    }();
+    // Resident blocks shared by the token chunks (grid.z), then balanced over the 16-row blocks.
+    const unsigned resident = std::max(1u, unsigned(per_sm * sm_count()) / chunks);
+    const unsigned items = unsigned(p.row_blocks);
+    const unsigned per_block = (items + resident - 1) / resident;
+    const dim3 grid((items + per_block - 1) / per_block, 1, chunks);
+    launch_pdl(decode_persistent_kernel<T, MT, WARPS>, grid, WARPS * 32, 0, stream, p);
+    SF_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const dim3 grid(unsigned(p.row_blocks), unsigned(p.splits), chunks);
   launch_pdl(decode_kernel<T, MT, WARPS>, grid, WARPS * 32, 0, stream, p);
   SF_CUDA_CHECK_LAUNCH();
 }

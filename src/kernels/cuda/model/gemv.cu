@@ -84,6 +84,74 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restri
   if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
 }
 
+// The persistent variant (kPersistentGemv, check.hpp): gridDim.x blocks (at most as many as fit the
+// GPU at once, balanced_grid), warp w of block b taking rows b * kWarps + w, then + gridDim.x *
+// kWarps, ... Inside a row the next batch of W is issued before the current one is used (two batches
+// in flight instead of one), and the next row's first batch before this row's tail, reduction and
+// store. Per row the sums are
+// gemv_kernel's, in its order: the outputs are bit-identical.
+template <typename T, int M>
+__global__ void __launch_bounds__(kWarps * 32) gemv_persistent_kernel(const uint4* __restrict__ w,
+                                                                      const uint4* __restrict__ x, int n, int kv,
+                                                                      EpilogueParams ep) {
+  pdl_launch_dependents();
+  const int lane = threadIdx.x % 32;
+  const int stride = int(gridDim.x) * kWarps;
+  int row = blockIdx.x * kWarps + threadIdx.x / 32;
+  const bool full_batch = lane + 32 * (kUnroll - 1) < kv;  // a row has a first batch at all
+  uint4 wv[kUnroll];
+  if (row < n && full_batch)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(w + int64_t(row) * kv + lane + 32 * u);
+  pdl_wait();
+  for (; row < n; row += stride) {
+    const uint4* wr = w + int64_t(row) * kv;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+    int i = lane;
+    for (; i + 32 * (kUnroll - 1) < kv; i += 32 * kUnroll) {
+      uint4 cur[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) cur[u] = wv[u];
+      if (i + 32 * kUnroll + 32 * (kUnroll - 1) < kv)  // this row's next batch, in flight during the math
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + i + 32 * kUnroll + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[m] += dot16(cur[u], __ldg(x + int64_t(m) * kv + i + 32 * u), T{});
+    }
+    // The next row's first batch before this row's tail, reduction and store.
+    if (row + stride < n && full_batch)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(w + int64_t(row + stride) * kv + lane + 32 * u);
+    for (; i < kv; i += 32) {
+      const uint4 wt = ld_stream(wr + i);
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m] += dot16(wt, __ldg(x + int64_t(m) * kv + i), T{});
+    }
+    float mine = 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float v = acc[m];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == m) mine = v;
+    }
+    if (lane < M) epilogue_store(ep, lane, row, mine);
+  }
+}
+
+// Blocks of a persistent launch: at most `resident` (what fits the GPU at once), and then the fewest
+// that give every block the same number of work items (rows of 8 warps, 16-row blocks), so no block
+// runs a last item alone while the others are done (12288 rows of 8 warps on 1056 resident blocks:
+// 768 blocks of 2 items each, not 1056 of 1 or 2).
+unsigned balanced_grid(unsigned items, unsigned resident) {
+  if (items <= resident) return items;
+  const unsigned per_block = (items + resident - 1) / resident;
+  return (items + per_block - 1) / per_block;
+}
+
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
 int tail_start(unsigned grid) { return std::max(0, int(grid) - 2 * sf::cuda::sm_count()); }
 
@@ -94,6 +162,26 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
   const auto* w4 = static_cast<const uint4*>(w);
   const auto* x4 = static_cast<const uint4*>(x);
   const int tail = next.ptr[0] ? tail_start(grid) : int(grid);  // nothing to prefetch: no block asks
+  if (persistent_kernels() & kPersistentGemv) {  // no L2 prefetch of the next product in this variant
+    switch (m) {
+#define SF_GEMV_P_CASE(M)                                                                                    \
+  case M: {                                                                                                  \
+    static const int per_sm = [] {                                                                           \
+      int b = 0;                                                                                             \
+      SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_persistent_kernel<T, M>, kWarps * 32, 0)); \
+      return std::max(b, 1);                                                                                 \
+    }();                                                                                                     \
+    const unsigned pgrid = balanced_grid(grid, unsigned(per_sm * sf::cuda::sm_count()));                      \
+    launch_pdl(gemv_persistent_kernel<T, M>, pgrid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep);          \
+    break;                                                                                                   \
+  }
+      SF_GEMV_P_CASE(1) SF_GEMV_P_CASE(2) SF_GEMV_P_CASE(3) SF_GEMV_P_CASE(4)
+      SF_GEMV_P_CASE(5) SF_GEMV_P_CASE(6) SF_GEMV_P_CASE(7) SF_GEMV_P_CASE(8)
+#undef SF_GEMV_P_CASE
+    }
+    SF_CUDA_CHECK_LAUNCH();
+    return;
+  }
   switch (m) {
 #define SF_GEMV_CASE(M) \
   case M: launch_pdl(gemv_kernel<T, M>, grid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep, next, tail); break;
