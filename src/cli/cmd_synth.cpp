@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct SynthArgs {
-  std::string arch = "tiny", output, format = "hf", dtype = "fp16";
+  std::string arch = "tiny", output, format = "hf", dtype = "fp16", sparsity = "none";
   uint64_t seed = 0;
   std::string activation_profile;  // issue 6: empty = plain random weights
   bool profiled = false, neuron_major = false;
@@ -51,6 +51,15 @@ void run_synth(const SynthArgs& a) {
   o.dtype = *dt;
   if (a.neuron_major && a.format != "sf")
     fail(Status::InvalidArgument, "--neuron-major writes a .sf file; add --format sf");
+  if (a.sparsity != "none" && a.sparsity != "2:4")
+    fail(Status::InvalidArgument, "--sparsity {}: expected none or 2:4", a.sparsity);
+  const bool sparse24 = a.sparsity == "2:4";
+  if (sparse24 && a.format != "sf")
+    fail(Status::InvalidArgument, "--sparsity 2:4 writes a compressed .sf file (an HF checkpoint holds dense "
+         "weights); add --format sf, or prune an HF checkpoint later with `sparseflow convert --sparsity 2:4`");
+  if (sparse24 && (a.profiled || a.neuron_major))
+    fail(Status::InvalidArgument, "--sparsity 2:4 cannot be combined with --activation-profile or --neuron-major: "
+         "the offloading experiments use dense neuron bundles (2:4 bundles are not written yet)");
   if (a.profiled) {  // weights shaped so that FFN activations follow a stated profile (issue 6)
     offload::ProfiledSynthOptions po;
     po.arch = a.arch;
@@ -82,9 +91,18 @@ void run_synth(const SynthArgs& a) {
                c.num_hidden_layers, c.ffn_dim, c.vocab_size);
     return;
   }
+  if (model::find_large_opt_shape(a.arch) && a.format == "sf") {  // streamed straight into the .sf file
+    if (fs::is_directory(a.output))
+      fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
+    const auto r = model::write_large_opt_sf(a.output, a.arch, a.seed, o.dtype, sparse24);
+    fmt::print("wrote {} (.sf{}, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}, vocab {}; {} parameters, {} "
+               "bytes; random weights, not a trained model\n", a.output, sparse24 ? ", 2:4 decoder linears" : "",
+               a.arch, a.seed, a.dtype, r.config.hidden_size, r.config.num_hidden_layers, r.config.ffn_dim,
+               r.config.vocab_size, r.parameters, r.file_bytes);
+    return;
+  }
   if (model::find_large_opt_shape(a.arch))
-    fail(Status::InvalidArgument, "--arch {} is written as an HF directory (--format hf) by streaming; convert it "
-         "with `sparseflow convert` to get a .sf file (or add --activation-profile, which streams .sf directly)", a.arch);
+    fail(Status::InvalidArgument, "--format {}: expected hf (a checkpoint directory) or sf (a .sf file)", a.format);
   model::find_synth_shape(a.arch);  // a bad --arch fails before anything is written
   if (a.format == "hf") {
     if (fs::exists(a.output) && !fs::is_directory(a.output))
@@ -103,6 +121,7 @@ void run_synth(const SynthArgs& a) {
     const auto m = model::Model::open(tmp.path.string());
     model::ConvertOptions co;
     co.neuron_major = a.neuron_major;
+    co.sparsity = a.sparsity;
     co.extra_metadata = {{"source.format", "synth"}, {"source.path", fmt::format("sparseflow synth --arch {} --seed {}",
                                                                                  a.arch, a.seed)}};
     const auto rep = model::convert_to_sf(*m, a.output, co);
@@ -119,7 +138,7 @@ void add_synth_command(CLI::App& app) {
   auto a = std::make_shared<SynthArgs>();
   auto* c = app.add_subcommand("synth", "Write a synthetic OPT model with deterministic random weights");
   c->add_option("--arch", a->arch, "shape: tiny (hidden 64, 2 layers, 4 heads, ffn 256), or opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, "
-                 "opt-13b, opt-30b (real OPT shapes, streamed to disk)")->capture_default_str();
+                 "opt-13b, opt-30b (real OPT shapes, streamed to disk, as hf or sf)")->capture_default_str();
   c->add_option("--output,-o", a->output, "directory (--format hf) or file (--format sf) to write")->required();
   c->add_option("--format", a->format, "hf (config.json, model.safetensors, vocab.json, merges.txt) or sf")
       ->capture_default_str();
@@ -129,6 +148,10 @@ void add_synth_command(CLI::App& app) {
                 "shape FFN activations: sparsity=0.97,hot=0.26:0.80,corr=0.5[,rho=0.95,noise=0.1,latent=K] "
                 "(\"default\" = those values; docs/OFFLOAD.md). Any --arch; .sf output streams")
       ->each([a](const std::string&) { a->profiled = true; });
+  c->add_option("--sparsity", a->sparsity,
+                "none, or 2:4 (with --format sf: every decoder linear pruned by magnitude and compressed, as "
+                "`convert --sparsity 2:4` would)")
+      ->capture_default_str();
   c->add_flag("--neuron-major", a->neuron_major, "with --format sf: store each FFN layer as neuron bundles");
   c->add_option("--layers", a->layers,
                 "with --activation-profile: write only the first N decoder layers of --arch's shapes (0: all), "

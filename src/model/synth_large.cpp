@@ -9,6 +9,8 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "format/hf_config.hpp"
+#include "format/sf_file.hpp"
+#include "model/convert.hpp"
 #include "model/synth.hpp"
 
 namespace sf::model {
@@ -37,6 +39,41 @@ void write_text(const fs::path& p, std::string_view text) {
   f.commit();
 }
 
+// Elements p0 .. p0 + len - 1 (p0 a multiple of 4096) of tensor `name` into out, in dtype: uniform
+// with standard deviation 0.02, layer-norm scales 1 +- 0.1. Each 4096-element block has its own
+// stream, so the values depend on neither the thread count nor how the tensor is cut into pieces.
+void fill_values(const std::string& name, uint64_t seed, DType dtype, int64_t p0, int64_t len, uint8_t* out) {
+  const float a = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has standard deviation 0.02
+  const bool ln_scale = name.find("layer_norm.weight") != std::string::npos;
+  const uint64_t base = seed ^ fnv1a(name);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < (len + 4095) / 4096; ++b) {
+    uint64_t st = base + uint64_t(p0 / 4096 + b) * 0x632be59bd9b4e019ull;
+    const int64_t i1 = std::min(len, (b + 1) * 4096);
+    for (int64_t i = b * 4096; i < i1; ++i) {
+      const float u = float(splitmix(st) >> 40) * 0x1.0p-24f * 2.0f - 1.0f;  // [-1, 1)
+      store_from_float(out, dtype, size_t(i), ln_scale ? 1.0f + 0.1f * u : a * u);
+    }
+  }
+}
+
+OptConfig large_config(const LargeOptShape& s) {
+  OptConfig c;
+  c.vocab_size = 50272;
+  c.hidden_size = s.hidden;
+  c.num_hidden_layers = s.layers;
+  c.ffn_dim = s.ffn;
+  c.num_attention_heads = s.heads;
+  c.max_position_embeddings = 2048;
+  c.word_embed_proj_dim = s.hidden;
+  return c;
+}
+
+void check_synth_dtype(DType dtype) {
+  if (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32)
+    fail(Status::InvalidArgument, "synthetic weights are fp16, bf16 or fp32, not {}", dtype_name(dtype));
+}
+
 }  // namespace
 
 const LargeOptShape* find_large_opt_shape(std::string_view name) {
@@ -48,16 +85,8 @@ const LargeOptShape* find_large_opt_shape(std::string_view name) {
 OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, uint64_t seed, DType dtype) {
   const LargeOptShape* s = find_large_opt_shape(arch);
   if (!s) fail(Status::InvalidArgument, "unknown OPT architecture \"{}\"", arch);
-  if (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32)
-    fail(Status::InvalidArgument, "synthetic weights are fp16, bf16 or fp32, not {}", dtype_name(dtype));
-  OptConfig c;
-  c.vocab_size = 50272;
-  c.hidden_size = s->hidden;
-  c.num_hidden_layers = s->layers;
-  c.ffn_dim = s->ffn;
-  c.num_attention_heads = s->heads;
-  c.max_position_embeddings = 2048;
-  c.word_embed_proj_dim = s->hidden;
+  check_synth_dtype(dtype);
+  const OptConfig c = large_config(*s);
   const fs::path dir(dir_str);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -88,24 +117,12 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   f.write(htext.data(), htext.size());
 
   std::vector<uint8_t> buf(size_t(kPiece) * elem);
-  const float a = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has standard deviation 0.02
   for (const auto& t : tensors) {
     int64_t n = 1;
     for (auto d : t.shape) n *= d;
-    const bool ln_scale = t.name.find("layer_norm.weight") != std::string::npos;
-    const uint64_t base = seed ^ fnv1a(t.name);
     for (int64_t p0 = 0; p0 < n; p0 += kPiece) {
       const int64_t len = std::min(kPiece, n - p0);
-      // Each 4096-element block has its own stream: the values do not depend on the thread count.
-#pragma omp parallel for schedule(static)
-      for (int64_t b = 0; b < (len + 4095) / 4096; ++b) {
-        uint64_t st = base + uint64_t(p0 / 4096 + b) * 0x632be59bd9b4e019ull;
-        const int64_t i1 = std::min(len, (b + 1) * 4096);
-        for (int64_t i = b * 4096; i < i1; ++i) {
-          const float u = float(splitmix(st) >> 40) * 0x1.0p-24f * 2.0f - 1.0f;  // [-1, 1)
-          store_from_float(buf.data(), dtype, size_t(i), ln_scale ? 1.0f + 0.1f * u : a * u);
-        }
-      }
+      fill_values(t.name, seed, dtype, p0, len, buf.data());
       f.write(buf.data(), size_t(len) * elem);
     }
   }
@@ -121,6 +138,64 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   write_text(dir / "vocab.json", builtin_vocab_json());
   write_text(dir / "merges.txt", builtin_merges_txt());
   return c;
+}
+
+LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch, uint64_t seed, DType dtype,
+                                 bool sparse24) {
+  const LargeOptShape* s = find_large_opt_shape(arch);
+  if (!s) fail(Status::InvalidArgument, "unknown OPT architecture \"{}\"", arch);
+  check_synth_dtype(dtype);
+  LargeSfReport rep;
+  rep.config = large_config(*s);
+  const OptConfig& c = rep.config;
+  const auto tensors = opt_expected_tensors(c, /*untied_lm_head=*/false);
+  const std::string vocab(builtin_vocab_json()), merges(builtin_merges_txt());
+  std::vector<sff::EntrySpec> specs;
+  for (const auto& t : tensors) {
+    specs.push_back(sparse24 && t.prunable ? sff::s24_spec(t.name, dtype, t.shape[0], t.shape[1])
+                                           : sff::dense_spec(t.name, dtype, t.shape));
+    int64_t n = 1;
+    for (auto d : t.shape) n *= d;
+    rep.parameters += uint64_t(n);
+  }
+  specs.push_back(sff::bytes_spec("tokenizer.vocab.json", vocab.size()));
+  specs.push_back(sff::bytes_spec("tokenizer.merges.txt", merges.size()));
+  // What `convert` writes for this model (sparsity, tokenizer, dtype), and where it came from.
+  const nlohmann::json meta = {
+      {"sparseflow.converter_version", kConverterVersion},
+      {"sparsity.pattern", sparse24 ? "2:4" : "none"},
+      {"sparsity.method", sparse24 ? "magnitude" : "none"},
+      {"sparsity.pruned", sparse24 ? "q_proj, k_proj, v_proj, out_proj, fc1, fc2 of every decoder layer" : ""},
+      {"weights.dtype", std::string(dtype_name(dtype))},
+      {"tokenizer.type", "gpt2-byte-level-bpe"},
+      {"source.format", "synth"},
+      {"source.path", fmt::format("sparseflow synth --arch {} --seed {} --format sf{}", arch, seed,
+                                  sparse24 ? " --sparsity 2:4" : "")},
+      {"synth.note", "uniform random weights (std 0.02); not a trained model"}};
+  std::vector<std::string> features;
+  if (sparse24) features.push_back("s24");
+  sff::Writer w(path, "opt", format::opt_config_to_json(c), meta, specs, features);
+  const size_t elem = dtype_size(dtype);
+  std::vector<uint8_t> buf;
+  for (const auto& t : tensors) {  // one tensor in memory at a time (the largest: the embeddings)
+    int64_t n = 1;
+    for (auto d : t.shape) n *= d;
+    buf.resize(size_t(n) * elem);
+    for (int64_t p0 = 0; p0 < n; p0 += kPiece)
+      fill_values(t.name, seed, dtype, p0, std::min(kPiece, n - p0), buf.data() + size_t(p0) * elem);
+    if (sparse24 && t.prunable) {  // magnitude 2:4, compressed as `convert --sparsity 2:4` does
+      const Pruned p = prune_24(Tensor{dtype, t.shape, buf.data()}, dtype);
+      w.write(p.compressed.values);
+      w.write({reinterpret_cast<const uint8_t*>(p.compressed.meta.data()), p.compressed.meta_bytes()});
+    } else {
+      w.write(buf);
+    }
+  }
+  w.write({reinterpret_cast<const uint8_t*>(vocab.data()), vocab.size()});
+  w.write({reinterpret_cast<const uint8_t*>(merges.data()), merges.size()});
+  w.finish();
+  rep.file_bytes = w.bytes_total();
+  return rep;
 }
 
 }  // namespace sf::model
