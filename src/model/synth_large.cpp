@@ -69,6 +69,13 @@ OptConfig large_config(const LargeOptShape& s) {
   return c;
 }
 
+// What a synthetic checkpoint says of itself (config.json's sparseflow_synthetic; a .sf file's
+// weights.synthetic_info, which `convert` carries over from the former).
+nlohmann::json synthetic_info(std::string_view arch, uint64_t seed) {
+  return {{"random_weights", true}, {"arch", arch}, {"seed", seed},
+          {"note", "uniform random weights (std 0.02) made by `sparseflow synth`; not a trained model"}};
+}
+
 void check_synth_dtype(DType dtype) {
   if (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32)
     fail(Status::InvalidArgument, "synthetic weights are fp16, bf16 or fp32, not {}", dtype_name(dtype));
@@ -131,9 +138,7 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   nlohmann::json cj = format::opt_config_to_json(c);
   cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::BF16 ? "bfloat16" : "float16";
   cj["init_std"] = 0.02;
-  cj["sparseflow_synthetic"] = {{"random_weights", true}, {"arch", arch}, {"seed", seed},
-                                {"note", "uniform random weights (std 0.02) made by `sparseflow synth`; not a trained "
-                                         "model"}};
+  cj["sparseflow_synthetic"] = synthetic_info(arch, seed);
   write_text(dir / "config.json", cj.dump(2) + "\n");
   write_text(dir / "vocab.json", builtin_vocab_json());
   write_text(dir / "merges.txt", builtin_merges_txt());
@@ -171,7 +176,8 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
       {"source.format", "synth"},
       {"source.path", fmt::format("sparseflow synth --arch {} --seed {} --format sf{}", arch, seed,
                                   sparse24 ? " --sparsity 2:4" : "")},
-      {"synth.note", "uniform random weights (std 0.02); not a trained model"}};
+      {"weights.synthetic", true},
+      {"weights.synthetic_info", synthetic_info(arch, seed)}};
   std::vector<std::string> features;
   if (sparse24) features.push_back("s24");
   sff::Writer w(path, "opt", format::opt_config_to_json(c), meta, specs, features);

@@ -66,6 +66,8 @@ TEST(SynthLargeSf, EqualsTheHfCheckpointConverted) {
     const auto a = Model::open(direct), b = Model::open(two_step);
     EXPECT_EQ(a->is_sparse(), sparse);
     EXPECT_EQ(a->metadata().value("sparsity.pattern", ""), sparse ? "2:4" : "none");
+    EXPECT_EQ(a->metadata().at("weights.synthetic_info"), b->metadata().at("weights.synthetic_info"));
+    EXPECT_EQ(a->metadata().value("weights.synthetic", false), true);
     expect_same_tensors(*a, *b);
   }
 }
