@@ -52,6 +52,16 @@ std::string_view builtin_merges_txt() {
   return {reinterpret_cast<const char*>(kBuiltinMergesTxt), size_t(kBuiltinMergesTxt_size)};
 }
 
+std::string synth_vocab_json(int64_t vocab_size) {
+  nlohmann::ordered_json v = nlohmann::ordered_json::parse(builtin_vocab_json());
+  std::vector<bool> have(size_t(std::max<int64_t>(vocab_size, 0)), false);
+  for (const auto& [tok, id] : v.items())
+    if (const int64_t i = id.get<int64_t>(); i >= 0 && i < vocab_size) have[size_t(i)] = true;
+  for (int64_t i = 0; i < vocab_size; ++i)
+    if (!have[size_t(i)]) v[fmt::format("<|synth_{}|>", i)] = i;
+  return v.dump();
+}
+
 const SynthShape& find_synth_shape(std::string_view name) {
   for (const auto& s : kSynthShapes)
     if (s.name == name) return s;

@@ -51,5 +51,10 @@ OptConfig write_tiny_opt(const std::string& dir, const SynthOptions& o);
 // The built-in tokenizer (tests/data/tokenizer/{vocab.json,merges.txt} at build time).
 std::string_view builtin_vocab_json();
 std::string_view builtin_merges_txt();
+// The built-in vocabulary extended to `vocab_size` ids for models with real OPT shapes (50272 ids
+// against the built-in tokenizer's 1500): id i it lacks becomes the token "<|synth_i|>", which no
+// merge produces (encoding is unchanged) and which decodes to that text, so the random model's
+// output can be printed.
+std::string synth_vocab_json(int64_t vocab_size);
 
 }  // namespace sf::model

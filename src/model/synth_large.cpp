@@ -140,7 +140,7 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   cj["init_std"] = 0.02;
   cj["sparseflow_synthetic"] = synthetic_info(arch, seed);
   write_text(dir / "config.json", cj.dump(2) + "\n");
-  write_text(dir / "vocab.json", builtin_vocab_json());
+  write_text(dir / "vocab.json", synth_vocab_json(c.vocab_size));
   write_text(dir / "merges.txt", builtin_merges_txt());
   return c;
 }
@@ -154,7 +154,7 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
   rep.config = large_config(*s);
   const OptConfig& c = rep.config;
   const auto tensors = opt_expected_tensors(c, /*untied_lm_head=*/false);
-  const std::string vocab(builtin_vocab_json()), merges(builtin_merges_txt());
+  const std::string vocab = synth_vocab_json(c.vocab_size), merges(builtin_merges_txt());
   std::vector<sff::EntrySpec> specs;
   for (const auto& t : tensors) {
     specs.push_back(sparse24 && t.prunable ? sff::s24_spec(t.name, dtype, t.shape[0], t.shape[1])

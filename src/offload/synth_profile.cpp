@@ -464,7 +464,8 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
     const auto v = gen.dense(e);
     return to_dtype(v.data(), int64_t(v.size()), o.dtype);
   };
-  const std::string_view vocab = model::builtin_vocab_json(), merges = model::builtin_merges_txt();
+  const std::string vocab = model::synth_vocab_json(c.vocab_size);
+  const std::string_view merges = model::builtin_merges_txt();
 
   if (o.format == "hf") {
     const fs::path dir(output);

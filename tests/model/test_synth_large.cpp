@@ -11,7 +11,9 @@
 #include "core/error.hpp"
 #include "model/convert.hpp"
 #include "model/synth_large.hpp"
+#include "model/synth.hpp"
 #include "model/weights.hpp"
+#include "tokenizer/bpe.hpp"
 
 namespace sf::model {
 namespace {
@@ -70,6 +72,22 @@ TEST(SynthLargeSf, EqualsTheHfCheckpointConverted) {
     EXPECT_EQ(a->metadata().value("weights.synthetic", false), true);
     expect_same_tensors(*a, *b);
   }
+}
+
+// The real shapes have 50272 ids against the built-in tokenizer's 1500: the ids it lacks decode to
+// placeholders, so a random model's output prints; encoding is the built-in tokenizer's.
+TEST(SynthLargeSf, EveryIdOfTheModelDecodes) {
+  const std::string vocab = synth_vocab_json(50272);
+  const auto tok = tok::Tokenizer::from_json_and_merges(vocab, builtin_merges_txt());
+  const auto builtin = tok::Tokenizer::from_json_and_merges(builtin_vocab_json(), builtin_merges_txt());
+  EXPECT_EQ(tok.vocab_size(), 50272);
+  const std::vector<int32_t> ids = {40489, 50271};
+  EXPECT_EQ(tok.decode(ids), "<|synth_40489|><|synth_50271|>");
+  EXPECT_THROW(builtin.decode(ids), Error);
+  const std::string text = "Hello world, sparse models run fast.";
+  EXPECT_EQ(tok.encode(text), builtin.encode(text));
+  const auto first = builtin.encode("Hello");
+  EXPECT_EQ(tok.decode(first), builtin.decode(first));
 }
 
 TEST(SynthLargeSf, RejectsWhatItCannotWrite) {
