@@ -307,34 +307,45 @@ TEST(CudaProfile, EagerAndGraphDecodeProfilesAgreeOnTheStages) {
   EXPECT_EQ(gpu.generate(prompt, 10, SamplingParams{}).ids, want);
 }
 
+// The fixture's perplexity tokens through a 3-token prefill and one-token decode steps (graph
+// replays), every step's logits, then a 12-token greedy generation's ids: what an A/B of a decode
+// option compares bit for bit.
+std::vector<float> decode_values(const Model& m, const CudaOptions& o) {
+  const auto expected = load_expected("pre_ln");
+  const auto tokens = ids(expected["perplexity"]["ids"]);
+  OptCuda gpu(m, o);
+  gpu.reset(int64_t(tokens.size()));
+  std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
+  for (size_t i = 3; i < tokens.size(); ++i) {
+    const auto l = gpu.forward(std::span(tokens).subspan(i, 1), true);
+    all.insert(all.end(), l.begin(), l.end());
+  }
+  const auto g = gpu.generate(ids(expected["prompts"][0]["ids"]), 12, SamplingParams{});
+  all.insert(all.end(), g.ids.begin(), g.ids.end());  // ids compared exactly too
+  return all;
+}
+
+size_t differing_values(const std::vector<float>& a, const std::vector<float>& b) {
+  size_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff += std::memcmp(&a[i], &b[i], 4) != 0;
+  return diff;
+}
+
 // The decode attention's L2 prefetch of the next weights (CudaOptions::decode_l2_prefetch_mib) is a
 // hint: decode logits (graph steps) and greedy ids are bit-identical with it on and off, dense and 2:4.
 TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
   SKIP_WITHOUT_GPU();
   for (const char* sparsity : {"none", "2:4"}) {
     auto m = Model::open(kRoot + "pre_ln", sparsity);
-    const auto expected = load_expected("pre_ln");
-    const auto tokens = ids(expected["perplexity"]["ids"]);
     auto run = [&](int64_t mib) {
       CudaOptions o;
       o.decode_l2_prefetch_mib = mib;
-      OptCuda gpu(*m, o);
-      EXPECT_EQ(gpu.decode_l2_prefetch_bytes(), size_t(mib) << 20);
-      gpu.reset(int64_t(tokens.size()));
-      std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
-      for (size_t i = 3; i < tokens.size(); ++i) {
-        const auto l = gpu.forward(std::span(tokens).subspan(i, 1), true);
-        all.insert(all.end(), l.begin(), l.end());
-      }
-      const auto g = gpu.generate(ids(expected["prompts"][0]["ids"]), 12, SamplingParams{});
-      all.insert(all.end(), g.ids.begin(), g.ids.end());  // ids compared exactly too
-      return all;
+      EXPECT_EQ(OptCuda(*m, o).decode_l2_prefetch_bytes(), size_t(mib) << 20);
+      return decode_values(*m, o);
     };
     const auto off = run(0), on = run(64);
     ASSERT_EQ(off.size(), on.size());
-    size_t diff = 0;
-    for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], 4) != 0;
-    EXPECT_EQ(diff, 0u) << sparsity << ": of " << off.size() << " values";
+    EXPECT_EQ(differing_values(off, on), 0u) << sparsity << ": of " << off.size() << " values";
   }
 }
 
@@ -405,26 +416,12 @@ TEST(CudaGemv, PersistentDecodeIsBitIdenticalEndToEnd) {
   } restore;
   for (const char* sparsity : {"none", "2:4"}) {
     auto m = Model::open(kRoot + "pre_ln", sparsity);
-    const auto expected = load_expected("pre_ln");
-    const auto tokens = ids(expected["perplexity"]["ids"]);
-    auto run = [&](int mask) {
-      sf::cuda::set_persistent_kernels(mask);
-      OptCuda gpu(*m, CudaOptions{});
-      gpu.reset(int64_t(tokens.size()));
-      std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
-      for (size_t i = 3; i < tokens.size(); ++i) {
-        const auto l = gpu.forward(std::span(tokens).subspan(i, 1), true);
-        all.insert(all.end(), l.begin(), l.end());
-      }
-      const auto g = gpu.generate(ids(expected["prompts"][0]["ids"]), 12, SamplingParams{});
-      all.insert(all.end(), g.ids.begin(), g.ids.end());
-      return all;
-    };
-    const auto off = run(0), on = run(sf::cuda::kPersistentGemv | sf::cuda::kPersistentDecode);
+    sf::cuda::set_persistent_kernels(0);
+    const auto off = decode_values(*m, CudaOptions{});
+    sf::cuda::set_persistent_kernels(sf::cuda::kPersistentGemv | sf::cuda::kPersistentDecode);
+    const auto on = decode_values(*m, CudaOptions{});
     ASSERT_EQ(off.size(), on.size());
-    size_t diff = 0;
-    for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], 4) != 0;
-    EXPECT_EQ(diff, 0u) << sparsity << ": of " << off.size() << " values";
+    EXPECT_EQ(differing_values(off, on), 0u) << sparsity << ": of " << off.size() << " values";
   }
 }
 

@@ -39,6 +39,16 @@ int persistent_kernels();
 // Override for this process (tests, A/B in one run): a mask of the bits above; -1 back to the environment.
 void set_persistent_kernels(int mask);
 
+// Blocks of a persistent launch over `items` work items (rows, 16-row blocks): at most `resident`
+// (what fits the GPU at once), and then the fewest that give every block the same number of items,
+// so no block runs a last item alone while the others are done (12288 rows of 8 warps on 1056
+// resident blocks: 768 blocks of 2 items each, not 1056 of 1 or 2).
+inline unsigned persistent_grid(unsigned items, unsigned resident) {
+  if (items <= resident || resident == 0) return items;
+  const unsigned per_block = (items + resident - 1) / resident;
+  return (items + per_block - 1) / per_block;
+}
+
 }  // namespace sf::cuda
 
 #define SF_CUDA_CHECK(stmt)                                                                     \

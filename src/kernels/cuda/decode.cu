@@ -70,6 +70,71 @@ __device__ __forceinline__ float sum_splits(const float* v, size_t stride, int s
   return acc;
 }
 
+// The B fragments of lane (g, t): token tok0 + 8 mt + g of x (row[mt], null-safe: row 0 when the
+// token does not exist, ok[mt] false), for the plain decode kernels.
+template <typename T, int MT>
+struct XRows {
+  const uint32_t* row[MT];
+  bool ok[MT];
+  int kpairs;
+  __device__ __forceinline__ XRows(const DecodeLaunch& p, int tok0, int g) : kpairs(p.k / 2) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int tok = tok0 + mt * 8 + g;
+      ok[mt] = tok < p.m;
+      row[mt] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + size_t(ok[mt] ? tok : 0) * p.k);
+    }
+  }
+};
+
+// The step at quad q (kStepTiles k-tiles of W in s) against x: B fragment x[tok][32 kt + 8 j + 2 t +
+// {0, 1}], j = 0..3, read from L1/L2 as it goes.
+template <typename T, int MT>
+__device__ __forceinline__ void mma_step(float (&acc)[MT][4], const Step& s, int q, const XRows<T, MT>& x, int t) {
+#pragma unroll
+  for (int u = 0; u < kStepTiles; ++u) {
+    const int kt = q * 4 + u;
+    const uint32_t e = meta_word(s.e[u / 4], u % 4);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t b[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int kp = kt * 16 + 4 * j + t;  // pair index: element 32 kt + 8 j + 2 t
+        b[j] = (x.ok[mt] && kp < x.kpairs) ? __ldg(x.row[mt] + kp) : 0u;
+      }
+      ptx::mma_sp_m16n8k32<T>(acc[mt], s.a[u], b, e);
+    }
+  }
+}
+
+// A warp's accumulators to red[warp][token][row] (16 rows of W by 8 MT tokens).
+template <int MT, int WARPS>
+__device__ __forceinline__ void tile_to_shared(float (&red)[WARPS][MT * 128], const float (&acc)[MT][4], int warp,
+                                               int g, int t) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int tk = mt * 8 + 2 * t;
+    red[warp][tk * 16 + g] = acc[mt][0];
+    red[warp][(tk + 1) * 16 + g] = acc[mt][1];
+    red[warp][tk * 16 + g + 8] = acc[mt][2];
+    red[warp][(tk + 1) * 16 + g + 8] = acc[mt][3];
+  }
+}
+
+// The warps' tiles summed in warp order and stored through the epilogue (one split: the result).
+template <int MT, int WARPS>
+__device__ __forceinline__ void store_tile(const float (&red)[WARPS][MT * 128], const DecodeLaunch& p, int tok0,
+                                           int rb) {
+  for (int i = threadIdx.x; i < MT * 128; i += WARPS * 32) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) v += red[w][i];
+    const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
+    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+  }
+}
+
 template <typename T, int MT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p) {
   pdl_launch_dependents();
@@ -84,17 +149,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
   const uint4* meta = static_cast<const uint4*>(p.meta) + size_t(rb) * p.k_quads * 16 + (2 * g + (t & 1));
   const bool meta_lane = t < 2;
 
-  // B fragment of lane (g, t) for token tok0 + 8 mt + g: x[tok][32 kt + 8 j + 2 t + {0, 1}], j = 0..3.
-  const uint32_t* xrow[MT];
-  bool xok[MT];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int tok = tok0 + mt * 8 + g;
-    xok[mt] = tok < p.m;
-    xrow[mt] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + size_t(xok[mt] ? tok : 0) * p.k);
-  }
-  const int kpairs = p.k / 2;
-
+  const XRows<T, MT> x(p, tok0, g);
   float acc[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
@@ -107,46 +162,19 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
   for (; q < q_end; q += stride) {
     // Issue the next step's weight loads before this step's math: they are the long-latency part.
     if (q + stride < q_end) load_step(nxt, vals, meta, q + stride, q_end, meta_lane);
-#pragma unroll
-    for (int u = 0; u < kStepTiles; ++u) {
-      const int kt = q * 4 + u;
-      const uint32_t e = meta_word(cur.e[u / 4], u % 4);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        uint32_t b[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int kp = kt * 16 + 4 * j + t;  // pair index: element 32 kt + 8 j + 2 t
-          b[j] = (xok[mt] && kp < kpairs) ? __ldg(xrow[mt] + kp) : 0u;
-        }
-        ptx::mma_sp_m16n8k32<T>(acc[mt], cur.a[u], b, e);
-      }
-    }
+    mma_step(acc, cur, q, x, t);
     cur = nxt;
   }
 
   // Reduce the warps' partial tiles: red[warp][token][row], 16 rows of W by 8 * MT tokens.
   constexpr int kTile = MT * 8 * 16;
   __shared__ float red[WARPS][kTile];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int tk = mt * 8 + 2 * t;
-    red[warp][tk * 16 + g] = acc[mt][0];
-    red[warp][(tk + 1) * 16 + g] = acc[mt][1];
-    red[warp][tk * 16 + g + 8] = acc[mt][2];
-    red[warp][(tk + 1) * 16 + g + 8] = acc[mt][3];
-  }
+  tile_to_shared<MT, WARPS>(red, acc, warp, g, t);
   __syncthreads();
 
   const size_t tile_id = size_t(blockIdx.z) * gridDim.x + rb;
   if (gridDim.y == 1) {
-    for (int i = threadIdx.x; i < kTile; i += WARPS * 32) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < WARPS; ++w) v += red[w][i];
-      const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
-      if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
-    }
+    store_tile<MT, WARPS>(red, p, tok0, rb);
     return;
   }
 
@@ -190,15 +218,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_persistent_kernel(const Dec
   auto vals_of = [&](int rb) { return vals0 + size_t(rb) * p.k_tiles * 32; };
   auto meta_of = [&](int rb) { return meta0 + size_t(rb) * p.k_quads * 16; };
 
-  const uint32_t* xrow[MT];
-  bool xok[MT];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int tok = tok0 + mt * 8 + g;
-    xok[mt] = tok < p.m;
-    xrow[mt] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + size_t(xok[mt] ? tok : 0) * p.k);
-  }
-  const int kpairs = p.k / 2;
+  const XRows<T, MT> x(p, tok0, g);
   constexpr int stride = WARPS * kStepQuads;
   const int q0 = warp * kStepQuads;  // this warp's first step in every 16-row block
 
@@ -218,39 +238,12 @@ __global__ void __launch_bounds__(WARPS * 32) decode_persistent_kernel(const Dec
         load_step(nxt, vals_of(rb), meta_of(rb), q + stride, p.k_quads, meta_lane);
       else if (rb_next < p.row_blocks)  // the next 16-row block's first step, in flight from here on
         load_step(nxt, vals_of(rb_next), meta_of(rb_next), q0, p.k_quads, meta_lane);
-#pragma unroll
-      for (int u = 0; u < kStepTiles; ++u) {
-        const int kt = q * 4 + u;
-        const uint32_t e = meta_word(cur.e[u / 4], u % 4);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          uint32_t b[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int kp = kt * 16 + 4 * j + t;
-            b[j] = (xok[mt] && kp < kpairs) ? __ldg(xrow[mt] + kp) : 0u;
-          }
-          ptx::mma_sp_m16n8k32<T>(acc[mt], cur.a[u], b, e);
-        }
-      }
+      mma_step(acc, cur, q, x, t);
       cur = nxt;
     }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int tk = mt * 8 + 2 * t;
-      red[warp][tk * 16 + g] = acc[mt][0];
-      red[warp][(tk + 1) * 16 + g] = acc[mt][1];
-      red[warp][tk * 16 + g + 8] = acc[mt][2];
-      red[warp][(tk + 1) * 16 + g + 8] = acc[mt][3];
-    }
+    tile_to_shared<MT, WARPS>(red, acc, warp, g, t);
     __syncthreads();
-    for (int i = threadIdx.x; i < kTile; i += WARPS * 32) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < WARPS; ++w) v += red[w][i];
-      const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
-      if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
-    }
+    store_tile<MT, WARPS>(red, p, tok0, rb);
     __syncthreads();  // red is free for the next 16-row block
   }
 }
@@ -431,10 +424,8 @@ void launch_typed(const DecodeLaunch& p, cudaStream_t stream) {
       return std::max(b, 1);
     }();
     // Resident blocks shared by the token chunks (grid.z), then balanced over the 16-row blocks.
-    const unsigned resident = std::max(1u, unsigned(per_sm * sm_count()) / chunks);
-    const unsigned items = unsigned(p.row_blocks);
-    const unsigned per_block = (items + resident - 1) / resident;
-    const dim3 grid((items + per_block - 1) / per_block, 1, chunks);
+    const dim3 grid(persistent_grid(unsigned(p.row_blocks), std::max(1u, unsigned(per_sm * sm_count()) / chunks)), 1,
+                    chunks);
     launch_pdl(decode_persistent_kernel<T, MT, WARPS>, grid, WARPS * 32, 0, stream, p);
     SF_CUDA_CHECK_LAUNCH();
     return;

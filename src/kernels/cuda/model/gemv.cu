@@ -33,6 +33,32 @@ constexpr int kUnroll = 4;
 // warp re-reads.
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return ptx::ld_global_nc_na_v4(p); }
 
+// acc[m] += W row chunk . x[m] chunk for the 16-byte chunks i, i + 32, ... < kv past the full
+// batches (the loop tail of both kernels below).
+template <typename T, int M>
+__device__ __forceinline__ void dot_tail(float (&acc)[M], const uint4* wr, const uint4* x, int kv, int i) {
+  for (; i < kv; i += 32) {
+    const uint4 wt = ld_stream(wr + i);
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] += dot16(wt, __ldg(x + int64_t(m) * kv + i), T{});
+  }
+}
+
+// Every lane ends with every token's sum (butterfly); lane m keeps token m's, so the epilogue (bias,
+// activation, residual, three output types) is inlined once per kernel, not M times: with M copies
+// in each of the 24 instantiations cicc and ptxas took minutes per architecture.
+template <int M>
+__device__ __forceinline__ void store_row(const float (&acc)[M], int lane, int row, const EpilogueParams& ep) {
+  float mine = 0.0f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float v = acc[m];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == m) mine = v;
+  }
+  if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
+}
+
 template <typename T, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
                                                            int n, int kv, EpilogueParams ep, L2Prefetch next,
@@ -66,30 +92,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const uint4* __restri
 #pragma unroll
       for (int m = 0; m < M; ++m) acc[m] += dot16(wv[u], __ldg(x + int64_t(m) * kv + i + 32 * u), T{});
   }
-  for (; i < kv; i += 32) {
-    const uint4 wt = ld_stream(wr + i);
-#pragma unroll
-    for (int m = 0; m < M; ++m) acc[m] += dot16(wt, __ldg(x + int64_t(m) * kv + i), T{});
-  }
-  // Every lane ends with every row's sum; lane m keeps row m's, so the epilogue (bias, activation,
-  // residual, three output types) is inlined once per kernel, not M times: with M copies in each of
-  // the 24 instantiations cicc and ptxas took minutes per architecture.
-  float mine = 0.0f;
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float v = acc[m];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == m) mine = v;
-  }
-  if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
+  dot_tail<T, M>(acc, wr, x, kv, i);
+  store_row<M>(acc, lane, row, ep);
 }
 
 // The persistent variant (kPersistentGemv, check.hpp): gridDim.x blocks (at most as many as fit the
-// GPU at once, balanced_grid), warp w of block b taking rows b * kWarps + w, then + gridDim.x *
+// GPU at once, persistent_grid), warp w of block b taking rows b * kWarps + w, then + gridDim.x *
 // kWarps, ... Inside a row the next batch of W is issued before the current one is used (two batches
 // in flight instead of one), and the next row's first batch before this row's tail, reduction and
-// store. Per row the sums are
-// gemv_kernel's, in its order: the outputs are bit-identical.
+// store. Per row the sums are gemv_kernel's, in its order: the outputs are bit-identical.
 template <typename T, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_persistent_kernel(const uint4* __restrict__ w,
                                                                       const uint4* __restrict__ x, int n, int kv,
@@ -126,30 +137,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_persistent_kernel(const uint
     if (row + stride < n && full_batch)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(w + int64_t(row + stride) * kv + lane + 32 * u);
-    for (; i < kv; i += 32) {
-      const uint4 wt = ld_stream(wr + i);
-#pragma unroll
-      for (int m = 0; m < M; ++m) acc[m] += dot16(wt, __ldg(x + int64_t(m) * kv + i), T{});
-    }
-    float mine = 0.0f;
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float v = acc[m];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == m) mine = v;
-    }
-    if (lane < M) epilogue_store(ep, lane, row, mine);
+    dot_tail<T, M>(acc, wr, x, kv, i);
+    store_row<M>(acc, lane, row, ep);
   }
-}
-
-// Blocks of a persistent launch: at most `resident` (what fits the GPU at once), and then the fewest
-// that give every block the same number of work items (rows of 8 warps, 16-row blocks), so no block
-// runs a last item alone while the others are done (12288 rows of 8 warps on 1056 resident blocks:
-// 768 blocks of 2 items each, not 1056 of 1 or 2).
-unsigned balanced_grid(unsigned items, unsigned resident) {
-  if (items <= resident) return items;
-  const unsigned per_block = (items + resident - 1) / resident;
-  return (items + per_block - 1) / per_block;
 }
 
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
@@ -171,7 +161,7 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
       SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_persistent_kernel<T, M>, kWarps * 32, 0)); \
       return std::max(b, 1);                                                                                 \
     }();                                                                                                     \
-    const unsigned pgrid = balanced_grid(grid, unsigned(per_sm * sf::cuda::sm_count()));                      \
+    const unsigned pgrid = persistent_grid(grid, unsigned(per_sm * sf::cuda::sm_count()));                      \
     launch_pdl(gemv_persistent_kernel<T, M>, pgrid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep);          \
     break;                                                                                                   \
   }
