@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/cuda_api.hpp"
+#include "kernels/cuda/prefill_kernels.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
 #include "sparse24/sparse24.hpp"
 
@@ -256,6 +257,36 @@ TEST_F(SparseGemmTest, PrefillManyTiles) {
   }
 }
 
+// The Hopper kernel (wgmma.sp fed by TMA): M across one and several 128-token tiles and swizzle
+// groups, N past the last 16-row block and the 128-row tile, K not a multiple of the 128-wide stage
+// (TMA zero-fills x past K), every epilogue, both dtypes. On Hopper it must be the kernel that runs.
+TEST_F(SparseGemmTest, HopperPrefillMatchesTheReference) {
+  if (gemm_->arch() != 90) GTEST_SKIP() << "the wgmma.sp kernel runs on sm_90 only; this GPU is sm_" << gemm_->arch();
+  ASSERT_TRUE(prefill_sm90_available(DType::F16) && prefill_sm90_available(DType::BF16))
+      << "sm_90 GPU, but the wgmma.sp kernel is unavailable: built without sm_90a (SPARSEFLOW_CUDA_ARCHS=90a)?";
+  const KernelChoice h{GemmPath::PrefillSm90, 0, 0};
+  const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU, s24::Activation::GELU,
+                                  s24::Activation::SiLU};
+  const DType outs[] = {DType::F16, DType::BF16, DType::F32};
+  int i = 0;
+  for (DType dt : {DType::F16, DType::BF16})
+    for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{128, 128, 128}, {300, 2080, 1}, {300, 2080, 129},
+                           {136, 520, 300}, {16, 8, 777}, {250, 1028, 65}, {200, 264, 1100}, {1, 4, 200}}) {
+      Case c{n, k, m, dt, outs[i % 3]};
+      c.force = &h;
+      c.act = acts[i % 4];
+      c.bias = i % 2 == 0;
+      c.residual = i % 3 != 1;
+      c.bias_dt = outs[(i + 1) % 3];
+      c.res_dt = outs[(i + 2) % 3];
+      check_case(*gemm_, c);
+      ++i;
+    }
+  if (HasFailure())
+    ADD_FAILURE() << "wgmma.sp disagrees with the reference: check the A-register fragment, the metadata word per "
+                     "lane and the swizzled x descriptor (docs/KERNELS.md, prefill_wgmma)";
+}
+
 // Shapes a kernel cannot take fall back to a path that can: x only 4-byte aligned -> the plain
 // decode kernel instead of the shared-x one; x 2-byte aligned -> dense fallback.
 TEST_F(SparseGemmTest, MisalignedInputFallsBack) {
@@ -329,6 +360,41 @@ TEST_F(SparseGemmTest, PersistentDecodeIsBitIdenticalToThePlainKernel) {
       c.act = s24::Activation::GELU;
       check_case(*gemm_, c);
     }
+}
+
+// The bulk-copy 2:4 decode kernel (SPARSEFLOW_PERSISTENT=bulk, sm_90+; elsewhere the plain kernel
+// runs and this checks that) against the fp64 reference: M = 1..8, partial last stages (K not a
+// multiple of 16 k-tiles), K shorter than one stage, several 16-row blocks per block (N = 4245 and
+// 11200 on fewer resident blocks), every epilogue; and the same bits on a re-run.
+TEST_F(SparseGemmTest, BulkDecodeMatchesTheReference) {
+  struct Restore {
+    ~Restore() { set_persistent_kernels(-1); }
+  } restore;
+  set_persistent_kernels(kBulkDecode);
+  for (const KernelChoice ch : {KernelChoice{GemmPath::Decode, 8, 1}, KernelChoice{GemmPath::Decode, 4, 1}})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 68}, {250, 1028}, {40, 2056}, {4245, 600}, {11200, 160}})
+      for (int64_t m : {1, 3, 8}) {
+        Case c{n, k, m, m == 3 ? DType::BF16 : DType::F16, m == 8 ? DType::F32 : DType::F16};
+        c.force = &ch;
+        c.bias = true;
+        c.residual = m != 1;
+        c.act = m == 1 ? s24::Activation::ReLU : s24::Activation::GELU;
+        check_case(*gemm_, c);
+      }
+  const int64_t n = 3000, k = 4096, m = 2;
+  const auto w = random_24(n, k, DType::F16);
+  auto dw = upload_weight(s24::compress(s24::MatrixView{w.data(), DType::F16, n, k}));
+  const auto x = random16(size_t(m * k), DType::F16);
+  Dev dx(x.size() * 2), dy(size_t(m * n) * 4);
+  ck(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  std::vector<float> first(size_t(m * n)), again(size_t(m * n));
+  for (int rep = 0; rep < 2; ++rep) {
+    ck(cudaMemset(dy.p, 0xff, size_t(m * n) * 4));
+    gemm_->run_with(KernelChoice{GemmPath::Decode, 8, 1}, dw, dx.p, m, dy.p, DType::F32);
+    ck(cudaMemcpy(rep == 0 ? first.data() : again.data(), dy.p, size_t(m * n) * 4, cudaMemcpyDeviceToHost));
+  }
+  free_weight(dw);
+  EXPECT_EQ(0, std::memcmp(first.data(), again.data(), first.size() * 4));
 }
 
 // The split-K counters are left at zero: the same workspace gives the same bits on a re-run.

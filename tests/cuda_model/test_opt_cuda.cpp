@@ -407,6 +407,57 @@ TEST(CudaGemv, PersistentIsBitIdenticalToThePlainKernel) {
       }
 }
 
+// The bulk-copy dense GEMV (SPARSEFLOW_PERSISTENT=bulk-gemv, sm_90+; elsewhere, and for rows that
+// do not split into 512-byte multiples, the plain kernel runs): the same products summed in another
+// grouping, so equal to the plain kernel within fp32 rounding; rows of one chunk (K = 4096, 768), of
+// several (16384, 7168: 448-word chunks), a K it does not take (1000), several rows per block, M = 1..8.
+TEST(CudaGemv, BulkMatchesThePlainKernelWithinRounding) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { sf::cuda::set_persistent_kernels(-1); }
+  } restore;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (DType dt : {DType::F16, DType::BF16})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{20000, 4096}, {3000, 16384}, {5000, 7168}, {777, 768}, {900, 1000}})
+      for (int64_t m : {1, 3, 8}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " N=" << n << " K=" << k << " M=" << m);
+        std::vector<uint16_t> w(size_t(n * k)), x(size_t(m * k));
+        for (auto& e : w) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        for (auto& e : x) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        std::vector<float> bias(static_cast<size_t>(n));
+        for (auto& e : bias) e = u(rng);
+        void *dw = nullptr, *dx = nullptr, *dy = nullptr, *db = nullptr;
+        ASSERT_EQ(cudaMalloc(&dw, w.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dx, x.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dy, size_t(m * n) * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&db, bias.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(db, bias.data(), bias.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        sf::cuda::EpilogueParams ep;
+        ep.bias = db;
+        ep.act = 1;  // ReLU
+        ep.y = dy;
+        ep.ldy = n;
+        const int code = dt == DType::BF16 ? 2 : 1;
+        std::vector<float> plain(size_t(m * n)), bulk(size_t(m * n));
+        for (int mask : {0, sf::cuda::kBulkGemv}) {
+          sf::cuda::set_persistent_kernels(mask);
+          ASSERT_EQ(cudaMemset(dy, 0xff, plain.size() * 4), cudaSuccess);
+          ASSERT_TRUE(sf::cuda::model::launch_gemv(dw, code, dx, m, n, k, ep, nullptr));
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(mask ? bulk.data() : plain.data(), dy, plain.size() * 4, cudaMemcpyDeviceToHost),
+                    cudaSuccess);
+        }
+        for (void* p : {dw, dx, dy, db}) cudaFree(p);
+        size_t bad = 0;
+        for (size_t i = 0; i < plain.size(); ++i)
+          bad += !(std::fabs(bulk[i] - plain[i]) <= 1e-4 * std::sqrt(double(k)) + 1e-5 * std::fabs(plain[i]));
+        EXPECT_EQ(bad, 0u) << "of " << plain.size() << " (first: " << bulk[0] << " vs " << plain[0] << ")";
+      }
+}
+
 // The same end to end: decode logits and greedy ids are bit-identical with the persistent GEMV and
 // 2:4 decode kernels on and off, dense and 2:4.
 TEST(CudaGemv, PersistentDecodeIsBitIdenticalEndToEnd) {

@@ -25,6 +25,7 @@
 #include "kernels/cuda/cuda_api.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/membw.hpp"
+#include "kernels/cuda/prefill_kernels.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
 #include "sparse24/sparse24.hpp"
 
@@ -396,6 +397,8 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
           c.tile_m = tm;
           cands.push_back(c);
         }
+      if (m >= 64 && gemm.arch() == 90 && prefill_sm90_available(o.dtype))
+        cands.push_back({GemmPath::PrefillSm90, 0, 0});
       cands.push_back({GemmPath::DenseFallback, 0, 0});
       KernelChoice best;
       double best_ms = 1e30;
@@ -415,6 +418,7 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
                          {"dtype", o.dtype == DType::BF16 ? "bf16" : "fp16"},
                          {"path", best.path == GemmPath::DenseFallback ? "dense_fallback"
                                   : best.path == GemmPath::Prefill       ? "prefill"
+                                  : best.path == GemmPath::PrefillSm90   ? "prefill_wgmma"
                                   : best.shared_x                        ? "decode_sx"
                                                                          : "decode"},
                          {"tile_m", best.tile_m},

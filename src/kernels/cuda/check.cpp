@@ -41,11 +41,18 @@ int persistent_kernels() {
   static const int from_env = [] {
     const char* e = std::getenv("SPARSEFLOW_PERSISTENT");
     if (!e) return 0;
-    const std::string_view v(e);
-    if (v == "all" || v == "1") return kPersistentGemv | kPersistentDecode;
     int mask = 0;
-    if (v.find("gemv") != std::string_view::npos) mask |= kPersistentGemv;
-    if (v.find("decode") != std::string_view::npos) mask |= kPersistentDecode;
+    std::string_view v(e);
+    while (!v.empty()) {  // comma-separated names
+      const size_t comma = v.find(',');
+      const std::string_view name = v.substr(0, comma);
+      if (name == "all" || name == "1") mask |= kPersistentGemv | kPersistentDecode | kBulkDecode | kBulkGemv;
+      else if (name == "gemv") mask |= kPersistentGemv;
+      else if (name == "decode") mask |= kPersistentDecode;
+      else if (name == "bulk-decode" || name == "bulk") mask |= kBulkDecode;
+      else if (name == "bulk-gemv") mask |= kBulkGemv;
+      v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+    }
     return mask;
   }();
   return from_env;

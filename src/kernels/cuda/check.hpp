@@ -34,7 +34,13 @@ int sm_count();
 // arithmetic is the non-persistent kernel's, in the same order: the results are bit-identical.
 inline constexpr int kPersistentGemv = 1;    // model/gemv.cu
 inline constexpr int kPersistentDecode = 2;  // decode.cu
-// SPARSEFLOW_PERSISTENT=gemv,decode (or all; read once) unless set_persistent_kernels() was called.
+// The 2:4 decode kernel for M <= 8 fed by bulk copies (decode.cu, sm_90+): weights streamed through
+// shared memory by the copy engine; equal within rounding, not bit for bit (other warp grouping).
+inline constexpr int kBulkDecode = 4;
+// The dense decode GEMV fed the same way (model/gemv.cu, sm_90+, rows of a multiple of 512 bytes).
+inline constexpr int kBulkGemv = 8;
+// SPARSEFLOW_PERSISTENT=gemv,decode,bulk-decode,bulk-gemv (comma-separated; all: every one; read once)
+// unless set_persistent_kernels() was called.
 int persistent_kernels();
 // Override for this process (tests, A/B in one run): a mask of the bits above; -1 back to the environment.
 void set_persistent_kernels(int mask);

@@ -248,6 +248,133 @@ __global__ void __launch_bounds__(WARPS * 32) decode_persistent_kernel(const Dec
   }
 }
 
+// The bulk-copy variant for M <= 8 without split-K (kBulkDecode, check.hpp; sm_90+). Nsight Compute
+// put the register-fed kernels above at 36-67% of DRAM peak on OPT-6.7B's batch-1 products, at 21%
+// occupancy: 124 registers of two 4.5 KB steps per warp, and blocks that live two memory round trips.
+// Here the weights never pass through registers on their way in: one producer warp streams a 16-row
+// block's values and metadata, 16 k-tiles (8 KB + 1 KB) per stage, through a ring of kBulkStages
+// stages in shared memory with cp.async.bulk (the SM's copy engine), each stage's arrival signalled
+// on its mbarrier, while WARPS consumer warps run the mma.sp from shared memory and release the stage
+// on a second mbarrier. Persistent: block b takes 16-row blocks b, b + gridDim.x, ... and the
+// producer runs ahead across their boundaries, so the copy engine always has kBulkStages stages (36
+// KB) in flight per block. Consumer warp w takes k-tiles w, w + WARPS, ... of each stage; the warps'
+// sums are added in warp order at the end of a 16-row block (a different grouping of the same
+// products than decode_kernel's: equal to it within rounding, not bit for bit).
+constexpr int kBulkTiles = 16;
+constexpr int kBulkQuads = kBulkTiles / 4;
+constexpr int kBulkStages = 4;
+constexpr int kBulkStageBytes = kBulkTiles * 512 + kBulkQuads * 256;
+
+template <typename T, int WARPS>
+__global__ void __launch_bounds__((WARPS + 1) * 32) decode_bulk_kernel(const DecodeLaunch p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  pdl_launch_dependents();
+  __shared__ __align__(128) uint8_t ring[kBulkStages][kBulkStageBytes];
+  __shared__ __align__(8) uint64_t full[kBulkStages], empty[kBulkStages];
+  __shared__ float red[WARPS][128];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int chunks = (p.k_tiles + kBulkTiles - 1) / kBulkTiles;  // stages per 16-row block
+  const int my_blocks = int(blockIdx.x) < p.row_blocks ? (p.row_blocks - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
+  const int items = my_blocks * chunks;
+  const uint32_t ring0 = uint32_t(__cvta_generic_to_shared(&ring[0][0]));
+  const uint32_t full0 = uint32_t(__cvta_generic_to_shared(&full[0]));
+  const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(&empty[0]));
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kBulkStages; ++s) {
+      ptx::mbarrier_init(full0 + 8 * s, 1);          // the producer's arrival (+ the bytes)
+      ptx::mbarrier_init(empty0 + 8 * s, WARPS);     // one arrival per consumer warp
+    }
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  if (warp == WARPS) {  // the producer: W only (constant), so it may run ahead of pdl_wait()
+    if (lane == 0) {
+      const uint8_t* vals = static_cast<const uint8_t*>(p.values);
+      const uint8_t* meta = static_cast<const uint8_t*>(p.meta);
+      for (int i = 0; i < items; ++i) {
+        const int s = i % kBulkStages, round = i / kBulkStages;
+        if (round > 0) ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(round - 1) & 1u);  // its last use released
+        const int rb = int(blockIdx.x) + (i / chunks) * int(gridDim.x), c = i % chunks;
+        const int tiles = min(kBulkTiles, p.k_tiles - c * kBulkTiles);
+        const uint32_t vbytes = uint32_t(tiles) * 512u, mbytes = uint32_t((tiles + 3) / 4) * 256u;
+        ptx::mbarrier_arrive_expect_tx(full0 + 8 * s, vbytes + mbytes);
+        ptx::cp_async_bulk_g2s(ring0 + s * kBulkStageBytes, vals + (size_t(rb) * p.k_tiles + size_t(c) * kBulkTiles) * 512,
+                               vbytes, full0 + 8 * s);
+        ptx::cp_async_bulk_g2s(ring0 + s * kBulkStageBytes + kBulkTiles * 512,
+                               meta + (size_t(rb) * p.k_quads + size_t(c) * kBulkQuads) * 256, mbytes, full0 + 8 * s);
+      }
+    }
+    pdl_wait();  // every thread of every block waits (pdl.cuh)
+    return;
+  }
+
+  pdl_wait();
+  const int g = lane >> 2, t = lane & 3;
+  const bool xok = g < p.m;  // token g (M <= 8: one 8-token tile)
+  const uint32_t* xrow = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + size_t(xok ? g : 0) * p.k);
+  const int kpairs = p.k / 2;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < items; ++i) {
+    const int s = i % kBulkStages, c = i % chunks;
+    const int rb = int(blockIdx.x) + (i / chunks) * int(gridDim.x);
+    const int tiles = min(kBulkTiles, p.k_tiles - c * kBulkTiles);
+    ptx::mbarrier_wait(full0 + 8 * s, uint32_t(i / kBulkStages) & 1u);
+    const uint8_t* st = ring[s];
+    for (int u = warp; u < tiles; u += WARPS) {
+      const uint4 a = *reinterpret_cast<const uint4*>(st + (u * 32 + lane) * 16);
+      const uint4 ew = t < 2 ? *reinterpret_cast<const uint4*>(st + kBulkTiles * 512 + ((u / 4) * 16 + 2 * g + (t & 1)) * 16)
+                             : make_uint4(kNeutralMeta, kNeutralMeta, kNeutralMeta, kNeutralMeta);
+      const int kt = c * kBulkTiles + u;
+      uint32_t b[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int kp = kt * 16 + 4 * j + t;
+        b[j] = (xok && kp < kpairs) ? __ldg(xrow + kp) : 0u;
+      }
+      ptx::mma_sp_m16n8k32<T>(acc, a, b, meta_word(ew, u % 4));
+    }
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);  // this warp is done with the stage
+    if (c == chunks - 1) {  // the 16-row block is complete: add the warps' sums, store
+      const int tk = 2 * t;
+      red[warp][tk * 16 + g] = acc[0];
+      red[warp][(tk + 1) * 16 + g] = acc[1];
+      red[warp][tk * 16 + g + 8] = acc[2];
+      red[warp][(tk + 1) * 16 + g + 8] = acc[3];
+      ptx::named_barrier_sync(1, WARPS * 32);
+      for (int e = threadIdx.x; e < 128; e += WARPS * 32) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) v += red[w][e];
+        const int tok = e / 16, n = rb * 16 + e % 16;
+        if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+      }
+      ptx::named_barrier_sync(1, WARPS * 32);  // red is free for the next 16-row block
+      acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+    }
+  }
+#else
+  (void)p;  // never launched below sm_90 (bulk_decode_available)
+  (void)kBulkStages;
+  (void)kBulkStageBytes;
+#endif
+}
+
+// Whether the bulk kernel runs on the current device: it was built for sm_90+ and the device is one.
+template <typename T, int WARPS>
+bool bulk_decode_available() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, decode_bulk_kernel<T, WARPS>) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return fa.binaryVersion >= 90;
+  }();
+  return ok;
+}
+
 // The shared-x variant ("decode_sx"): a block's warps are R row warps x KG k-groups. The R row warps
 // own R different 16-row blocks; the KG k-groups split each 256-wide "superstep" of KG steps, so
 // one block keeps R * KG warps of 16-byte W loads in flight while x for the superstep (8 mt tokens x
@@ -417,6 +544,19 @@ void launch_sx_typed(const DecodeLaunch& p, cudaStream_t stream) {
 template <typename T, int MT, int WARPS>
 void launch_typed(const DecodeLaunch& p, cudaStream_t stream) {
   const unsigned chunks = unsigned((p.m + MT * 8 - 1) / (MT * 8));
+  if constexpr (MT == 1) {
+    if (p.splits == 1 && p.m <= 8 && (persistent_kernels() & kBulkDecode) && bulk_decode_available<T, WARPS>()) {
+      static const int per_sm = [] {
+        int b = 0;
+        SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, decode_bulk_kernel<T, WARPS>, (WARPS + 1) * 32, 0));
+        return std::max(b, 1);
+      }();
+      const unsigned grid = persistent_grid(unsigned(p.row_blocks), unsigned(per_sm * sm_count()));
+      launch_pdl(decode_bulk_kernel<T, WARPS>, dim3(grid), (WARPS + 1) * 32, 0, stream, p);
+      SF_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   if (p.splits == 1 && (persistent_kernels() & kPersistentDecode)) {
     static const int per_sm = [] {
       int b = 0;

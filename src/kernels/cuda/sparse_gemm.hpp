@@ -55,6 +55,7 @@ enum class GemmPath : int {
   Decode = 0,         // sparse tensor-core GEMV/GEMM for small M (mma.sp, split-K)
   DenseFallback = 1,  // decompress W into scratch, cuBLAS dense, epilogue kernel
   Prefill = 2,        // tiled sparse tensor-core GEMM for large M (mma.sp, cp.async ring)
+  PrefillSm90 = 3,    // Hopper: wgmma.sp fed by TMA (sm_90a); elsewhere runs as Prefill
 };
 struct KernelChoice {
   GemmPath path = GemmPath::Decode;

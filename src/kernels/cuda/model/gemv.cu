@@ -142,6 +142,134 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_persistent_kernel(const uint
   }
 }
 
+// The bulk-copy variant (kBulkGemv, check.hpp; sm_90+): block b owns rows [b R, b R + R) (R =
+// rows_per_block), which are contiguous in W, and one producer warp streams them through a ring of
+// kBulkStages chunks in shared memory with cp.async.bulk (the SM's copy engine; an mbarrier per
+// stage says a chunk has landed, a second one that the consumers are done with it). A chunk is a
+// whole part of one row (chunk_words 16-byte words, at most 8 KB, a multiple of 512 bytes: rows of K =
+// 4096 are one chunk, K = 16384 four). The 8 consumer warps read a chunk's words from shared memory,
+// thread j taking words j, j + 256, ..., and at a row's last chunk add their sums (butterfly, then
+// the warps in order) and store. The loads never go through registers or the LSU's miss queues, so
+// the bytes in flight per SM are the ring's, not what the registers hold. Same products as
+// gemv_kernel, grouped differently: equal within rounding, not bit for bit.
+constexpr int kBulkStages = 4;
+constexpr int kBulkChunkWords = 512;  // 8 KB
+
+template <typename T, int M>
+__global__ void __launch_bounds__((kWarps + 1) * 32) gemv_bulk_kernel(const uint4* __restrict__ w,
+                                                                      const uint4* __restrict__ x, int n, int kv,
+                                                                      int rows_per_block, int chunk_words,
+                                                                      EpilogueParams ep) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  pdl_launch_dependents();
+  __shared__ __align__(128) uint4 ring[kBulkStages][kBulkChunkWords];
+  __shared__ __align__(8) uint64_t full[kBulkStages], empty[kBulkStages];
+  __shared__ float red[kWarps][M];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int row0 = int(blockIdx.x) * rows_per_block;
+  const int rows = max(0, min(rows_per_block, n - row0));
+  const int parts = kv / chunk_words;  // chunks per row
+  const int items = rows * parts;
+  const uint32_t ring0 = uint32_t(__cvta_generic_to_shared(&ring[0][0]));
+  const uint32_t full0 = uint32_t(__cvta_generic_to_shared(&full[0]));
+  const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(&empty[0]));
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kBulkStages; ++s) {
+      ptx::mbarrier_init(full0 + 8 * s, 1);
+      ptx::mbarrier_init(empty0 + 8 * s, kWarps);
+    }
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (warp == kWarps) {  // the producer: W only (constant), so it runs ahead of pdl_wait()
+    if (lane == 0) {
+      const uint4* src = w + int64_t(row0) * kv;  // the block's rows, contiguous
+      for (int i = 0; i < items; ++i) {
+        const int s = i % kBulkStages, round = i / kBulkStages;
+        if (round > 0) ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(round - 1) & 1u);
+        ptx::mbarrier_arrive_expect_tx(full0 + 8 * s, uint32_t(chunk_words) * 16u);
+        ptx::cp_async_bulk_g2s(ring0 + uint32_t(s * kBulkChunkWords * 16), src + int64_t(i) * chunk_words,
+                               uint32_t(chunk_words) * 16u, full0 + 8 * s);
+      }
+    }
+    pdl_wait();  // every thread of every block waits (pdl.cuh)
+    return;
+  }
+  pdl_wait();
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  for (int i = 0; i < items; ++i) {
+    const int s = i % kBulkStages, part = i % parts;
+    ptx::mbarrier_wait(full0 + 8 * s, uint32_t(i / kBulkStages) & 1u);
+    const int col0 = part * chunk_words;
+    for (int j = int(threadIdx.x); j < chunk_words; j += kWarps * 32) {
+      const uint4 wv = ring[s][j];
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m] += dot16(wv, __ldg(x + int64_t(m) * kv + col0 + j), T{});
+    }
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);
+    if (part == parts - 1) {  // the row is complete
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float v = acc[m];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) red[warp][m] = v;
+        acc[m] = 0.0f;
+      }
+      ptx::named_barrier_sync(1, kWarps * 32);
+      if (int(threadIdx.x) < M) {
+        float v = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kWarps; ++q) v += red[q][threadIdx.x];
+        epilogue_store(ep, int(threadIdx.x), row0 + i / parts, v);
+      }
+      ptx::named_barrier_sync(1, kWarps * 32);  // red is free for the next row
+    }
+  }
+#else
+  (void)w, (void)x, (void)n, (void)kv, (void)rows_per_block, (void)chunk_words, (void)ep;
+  (void)kBulkStages;  // never launched below sm_90 (bulk_gemv_available)
+#endif
+}
+
+// The bulk variant's chunk for rows of kv 16-byte words: the fewest equal parts of at most 8 KB, each
+// a multiple of 512 bytes (32 words); 0 when no such split exists (the caller keeps gemv_kernel).
+int bulk_chunk_words(int kv) {
+  for (int parts = (kv + kBulkChunkWords - 1) / kBulkChunkWords; parts <= kv / 32; ++parts)
+    if (kv % parts == 0 && (kv / parts) % 32 == 0) return kv / parts;
+  return 0;
+}
+
+template <typename T, int M>
+bool bulk_gemv_available() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, gemv_bulk_kernel<T, M>) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return fa.binaryVersion >= 90;
+  }();
+  return ok;
+}
+
+template <typename T, int M>
+void launch_bulk(const uint4* w, const uint4* x, int64_t n, int kv, int chunk_words, const EpilogueParams& ep,
+                 cudaStream_t stream) {
+  static const int per_sm = [] {
+    int b = 0;
+    SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_bulk_kernel<T, M>, (kWarps + 1) * 32, 0));
+    return std::max(b, 1);
+  }();
+  const int64_t resident = int64_t(per_sm) * sf::cuda::sm_count();
+  const int rows_per_block = int((n + resident - 1) / resident);
+  const unsigned grid = unsigned((n + rows_per_block - 1) / rows_per_block);
+  launch_pdl(gemv_bulk_kernel<T, M>, grid, (kWarps + 1) * 32, 0, stream, w, x, int(n), kv, rows_per_block, chunk_words,
+             ep);
+}
+
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
 int tail_start(unsigned grid) { return std::max(0, int(grid) - 2 * sf::cuda::sm_count()); }
 
@@ -152,6 +280,21 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
   const auto* w4 = static_cast<const uint4*>(w);
   const auto* x4 = static_cast<const uint4*>(x);
   const int tail = next.ptr[0] ? tail_start(grid) : int(grid);  // nothing to prefetch: no block asks
+  if (persistent_kernels() & kBulkGemv) {
+    const int cw = bulk_chunk_words(kv);
+    bool ok = cw > 0;
+    switch (m) {
+#define SF_GEMV_B_CASE(M) \
+  case M: ok = ok && bulk_gemv_available<T, M>(); if (ok) launch_bulk<T, M>(w4, x4, n, kv, cw, ep, stream); break;
+      SF_GEMV_B_CASE(1) SF_GEMV_B_CASE(2) SF_GEMV_B_CASE(3) SF_GEMV_B_CASE(4)
+      SF_GEMV_B_CASE(5) SF_GEMV_B_CASE(6) SF_GEMV_B_CASE(7) SF_GEMV_B_CASE(8)
+#undef SF_GEMV_B_CASE
+    }
+    if (ok) {
+      SF_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   if (persistent_kernels() & kPersistentGemv) {  // no L2 prefetch of the next product in this variant
     switch (m) {
 #define SF_GEMV_P_CASE(M)                                                                                    \

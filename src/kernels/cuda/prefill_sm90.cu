@@ -1,0 +1,269 @@
+// Prefill-family 2:4 GEMM for Hopper (sm_90a): wgmma.mma_async.sp, fed by the SM's copy engine.
+//
+// A block owns 128 rows of W (two consumer warpgroups of 64 rows) and 128 tokens, and a producer
+// warpgroup of which one thread works. Per k-quad (128 of K: the unit the metadata is stored in) the
+// producer fills one stage of a kStages-deep ring in shared memory:
+//   x    128 tokens x 128 k as two 64-k boxes by TMA (cp.async.bulk.tensor, 128-byte swizzle: the
+//        canonical K-major layout wgmma reads B in; tokens past M and k past K arrive as zeros);
+//   A    8 row blocks x 4 k-tiles x 512 B, one 2 KB bulk copy per row block, verbatim: the weight
+//        layout already holds each lane's mma.sp A fragment, which is also the per-warp register
+//        fragment of wgmma.sp's A (warp w of a warpgroup: rows 16 w .. 16 w + 15);
+//   meta 8 row blocks x 256 B (16 slots of 4 words, one word per k-tile), one bulk copy each;
+// and signals the stage's `full` mbarrier with the byte count. A consumer warpgroup loads its A
+// fragments and metadata words from the stage (one conflict-free 16-byte ld.shared per lane each),
+// issues four wgmma.sp m64n128k32 against the x boxes, waits for them, and releases the stage on its
+// `empty` mbarrier (one arrival per consumer warp). So W keeps the one layout of docs/KERNELS.md:
+// nothing is converted for this path.
+//
+// Blocks are ordered as in prefill.cu (token tiles fastest within groups of kGroup) for L2 reuse. The
+// fp32 tile goes through shared memory (the ring is idle at the end) for a coalesced epilogue.
+// Needs k % 8 == 0 and x 16-byte aligned (TMA: row stride a multiple of 16 bytes); SparseGemm checks
+// and falls back otherwise.
+#include <cuda.h>  // CUtensorMap and its encoder's enums (the function itself comes from the runtime)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <mutex>
+#include <string>
+
+#include "kernels/cuda/check.hpp"
+#include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/prefill_kernels.hpp"
+#include "kernels/cuda/ptx.cuh"
+
+namespace sf::cuda {
+namespace {
+
+constexpr int kRowBlocks = 8;                // 16-row blocks of W per block (128 rows)
+constexpr int kTokens = 128;                 // tokens per block
+constexpr int kStages = 4;
+constexpr int kXBoxBytes = kTokens * 128;    // one 64-k box: 128 token rows x 128 bytes
+constexpr int kABytes = kRowBlocks * 4 * 512;
+constexpr int kMetaBytes = kRowBlocks * 256;
+constexpr int kStageBytes = 2 * kXBoxBytes + kABytes + kMetaBytes;  // 50 KB; a multiple of 1024
+constexpr int kThreads = 3 * 128;            // producer warpgroup + 2 consumer warpgroups
+constexpr int kLd = 128 + 4;                 // epilogue tile row (floats): + 4 against bank conflicts
+constexpr size_t kSmemBytes = size_t(kStages) * kStageBytes + 1024;  // + alignment slack
+static_assert(kStageBytes % 1024 == 0, "the swizzled x boxes need 1024-byte alignment in every stage");
+static_assert(size_t(kTokens) * kLd * 4 <= size_t(kStages) * kStageBytes, "the epilogue tile reuses the ring");
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 r;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
+  return r;
+}
+
+// The shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle layout (rows of
+// 128 bytes, 8-row groups 1024 bytes apart): start address >> 4 (bits 0-13), leading offset (unused
+// by this layout: 1), stride offset 1024 >> 4 (bits 32-45), layout type 1 = 128-byte swizzle (62-63).
+// Moving along K inside the 128-byte row is moving the start address (the swizzle is applied to the
+// full address, so the 1024-aligned group stays the pattern's base).
+__device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+#endif
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const PrefillLaunch p, const __grid_constant__ CUtensorMap xmap) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
+  const uint32_t ring = (raw + 1023u) & ~1023u;
+  uint8_t* ring_ptr = smem_raw + (ring - raw);
+  const uint32_t full0 = uint32_t(__cvta_generic_to_shared(&full[0]));
+  const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(&empty[0]));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  // Grouped block order: tiles (row tile r, token tile c) with c fastest inside groups of kGroup.
+  constexpr int kGroup = 8;  // token tiles per group
+  const int row_tiles = (p.row_blocks + kRowBlocks - 1) / kRowBlocks;
+  const int tok_tiles = (p.m + kTokens - 1) / kTokens;
+  const int bid = blockIdx.x;
+  const int group_size = kGroup * row_tiles;
+  const int first_c = (bid / group_size) * kGroup;
+  const int group_cols = min(tok_tiles - first_c, kGroup);
+  const int c = first_c + (bid % group_size) % group_cols;
+  const int r = (bid % group_size) / group_cols;
+  const int rb0 = r * kRowBlocks, tok0 = c * kTokens;
+  const int nq = p.k_quads;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      ptx::mbarrier_init(full0 + 8 * s, 1);  // the producer's arrival (+ the bytes)
+      ptx::mbarrier_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
+    }
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  float acc[64];
+  if (warp < 4) {  // the producer warpgroup: one thread issues every copy
+    if (threadIdx.x == 0) {
+      const uint8_t* vals = static_cast<const uint8_t*>(p.values);
+      const uint8_t* meta = static_cast<const uint8_t*>(p.meta);
+      for (int q = 0; q < nq; ++q) {
+        const int s = q % kStages, round = q / kStages;
+        if (round > 0) ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(round - 1) & 1u);  // its last use released
+        const uint32_t st = ring + uint32_t(s) * kStageBytes, bar = full0 + 8 * s;
+        ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);
+        ptx::cp_async_bulk_tensor_2d_g2s(st, &xmap, q * 128, tok0, bar);
+        ptx::cp_async_bulk_tensor_2d_g2s(st + kXBoxBytes, &xmap, q * 128 + 64, tok0, bar);
+        // Row blocks past the end re-read the last one (their results are never stored), so every
+        // metadata word the tensor cores see is valid.
+        for (int i = 0; i < kRowBlocks; ++i) {
+          const int rb = min(rb0 + i, p.row_blocks - 1);
+          ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + i * 2048, vals + (size_t(rb) * p.k_tiles + size_t(q) * 4) * 512,
+                                 2048, bar);
+          ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + kABytes + i * 256, meta + (size_t(rb) * p.k_quads + q) * 256, 256,
+                                 bar);
+        }
+      }
+    }
+  } else {  // a consumer warpgroup: 64 rows (row blocks 4 cw .. 4 cw + 3) x 128 tokens
+    const int cw = warp / 4 - 1, rbl = cw * 4 + warp % 4;
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    for (int q = 0; q < nq; ++q) {
+      const int s = q % kStages;
+      ptx::mbarrier_wait(full0 + 8 * s, uint32_t(q / kStages) & 1u);
+      const uint32_t st = ring + uint32_t(s) * kStageBytes;
+      // Lanes with t < 2 hold the word of lane 4 g + t per k-tile; selector 0 ignores the others', which
+      // read the same slot so that every word is valid.
+      const uint4 e = ld_shared_v4(st + 2 * kXBoxBytes + kABytes + (rbl * 16 + 2 * g + (t & 1)) * 16);
+      uint4 a[4];
+#pragma unroll
+      for (int kt = 0; kt < 4; ++kt) a[kt] = ld_shared_v4(st + 2 * kXBoxBytes + ((rbl * 4 + kt) * 32 + lane) * 16);
+      ptx::wgmma_fence();
+#pragma unroll
+      for (int kt = 0; kt < 4; ++kt) {
+        const uint32_t ew = kt == 0 ? e.x : kt == 1 ? e.y : kt == 2 ? e.z : e.w;
+        ptx::wgmma_sp_m64n128k32<T>(acc, a[kt], kmajor_sw128_desc(st + (kt / 2) * kXBoxBytes + (kt % 2) * 64), ew);
+      }
+      ptx::wgmma_commit_group();
+      ptx::wgmma_wait_group<0>();
+      __syncwarp();
+      if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);  // this warp is done with the stage
+    }
+  }
+  __syncthreads();  // every copy has landed and been consumed: the ring holds the fp32 tile now
+
+  float* tile = reinterpret_cast<float*>(ring_ptr);  // [128 tokens][kLd], rows of W along the row
+  if (warp >= 4) {
+    const int cw = warp / 4 - 1, w = warp % 4, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int nl = cw * 64 + w * 16 + g + 8 * (v >> 1);
+        const int tl = j * 8 + 2 * t + (v & 1);
+        tile[tl * kLd + nl] = acc[4 * j + v];
+      }
+  }
+  __syncthreads();
+  const int n0 = rb0 * 16;
+#pragma unroll 1
+  for (int i = threadIdx.x; i < kTokens * 128; i += kThreads) {
+    const int tl = i / 128, nl = i % 128;
+    const int tok = tok0 + tl, n = n0 + nl;
+    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, tile[tl * kLd + nl]);
+  }
+#else
+  (void)p;  // never launched where it was not built for sm_90a (prefill_sm90_available)
+  (void)xmap;
+#endif
+}
+
+// cuTensorMapEncodeTiled, from the driver through the runtime (no link against libcuda).
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled encoder() {
+  static EncodeTiled fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<EncodeTiled>(f);
+    else
+      cudaGetLastError();
+  });
+  return fn;
+}
+
+// x [m, k] row-major as a 2D tensor (k innermost), boxes of 64 k x 128 tokens, 128-byte swizzle.
+CUtensorMap x_tensor_map(const PrefillLaunch& p, DType dtype) {
+  const EncodeTiled encode = encoder();
+  if (!encode) detail::throw_status(9 /* Internal */, "the CUDA driver has no cuTensorMapEncodeTiled (needs CUDA 12+)");
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cuuint64_t(p.k), cuuint64_t(p.m)};
+  const cuuint64_t strides[1] = {cuuint64_t(p.k) * 2};
+  const cuuint32_t box[2] = {64, kTokens};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(&map, dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            2, const_cast<void*>(p.x), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    detail::throw_status(9 /* Internal */, "cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
+                                               ") for x of " + std::to_string(p.m) + " x " + std::to_string(p.k));
+  return map;
+}
+
+template <typename T>
+bool built_for_device() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T>) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    // binaryVersion 90 is the sm_90a cubin (this file's only sm_90 build); a later GPU would run the
+    // PTX of another target, without the kernel body, so only Hopper itself qualifies.
+    return fa.binaryVersion == 90 && major == 9 && encoder() != nullptr;
+  }();
+  return ok;
+}
+
+template <typename T>
+void launch_typed(const PrefillLaunch& p, cudaStream_t stream) {
+  static bool raised = false;  // the attribute is per kernel and process; set it once
+  if (!raised) {
+    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+    raised = true;
+  }
+  const CUtensorMap map = x_tensor_map(p, std::is_same_v<T, __half> ? DType::F16 : DType::BF16);
+  const int row_tiles = (p.row_blocks + kRowBlocks - 1) / kRowBlocks;
+  const int tok_tiles = (p.m + kTokens - 1) / kTokens;
+  prefill_sm90_kernel<T><<<unsigned(row_tiles) * unsigned(tok_tiles), kThreads, kSmemBytes, stream>>>(p, map);
+  SF_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+size_t prefill_sm90_smem_bytes() { return kSmemBytes; }
+
+bool prefill_sm90_available(DType dtype) {
+  if (dtype == DType::F16) return built_for_device<__half>();
+  if (dtype == DType::BF16) return built_for_device<__nv_bfloat16>();
+  return false;
+}
+
+void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, cudaStream_t stream) {
+  if (p.m <= 0 || p.n <= 0) return;
+  if (dtype == DType::F16) return launch_typed<__half>(p, stream);
+  if (dtype == DType::BF16) return launch_typed<__nv_bfloat16>(p, stream);
+  detail::throw_status(2 /* UnsupportedShape */,
+                       "the 2:4 GPU kernels take fp16 or bf16 weights, not " + std::string(dtype_name(dtype)));
+}
+
+}  // namespace sf::cuda
