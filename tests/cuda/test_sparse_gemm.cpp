@@ -264,24 +264,28 @@ TEST_F(SparseGemmTest, HopperPrefillMatchesTheReference) {
   if (gemm_->arch() != 90) GTEST_SKIP() << "the wgmma.sp kernel runs on sm_90 only; this GPU is sm_" << gemm_->arch();
   ASSERT_TRUE(prefill_sm90_available(DType::F16) && prefill_sm90_available(DType::BF16))
       << "sm_90 GPU, but the wgmma.sp kernel is unavailable: built without sm_90a (SPARSEFLOW_CUDA_ARCHS=90a)?";
-  const KernelChoice h{GemmPath::PrefillSm90, 0, 0};
-  const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU, s24::Activation::GELU,
-                                  s24::Activation::SiLU};
-  const DType outs[] = {DType::F16, DType::BF16, DType::F32};
-  int i = 0;
-  for (DType dt : {DType::F16, DType::BF16})
-    for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{128, 128, 128}, {300, 2080, 1}, {300, 2080, 129},
-                           {136, 520, 300}, {16, 8, 777}, {250, 1028, 65}, {200, 264, 1100}, {1, 4, 200}}) {
-      Case c{n, k, m, dt, outs[i % 3]};
-      c.force = &h;
-      c.act = acts[i % 4];
-      c.bias = i % 2 == 0;
-      c.residual = i % 3 != 1;
-      c.bias_dt = outs[(i + 1) % 3];
-      c.res_dt = outs[(i + 2) % 3];
-      check_case(*gemm_, c);
-      ++i;
-    }
+  for (int rows : {128, 256}) {
+    KernelChoice h{GemmPath::PrefillSm90, 0, 0};
+    h.tile_m = rows;
+    SCOPED_TRACE(testing::Message() << "rows per block " << rows);
+    const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU, s24::Activation::GELU,
+                                    s24::Activation::SiLU};
+    const DType outs[] = {DType::F16, DType::BF16, DType::F32};
+    int i = 0;
+    for (DType dt : {DType::F16, DType::BF16})
+      for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{128, 128, 128}, {300, 2080, 1}, {300, 2080, 129},
+                             {136, 520, 300}, {16, 8, 777}, {250, 1028, 65}, {200, 264, 1100}, {1, 4, 200}}) {
+        Case c{n, k, m, dt, outs[i % 3]};
+        c.force = &h;
+        c.act = acts[i % 4];
+        c.bias = i % 2 == 0;
+        c.residual = i % 3 != 1;
+        c.bias_dt = outs[(i + 1) % 3];
+        c.res_dt = outs[(i + 2) % 3];
+        check_case(*gemm_, c);
+        ++i;
+      }
+  }
   if (HasFailure())
     ADD_FAILURE() << "wgmma.sp disagrees with the reference: check the A-register fragment, the metadata word per "
                      "lane and the swizzled x descriptor (docs/KERNELS.md, prefill_wgmma)";

@@ -398,7 +398,11 @@ nlohmann::json tune_gemm(const TuneOptions& o) {
           cands.push_back(c);
         }
       if (m >= 64 && gemm.arch() == 90 && prefill_sm90_available(o.dtype))
-        cands.push_back({GemmPath::PrefillSm90, 0, 0});
+        for (int rows : {128, 256}) {
+          KernelChoice c{GemmPath::PrefillSm90, 0, 0};
+          c.tile_m = rows;  // rows of W per block for this path
+          cands.push_back(c);
+        }
       cands.push_back({GemmPath::DenseFallback, 0, 0});
       KernelChoice best;
       double best_ms = 1e30;

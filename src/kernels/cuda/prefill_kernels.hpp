@@ -25,10 +25,11 @@ void launch_prefill(const PrefillLaunch& p, DType dtype, int tile_m, int stages,
 // opt-in limit (sm_86/89 allow 99 KB: only (64, 2) fits there).
 size_t prefill_smem_bytes(int tile_m, int stages);
 
-// The Hopper kernel (prefill_sm90.cu: wgmma.sp fed by TMA, 128 rows x 128 tokens per block), same
-// launch parameters and conditions. Available only where it was built for sm_90a and runs on sm_90.
+// The Hopper kernel (prefill_sm90.cu: wgmma.sp fed by TMA, `rows` = 128 or 256 rows of W x 128
+// tokens per block), same launch parameters and conditions. Available only where it was built for
+// sm_90a and runs on sm_90.
 bool prefill_sm90_available(DType dtype);
-size_t prefill_sm90_smem_bytes();
-void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, cudaStream_t stream);
+size_t prefill_sm90_smem_bytes(int rows);
+void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, int rows, cudaStream_t stream);
 
 }  // namespace sf::cuda

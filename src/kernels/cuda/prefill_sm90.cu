@@ -1,7 +1,7 @@
 // Prefill-family 2:4 GEMM for Hopper (sm_90a): wgmma.mma_async.sp, fed by the SM's copy engine.
 //
-// A block owns 128 rows of W (two consumer warpgroups of 64 rows) and 128 tokens, and a producer
-// warpgroup of which one thread works. Per k-quad (128 of K: the unit the metadata is stored in) the
+// A block owns 128 or 256 rows of W (two or four consumer warpgroups of 64 rows) and 128 tokens,
+// and a producer warp after them of which one thread works. Per k-quad (128 of K: the unit the metadata is stored in) the
 // producer fills one stage of a kStages-deep ring in shared memory:
 //   x    128 tokens x 128 k as two 64-k boxes by TMA (cp.async.bulk.tensor, 128-byte swizzle: the
 //        canonical K-major layout wgmma reads B in; tokens past M and k past K arrive as zeros);
@@ -34,18 +34,28 @@
 namespace sf::cuda {
 namespace {
 
-constexpr int kRowBlocks = 8;                // 16-row blocks of W per block (128 rows)
 constexpr int kTokens = 128;                 // tokens per block
-constexpr int kStages = 4;
 constexpr int kXBoxBytes = kTokens * 128;    // one 64-k box: 128 token rows x 128 bytes
-constexpr int kABytes = kRowBlocks * 4 * 512;
-constexpr int kMetaBytes = kRowBlocks * 256;
-constexpr int kStageBytes = 2 * kXBoxBytes + kABytes + kMetaBytes;  // 50 KB; a multiple of 1024
-constexpr int kThreads = 3 * 128;            // producer warpgroup + 2 consumer warpgroups
-constexpr int kLd = 128 + 4;                 // epilogue tile row (floats): + 4 against bank conflicts
-constexpr size_t kSmemBytes = size_t(kStages) * kStageBytes + 1024;  // + alignment slack
-static_assert(kStageBytes % 1024 == 0, "the swizzled x boxes need 1024-byte alignment in every stage");
-static_assert(size_t(kTokens) * kLd * 4 <= size_t(kStages) * kStageBytes, "the epilogue tile reuses the ring");
+
+// The block's shape for CW consumer warpgroups (64 rows of W each) and one producer warp after them:
+// 64 CW rows x 128 tokens. CW = 2: 50 KB stages, 4 deep; CW = 4: 68 KB stages, 3 deep (x is read
+// from L2 once per 256 rows instead of per 128: 123 instead of 84 flop per byte staged). One
+// 64-row tile per warpgroup keeps a consumer thread at 64 accumulators + 16 A-fragment registers,
+// inside the 120 registers 544 threads leave each (wgmma reads A registers until it completes).
+template <int CW>
+struct Shape {
+  static constexpr int kThreads = 128 * CW + 32;
+  static constexpr int kRowBlocks = 4 * CW;  // 16-row blocks of W per block
+  static constexpr int kRows = 16 * kRowBlocks;
+  static constexpr int kABytes = kRowBlocks * 4 * 512;
+  static constexpr int kMetaBytes = kRowBlocks * 256;
+  static constexpr int kStageBytes = 2 * kXBoxBytes + kABytes + kMetaBytes;
+  static constexpr int kStages = CW == 2 ? 4 : 3;
+  static constexpr int kLd = kRows + 4;  // epilogue tile row (floats): + 4 against bank conflicts
+  static constexpr size_t kSmemBytes = size_t(kStages) * kStageBytes + 1024;  // + alignment slack
+  static_assert(kStageBytes % 1024 == 0, "the swizzled x boxes need 1024-byte alignment in every stage");
+  static_assert(size_t(kTokens) * kLd * 4 <= size_t(kStages) * kStageBytes, "the epilogue tile reuses the ring");
+};
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
@@ -64,9 +74,14 @@ __device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t addr) {
 }
 #endif
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const PrefillLaunch p, const __grid_constant__ CUtensorMap xmap) {
+template <typename T, int CW>
+__global__ void __launch_bounds__(Shape<CW>::kThreads) __maxnreg__(CW == 4 ? 120 : 168)
+    prefill_sm90_kernel(const PrefillLaunch p, const __grid_constant__ CUtensorMap xmap) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using S = Shape<CW>;
+  constexpr int kThreads = S::kThreads;
+  constexpr int kRowBlocks = S::kRowBlocks, kStages = S::kStages, kStageBytes = S::kStageBytes;
+  constexpr int kABytes = S::kABytes, kLd = S::kLd;
   extern __shared__ uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
   const uint32_t raw = uint32_t(__cvta_generic_to_shared(smem_raw));
@@ -92,15 +107,15 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const Prefill
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       ptx::mbarrier_init(full0 + 8 * s, 1);  // the producer's arrival (+ the bytes)
-      ptx::mbarrier_init(empty0 + 8 * s, 8);  // one arrival per consumer warp
+      ptx::mbarrier_init(empty0 + 8 * s, 4 * CW);  // one arrival per consumer warp
     }
     ptx::fence_mbarrier_init();
   }
   __syncthreads();
 
   float acc[64];
-  if (warp < 4) {  // the producer warpgroup: one thread issues every copy
-    if (threadIdx.x == 0) {
+  if (warp == 4 * CW) {  // the producer warp: one thread issues every copy
+    if (lane == 0) {
       const uint8_t* vals = static_cast<const uint8_t*>(p.values);
       const uint8_t* meta = static_cast<const uint8_t*>(p.meta);
       for (int q = 0; q < nq; ++q) {
@@ -121,8 +136,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const Prefill
         }
       }
     }
-  } else {  // a consumer warpgroup: 64 rows (row blocks 4 cw .. 4 cw + 3) x 128 tokens
-    const int cw = warp / 4 - 1, rbl = cw * 4 + warp % 4;
+  } else {  // consumer warpgroup cw: 64 rows (row blocks 4 cw .. 4 cw + 3, one per warp) x 128 tokens
+    const int rbl = warp;
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
@@ -151,13 +166,13 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const Prefill
   __syncthreads();  // every copy has landed and been consumed: the ring holds the fp32 tile now
 
   float* tile = reinterpret_cast<float*>(ring_ptr);  // [128 tokens][kLd], rows of W along the row
-  if (warp >= 4) {
-    const int cw = warp / 4 - 1, w = warp % 4, g = lane >> 2, t = lane & 3;
+  if (warp < 4 * CW) {
+    const int g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        const int nl = cw * 64 + w * 16 + g + 8 * (v >> 1);
+        const int nl = warp * 16 + g + 8 * (v >> 1);
         const int tl = j * 8 + 2 * t + (v & 1);
         tile[tl * kLd + nl] = acc[4 * j + v];
       }
@@ -165,8 +180,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_sm90_kernel(const Prefill
   __syncthreads();
   const int n0 = rb0 * 16;
 #pragma unroll 1
-  for (int i = threadIdx.x; i < kTokens * 128; i += kThreads) {
-    const int tl = i / 128, nl = i % 128;
+  for (int i = threadIdx.x; i < kTokens * S::kRows; i += kThreads) {
+    const int tl = i / S::kRows, nl = i % S::kRows;
     const int tok = tok0 + tl, n = n0 + nl;
     if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, tile[tl * kLd + nl]);
   }
@@ -218,7 +233,7 @@ template <typename T>
 bool built_for_device() {
   static const bool ok = [] {
     cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T>) != cudaSuccess) {
+    if (cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, 2>) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
@@ -234,23 +249,25 @@ bool built_for_device() {
   return ok;
 }
 
-template <typename T>
+template <typename T, int CW>
 void launch_typed(const PrefillLaunch& p, cudaStream_t stream) {
+  using S = Shape<CW>;
   static bool raised = false;  // the attribute is per kernel and process; set it once
   if (!raised) {
-    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T, CW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(S::kSmemBytes)));
     raised = true;
   }
   const CUtensorMap map = x_tensor_map(p, std::is_same_v<T, __half> ? DType::F16 : DType::BF16);
-  const int row_tiles = (p.row_blocks + kRowBlocks - 1) / kRowBlocks;
+  const int row_tiles = (p.row_blocks + S::kRowBlocks - 1) / S::kRowBlocks;
   const int tok_tiles = (p.m + kTokens - 1) / kTokens;
-  prefill_sm90_kernel<T><<<unsigned(row_tiles) * unsigned(tok_tiles), kThreads, kSmemBytes, stream>>>(p, map);
+  prefill_sm90_kernel<T, CW><<<unsigned(row_tiles) * unsigned(tok_tiles), S::kThreads, S::kSmemBytes, stream>>>(p, map);
   SF_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-size_t prefill_sm90_smem_bytes() { return kSmemBytes; }
+size_t prefill_sm90_smem_bytes(int rows) { return rows == 256 ? Shape<4>::kSmemBytes : Shape<2>::kSmemBytes; }
 
 bool prefill_sm90_available(DType dtype) {
   if (dtype == DType::F16) return built_for_device<__half>();
@@ -258,10 +275,15 @@ bool prefill_sm90_available(DType dtype) {
   return false;
 }
 
-void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, cudaStream_t stream) {
+void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, int rows, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0) return;
-  if (dtype == DType::F16) return launch_typed<__half>(p, stream);
-  if (dtype == DType::BF16) return launch_typed<__nv_bfloat16>(p, stream);
+  if (rows != 128 && rows != 256)
+    detail::throw_status(9 /* Internal */, "the wgmma.sp prefill kernel takes 128 or 256 rows per block, not " +
+                                               std::to_string(rows));
+  const bool wide = rows == 256;
+  if (dtype == DType::F16) return wide ? launch_typed<__half, 4>(p, stream) : launch_typed<__half, 2>(p, stream);
+  if (dtype == DType::BF16)
+    return wide ? launch_typed<__nv_bfloat16, 4>(p, stream) : launch_typed<__nv_bfloat16, 2>(p, stream);
   detail::throw_status(2 /* UnsupportedShape */,
                        "the 2:4 GPU kernels take fp16 or bf16 weights, not " + std::string(dtype_name(dtype)));
 }

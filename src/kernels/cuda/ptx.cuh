@@ -135,6 +135,16 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait_group() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
+// Warp-specialised register split (whole warpgroup, sm_90a): a producer gives registers back, the
+// consumers take them, so consumers can hold more than the launch's even share.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
+}
 
 // wgmma.mma_async.sp m64n128k32, fp32 accumulate in place: A (64 x 32, 2:4, 64 x 16 stored) from
 // registers, per warp w of the warpgroup its rows 16 w .. 16 w + 15 in the mma.sp m16n8k32 A fragment

@@ -76,7 +76,7 @@ constexpr TableRow kTable[] = {
 std::string KernelChoice::name() const {
   if (path == GemmPath::DenseFallback) return "dense_fallback(cublas)";
   if (path == GemmPath::Prefill) return fmt::format("prefill_m{}", tile_m);
-  if (path == GemmPath::PrefillSm90) return "prefill_wgmma_128x128";
+  if (path == GemmPath::PrefillSm90) return fmt::format("prefill_wgmma_{}x128", tile_m == 256 ? 256 : 128);
   if (shared_x && kgroups > 1) return fmt::format("decode_sx_w{}x{}_s{}", warps, kgroups, splits);
   return fmt::format("{}_w{}_s{}", shared_x ? "decode_sx" : "decode", warps, splits);
 }
@@ -316,7 +316,7 @@ void SparseGemm::run_with(const KernelChoice& choice, const DeviceWeight24& w, c
   // The prefill kernel copies x rows with 16-byte cp.async: rows must start 16-byte aligned.
   const bool prefill_ok = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && w.k % 8 == 0 && arch_ >= 80;
   if (choice.path == GemmPath::PrefillSm90 && prefill_ok && arch_ == 90 && prefill_sm90_available(w.dtype) &&
-      prefill_sm90_smem_bytes() <= smem_optin_)
+      prefill_sm90_smem_bytes(choice.tile_m) <= smem_optin_)
     return run_prefill(choice, w, x, m, y, y_dtype, ep);
   // Elsewhere the Hopper kernel's request runs as the mma.sp prefill kernel.
   if ((choice.path == GemmPath::Prefill || choice.path == GemmPath::PrefillSm90) && prefill_ok)
@@ -337,7 +337,7 @@ void SparseGemm::run_prefill(const KernelChoice& c, const DeviceWeight24& w, con
   p.k_quads = int(w.k_quads());
   p.row_blocks = int(w.row_blocks);
   p.ep = to_params(ep, y, y_dtype, w.n);
-  if (c.path == GemmPath::PrefillSm90) return launch_prefill_sm90(p, w.dtype, stream_);
+  if (c.path == GemmPath::PrefillSm90) return launch_prefill_sm90(p, w.dtype, c.tile_m == 256 ? 256 : 128, stream_);
   // (128, 3) needs 156 KB per block (sm_80/90); sm_86/89 (99 KB) run (64, 2).
   int tile_m = c.tile_m == 64 ? 64 : 128, stages = tile_m == 128 ? 3 : 2;
   if (prefill_smem_bytes(tile_m, stages) > smem_optin_) tile_m = 64, stages = 2;

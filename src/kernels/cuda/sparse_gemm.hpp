@@ -65,7 +65,7 @@ struct KernelChoice {
                           // x through shared memory (else: one 16-row block per block)
   int kgroups = 1;  // shared_x only: k-groups of warps splitting each step range (1, 2, 4; at most
                     // 8 / mt, capped at launch), reduced in shared memory
-  int tile_m = 128;  // Prefill only: tokens per block (64 or 128); the stage count follows the GPU
+  int tile_m = 128;  // Prefill: tokens per block (64 or 128; the stage count follows the GPU); PrefillSm90: rows of W per block (128 or 256)
   std::string name() const;
 };
 
