@@ -1,14 +1,14 @@
 // Prefill-family 2:4 GEMM for Hopper (sm_90a): wgmma.mma_async.sp, fed by the SM's copy engine.
 //
 // A block owns 128 or 256 rows of W (two or four consumer warpgroups of 64 rows) and 128 tokens,
-// and a producer warp after them of which one thread works. Per k-quad (128 of K: the unit the metadata is stored in) the
-// producer fills one stage of a kStages-deep ring in shared memory:
+// and a producer warp after them of which one thread works. Per k-quad (128 of K: the unit the
+// metadata is stored in) the producer fills one stage of a kStages-deep ring in shared memory:
 //   x    128 tokens x 128 k as two 64-k boxes by TMA (cp.async.bulk.tensor, 128-byte swizzle: the
 //        canonical K-major layout wgmma reads B in; tokens past M and k past K arrive as zeros);
-//   A    8 row blocks x 4 k-tiles x 512 B, one 2 KB bulk copy per row block, verbatim: the weight
-//        layout already holds each lane's mma.sp A fragment, which is also the per-warp register
-//        fragment of wgmma.sp's A (warp w of a warpgroup: rows 16 w .. 16 w + 15);
-//   meta 8 row blocks x 256 B (16 slots of 4 words, one word per k-tile), one bulk copy each;
+//   A    8 or 16 row blocks x 4 k-tiles x 512 B, one 2 KB bulk copy per row block, verbatim: the
+//        weight layout already holds each lane's mma.sp A fragment, which is also the per-warp
+//        register fragment of wgmma.sp's A (warp w of a warpgroup: rows 16 w .. 16 w + 15);
+//   meta per row block 256 B (16 slots of 4 words, one word per k-tile), one bulk copy each;
 // and signals the stage's `full` mbarrier with the byte count. A consumer warpgroup loads its A
 // fragments and metadata words from the stage (one conflict-free 16-byte ld.shared per lane each),
 // issues four wgmma.sp m64n128k32 against the x boxes, waits for them, and releases the stage on its
