@@ -44,7 +44,11 @@ constexpr int kXBoxBytes = kTokens * 128;    // one 64-k box: 128 token rows x 1
 // inside the 120 registers 544 threads leave each (wgmma reads A registers until it completes).
 template <int CW>
 struct Shape {
-  static constexpr int kThreads = 128 * CW + 32;
+  // CW = 2: a producer warp of its own after the consumers. CW = 4: 17 warps would leave 96 registers
+  // a thread (each SM quarter holds 16 K registers and 5 of the warps), so thread 0 issues the copies
+  // between its own wgmmas instead and 16 warps get 128.
+  static constexpr bool kProducerWarp = CW == 2;
+  static constexpr int kThreads = 128 * CW + (kProducerWarp ? 32 : 0);
   static constexpr int kRowBlocks = 4 * CW;  // 16-row blocks of W per block
   static constexpr int kRows = 16 * kRowBlocks;
   static constexpr int kABytes = kRowBlocks * 4 * 512;
@@ -75,7 +79,7 @@ __device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t addr) {
 #endif
 
 template <typename T, int CW>
-__global__ void __launch_bounds__(Shape<CW>::kThreads) __maxnreg__(CW == 4 ? 120 : 168)
+__global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
     prefill_sm90_kernel(const PrefillLaunch p, const __grid_constant__ CUtensorMap xmap) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using S = Shape<CW>;
@@ -113,34 +117,40 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads) __maxnreg__(CW == 4 ? 120
   }
   __syncthreads();
 
-  float acc[64];
-  if (warp == 4 * CW) {  // the producer warp: one thread issues every copy
-    if (lane == 0) {
-      const uint8_t* vals = static_cast<const uint8_t*>(p.values);
-      const uint8_t* meta = static_cast<const uint8_t*>(p.meta);
-      for (int q = 0; q < nq; ++q) {
-        const int s = q % kStages, round = q / kStages;
-        if (round > 0) ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(round - 1) & 1u);  // its last use released
-        const uint32_t st = ring + uint32_t(s) * kStageBytes, bar = full0 + 8 * s;
-        ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);
-        ptx::cp_async_bulk_tensor_2d_g2s(st, &xmap, q * 128, tok0, bar);
-        ptx::cp_async_bulk_tensor_2d_g2s(st + kXBoxBytes, &xmap, q * 128 + 64, tok0, bar);
-        // Row blocks past the end re-read the last one (their results are never stored), so every
-        // metadata word the tensor cores see is valid.
-        for (int i = 0; i < kRowBlocks; ++i) {
-          const int rb = min(rb0 + i, p.row_blocks - 1);
-          ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + i * 2048, vals + (size_t(rb) * p.k_tiles + size_t(q) * 4) * 512,
-                                 2048, bar);
-          ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + kABytes + i * 256, meta + (size_t(rb) * p.k_quads + q) * 256, 256,
-                                 bar);
-        }
-      }
+  // Stage q's copies (one thread), announced on its `full` barrier with the byte count.
+  const auto issue = [&](int q) {
+    const uint8_t* vals = static_cast<const uint8_t*>(p.values);
+    const uint8_t* meta = static_cast<const uint8_t*>(p.meta);
+    const int s = q % kStages;
+    const uint32_t st = ring + uint32_t(s) * kStageBytes, bar = full0 + 8 * s;
+    ptx::mbarrier_arrive_expect_tx(bar, kStageBytes);
+    ptx::cp_async_bulk_tensor_2d_g2s(st, &xmap, q * 128, tok0, bar);
+    ptx::cp_async_bulk_tensor_2d_g2s(st + kXBoxBytes, &xmap, q * 128 + 64, tok0, bar);
+    // Row blocks past the end re-read the last one (their results are never stored), so every
+    // metadata word the tensor cores see is valid.
+    for (int i = 0; i < kRowBlocks; ++i) {
+      const int rb = min(rb0 + i, p.row_blocks - 1);
+      ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + i * 2048, vals + (size_t(rb) * p.k_tiles + size_t(q) * 4) * 512, 2048,
+                             bar);
+      ptx::cp_async_bulk_g2s(st + 2 * kXBoxBytes + kABytes + i * 256, meta + (size_t(rb) * p.k_quads + q) * 256, 256, bar);
     }
+  };
+
+  float acc[64];
+  if (warp == 4 * CW) {  // the producer warp (CW = 2): one thread issues every copy
+    if (lane == 0)
+      for (int q = 0; q < nq; ++q) {
+        const int round = q / kStages;
+        if (round > 0) ptx::mbarrier_wait(empty0 + 8 * (q % kStages), uint32_t(round - 1) & 1u);  // released
+        issue(q);
+      }
   } else {  // consumer warpgroup cw: 64 rows (row blocks 4 cw .. 4 cw + 3, one per warp) x 128 tokens
     const int rbl = warp;
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    if (!S::kProducerWarp && threadIdx.x == 0)
+      for (int q = 0; q < min(nq, kStages); ++q) issue(q);
     for (int q = 0; q < nq; ++q) {
       const int s = q % kStages;
       ptx::mbarrier_wait(full0 + 8 * s, uint32_t(q / kStages) & 1u);
@@ -161,6 +171,15 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads) __maxnreg__(CW == 4 ? 120
       ptx::wgmma_wait_group<0>();
       __syncwarp();
       if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);  // this warp is done with the stage
+      if constexpr (!S::kProducerWarp) {
+        // Thread 0 refills the stage once every warp has released it; its warp waits with it, so that
+        // the next wgmma.sync.aligned sees the whole warp.
+        if (threadIdx.x == 0 && q + kStages < nq) {
+          ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(q / kStages) & 1u);
+          issue(q + kStages);
+        }
+        __syncwarp();
+      }
     }
   }
   __syncthreads();  // every copy has landed and been consumed: the ring holds the fp32 tile now
@@ -262,7 +281,23 @@ void launch_typed(const PrefillLaunch& p, cudaStream_t stream) {
   const int row_tiles = (p.row_blocks + S::kRowBlocks - 1) / S::kRowBlocks;
   const int tok_tiles = (p.m + kTokens - 1) / kTokens;
   prefill_sm90_kernel<T, CW><<<unsigned(row_tiles) * unsigned(tok_tiles), S::kThreads, S::kSmemBytes, stream>>>(p, map);
-  SF_CUDA_CHECK_LAUNCH();
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return;
+  // Say what the launch asked for against what the kernel was built with, so a resource failure
+  // names its resource.
+  cudaFuncAttributes fa{};
+  cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, CW>);
+  int fit = -1;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, prefill_sm90_kernel<T, CW>, S::kThreads, S::kSmemBytes);
+  cudaGetLastError();
+  detail::throw_status(
+      9 /* Internal */,
+      std::string("the wgmma.sp prefill launch failed: ") + cudaGetErrorString(err) + " (" +
+          std::to_string(S::kThreads) + " threads x " + std::to_string(fa.numRegs) + " registers, " +
+          std::to_string(S::kSmemBytes) + " B dynamic + " + std::to_string(fa.sharedSizeBytes) +
+          " B static shared memory (opt-in limit set to " + std::to_string(fa.maxDynamicSharedSizeBytes) + "), " +
+          std::to_string(fa.localSizeBytes) + " B local, max threads " + std::to_string(fa.maxThreadsPerBlock) +
+          ", blocks per SM " + std::to_string(fit) + ")");
 }
 
 }  // namespace
