@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -78,7 +79,7 @@ __device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t addr) {
 }
 #endif
 
-template <typename T, int CW>
+template <typename T, int CW, bool kOverlap>
 __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
     prefill_sm90_kernel(const PrefillLaunch p, const __grid_constant__ CUtensorMap xmap) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -151,14 +152,29 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
     if (!S::kProducerWarp && threadIdx.x == 0)
       for (int q = 0; q < min(nq, kStages); ++q) issue(q);
-    for (int q = 0; q < nq; ++q) {
+    // The warp is done with stage q's shared memory: release it (and, without a producer warp, thread
+    // 0 refills it once every warp has; its warp waits with it, so that the next wgmma.sync.aligned
+    // sees the whole warp).
+    const auto release = [&](int q) {
+      const int s = q % kStages;
+      __syncwarp();
+      if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);
+      if constexpr (!S::kProducerWarp) {
+        if (threadIdx.x == 0 && q + kStages < nq) {
+          ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(q / kStages) & 1u);
+          issue(q + kStages);
+        }
+        __syncwarp();
+      }
+    };
+    // Stage q: wait for its copies, load this warp's A fragments and metadata, issue the four wgmmas.
+    const auto mma = [&](int q, uint4(&a)[4]) {
       const int s = q % kStages;
       ptx::mbarrier_wait(full0 + 8 * s, uint32_t(q / kStages) & 1u);
       const uint32_t st = ring + uint32_t(s) * kStageBytes;
       // Lanes with t < 2 hold the word of lane 4 g + t per k-tile; selector 0 ignores the others', which
       // read the same slot so that every word is valid.
       const uint4 e = ld_shared_v4(st + 2 * kXBoxBytes + kABytes + (rbl * 16 + 2 * g + (t & 1)) * 16);
-      uint4 a[4];
 #pragma unroll
       for (int kt = 0; kt < 4; ++kt) a[kt] = ld_shared_v4(st + 2 * kXBoxBytes + ((rbl * 4 + kt) * 32 + lane) * 16);
       ptx::wgmma_fence();
@@ -168,18 +184,43 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
         ptx::wgmma_sp_m64n128k32<T>(acc, a[kt], kmajor_sw128_desc(st + (kt / 2) * kXBoxBytes + (kt % 2) * 64), ew);
       }
       ptx::wgmma_commit_group();
-      ptx::wgmma_wait_group<0>();
-      __syncwarp();
-      if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);  // this warp is done with the stage
-      if constexpr (!S::kProducerWarp) {
-        // Thread 0 refills the stage once every warp has released it; its warp waits with it, so that
-        // the next wgmma.sync.aligned sees the whole warp.
-        if (threadIdx.x == 0 && q + kStages < nq) {
-          ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(q / kStages) & 1u);
-          issue(q + kStages);
-        }
-        __syncwarp();
+    };
+    if constexpr (!kOverlap) {
+      for (int q = 0; q < nq; ++q) {
+        uint4 a[4];
+        mma(q, a);
+        ptx::wgmma_wait_group<0>();
+        release(q);
       }
+    } else {
+      // One stage's wgmmas stay in flight while the next stage's are issued. wgmma reads its A
+      // registers until it completes, so the fragments come from two named buffers used in turn, each
+      // kept live (keep_live) until the wait that covers its group; no copy between them for the
+      // compiler to move.
+      uint4 a0[4], a1[4];
+      const auto keep_live = [](uint4(&a)[4]) {
+#pragma unroll
+        for (int kt = 0; kt < 4; ++kt) asm volatile("" : "+r"(a[kt].x), "+r"(a[kt].y), "+r"(a[kt].z), "+r"(a[kt].w));
+      };
+      int q = 0;
+      if (nq > 0) mma(q++, a0);
+      while (q < nq) {
+        mma(q, a1);
+        ptx::wgmma_wait_group<1>();
+        keep_live(a0);
+        release(q - 1);
+        ++q;
+        if (q == nq) break;
+        mma(q, a0);
+        ptx::wgmma_wait_group<1>();
+        keep_live(a1);
+        release(q - 1);
+        ++q;
+      }
+      ptx::wgmma_wait_group<0>();
+      keep_live(a0);
+      keep_live(a1);
+      if (nq > 0) release(nq - 1);
     }
   }
   __syncthreads();  // every copy has landed and been consumed: the ring holds the fp32 tile now
@@ -252,7 +293,7 @@ template <typename T>
 bool built_for_device() {
   static const bool ok = [] {
     cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, 2>) != cudaSuccess) {
+    if (cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, 2, true>) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
@@ -268,27 +309,27 @@ bool built_for_device() {
   return ok;
 }
 
-template <typename T, int CW>
+template <typename T, int CW, bool kOverlap>
 void launch_typed(const PrefillLaunch& p, cudaStream_t stream) {
   using S = Shape<CW>;
   static bool raised = false;  // the attribute is per kernel and process; set it once
   if (!raised) {
-    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T, CW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    SF_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T, CW, kOverlap>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        int(S::kSmemBytes)));
     raised = true;
   }
   const CUtensorMap map = x_tensor_map(p, std::is_same_v<T, __half> ? DType::F16 : DType::BF16);
   const int row_tiles = (p.row_blocks + S::kRowBlocks - 1) / S::kRowBlocks;
   const int tok_tiles = (p.m + kTokens - 1) / kTokens;
-  prefill_sm90_kernel<T, CW><<<unsigned(row_tiles) * unsigned(tok_tiles), S::kThreads, S::kSmemBytes, stream>>>(p, map);
+  prefill_sm90_kernel<T, CW, kOverlap><<<unsigned(row_tiles) * unsigned(tok_tiles), S::kThreads, S::kSmemBytes, stream>>>(p, map);
   const cudaError_t err = cudaGetLastError();
   if (err == cudaSuccess) return;
   // Say what the launch asked for against what the kernel was built with, so a resource failure
   // names its resource.
   cudaFuncAttributes fa{};
-  cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, CW>);
+  cudaFuncGetAttributes(&fa, prefill_sm90_kernel<T, CW, kOverlap>);
   int fit = -1;
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, prefill_sm90_kernel<T, CW>, S::kThreads, S::kSmemBytes);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, prefill_sm90_kernel<T, CW, kOverlap>, S::kThreads, S::kSmemBytes);
   cudaGetLastError();
   detail::throw_status(
       9 /* Internal */,
@@ -315,10 +356,28 @@ void launch_prefill_sm90(const PrefillLaunch& p, DType dtype, int rows, cudaStre
   if (rows != 128 && rows != 256)
     detail::throw_status(9 /* Internal */, "the wgmma.sp prefill kernel takes 128 or 256 rows per block, not " +
                                                std::to_string(rows));
-  const bool wide = rows == 256;
-  if (dtype == DType::F16) return wide ? launch_typed<__half, 4>(p, stream) : launch_typed<__half, 2>(p, stream);
-  if (dtype == DType::BF16)
-    return wide ? launch_typed<__nv_bfloat16, 4>(p, stream) : launch_typed<__nv_bfloat16, 2>(p, stream);
+  // SPARSEFLOW_WGMMA_OVERLAP=0: wait for each stage's wgmmas before the next (A/B measurement). The
+  // 256-row block always does: with the second A buffer it needs more than its 128 registers, and
+  // ptxas serialises the wgmmas.
+  static const bool overlap = [] {
+    const char* v = std::getenv("SPARSEFLOW_WGMMA_OVERLAP");
+    return !(v && std::string(v) == "0");
+  }();
+  const int variant = (rows == 256 ? 2 : 0) + (overlap ? 1 : 0);
+  if (dtype == DType::F16) {
+    switch (variant) {
+      case 0: return launch_typed<__half, 2, false>(p, stream);
+      case 1: return launch_typed<__half, 2, true>(p, stream);
+      default: return launch_typed<__half, 4, false>(p, stream);
+    }
+  }
+  if (dtype == DType::BF16) {
+    switch (variant) {
+      case 0: return launch_typed<__nv_bfloat16, 2, false>(p, stream);
+      case 1: return launch_typed<__nv_bfloat16, 2, true>(p, stream);
+      default: return launch_typed<__nv_bfloat16, 4, false>(p, stream);
+    }
+  }
   detail::throw_status(2 /* UnsupportedShape */,
                        "the 2:4 GPU kernels take fp16 or bf16 weights, not " + std::string(dtype_name(dtype)));
 }
