@@ -1,6 +1,7 @@
 #include "kernels/cuda/check.hpp"
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -51,6 +52,11 @@ int persistent_kernels() {
       else if (name == "decode") mask |= kPersistentDecode;
       else if (name == "bulk-decode" || name == "bulk") mask |= kBulkDecode;
       else if (name == "bulk-gemv") mask |= kBulkGemv;
+      else if (name != "none" && name != "0" && !name.empty())
+        std::fprintf(stderr,
+                     "sparseflow: SPARSEFLOW_PERSISTENT names '%.*s', which is not a kernel variant (expected a "
+                     "comma-separated list of gemv, decode, bulk-decode, bulk-gemv, or all / none); ignored\n",
+                     int(name.size()), name.data());
       v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
     }
     return mask;
