@@ -1,8 +1,9 @@
 // Prefill-family 2:4 GEMM for Hopper (sm_90a): wgmma.mma_async.sp, fed by the SM's copy engine.
 //
-// A block owns 128 or 256 rows of W (two or four consumer warpgroups of 64 rows) and 128 tokens,
-// and a producer warp after them of which one thread works. Per k-quad (128 of K: the unit the
-// metadata is stored in) the producer fills one stage of a kStages-deep ring in shared memory:
+// A block owns 128 or 256 rows of W (two or four consumer warpgroups of 64 rows) and 128 tokens.
+// One thread issues the copies: lane 0 of a producer warp after the consumers (128 rows), or thread
+// 0 between its own wgmmas (256 rows: a 17th warp would not fit its registers). Per k-quad (128 of K:
+// the unit the metadata is stored in) it fills one stage of a kStages-deep ring in shared memory:
 //   x    128 tokens x 128 k as two 64-k boxes by TMA (cp.async.bulk.tensor, 128-byte swizzle: the
 //        canonical K-major layout wgmma reads B in; tokens past M and k past K arrive as zeros);
 //   A    8 or 16 row blocks x 4 k-tiles x 512 B, one 2 KB bulk copy per row block, verbatim: the
@@ -37,11 +38,11 @@ namespace {
 constexpr int kTokens = 128;                 // tokens per block
 constexpr int kXBoxBytes = kTokens * 128;    // one 64-k box: 128 token rows x 128 bytes
 
-// The block's shape for CW consumer warpgroups (64 rows of W each) and one producer warp after them:
-// 64 CW rows x 128 tokens. CW = 2: 50 KB stages, 4 deep; CW = 4: 68 KB stages, 3 deep (x is read
-// from L2 once per 256 rows instead of per 128: 123 instead of 84 flop per byte staged). One
-// 64-row tile per warpgroup keeps a consumer thread at 64 accumulators + 16 A-fragment registers,
-// inside the 120 registers 544 threads leave each (wgmma reads A registers until it completes).
+// The block's shape for CW consumer warpgroups (64 rows of W each): 64 CW rows x 128 tokens. CW = 2:
+// 50 KB stages, 4 deep; CW = 4: 68 KB stages, 3 deep (x is read from L2 once per 256 rows instead of
+// per 128: 123 instead of 84 flop per byte staged). One 64-row tile per warpgroup keeps a consumer
+// thread at 64 accumulators + 16 A-fragment registers (wgmma reads A registers until it completes):
+// 111 registers at CW = 2 (288 threads), 118 at CW = 4 (512 threads, 128 allowed).
 template <int CW>
 struct Shape {
   // CW = 2: a producer warp of its own after the consumers. CW = 4: 17 warps would leave 96 registers
