@@ -13,7 +13,7 @@
 // and signals the stage's `full` mbarrier with the byte count. A consumer warpgroup loads its A
 // fragments and metadata words from the stage (one conflict-free 16-byte ld.shared per lane each),
 // issues four wgmma.sp m64n128k32 against the x boxes, waits for them, and releases the stage on its
-// `empty` mbarrier (one arrival per consumer warp). So W keeps the one layout of docs/KERNELS.md:
+// `empty` mbarrier (one arrival per consumer thread). So W keeps the one layout of docs/KERNELS.md:
 // nothing is converted for this path.
 //
 // Blocks are ordered as in prefill.cu (token tiles fastest within groups of kGroup) for L2 reuse. The
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       ptx::mbarrier_init(full0 + 8 * s, 1);  // the producer's arrival (+ the bytes)
-      ptx::mbarrier_init(empty0 + 8 * s, 4 * CW);  // one arrival per consumer warp
+      ptx::mbarrier_init(empty0 + 8 * s, 128 * CW);  // one arrival per consumer thread
     }
     ptx::fence_mbarrier_init();
   }
@@ -152,13 +152,15 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
     if (!S::kProducerWarp && threadIdx.x == 0)
       for (int q = 0; q < min(nq, kStages); ++q) issue(q);
-    // The warp is done with stage q's shared memory: release it (and, without a producer warp, thread
-    // 0 refills it once every warp has; its warp waits with it, so that the next wgmma.sync.aligned
-    // sees the whole warp).
+    // The thread is done with stage q's shared memory: release it (and, without a producer warp, thread
+    // 0 refills it once every thread has; its warp waits with it, so that the next wgmma.sync.aligned
+    // sees the whole warp). Every thread arrives for itself: an arrival releases only the arriving
+    // thread's own reads, so one arrival per warp after __syncwarp leans on the warp barrier's ordering,
+    // which compute-sanitizer's racecheck does not follow (it reported the next copy into the stage as
+    // racing with the A and metadata loads, H100, 2026-12-05).
     const auto release = [&](int q) {
       const int s = q % kStages;
-      __syncwarp();
-      if (lane == 0) ptx::mbarrier_arrive(empty0 + 8 * s);
+      ptx::mbarrier_arrive(empty0 + 8 * s);
       if constexpr (!S::kProducerWarp) {
         if (threadIdx.x == 0 && q + kStages < nq) {
           ptx::mbarrier_wait(empty0 + 8 * s, uint32_t(q / kStages) & 1u);
