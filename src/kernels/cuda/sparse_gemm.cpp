@@ -54,17 +54,17 @@ constexpr TableRow kTable[] = {
     {90, 16, GemmPath::Decode, 4, 0, true, 4},
     {90, 32, GemmPath::Decode, 8, 0, true, 2},
     {90, 64, GemmPath::Decode, 4, 0, true, 1},
-    // M > 64: the tiled mma.sp prefill kernel (prefill.cu) up to M = 128 (64-token tiles; not
-    // measured against the others there). M = 129..1024: the wgmma.sp kernel (prefill_sm90.cu,
-    // 128-row blocks), which the H100 tuner picked at M = 256 on all four shapes (0.35-0.62x of a
+    // M = 65..1024: the wgmma.sp kernel (prefill_sm90.cu, 128-row blocks), which the H100 tuner
+    // picked at M = 256 on all four shapes (0.35-0.62x of a
     // resident dense weight, 128-row blocks on three of them; bench/results/2026-12-05-NVIDIA-H100-
     // 80GB-HBM3-gemm-wgmma.md) where W decompressed into scratch + cuBLAS had run 0.20-0.23x (H200,
     // bench/results/2026-11-22-NVIDIA-H200-gemm.md). From M = 1025 on: the decompress + cuBLAS
     // fallback, which the same H100 run picked at M = 2048 and 8192 on three of the four shapes
     // (0.55-0.94x); the wgmma kernel won on 4096x16384 (0.59x, 0.68x). Without a tuning cache the table
     // used to keep the mma.sp prefill kernel at every M > 64: an OPT-6.7B 2:4 prefill of 2046 tokens
-    // ran its products at 0.33x dense on the H200 (2026-12-03).
-    {90, 128, GemmPath::Prefill, 0, 0, false, 1, 64},
+    // ran its products at 0.33x dense on the H200 (2026-12-03). Up to 2026-12-05 M = 65..128 still
+    // ran the mma.sp kernel with 64-token tiles: an OPT-6.7B 2:4 prefill of 128 tokens took 16.4 ms
+    // against 6.9 ms dense (H100), fc2 (4096x16384) at 80 TFLOP/s, out_proj at 47.
     {90, 1024, GemmPath::PrefillSm90, 0, 0, false, 1, 128},
     {90, INT64_MAX, GemmPath::DenseFallback, 0, 0, false, 1},
     // sm_80/86/89: the same kernels (mma.sp exists from sm_80); not measured here, sm_90's choices.
