@@ -56,8 +56,9 @@ constexpr TableRow kTable[] = {
     {90, 64, GemmPath::Decode, 4, 0, true, 1},
     // M = 65..1024: the wgmma.sp kernel (prefill_sm90.cu, 128-row blocks), which the H100 tuner
     // picked at M = 256 on all four shapes (0.35-0.62x of a resident dense weight, 128-row blocks on
-    // three of them; bench/results/2026-12-05-NVIDIA-H100-80GB-HBM3-gemm-wgmma.md) where W decompressed into scratch + cuBLAS had run 0.20-0.23x (H200,
-    // bench/results/2026-11-22-NVIDIA-H200-gemm.md). From M = 1025 on: the decompress + cuBLAS
+    // three of them; bench/results/2026-12-05-NVIDIA-H100-80GB-HBM3-gemm-wgmma.md) where W
+    // decompressed into scratch + cuBLAS had run 0.20-0.23x (H200, bench/results/2026-11-22-NVIDIA-
+    // H200-gemm.md). From M = 1025 on: the decompress + cuBLAS
     // fallback, which the same H100 run picked at M = 2048 and 8192 on three of the four shapes
     // (0.55-0.94x); the wgmma kernel won on 4096x16384 (0.59x, 0.68x). Without a tuning cache the table
     // used to keep the mma.sp prefill kernel at every M > 64: an OPT-6.7B 2:4 prefill of 2046 tokens
