@@ -2,7 +2,7 @@
 // sf::cuda::tune_gemm), prints one table per shape and a summary, writes JSON and Markdown.
 // Build: cmake --build build --target cuda_gemm_bench
 // Run:   build/tests/cuda/cuda_gemm_bench --sizes 4096x4096,8192x8192 --batches 1,16,2048
-//          [--tune] [--json F] [--md F] [--iters N]
+//          [--tune] [--tune-batches M,...] [--json F] [--md F] [--iters N]
 #include <fmt/format.h>
 
 #include <cmath>
@@ -38,7 +38,7 @@ std::string num(const nlohmann::json& v, const char* f) {
 
 int main(int argc, char** argv) {
   std::string sizes = "4096x4096,8192x8192,16384x4096,4096x16384", batches = "1,2,4,8,16,32,64,256,2048,8192";
-  std::string json_path, md_path, command;
+  std::string json_path, md_path, command, tune_batches;
   bool tune = false;
   int iters = 100;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
     else if (a == "--md") md_path = next();
     else if (a == "--iters") iters = std::atoi(next().c_str());
     else if (a == "--tune") tune = true;
+    else if (a == "--tune-batches") {
+      tune = true;
+      tune_batches = next();
+    }
     else {
       fmt::print(stderr, "unknown argument {}\n", a);
       return 2;
@@ -77,8 +81,11 @@ int main(int argc, char** argv) {
       sf::cuda::TuneOptions t;
       t.sizes = shapes;
       t.batches = {};
-      for (int64_t m : ms)
-        if (m <= 64 || m == 256 || m == 2048) t.batches.push_back(m);
+      if (!tune_batches.empty())
+        for (const auto& b : split(tune_batches, ',')) t.batches.push_back(std::stoll(b));
+      else  // the benchmark's M values that the table's buckets need, to keep --tune short
+        for (int64_t m : ms)
+          if (m <= 64 || m == 256 || m == 2048) t.batches.push_back(m);
       t.iters = 40;
       const auto r = sf::cuda::tune_gemm(t);
       fmt::print("tuning cache written to {}\n", r["path"].get<std::string>());
