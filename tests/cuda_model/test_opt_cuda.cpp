@@ -355,8 +355,12 @@ TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
 TEST(CudaGemv, PersistentIsBitIdenticalToThePlainKernel) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { sf::cuda::set_persistent_kernels(-1); }
+    ~Restore() {
+      sf::cuda::set_persistent_kernels(-1);
+      sf::cuda::set_gemv_mma_min_m(-1);
+    }
   } restore;
+  sf::cuda::set_gemv_mma_min_m(0);  // the plain kernel is the CUDA-core one at every M
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (DType dt : {DType::F16, DType::BF16})
@@ -414,8 +418,12 @@ TEST(CudaGemv, PersistentIsBitIdenticalToThePlainKernel) {
 TEST(CudaGemv, BulkMatchesThePlainKernelWithinRounding) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { sf::cuda::set_persistent_kernels(-1); }
+    ~Restore() {
+      sf::cuda::set_persistent_kernels(-1);
+      sf::cuda::set_gemv_mma_min_m(-1);
+    }
   } restore;
+  sf::cuda::set_gemv_mma_min_m(0);
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (DType dt : {DType::F16, DType::BF16})
@@ -455,6 +463,85 @@ TEST(CudaGemv, BulkMatchesThePlainKernelWithinRounding) {
         for (size_t i = 0; i < plain.size(); ++i)
           bad += !(std::fabs(bulk[i] - plain[i]) <= 1e-4 * std::sqrt(double(k)) + 1e-5 * std::fabs(plain[i]));
         EXPECT_EQ(bad, 0u) << "of " << plain.size() << " (first: " << bulk[0] << " vs " << plain[0] << ")";
+      }
+}
+
+// The tensor-core GEMV (mma.sync m16n8k16, M = 2..8, check.hpp gemv_mma_min_m) against the CUDA-core
+// kernel and, for every output, against a host fp64 sum: bias + ReLU + fp32 residual fused, fp16 and
+// bf16, N not a multiple of 16 (the last block's rows past N), K = 96 (3 steps: warps without work),
+// K = 1000 (not whole 32-k steps: the CUDA-core kernel runs and the predicate says so), every M of its
+// range, tokens 2t + 1 past M on odd M.
+TEST(CudaGemv, TensorCoreMatchesThePlainKernelAndTheHost) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { sf::cuda::set_gemv_mma_min_m(-1); }
+  } restore;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (DType dt : {DType::F16, DType::BF16})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {777, 16384}, {50, 96}, {300, 1000}})
+      for (int64_t m : {1, 2, 3, 5, 8}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " N=" << n << " K=" << k << " M=" << m);
+        const int code = dt == DType::BF16 ? 2 : 1;
+        sf::cuda::set_gemv_mma_min_m(2);
+        EXPECT_EQ(sf::cuda::model::gemv_uses_tensor_cores(code, m, k), m >= 2 && k % 32 == 0);
+        std::vector<uint16_t> w(size_t(n * k)), x(size_t(m * k));
+        for (auto& e : w) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        for (auto& e : x) e = dt == DType::BF16 ? float_to_bf16(u(rng)) : float_to_half(u(rng));
+        std::vector<float> bias(static_cast<size_t>(n)), res(static_cast<size_t>(m * n));
+        for (auto& e : bias) e = u(rng);
+        for (auto& e : res) e = u(rng);
+        void *dw = nullptr, *dx = nullptr, *dy = nullptr, *db = nullptr, *dr = nullptr;
+        ASSERT_EQ(cudaMalloc(&dw, w.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dx, x.size() * 2), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dy, res.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&db, bias.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&dr, res.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(db, bias.data(), bias.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(dr, res.data(), res.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        sf::cuda::EpilogueParams ep;
+        ep.bias = db;
+        ep.act = 1;  // ReLU
+        ep.residual = dr;
+        ep.y = dy;
+        ep.ldy = n;
+        std::vector<float> plain(res.size()), mma(res.size());
+        for (int min_m : {0, 2}) {
+          sf::cuda::set_gemv_mma_min_m(min_m);
+          ASSERT_EQ(cudaMemset(dy, 0xff, res.size() * 4), cudaSuccess);
+          ASSERT_TRUE(sf::cuda::model::launch_gemv(dw, code, dx, m, n, k, ep, nullptr));
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(min_m ? mma.data() : plain.data(), dy, res.size() * 4, cudaMemcpyDeviceToHost),
+                    cudaSuccess);
+        }
+        for (void* p : {dw, dx, dy, db, dr}) cudaFree(p);
+        auto to_f = [&](const std::vector<uint16_t>& v) {
+          std::vector<float> f(v.size());
+          for (size_t i = 0; i < v.size(); ++i) f[i] = dt == DType::BF16 ? bf16_to_float(v[i]) : half_to_float(v[i]);
+          return f;
+        };
+        const auto wf = to_f(w), xf = to_f(x);
+        size_t bad_plain = 0, bad_host = 0;
+        double worst = 0.0;
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t r = 0; r < n; ++r) {
+            double dot = 0.0, mag = 0.0;
+            for (int64_t j = 0; j < k; ++j) {
+              const double p = double(wf[size_t(r * k + j)]) * xf[size_t(i * k + j)];
+              dot += p;
+              mag += std::fabs(p);
+            }
+            const double ref = std::max(0.0, dot + bias[size_t(r)]) + res[size_t(i * n + r)];
+            const float got = mma[size_t(i * n + r)], base = plain[size_t(i * n + r)];
+            const double tol = 1e-5 * mag + 1e-5;  // fp32 accumulation of K exact products
+            bad_host += !(std::fabs(got - ref) <= tol);
+            bad_plain += !(std::fabs(got - base) <= 2 * tol);
+            worst = std::max(worst, std::fabs(got - ref) / (mag + 1e-30));
+          }
+        EXPECT_EQ(bad_host, 0u) << "of " << m * n << " against the host; worst error / sum |products| " << worst;
+        EXPECT_EQ(bad_plain, 0u) << "of " << m * n << " against the CUDA-core kernel";
       }
 }
 

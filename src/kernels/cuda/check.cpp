@@ -1,5 +1,6 @@
 #include "kernels/cuda/check.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -65,5 +66,30 @@ int persistent_kernels() {
 }
 
 void set_persistent_kernels(int mask) { g_persistent_override.store(mask, std::memory_order_relaxed); }
+
+namespace {
+std::atomic<int> g_gemv_mma_override{-1};
+}  // namespace
+
+int gemv_mma_min_m() {
+  if (const int o = g_gemv_mma_override.load(std::memory_order_relaxed); o >= 0) return o;
+  static const int from_env = [] {
+    const char* e = std::getenv("SPARSEFLOW_GEMV_MMA_MIN_M");
+    if (!e || !*e) return kGemvMmaDefaultMinM;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || v < 0) {
+      std::fprintf(stderr,
+                   "sparseflow: SPARSEFLOW_GEMV_MMA_MIN_M is '%s', expected a batch size (0 = never use the tensor-core "
+                   "GEMV); using the default %d\n",
+                   e, kGemvMmaDefaultMinM);
+      return kGemvMmaDefaultMinM;
+    }
+    return int(std::min<long>(v, 1 << 20));
+  }();
+  return from_env;
+}
+
+void set_gemv_mma_min_m(int m) { g_gemv_mma_override.store(m, std::memory_order_relaxed); }
 
 }  // namespace sf::cuda

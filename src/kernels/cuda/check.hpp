@@ -45,6 +45,14 @@ int persistent_kernels();
 // Override for this process (tests, A/B in one run): a mask of the bits above; -1 back to the environment.
 void set_persistent_kernels(int mask);
 
+// The dense decode GEMV on the tensor cores (model/gemv.cu: mma.sync m16n8k16, fp16/bf16 weights) from
+// this many tokens on; fewer run the CUDA-core GEMV. SPARSEFLOW_GEMV_MMA_MIN_M (read once; 0 = never)
+// unless set_gemv_mma_min_m() was called (-1: back to the environment). The default is measured:
+// bench/results/2026-12-06-NVIDIA-H200-opt-6.7b-batch.md.
+inline constexpr int kGemvMmaDefaultMinM = 2;
+int gemv_mma_min_m();
+void set_gemv_mma_min_m(int m);
+
 // Blocks of a persistent launch over `items` work items (rows, 16-row blocks): at most `resident`
 // (what fits the GPU at once), and then the fewest that give every block the same number of items,
 // so no block runs a last item alone while the others are done (12288 rows of 8 warps on 1056

@@ -1,4 +1,5 @@
-// The dense decode product y[m, n] = epilogue(x[m, :] . W[n, :]) for M <= 8 (batch-1..8 decode).
+// The dense decode product y[m, n] = epilogue(x[m, :] . W[n, :]) for M <= 8 (batch-1..8 decode); from
+// M = gemv_mma_min_m() on (fp16 / bf16) the tensor-core variant at the end of this file.
 //
 // Decode is bound by HBM: every byte of W is read exactly once per step and nothing else matters.
 // So: one warp per output row (N = 4096..50272 rows give 512..6284 blocks of 8 warps, enough to fill
@@ -14,6 +15,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/dot16.cuh"
@@ -270,8 +272,109 @@ void launch_bulk(const uint4* w, const uint4* x, int64_t n, int kv, int chunk_wo
              ep);
 }
 
+// ---- the tensor-core variant (M = 2..8) ---------------------------------------------------------
+// At M > 1 the kernel above re-reads every token's x for each 16-byte chunk of W and does 8 fp32
+// FMAs per token per chunk: at M = 8 that is 8 L1 loads and 64 FMAs (plus the conversions) per 16
+// bytes of weight, and OPT-6.7B's batch-8 step took 2.5x the batch-1 step (H200, 2026-12-06). Here
+// each warp multiplies 16 rows of W by the M <= 8 tokens with mma.sync m16n8k16 (fp32 accumulate).
+//
+// A dot product does not care in which order K is summed, so W and x need only agree on it: lane
+// (g, t) (g = lane / 4, t = lane % 4) loads the 16-byte chunk c = 4 s + t of W rows g and g + 8 and of
+// token g's x, and those 8 k values become the fragment slots the ISA gives the lane (a0 a1: row g, k
+// 2t..2t+1; a2 a3: row g + 8; a4..a7: k + 8; b0 b1: k 2t..2t+1 of column g; b2 b3: k + 8): the first
+// two words of each chunk feed one mma, the last two a second. Every load is a whole 16-byte chunk,
+// four lanes cover 64 contiguous bytes of a row, and x costs half of W's loads instead of M times.
+// A block's 8 warps split K (warp w takes 32-k steps w, w + 8, ...; the block reads each row in
+// contiguous 512-byte runs) and add their 16 x 8 tiles in shared memory; 16 rows per block (N = 4096:
+// 256 blocks). Tokens past M load zeros and are not stored.
+constexpr int kMmaUnroll = 4;
+
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  (void)c, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+#endif
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const uint4* __restrict__ w,
+                                                               const uint4* __restrict__ x, int m, int n, int kv,
+                                                               EpilogueParams ep) {
+  pdl_launch_dependents();
+  __shared__ float red[kWarps][16][8];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int row0 = int(blockIdx.x) * 16;
+  const int steps = kv / 4;  // 32-k steps; the launcher checks kv % 4 == 0
+  const bool lo_ok = row0 + g < n, hi_ok = row0 + g + 8 < n, x_ok = g < m;
+  const uint4* wlo = w + int64_t(lo_ok ? row0 + g : 0) * kv + t;
+  const uint4* whi = w + int64_t(hi_ok ? row0 + g + 8 : 0) * kv + t;
+  const uint4* xg = x + int64_t(x_ok ? g : 0) * kv + t;
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  uint4 lo[kMmaUnroll], hi[kMmaUnroll];
+  auto load_w = [&](int s0) {
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const int s = s0 + kWarps * u;
+      lo[u] = lo_ok && s < steps ? ld_stream(wlo + 4 * s) : zero;
+      hi[u] = hi_ok && s < steps ? ld_stream(whi + 4 * s) : zero;
+    }
+  };
+  load_w(warp);  // W is constant: the first batch goes out before the wait (pdl.cuh)
+  pdl_wait();
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int s0 = warp; s0 < steps; s0 += kWarps * kMmaUnroll) {
+    uint4 b[kMmaUnroll], clo[kMmaUnroll], chi[kMmaUnroll];
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const int s = s0 + kWarps * u;
+      b[u] = x_ok && s < steps ? __ldg(xg + 4 * s) : zero;
+      clo[u] = lo[u];
+      chi[u] = hi[u];
+    }
+    if (s0 + kWarps * kMmaUnroll < steps) load_w(s0 + kWarps * kMmaUnroll);  // in flight during the math
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      mma_16816<T>(c, clo[u].x, chi[u].x, clo[u].y, chi[u].y, b[u].x, b[u].y);
+      mma_16816<T>(c, clo[u].z, chi[u].z, clo[u].w, chi[u].w, b[u].z, b[u].w);
+    }
+  }
+  // c0 c1: row g, tokens 2t, 2t + 1; c2 c3: row g + 8.
+  red[warp][g][2 * t] = c[0];
+  red[warp][g][2 * t + 1] = c[1];
+  red[warp][g + 8][2 * t] = c[2];
+  red[warp][g + 8][2 * t + 1] = c[3];
+  __syncthreads();
+  if (threadIdx.x < 128) {
+    const int r = int(threadIdx.x) / 8, j = int(threadIdx.x) % 8;
+    if (j < m && row0 + r < n) {
+      float v = 0.0f;
+#pragma unroll
+      for (int q = 0; q < kWarps; ++q) v += red[q][r][j];
+      epilogue_store(ep, j, row0 + r, v);
+    }
+  }
+}
+
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
 int tail_start(unsigned grid) { return std::max(0, int(grid) - 2 * sf::cuda::sm_count()); }
+
+// The tensor-core kernel takes M in [gemv_mma_min_m(), 8] on rows of whole 32-k steps.
+bool uses_mma(int64_t m, int64_t kv) {
+  const int min_m = gemv_mma_min_m();
+  return min_m > 0 && m >= min_m && m <= 8 && kv % 4 == 0;
+}
 
 template <typename T>
 void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const EpilogueParams& ep,
@@ -315,6 +418,12 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
     SF_CUDA_CHECK_LAUNCH();
     return;
   }
+  if constexpr (!std::is_same_v<T, float>)
+    if (!(persistent_kernels() & (kBulkGemv | kPersistentGemv)) && uses_mma(m, kv)) {
+      launch_pdl(gemv_mma_kernel<T>, unsigned((n + 15) / 16), kWarps * 32, 0, stream, w4, x4, int(m), int(n), kv, ep);
+      SF_CUDA_CHECK_LAUNCH();
+      return;
+    }
   switch (m) {
 #define SF_GEMV_CASE(M) \
   case M: launch_pdl(gemv_kernel<T, M>, grid, kWarps * 32, 0, stream, w4, x4, int(n), kv, ep, next, tail); break;
@@ -326,6 +435,10 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
 }
 
 }  // namespace
+
+bool gemv_uses_tensor_cores(int w_dt, int64_t m, int64_t k) {
+  return w_dt != 0 && k % 8 == 0 && !(persistent_kernels() & (kBulkGemv | kPersistentGemv)) && uses_mma(m, k / 8);
+}
 
 bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
                  cudaStream_t stream, const L2Prefetch& next) {

@@ -49,6 +49,9 @@ inline constexpr int kGemvMaxM = 8;
 // prefetched into L2 (decode; empty: none).
 bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
                  cudaStream_t stream, const L2Prefetch& next = {});
+// Whether launch_gemv runs the tensor-core kernel (mma.sync, fp16/bf16) for this M and K: M in
+// [gemv_mma_min_m(), 8] (check.hpp), K a multiple of 32, no persistent / bulk GEMV variant asked for.
+bool gemv_uses_tensor_cores(int w_dt, int64_t m, int64_t k);
 
 // ---- attention.cu ------------------------------------------------------------------------------
 struct AttentionArgs {
