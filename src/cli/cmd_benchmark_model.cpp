@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <random>
 #include <string>
 #include <utility>
@@ -118,7 +119,16 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                                "tails (SPARSEFLOW_L2_PREFETCH)", gpu.decode_l2_prefetch_bytes() >> 20)
                  : std::string("off (SPARSEFLOW_L2_PREFETCH=MiB turns it on, sm_90+)"));
 
+  // Where, when and how (read by `sparseflow audit` as the measurement's provenance).
+  char date[16] = "";
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const std::string command = fmt::format(
+      "sparseflow benchmark --model {} --device cuda --prompt-tokens {} --new-tokens {} --batch {}{}", model_path,
+      prompt_tokens, new_tokens, batches.empty() ? "1" : batches, sparsity.empty() ? "" : " --sparsity " + sparsity);
   nlohmann::ordered_json result = {{"gpu", gpu.device_name()},
+                                   {"date", date},
+                                   {"command", command},
                                    {"model", model_path},
                                    {"weights", gpu.sparse() ? "2:4" : "dense"},
                                    {"dtype", std::string(dtype_name(model->dtype()))},
