@@ -17,6 +17,16 @@ endif()
 expect_match("${err}" "no measured throughput for llama-7b" "seed example")
 expect_match("${err}" "sparseflow benchmark --device cuda --size 11008x4096" "seed example")
 
+# 1b. OPT-6.7B from the shipped table alone (H100, dense and 2:4, measured): an answer that names its source.
+execute_process(COMMAND "${SPARSEFLOW}" audit --model opt-6.7b --qps 100
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "audit of opt-6.7b from the shipped table failed (${rc}):\n${out}\n${err}")
+endif()
+expect_match("${out}" "on NVIDIA H100 80GB HBM3" "shipped table")
+expect_match("${out}" "GPUs needed +[0-9]+ +[0-9]+" "shipped table")
+expect_match("${out}" "measured: [^\n]*measured.json: `sparseflow synth --arch opt-6.7b" "shipped table")
+
 # 2. From (synthetic) model benchmark files: 5 dense GPUs vs 3 (hand-computed in test_audit.cpp).
 set(args audit --model opt-6.7b --qps 10
     --from-benchmark "${DATA}/opt-6.7b-dense.synthetic.json" --from-benchmark "${DATA}/opt-6.7b-24.synthetic.json"
