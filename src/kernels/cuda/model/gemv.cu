@@ -370,10 +370,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const uint4* __re
 // Blocks from which on a launch issues the next product's prefetch: the last two per SM.
 int tail_start(unsigned grid) { return std::max(0, int(grid) - 2 * sf::cuda::sm_count()); }
 
-// The tensor-core kernel takes M in [gemv_mma_min_m(), 8] on rows of whole 32-k steps.
+// The tensor-core kernel takes M in [gemv_mma_min_m(), 8] on rows of whole 32-k steps, unless a
+// persistent or bulk GEMV variant was asked for (those keep the CUDA-core arithmetic).
 bool uses_mma(int64_t m, int64_t kv) {
   const int min_m = gemv_mma_min_m();
-  return min_m > 0 && m >= min_m && m <= 8 && kv % 4 == 0;
+  return min_m > 0 && m >= min_m && m <= 8 && kv % 4 == 0 && !(persistent_kernels() & (kBulkGemv | kPersistentGemv));
 }
 
 template <typename T>
@@ -419,7 +420,7 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
     return;
   }
   if constexpr (!std::is_same_v<T, float>)
-    if (!(persistent_kernels() & (kBulkGemv | kPersistentGemv)) && uses_mma(m, kv)) {
+    if (uses_mma(m, kv)) {
       launch_pdl(gemv_mma_kernel<T>, unsigned((n + 15) / 16), kWarps * 32, 0, stream, w4, x4, int(m), int(n), kv, ep);
       SF_CUDA_CHECK_LAUNCH();
       return;
@@ -437,7 +438,7 @@ void launch_t(const void* w, const void* x, int64_t m, int64_t n, int kv, const 
 }  // namespace
 
 bool gemv_uses_tensor_cores(int w_dt, int64_t m, int64_t k) {
-  return w_dt != 0 && k % 8 == 0 && !(persistent_kernels() & (kBulkGemv | kPersistentGemv)) && uses_mma(m, k / 8);
+  return w_dt != 0 && k % 8 == 0 && uses_mma(m, k / 8);
 }
 
 bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, int64_t k, const EpilogueParams& ep,
