@@ -79,6 +79,16 @@ SF_API int sf_version(void);
 /* The loaded library's version as "MAJOR.MINOR.PATCH"; static storage. */
 SF_API const char* sf_version_string(void);
 
+/* ---- backends -------------------------------------------------------------------------------- */
+
+/* The backends built into this library, comma-separated in a fixed order ("cpu" or "cpu,cuda");
+ * static storage. Built in is not usable: ask sf_backend_check. */
+SF_API const char* sf_backends(void);
+/* SF_OK when backend `name` ("cpu", "cuda") can run here now; SF_ERR_NO_DEVICE when it is not
+ * built in or has no usable device, with the reason in sf_last_error(); SF_ERR_INVALID_ARGUMENT
+ * for a name this library does not know. */
+SF_API sf_status sf_backend_check(const char* name);
+
 /* ---- element types and options --------------------------------------------------------------- */
 
 /* Mirrors sf::DType in src/core/dtype.hpp. The 2:4 functions take F32, F16 and BF16 (F16 is IEEE

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "backend/backends.hpp"
 #include "capi/capi_internal.hpp"
 #include "capi/error_state.hpp"
 #include "core/dtype.hpp"
@@ -66,6 +67,26 @@ SF_API int sf_version(void) {
 
 SF_API const char* sf_version_string(void) {
   return SPARSEFLOW_VERSION_STRING;
+}
+
+SF_API const char* sf_backends(void) {
+  static const std::string names = [] {
+    std::string out;
+    for (const auto& b : sf::backend::backends())
+      if (b.compiled) out += (out.empty() ? "" : ",") + b.name;
+    return out;
+  }();
+  return names.c_str();
+}
+
+SF_API sf_status sf_backend_check(const char* name) {
+  static constexpr const char* fn = "sf_backend_check";
+  return sf::capi::guard(fn, [&] {
+    sf::capi::need(fn, name, "name");
+    const auto b = sf::backend::find_backend(name);
+    if (!b) sf::capi::reject(fn, "no backend is called '{}'; expected cpu or cuda", name);
+    if (!b->unavailable.empty()) throw sf::Error(sf::Status::NoDevice, b->unavailable);
+  });
 }
 
 SF_API sf_status sf_prune_24(const void* w, sf_dtype dtype, int64_t rows, int64_t cols,

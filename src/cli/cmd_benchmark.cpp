@@ -7,16 +7,16 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
-#include <fstream>
-#include <optional>
 #include <memory>
+#include <optional>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/offload_flags.hpp"
 #include "cli/table.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
-#include "kernels/cuda/cuda_api.hpp"
+#include "core/input_file.hpp"
 #include "model/weights.hpp"
 #include "report/svg_plot.hpp"
 #include "sparse24/cpu_bench.hpp"
@@ -164,15 +164,19 @@ void run_benchmark(const BenchmarkOptions& o) {
 
   nlohmann::json result;
   if (cuda) {
-    if (const std::string why = sf::cuda::unavailable_reason(); !why.empty())
-      fail(Status::NoDevice, "--device cuda: {}. Use --device cpu to benchmark on the CPU.", why);
+    const std::string why = backend::cuda_unavailable_reason();
+    const std::string why_kernels =
+        why.empty() ? backend::cuda()->sparse_kernels_unavailable_reason() : why;
+    if (!why_kernels.empty())
+      fail(Status::NoDevice, "--device cuda: {}. Use --device cpu to benchmark on the CPU.",
+           why_kernels);
     sf::cuda::GemmBenchOptions opts;
     opts.n = n;
     opts.k = k;
     opts.batches = batches;
     opts.dtype = dtype;
     opts.iters = iters;
-    result = sf::cuda::benchmark_gemm(opts);
+    result = backend::cuda()->benchmark_gemm(opts);
   } else {
     result = sf::s24::benchmark_gemm_cpu(n, k, batches, dtype, iters);
   }
@@ -266,8 +270,8 @@ void add_benchmark_command(CLI::App& app) {
       run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json,
                           o->profile);
       if (!o->plot.empty()) {
-        std::ifstream in(o->json);
-        report::write_tokens_plot(nlohmann::json::parse(in), o->plot);
+        report::write_tokens_plot(
+            nlohmann::json::parse(read_text_file(o->json, "--json results file")), o->plot);
         fmt::print("wrote {}\n", o->plot);
       }
       return;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/backends.hpp"
 #include "cli/decode_profile.hpp"
 #include "cli/table.hpp"
 #include "core/atomic_file.hpp"
@@ -95,7 +96,8 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   auto model = model::Model::open(model_path, oo);
   const double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   t0 = std::chrono::steady_clock::now();
-  model::OptCuda gpu(*model);
+  const auto engine = backend::require_cuda("benchmark --model").open_model(*model, {});
+  model::OptCuda& gpu = *engine;
   const double upload_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto& c = gpu.config();
   if (prompt_tokens + new_tokens > c.max_position_embeddings)

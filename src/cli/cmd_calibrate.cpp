@@ -8,11 +8,12 @@
 #include <fstream>
 #include <functional>
 #include <optional>
-#include <sstream>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "model/weights.hpp"
 #include "offload/predictor_fit.hpp"
 #include "offload/profile.hpp"
@@ -70,11 +71,8 @@ void run_calibrate(const CalibrateArgs& a) {
     fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
          "first, or add --no-write", a.model);
   const auto m = model::Model::open(a.model);
-  std::ifstream in(a.calibration, std::ios::binary);
-  if (!in) fail(Status::Io, "cannot read --calibration file '{}'; check the path", a.calibration);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto ids = model_tokenizer(*m).encode_with_bos(ss.str(), int32_t(m->config().bos_token_id));
+  const std::string text = read_text_file(a.calibration, "--calibration file");
+  auto ids = model_tokenizer(*m).encode_with_bos(text, int32_t(m->config().bos_token_id));
   if (a.tokens > 0 && int64_t(ids.size()) > a.tokens) ids.resize(size_t(a.tokens));
   if (ids.size() < 32)
     fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; calibrating needs hundreds or more",
@@ -99,7 +97,8 @@ void run_calibrate(const CalibrateArgs& a) {
   fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
              "pairs on the {}\n", ids.size(), nl, pairs / (1 << 20), gpu ? "GPU" : "CPU");
   offload::CollectedActivations col =
-      gpu ? offload::collect_activations_cuda(*m, ids, po) : offload::collect_activations_cpu(*m, ids, po);
+      gpu ? backend::require_cuda("calibrate --device cuda").collect_activations(*m, ids, po, 0)
+          : offload::collect_activations_cpu(*m, ids, po);
   std::optional<offload::ProfileResult> prof;
   if (a.with_profile) {  // from the same forward passes, before the fit releases them
     if (!po.layers.empty())

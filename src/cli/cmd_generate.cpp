@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/offload_flags.hpp"
@@ -96,13 +97,15 @@ void run_generate(const GenerateOptions& o) {
   if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
     offload::OffloadTuning tuning;
     tuning.context_tokens = int64_t(prompt_ids.size()) + max_new;
-    offloaded = std::make_unique<offload::OffloadedOpt>(*model, off_opt, model::CudaOptions{}, tuning);
+    offloaded = backend::require_cuda("generate --gpu-memory")
+                    .open_offloaded(*model, off_opt, {}, tuning, {});
     fmt::print(stderr, "{}", offloaded->plan().table());
     res = offloaded->generate(prompt_ids, max_new, sp, on_token);
   } else if (o.device ==
       "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
-    model::OptCuda gpu(*model);
-    res = gpu.generate(prompt_ids, max_new, sp, on_token);
+    res = backend::require_cuda("generate --device cuda")
+              .open_model(*model, {})
+              ->generate(prompt_ids, max_new, sp, on_token);
   } else {
     res = model::generate(opt, prompt_ids, max_new, sampler, on_token);
   }

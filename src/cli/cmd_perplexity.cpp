@@ -5,13 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/offload_flags.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "model/generate.hpp"
 #include "model/opt_cuda.hpp"
 #include "offload/neuron_store.hpp"
@@ -40,12 +40,9 @@ void run_perplexity(const PerplexityOptions& o) {
 
   std::vector<int32_t> ids;
   if (!o.text_file.empty()) {
-    std::ifstream f(o.text_file, std::ios::binary);
-    if (!f) fail(Status::Io, "cannot open --text file {}; check the path.", o.text_file);
-    std::stringstream ss;
-    ss << f.rdbuf();
+    const std::string text = read_text_file(o.text_file, "--text file");
     // Tokenized like HF's OPT tokenizer(text): BOS first.
-    ids = model_tokenizer(*model).encode_with_bos(ss.str(), int32_t(model->config().bos_token_id));
+    ids = model_tokenizer(*model).encode_with_bos(text, int32_t(model->config().bos_token_id));
   } else {
     ids = parse_id_list(o.ids);
   }
@@ -75,13 +72,16 @@ void run_perplexity(const PerplexityOptions& o) {
   if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
     offload::OffloadTuning tuning;
     tuning.context_tokens = context;
-    offloaded = std::make_unique<offload::OffloadedOpt>(*model, off_opt, model::CudaOptions{}, tuning);
+    offloaded = backend::require_cuda("perplexity --gpu-memory")
+                    .open_offloaded(*model, off_opt, {}, tuning, {});
     fmt::print(stderr, "{}", offloaded->plan().table());
   }
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = offloaded ? offloaded->engine().perplexity(ids, context)
                  : o.device == "cuda"
-                     ? model::OptCuda(*model).perplexity(ids, context)  // NLL on the GPU
+                     ? backend::require_cuda("perplexity --device cuda")  // NLL on the GPU
+                           .open_model(*model, {})
+                           ->perplexity(ids, context)
                      : model::perplexity(opt, ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -6,13 +6,13 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "model/weights.hpp"
 #include "offload/profile.hpp"
 
@@ -36,11 +36,8 @@ void run_profile(const ProfileArgs& a) {
          "`sparseflow convert`, or add --no-write to only print the statistics", a.model);
   model::OpenOptions oo;
   const auto m = model::Model::open(a.model, oo);
-  std::ifstream in(a.calibration, std::ios::binary);
-  if (!in) fail(Status::Io, "cannot read --calibration file '{}'; check the path", a.calibration);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto ids = model_tokenizer(*m).encode_with_bos(ss.str(), int32_t(m->config().bos_token_id));
+  const std::string text = read_text_file(a.calibration, "--calibration file");
+  auto ids = model_tokenizer(*m).encode_with_bos(text, int32_t(m->config().bos_token_id));
   if (a.tokens > 0 && int64_t(ids.size()) > a.tokens) ids.resize(size_t(a.tokens));
   if (ids.size() < 16)
     fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; profiling needs text (hundreds of tokens or "
@@ -52,7 +49,8 @@ void run_profile(const ProfileArgs& a) {
     offload::PredictorFitOptions po;
     po.window = a.window;
     po.attention_inputs = false;  // only z is counted
-    r = offload::profile_collected(offload::collect_activations_cuda(*m, ids, po));
+    r = offload::profile_collected(
+        backend::require_cuda("profile --device cuda").collect_activations(*m, ids, po, 0));
   } else {
     offload::ProfileOptions po;
     po.window = a.window;

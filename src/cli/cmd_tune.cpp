@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "core/error.hpp"
-#include "kernels/cuda/cuda_api.hpp"
 
 namespace sf::cli {
 
@@ -32,7 +32,9 @@ int64_t parse_int(std::string_view s, const std::string& what) {
 }
 
 void run_tune(const TuneCliOptions& o) {
-  if (const std::string why = sf::cuda::unavailable_reason(); !why.empty()) throw Error(Status::NoDevice, why);
+  const backend::CudaBackend& gpu = backend::require_cuda("tune");
+  if (const std::string why = gpu.sparse_kernels_unavailable_reason(); !why.empty())
+    fail(Status::NoDevice, "tune: {}", why);
   sf::cuda::TuneOptions t;
   t.sizes.clear();
   for (const auto& s : o.sizes) {
@@ -55,7 +57,7 @@ void run_tune(const TuneCliOptions& o) {
   t.dtype = o.dtype == "bf16" ? DType::BF16 : DType::F16;
   t.output = o.output;
   t.iters = o.iters;
-  const auto r = sf::cuda::tune_gemm(t);
+  const auto r = gpu.tune_gemm(t);
   fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10} {:>10}\n", "N", "K", "M", "chosen kernel", "ms", "dense ms");
   for (const auto& e : r["entries"])
     fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10.4f} {:>10.4f}\n", e["n"].get<int64_t>(), e["k"].get<int64_t>(),

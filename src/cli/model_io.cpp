@@ -4,8 +4,8 @@
 
 #include <charconv>
 
+#include "backend/backends.hpp"
 #include "core/error.hpp"
-#include "model/opt_cuda.hpp"
 
 namespace sf::cli {
 
@@ -61,7 +61,7 @@ bool resolve_gpu_device(const char* command, const std::string& device) {
     fail(Status::InvalidArgument, "{} --device {}: expected cpu, cuda or auto (cuda when a GPU is present)", command,
          device);
   if (device == "cpu") return false;
-  const std::string no_gpu = model::cuda_unavailable_reason();
+  const std::string no_gpu = backend::cuda_unavailable_reason();
   if (device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "{} --device cuda: {}", command, no_gpu);
   return no_gpu.empty();
 }

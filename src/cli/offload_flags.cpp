@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "backend/backends.hpp"
 #include "cli/decode_profile.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -95,7 +96,9 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 11) % size_t(std::min<int64_t>(V, 1000)));
   offload::OffloadTuning tuning;
   tuning.context_tokens = int64_t(prompt.size()) + new_tokens;
-  offload::OffloadedOpt off(*model, o, {}, tuning);
+  const auto engine =
+      backend::require_cuda("benchmark --gpu-memory").open_offloaded(*model, o, {}, tuning, {});
+  offload::OffloadedOpt& off = *engine;
   fmt::print(stderr, "{}", off.plan().table());
   model::SamplingParams sp;  // greedy
   // An untimed warm-up first (CUDA graph capture, first-touch of the host bundles, the cache filled

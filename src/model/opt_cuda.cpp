@@ -92,6 +92,51 @@ std::string cuda_unavailable_reason() {
   return "";
 }
 
+// ---- the engine
+// ----------------------------------------------------------------------------------
+class OptCudaEngine final : public OptCuda {
+ public:
+  OptCudaEngine(const Model& model, const CudaOptions& options);
+  ~OptCudaEngine() override;
+  OptCudaEngine(const OptCudaEngine&) = delete;
+  OptCudaEngine& operator=(const OptCudaEngine&) = delete;
+
+  const OptConfig& config() const override;
+  const Model& model() const override;
+  void reset(int64_t capacity, int64_t batch = 1) override;
+  int64_t length() const override;
+  int64_t capacity() const override;
+  int64_t batch() const override;
+  std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false) override;
+  GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                          const SamplingParams& sampling,
+                          const std::function<void(int32_t)>& on_token = {}) override;
+  BatchGenerateResult generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                     int64_t max_new_tokens,
+                                     const SamplingParams& sampling) override;
+  PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0) override;
+  size_t weight_bytes_per_step() const override;
+  size_t kv_bytes_per_step(int64_t len, int64_t batch) const override;
+  CudaMemoryReport memory() const override;
+  std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps,
+                                           int64_t batch = 1) override;
+  std::vector<StageProfile> profile_decode_graph(int64_t prompt_tokens, int64_t steps,
+                                                 int64_t batch = 1) override;
+  std::vector<StageProfile> profile_prefill(int64_t n) override;
+  double dense_gemm_prefill_ms(int64_t n) override;
+  double measure_read_bandwidth() override;
+  std::string device_name() const override;
+  std::string prefill_plans() const override;
+  bool sparse() const override;
+  bool pdl() const override;
+  size_t decode_l2_prefetch_bytes() const override;
+  double measure_copy_bandwidth(size_t bytes = size_t(1) << 30) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // ---- device state ------------------------------------------------------------------------------
 struct DLinear {
   void* dense = nullptr;            // [out, in] in act (null when sparse)
@@ -109,7 +154,7 @@ struct DLayer {
   float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;  // null without affine
 };
 
-struct OptCuda::Impl {
+struct OptCudaEngine::Impl {
   const Model& model;
   CudaOptions opt;
   OptConfig cfg;
@@ -384,7 +429,8 @@ struct OptCuda::Impl {
   void start_marks();
   void stop_marks();
   cudaGraphExec_t capture_step(const SamplingParams& s);
-  void prepare_decode_profile(OptCuda& self, const char* what, int64_t prompt_tokens, int64_t steps, int64_t b);
+  void prepare_decode_profile(OptCudaEngine& self, const char* what, int64_t prompt_tokens,
+                              int64_t steps, int64_t b);
   // issue 6 hook: h2 = h + FFN(x) for n rows, by the provider when it owns the layer.
   bool ffn_owned(int64_t li) const { return opt.ffn_provider && opt.ffn_provider->owns_ffn(li); }
   void ffn_block(int64_t li, int64_t n, bool decode) {
@@ -437,7 +483,7 @@ struct OptCuda::Impl {
   }
 };
 
-OptCuda::Impl::~Impl() {
+OptCudaEngine::Impl::~Impl() {
   free_buffers();  // also destroys the decode graph (exactly once: a second destroy is an API error)
   for (auto& l : layers)
     for (DLinear* d : {&l.qkv, &l.out, &l.fc1, &l.fc2})
@@ -457,7 +503,7 @@ OptCuda::Impl::~Impl() {
   cudaGetLastError();
 }
 
-void OptCuda::Impl::load() {
+void OptCudaEngine::Impl::load() {
   H = cfg.hidden_size, F = cfg.ffn_dim, E = cfg.word_embed_proj_dim, V = cfg.vocab_size, L = cfg.num_hidden_layers;
   heads = cfg.num_attention_heads;
   if (H <= 0 || F <= 0 || V <= 0 || E <= 0 || L <= 0 || heads <= 0 || cfg.max_position_embeddings <= 0 || H % heads)
@@ -579,7 +625,7 @@ void OptCuda::Impl::load() {
   note_usage();
 }
 
-void OptCuda::Impl::free_buffers() {
+void OptCudaEngine::Impl::free_buffers() {
   if (graph) {
     cudaGraphExecDestroy(graph);
     graph = nullptr;
@@ -595,7 +641,7 @@ void OptCuda::Impl::free_buffers() {
   cap = batch = rows_cap = 0;
 }
 
-void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
+void OptCudaEngine::Impl::alloc_buffers(int64_t capacity, int64_t b) {
   if (capacity <= 0 || b <= 0)
     fail(Status::InvalidArgument, "KV cache capacity and batch must be positive, got {} and {}", capacity, b);
   if (capacity > cfg.max_position_embeddings)
@@ -665,8 +711,9 @@ void OptCuda::Impl::alloc_buffers(int64_t capacity, int64_t b) {
 
 // y = epilogue(x W^T): 2:4 through SparseGemm (which picks its dense fallback at large M), dense
 // through the fused GEMV for M <= 8, else cuBLAS + the epilogue kernel.
-void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt, const float* residual,
-                           bool activate, const sf::cuda::L2Prefetch& next) {
+void OptCudaEngine::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y, DType y_dt,
+                                 const float* residual, bool activate,
+                                 const sf::cuda::L2Prefetch& next) {
   const s24::Activation a = activate ? s24::Activation::ReLU : s24::Activation::None;
   if (l.sparse) {
     sf::cuda::DeviceEpilogue de;
@@ -726,7 +773,7 @@ void OptCuda::Impl::linear(const DLinear& l, const void* xin, int64_t m, void* y
 }
 
 // h = embed_tokens[tokens] (-> project_in) + positions; for post-LN also x = act(h).
-void OptCuda::Impl::embed(const int32_t* tokens, int64_t rows, int64_t seq) {
+void OptCudaEngine::Impl::embed(const int32_t* tokens, int64_t rows, int64_t seq) {
   if (project_in) {
     kk::launch_embed(tokens, rows, seq, embed_tokens, nullptr, act_dt, E, d_pos, e, act_dt, stream);
     linear(*project_in, e, rows, h, DType::F32);
@@ -738,7 +785,7 @@ void OptCuda::Impl::embed(const int32_t* tokens, int64_t rows, int64_t seq) {
 }
 
 // The attention arguments layer `li` shares between prefill and decode: its slice of the KV cache.
-kk::AttentionArgs OptCuda::Impl::attention_args(int64_t li) const {
+kk::AttentionArgs OptCudaEngine::Impl::attention_args(int64_t li) const {
   kk::AttentionArgs a;
   a.qkv = qkv;
   a.k_cache = static_cast<char*>(k_cache) + size_t(li) * size_t(batch * cap * H) * act_size;
@@ -756,7 +803,7 @@ kk::AttentionArgs OptCuda::Impl::attention_args(int64_t li) const {
 
 // One decoder layer over n prompt tokens of sequence `seq` (positions past..past+n-1).
 // Pre-LN: h + f(LN(h)); post-LN: LN(h + f(h)) (x holds act(h) on entry).
-void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past) {
+void OptCudaEngine::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t past) {
   const DLayer& Ly = layers[size_t(li)];
   // profile_prefill() marks: the work of each stage in flops (GEMM-like) or 0.
   const double fl = 2.0 * double(n);
@@ -825,7 +872,8 @@ void OptCuda::Impl::layer_prefill(int64_t li, int64_t seq, int64_t n, int64_t pa
 // The same layer for one new token per sequence (rows = batch), attention over the cache.
 // A layer whose attention weights are in host memory is never prefetched (that would pull them over
 // PCIe), nor is an FFN the provider owns (its DLinear holds no weights). Values, then metadata for 2:4.
-sf::cuda::L2Prefetch OptCuda::Impl::prefetch_of(std::initializer_list<const DLinear*> ds, size_t budget) const {
+sf::cuda::L2Prefetch OptCudaEngine::Impl::prefetch_of(std::initializer_list<const DLinear*> ds,
+                                                      size_t budget) const {
   sf::cuda::L2Prefetch pf;
   if (l2_prefetch == 0) return pf;
   size_t left = std::min(budget, l2_prefetch);
@@ -849,7 +897,7 @@ sf::cuda::L2Prefetch OptCuda::Impl::prefetch_of(std::initializer_list<const DLin
   return pf;
 }
 
-void OptCuda::Impl::layer_decode(int64_t li) {
+void OptCudaEngine::Impl::layer_decode(int64_t li) {
   const DLayer& Ly = layers[size_t(li)];
   const int64_t n = batch;
   const double ln_bytes = double(n * H) * (4 + double(act_size));  // fp32 residual in, act out
@@ -896,7 +944,8 @@ void OptCuda::Impl::layer_decode(int64_t li) {
 
 // final_layer_norm (pre-LN only), project_out, lm_head over rows [first_row, first_row + n_rows)
 // of the residual stream, logits to out_logits [n_rows, V].
-void OptCuda::Impl::head(int64_t /*rows_in*/, int64_t first_row, int64_t n_rows, float* out_logits) {
+void OptCudaEngine::Impl::head(int64_t /*rows_in*/, int64_t first_row, int64_t n_rows,
+                               float* out_logits) {
   const float* hr = h + first_row * H;
   void* xin = static_cast<char*>(x) + size_t(first_row * H) * act_size;  // post-LN: x = act(h) already
   if (has_final_ln) {
@@ -913,14 +962,15 @@ void OptCuda::Impl::head(int64_t /*rows_in*/, int64_t first_row, int64_t n_rows,
   linear(lm_head, xin, n_rows, out_logits, DType::F32);
 }
 
-void OptCuda::Impl::prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits, float* out_logits) {
+void OptCudaEngine::Impl::prefill(const int32_t* tokens, int64_t seq, int64_t n, bool all_logits,
+                                  float* out_logits) {
   embed(tokens, n, n);
   for (int64_t li = 0; li < L; ++li) layer_prefill(li, seq, n, length);
   if (all_logits) head(n, 0, n, out_logits);
   else head(n, n - 1, 1, out_logits);
 }
 
-void OptCuda::Impl::decode_step_kernels(const SamplingParams& s) {
+void OptCudaEngine::Impl::decode_step_kernels(const SamplingParams& s) {
   embed(d_tokens, batch, 1);
   mark("embed", 0);
   for (int64_t li = 0; li < L; ++li) layer_decode(li);
@@ -934,7 +984,7 @@ void OptCuda::Impl::decode_step_kernels(const SamplingParams& s) {
 // by one (the first step after reset() runs eagerly and sizes every workspace, then is captured).
 // With PDL (pdl.cuh) the capture records programmatic edges between the step's kernels (CUDA 12.3+),
 // so the replay overlaps each kernel's launch and weight prefetch with its predecessor's tail.
-void OptCuda::Impl::decode_step(const SamplingParams& s) {
+void OptCudaEngine::Impl::decode_step(const SamplingParams& s) {
   const bool same = graph_valid && s.greedy == graph_sampling.greedy && s.temperature == graph_sampling.temperature &&
                     s.top_k == graph_sampling.top_k && s.top_p == graph_sampling.top_p && s.seed == graph_sampling.seed;
   if (opt.use_graph && same) {
@@ -957,7 +1007,7 @@ void OptCuda::Impl::decode_step(const SamplingParams& s) {
 // higher-priority stream (the offload runtime's side stream) keep it when the graph replays; a
 // driver that refuses them gets the plain instantiation. With marks on, the start event is the
 // graph's first node and every mark an event node (profile_decode_graph).
-cudaGraphExec_t OptCuda::Impl::capture_step(const SamplingParams& s) {
+cudaGraphExec_t OptCudaEngine::Impl::capture_step(const SamplingParams& s) {
   cudaGraph_t g = nullptr;
   SF_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
@@ -980,31 +1030,52 @@ cudaGraphExec_t OptCuda::Impl::capture_step(const SamplingParams& s) {
 }
 
 // ---- OptCuda -------------------------------------------------------------------------------------
-OptCuda::OptCuda(const Model& model, const CudaOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
+OptCudaEngine::OptCudaEngine(const Model& model, const CudaOptions& options)
+    : impl_(std::make_unique<Impl>(model, options)) {
   if (const std::string why = cuda_unavailable_reason(); !why.empty()) fail(Status::NoDevice, "{}", why);
   impl_->load();
 }
-OptCuda::~OptCuda() = default;
+OptCudaEngine::~OptCudaEngine() = default;
 
-const OptConfig& OptCuda::config() const { return impl_->cfg; }
-const Model& OptCuda::model() const { return impl_->model; }
-int64_t OptCuda::length() const { return impl_->length; }
-int64_t OptCuda::capacity() const { return impl_->cap; }
-int64_t OptCuda::batch() const { return impl_->batch; }
-std::string OptCuda::device_name() const { return impl_->gpu; }
-std::string OptCuda::prefill_plans() const { return impl_->lt ? impl_->lt->describe_plans() : std::string(); }
-bool OptCuda::sparse() const { return impl_->any_sparse; }
-bool OptCuda::pdl() const { return impl_->pdl; }
-size_t OptCuda::decode_l2_prefetch_bytes() const { return impl_->l2_prefetch; }
+const OptConfig& OptCudaEngine::config() const {
+  return impl_->cfg;
+}
+const Model& OptCudaEngine::model() const {
+  return impl_->model;
+}
+int64_t OptCudaEngine::length() const {
+  return impl_->length;
+}
+int64_t OptCudaEngine::capacity() const {
+  return impl_->cap;
+}
+int64_t OptCudaEngine::batch() const {
+  return impl_->batch;
+}
+std::string OptCudaEngine::device_name() const {
+  return impl_->gpu;
+}
+std::string OptCudaEngine::prefill_plans() const {
+  return impl_->lt ? impl_->lt->describe_plans() : std::string();
+}
+bool OptCudaEngine::sparse() const {
+  return impl_->any_sparse;
+}
+bool OptCudaEngine::pdl() const {
+  return impl_->pdl;
+}
+size_t OptCudaEngine::decode_l2_prefetch_bytes() const {
+  return impl_->l2_prefetch;
+}
 
-void OptCuda::reset(int64_t capacity, int64_t batch) {
+void OptCudaEngine::reset(int64_t capacity, int64_t batch) {
   auto& m = *impl_;
   if (capacity != m.cap || batch != m.batch) m.alloc_buffers(capacity, batch);
   m.length = 0;
   m.set_pos(0);
 }
 
-std::vector<float> OptCuda::forward(std::span<const int32_t> tokens, bool all_logits) {
+std::vector<float> OptCudaEngine::forward(std::span<const int32_t> tokens, bool all_logits) {
   auto& m = *impl_;
   const int64_t n = int64_t(tokens.size());
   if (m.cap == 0) fail(Status::InvalidArgument, "OptCuda::forward before reset(): make the KV cache first.");
@@ -1033,8 +1104,9 @@ std::vector<float> OptCuda::forward(std::span<const int32_t> tokens, bool all_lo
   return out;
 }
 
-GenerateResult OptCuda::generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
-                                 const SamplingParams& sampling, const std::function<void(int32_t)>& on_token) {
+GenerateResult OptCudaEngine::generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                                       const SamplingParams& sampling,
+                                       const std::function<void(int32_t)>& on_token) {
   auto& m = *impl_;
   if (prompt.empty()) fail(Status::InvalidArgument, "generate() needs a prompt of at least one token.");
   if (max_new_tokens < 0) fail(Status::InvalidArgument, "max_new_tokens must be >= 0, got {}.", max_new_tokens);
@@ -1075,8 +1147,9 @@ GenerateResult OptCuda::generate(std::span<const int32_t> prompt, int64_t max_ne
   return res;
 }
 
-BatchGenerateResult OptCuda::generate_batch(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new_tokens,
-                                            const SamplingParams& sampling) {
+BatchGenerateResult OptCudaEngine::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                  int64_t max_new_tokens,
+                                                  const SamplingParams& sampling) {
   auto& m = *impl_;
   const int64_t B = int64_t(prompts.size());
   if (B == 0 || prompts[0].empty()) fail(Status::InvalidArgument, "generate_batch needs at least one non-empty prompt.");
@@ -1120,7 +1193,8 @@ BatchGenerateResult OptCuda::generate_batch(const std::vector<std::vector<int32_
 }
 
 // Adds the marks of the last profiled pass to `out` (stages by name, in first-seen order).
-void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out, int64_t positions_since_capture) {
+void OptCudaEngine::Impl::collect_marks(std::vector<StageProfile>& out,
+                                        int64_t positions_since_capture) {
   for (size_t i = 0; i < prof_marks.size(); ++i) {
     float ms = 0;
     SF_CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events[i], prof_events[i + 1]));
@@ -1135,7 +1209,7 @@ void OptCuda::Impl::collect_marks(std::vector<StageProfile>& out, int64_t positi
 }
 
 // Runs `pass` with an event after each marked stage; the marks' events stay in prof_events until the caller destroys them.
-void OptCuda::Impl::profiled(const std::function<void()>& pass) {
+void OptCudaEngine::Impl::profiled(const std::function<void()>& pass) {
   start_marks();
   SF_CUDA_CHECK(cudaEventRecord(prof_events[0], stream));
   try {
@@ -1149,7 +1223,7 @@ void OptCuda::Impl::profiled(const std::function<void()>& pass) {
 }
 
 // Marks on: the start event exists, the list is empty, mark() records, and the FFN provider has the marker.
-void OptCuda::Impl::start_marks() {
+void OptCudaEngine::Impl::start_marks() {
   if (prof_events.empty()) {
     cudaEvent_t start = nullptr;
     SF_CUDA_CHECK(cudaEventCreate(&start));
@@ -1160,12 +1234,12 @@ void OptCuda::Impl::start_marks() {
   if (opt.ffn_provider) opt.ffn_provider->set_stage_marker([this](const char* st, double b) { mark(st, b); });
 }
 
-void OptCuda::Impl::stop_marks() {
+void OptCudaEngine::Impl::stop_marks() {
   profiling = false;
   if (opt.ffn_provider) opt.ffn_provider->set_stage_marker({});
 }
 
-void OptCuda::Impl::end_profile() {
+void OptCudaEngine::Impl::end_profile() {
   for (auto* e : prof_events) cudaEventDestroy(e);
   prof_events.clear();
   prof_marks.clear();
@@ -1174,8 +1248,8 @@ void OptCuda::Impl::end_profile() {
 // Both decode profiles: a prefill and `steps` graph steps (warm, every workspace sized), then back to
 // the prompt, so the profiled steps attend over the same lengths the benchmark's do and overwrite the
 // cache rows past the prompt.
-void OptCuda::Impl::prepare_decode_profile(OptCuda& self, const char* what, int64_t prompt_tokens, int64_t steps,
-                                           int64_t b) {
+void OptCudaEngine::Impl::prepare_decode_profile(OptCudaEngine& self, const char* what,
+                                                 int64_t prompt_tokens, int64_t steps, int64_t b) {
   if (prompt_tokens < 1 || steps < 1 || b < 1)
     fail(Status::InvalidArgument, "{} needs a prompt, steps and batch of at least 1 (got {}, {}, {}).", what,
          prompt_tokens, steps, b);
@@ -1196,7 +1270,8 @@ static void average_stages(std::vector<StageProfile>& out, int64_t steps) {
   }
 }
 
-std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch) {
+std::vector<StageProfile> OptCudaEngine::profile_decode(int64_t prompt_tokens, int64_t steps,
+                                                        int64_t batch) {
   auto& m = *impl_;
   m.prepare_decode_profile(*this, "profile_decode", prompt_tokens, steps, batch);
   SamplingParams greedy;
@@ -1212,7 +1287,8 @@ std::vector<StageProfile> OptCuda::profile_decode(int64_t prompt_tokens, int64_t
   return out;
 }
 
-std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, int64_t steps, int64_t batch) {
+std::vector<StageProfile> OptCudaEngine::profile_decode_graph(int64_t prompt_tokens, int64_t steps,
+                                                              int64_t batch) {
   auto& m = *impl_;
   m.prepare_decode_profile(*this, "profile_decode_graph", prompt_tokens, steps, batch);
   SamplingParams greedy;
@@ -1244,7 +1320,7 @@ std::vector<StageProfile> OptCuda::profile_decode_graph(int64_t prompt_tokens, i
   return out;
 }
 
-std::vector<StageProfile> OptCuda::profile_prefill(int64_t n) {
+std::vector<StageProfile> OptCudaEngine::profile_prefill(int64_t n) {
   auto& m = *impl_;
   if (n < 2 || n > m.cfg.max_position_embeddings)
     fail(Status::InvalidArgument, "profile_prefill needs a prompt of 2..{} tokens (max_position_embeddings), got {}.",
@@ -1270,7 +1346,7 @@ std::vector<StageProfile> OptCuda::profile_prefill(int64_t n) {
   return out;
 }
 
-double OptCuda::dense_gemm_prefill_ms(int64_t n) {
+double OptCudaEngine::dense_gemm_prefill_ms(int64_t n) {
   auto& m = *impl_;
   if (n < 1) fail(Status::InvalidArgument, "dense_gemm_prefill_ms needs n >= 1, got {}.", n);
   const int64_t H = m.H, F = m.F;
@@ -1331,12 +1407,12 @@ double OptCuda::dense_gemm_prefill_ms(int64_t n) {
   return double(ms) / kIters * double(m.L);
 }
 
-double OptCuda::measure_read_bandwidth() {
+double OptCudaEngine::measure_read_bandwidth() {
   impl_->note_usage();
   return sf::cuda::measure_read_tbps(size_t(1) << 30, impl_->stream) * 1e12;
 }
 
-PerplexityResult OptCuda::perplexity(std::span<const int32_t> ids, int64_t context) {
+PerplexityResult OptCudaEngine::perplexity(std::span<const int32_t> ids, int64_t context) {
   auto& m = *impl_;
   if (context == 0) context = m.cfg.max_position_embeddings;
   if (context < 2 || context > m.cfg.max_position_embeddings)
@@ -1371,7 +1447,7 @@ PerplexityResult OptCuda::perplexity(std::span<const int32_t> ids, int64_t conte
   return res;
 }
 
-size_t OptCuda::weight_bytes_per_step() const {
+size_t OptCudaEngine::weight_bytes_per_step() const {
   const auto& m = *impl_;
   size_t b = m.lm_head.bytes(m.act);
   for (const auto& l : m.layers) b += l.qkv.bytes(m.act) + l.out.bytes(m.act) + l.fc1.bytes(m.act) + l.fc2.bytes(m.act);
@@ -1379,12 +1455,12 @@ size_t OptCuda::weight_bytes_per_step() const {
   return b;
 }
 
-size_t OptCuda::kv_bytes_per_step(int64_t len, int64_t batch) const {
+size_t OptCudaEngine::kv_bytes_per_step(int64_t len, int64_t batch) const {
   const auto& m = *impl_;
   return size_t(2) * size_t(m.L) * size_t(batch) * size_t(len) * size_t(m.H) * m.act_size;
 }
 
-CudaMemoryReport OptCuda::memory() const {
+CudaMemoryReport OptCudaEngine::memory() const {
   const auto& m = *impl_;
   CudaMemoryReport r;
   r.weights = m.weight_bytes;
@@ -1396,7 +1472,7 @@ CudaMemoryReport OptCuda::memory() const {
   return r;
 }
 
-double OptCuda::measure_copy_bandwidth(size_t bytes) {
+double OptCudaEngine::measure_copy_bandwidth(size_t bytes) {
   auto& m = *impl_;
   void *a = nullptr, *b = nullptr;
   if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {

@@ -1,7 +1,7 @@
 // The OPT forward pass on one CUDA GPU, mirroring OptCpu (opt_cpu.hpp) stage by stage with the
-// same Hugging Face semantics. Plain C++ interface (no CUDA types), so the CLI includes it in
-// every build; a build without CUDA links opt_cuda_none.cpp, whose constructor throws
-// Error(NoDevice) with the reason.
+// same Hugging Face semantics. An interface of plain C++ types (no CUDA headers), so the CLI
+// includes it in every build; the engine behind it (opt_cuda.cpp) exists only in builds with the
+// CUDA backend, and backend::cuda() is the way to it from code that builds either way.
 //
 // Where things live: every weight once in device memory (dense [out, in] in the model's dtype, or
 // 2:4 in the kernel layout of sf::cuda::upload_weight; q/k/v fused into one [3 hidden, hidden]
@@ -13,8 +13,9 @@
 // Decode: one CUDA graph per (batch, capacity), replayed each step. The token ids and the position
 // live on the device; sampling runs on the device and writes the chosen ids into pinned host
 // memory, so a step needs no host work besides the graph launch and one wait for its event. With
-// SPARSEFLOW_PDL=1 on sm_90+ the step's own kernels are launched with programmatic dependent launch,
-// so each one starts while its predecessor drains (opt-in: docs/KERNELS.md, "The decode step").
+// SPARSEFLOW_PDL=1 on sm_90+ the step's own kernels are launched with programmatic dependent
+// launch, so each one starts while its predecessor drains (opt-in: docs/KERNELS.md, "The decode
+// step").
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -111,83 +112,85 @@ struct StageProfile {
 
 class OptCuda {
  public:
-  // Uploads the model (which must outlive this object). Throws Error(NoDevice) without a usable
-  // GPU, Error(OutOfMemory) naming what was needed and what is free, Error(Format) like OptCpu.
-  explicit OptCuda(const Model& model, const CudaOptions& options = {});
-  ~OptCuda();
-  OptCuda(const OptCuda&) = delete;
-  OptCuda& operator=(const OptCuda&) = delete;
+  virtual ~OptCuda() = default;
 
-  const OptConfig& config() const;
-  const Model& model() const;
+  virtual const OptConfig& config() const = 0;
+  virtual const Model& model() const = 0;
 
   // Makes an empty KV cache for `batch` sequences of up to `capacity` tokens (reallocating only when
   // the shape changes). Like OptCpu::make_cache, but the cache lives inside the engine.
-  void reset(int64_t capacity, int64_t batch = 1);
-  int64_t length() const;    // tokens cached per sequence
-  int64_t capacity() const;
-  int64_t batch() const;
+  virtual void reset(int64_t capacity, int64_t batch = 1) = 0;
+  virtual int64_t length() const = 0;  // tokens cached per sequence
+  virtual int64_t capacity() const = 0;
+  virtual int64_t batch() const = 0;
 
   // OptCpu::forward for a batch-1 cache: runs `tokens` at positions length().., appends their keys
   // and values, returns logits [n, vocab] when all_logits, else the last position's [vocab] (fp32,
   // copied to the host). One token runs the decode path (graph when enabled), more the prefill.
-  std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false);
+  virtual std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false) = 0;
 
   // Generation with the same contract as model::generate (stop after EOS, on_token per token), with
   // sampling on the GPU: greedy is identical to Sampler's argmax; otherwise temperature, top-k and
   // top-p with a Philox generator keyed by (seed, position) (same seed, same text on a given GPU;
   // not the CPU Sampler's random stream).
-  GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens, const SamplingParams& sampling,
-                          const std::function<void(int32_t)>& on_token = {});
+  virtual GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                                  const SamplingParams& sampling,
+                                  const std::function<void(int32_t)>& on_token = {}) = 0;
   // `batch` prompts of equal length decoded together (M = batch in every GEMM): exactly
   // max_new_tokens each, no EOS stop. Used by the benchmark.
-  BatchGenerateResult generate_batch(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new_tokens,
-                                     const SamplingParams& sampling);
+  virtual BatchGenerateResult generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                             int64_t max_new_tokens,
+                                             const SamplingParams& sampling) = 0;
   // Perplexity over non-overlapping windows, as model::perplexity; the NLL is computed on the GPU.
-  PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0);
+  virtual PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0) = 0;
 
   // Bytes a decode step must read: every weight once (2:4: values + metadata), plus the KV cache
   // rows attended at sequence length `len` for `batch` sequences.
-  size_t weight_bytes_per_step() const;
-  size_t kv_bytes_per_step(int64_t len, int64_t batch) const;
-  CudaMemoryReport memory() const;
+  virtual size_t weight_bytes_per_step() const = 0;
+  virtual size_t kv_bytes_per_step(int64_t len, int64_t batch) const = 0;
+  virtual CudaMemoryReport memory() const = 0;
   // Runs `steps` decode steps eagerly (no graph) after a `prompt_tokens`-token prefill of token 2
   // at batch `batch`, with an event after every stage; returns per-stage time and bytes per step,
   // in the order the step runs them. Event gaps include launch overhead the graph hides, so the
   // sum exceeds a graph step; the split is what it is for.
-  std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
+  virtual std::vector<StageProfile> profile_decode(int64_t prompt_tokens, int64_t steps,
+                                                   int64_t batch = 1) = 0;
   // The same split on the decode step as a CUDA graph (the events recorded inside it), replayed
   // `steps` times: no eager launch gaps, the overlaps of the timed steps; each event node costs a
   // little (its sum exceeds a plain graph step by that much).
-  std::vector<StageProfile> profile_decode_graph(int64_t prompt_tokens, int64_t steps, int64_t batch = 1);
+  virtual std::vector<StageProfile> profile_decode_graph(int64_t prompt_tokens, int64_t steps,
+                                                         int64_t batch = 1) = 0;
   // One eager prefill of n tokens (batch 1, cache emptied before and after), timed per stage over all
   // layers; StageProfile::bytes holds flops here.
-  std::vector<StageProfile> profile_prefill(int64_t n);
+  virtual std::vector<StageProfile> profile_prefill(int64_t n) = 0;
   // Milliseconds cuBLAS alone takes for the dense fp16/bf16 GEMMs of one prefill of n tokens (every
   // layer's qkv, out_proj, fc1, fc2 at M = n, outputs in the activation type): the throughput a
   // prefill is compared with. Uses scratch buffers of its own, freed on return.
-  double dense_gemm_prefill_ms(int64_t n);
+  virtual double dense_gemm_prefill_ms(int64_t n) = 0;
   // HBM read bandwidth a streaming kernel reaches now (bytes per second): the decode ceiling.
-  double measure_read_bandwidth();
-  std::string device_name() const;
+  virtual double measure_read_bandwidth() = 0;
+  virtual std::string device_name() const = 0;
   // The cuBLASLt plans the dense prefill products use (kernels/cuda/lt_linear.hpp), one per line.
-  std::string prefill_plans() const;
-  bool sparse() const;
+  virtual std::string prefill_plans() const = 0;
+  virtual bool sparse() const = 0;
   // Whether the forward pass's kernels are launched with programmatic dependent launch: only with
   // SPARSEFLOW_PDL=1 on an sm_90+ device whose kernels were built for it.
-  bool pdl() const;
+  virtual bool pdl() const = 0;
   // Bytes of weights per layer the decode attention prefetches into L2 (CudaOptions::decode_l2_prefetch_mib).
-  size_t decode_l2_prefetch_bytes() const;
+  virtual size_t decode_l2_prefetch_bytes() const = 0;
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
   // the HBM limit is taken against (DESIGN.md).
-  double measure_copy_bandwidth(size_t bytes = size_t(1) << 30);
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  virtual double measure_copy_bandwidth(size_t bytes = size_t(1) << 30) = 0;
 };
 
-// "" when a CUDA device is usable by this build, else why not (a sentence a user can act on).
+// The engine on one GPU: uploads the model (which must outlive it). Throws Error(NoDevice) without
+// a usable GPU, Error(OutOfMemory) naming what was needed and what is free, Error(Format) like
+// OptCpu. Defined by the CUDA backend only: host code that must also build without CUDA opens it
+// through backend::require_cuda(...).open_model (backend/backends.hpp).
+std::unique_ptr<OptCuda> make_opt_cuda(const Model& model, const CudaOptions& options = {});
+
+// "" when a CUDA device is usable, else why not (a sentence a user can act on). CUDA backend only,
+// like make_opt_cuda; host code asks backend::cuda_unavailable_reason().
 std::string cuda_unavailable_reason();
 
 }  // namespace sf::model

@@ -2,15 +2,14 @@
 // computed by the neuron-level offload runtime (src/offload/cuda/): hot neurons pinned on the GPU,
 // an LRU cache of neuron bundles, predicted-active neurons fetched from mapped pinned host memory
 // while attention runs, the sparse FFN over cache slots. Plain C++ interface (no CUDA types), so
-// the CLI includes it in every build; a build without CUDA links offloaded_opt_none.cpp, whose
-// constructor throws Error(NoDevice).
+// the CLI includes it in every build.
 //
 // Policies (OffloadOptions::policy): fetch (above), stream (the naive baseline: every non-resident
 // layer's FFN bundles copied whole each token, then the dense FFN), cpu (cold neurons computed on
 // the CPU from the host bundles, PowerInfer's choice), auto (fetch or cpu per layer from costs
 // measured at startup). Predictors: the calibrated low-rank ones in the .sf file, or exact (the
 // true active set, computed from all fc1 rows: for tests; its output equals the resident GEMV's
-// bit for bit). Batch 1 decode.
+// bit for bit). Batch 1 decode. An interface: the engine exists in builds with the CUDA backend.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -65,32 +64,33 @@ struct OffloadProbe {
 
 class OffloadedOpt {
  public:
-  // Opens the neuron store of `model` (packing a row-major FFN in host memory), plans the placement
-  // for opt.gpu_memory (or follows `plan` when given), uploads. `model` must outlive this object.
-  // Throws Error(NoDevice) without a GPU, Error(InvalidArgument) for a budget that cannot work.
-  OffloadedOpt(const model::Model& model, const OffloadOptions& opt, const model::CudaOptions& cuda = {},
-               const OffloadTuning& tuning = {}, std::optional<Plan> plan = std::nullopt);
-  ~OffloadedOpt();
-  OffloadedOpt(const OffloadedOpt&) = delete;
-  OffloadedOpt& operator=(const OffloadedOpt&) = delete;
+  virtual ~OffloadedOpt() = default;
 
-  model::OptCuda& engine();  // forward / perplexity / reset go through it unchanged
-  const Plan& plan() const;
-  const NeuronStore& store() const;
-  const OffloadProbe& probe() const;
+  virtual model::OptCuda& engine() = 0;  // forward / perplexity / reset go through it unchanged
+  virtual const Plan& plan() const = 0;
+  virtual const NeuronStore& store() const = 0;
+  virtual const OffloadProbe& probe() const = 0;
   // Generation as OptCuda::generate (batch 1), collecting stats per decode step when opt.stats.
-  model::GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
-                                 const model::SamplingParams& sampling,
-                                 const std::function<void(int32_t)>& on_token = {});
-  OffloadStats stats() const;
+  virtual model::GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                                         const model::SamplingParams& sampling,
+                                         const std::function<void(int32_t)>& on_token = {}) = 0;
+  virtual OffloadStats stats() const = 0;
   // Per layer: mode, pinned and cache slots; device memory of the runtime.
-  std::string describe() const;
-  nlohmann::ordered_json describe_json() const;
-  size_t device_bytes() const;  // GPU memory the offload runtime holds (pools, predictors, buffers)
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  virtual std::string describe() const = 0;
+  virtual nlohmann::ordered_json describe_json() const = 0;
+  // GPU memory the offload runtime holds (pools, predictors, buffers).
+  virtual size_t device_bytes() const = 0;
 };
+
+// Opens the neuron store of `model` (packing a row-major FFN in host memory), plans the placement
+// for opt.gpu_memory (or follows `plan` when given), uploads. `model` must outlive the engine.
+// Throws Error(NoDevice) without a GPU, Error(InvalidArgument) for a budget that cannot work.
+// Defined by the CUDA backend only; code that builds either way goes through
+// backend::require_cuda(...).open_offloaded (backend/backends.hpp).
+std::unique_ptr<OffloadedOpt> make_offloaded_opt(const model::Model& model,
+                                                 const OffloadOptions& opt,
+                                                 const model::CudaOptions& cuda = {},
+                                                 const OffloadTuning& tuning = {},
+                                                 std::optional<Plan> plan = std::nullopt);
 
 }  // namespace sf::offload

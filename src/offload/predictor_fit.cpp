@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/backends.hpp"
 #include "core/error.hpp"
 #include "model/opt_cpu.hpp"
 #include "offload/neuron_store.hpp"
@@ -106,12 +107,13 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
     // The O(d^2 ffn) products on the GPU in fp64 (offload/cuda/predictor_fit_cuda.cpp); the
     // Cholesky factor and the eigenvectors stay here. Any failure falls back to the CPU below.
     try {
-      GpuReducedRank gr(ac.data(), zc.data(), T1, d, F);
-      g = gr.gram();
+      const auto gr = backend::require_cuda("the predictor fit on the GPU")
+                          .reduced_rank(ac.data(), zc.data(), T1, d, F);
+      g = gr->gram();
       factor(g);
-      std::vector<double> k = gr.whitened_covariance(g);
+      std::vector<double> k = gr->whitened_covariance(g);
       q = top_eigenvectors(k, int(d), R);
-      vcm = gr.project(q, R);
+      vcm = gr->project(q, R);
       solved = true;
       P.fitted_on_gpu = true;
       std::vector<double>().swap(zc);  // on the device; kept on the host until here for the CPU fallback

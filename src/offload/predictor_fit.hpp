@@ -15,6 +15,7 @@
 // precision are measured on held-out tokens with the fp16-rounded factors the GPU will use.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -38,26 +39,23 @@ struct PredictorFitOptions {
   bool attention_inputs = true; // collect a as well as z (false: z only, for the profile, which counts z)
 };
 
-// The GPU half of a reduced-rank fit (src/offload/cuda/predictor_fit_cuda.cpp), fp64 with cuBLAS,
-// all matrices column-major: holds Ac [T1, d] and Zc [T1, F] on the device and computes
+// The GPU half of a reduced-rank fit, fp64 with cuBLAS, all matrices column-major: holds Ac
+// [T1, d] and Zc [T1, F] on the device and computes
 //   gram()                  Ac' Ac (lower triangle) [d, d],
-//   whitened_covariance(L)  K = C C' (lower triangle) [d, d] with C = L^-1 Ac' Zc kept on the device,
-//   project(Q, R)           Q' C [R, F].
-// Throws sf::Error on any CUDA/cuBLAS failure, and Error(NoDevice) in a build without CUDA.
-class GpuReducedRank {
+//   whitened_covariance(L)  K = C C' (lower triangle) [d, d] with C = L^-1 Ac' Zc kept on the
+//   device, project(Q, R)           Q' C [R, F].
+// Throws sf::Error on any CUDA/cuBLAS failure. The CUDA backend makes one
+// (backend::CudaBackend::reduced_rank, src/offload/cuda/predictor_fit_cuda.cpp).
+class ReducedRankSolver {
  public:
-  GpuReducedRank(const double* ac, const double* zc, int64_t t1, int64_t d, int64_t ffn);
-  ~GpuReducedRank();
-  GpuReducedRank(const GpuReducedRank&) = delete;
-  GpuReducedRank& operator=(const GpuReducedRank&) = delete;
-  std::vector<double> gram();
-  std::vector<double> whitened_covariance(const std::vector<double>& l);
-  std::vector<double> project(const std::vector<double>& q, int64_t rank);
-
- private:
-  struct Impl;
-  Impl* impl_ = nullptr;
+  virtual ~ReducedRankSolver() = default;
+  virtual std::vector<double> gram() = 0;
+  virtual std::vector<double> whitened_covariance(const std::vector<double>& l) = 0;
+  virtual std::vector<double> project(const std::vector<double>& q, int64_t rank) = 0;
 };
+// CUDA backend only (predictor_fit_cuda.cpp).
+std::unique_ptr<ReducedRankSolver> make_gpu_reduced_rank(const double* ac, const double* zc,
+                                                         int64_t t1, int64_t d, int64_t ffn);
 
 struct FittedPredictor {
   int64_t layer = 0, rank = 0, hidden = 0, ffn = 0;
@@ -99,7 +97,8 @@ CollectedActivations collect_activations_cpu(const model::Model& model, std::spa
 // FFN of every layer computed from the neuron bundles (or row-major fc1/fc2) with cuBLAS, a and z
 // copied to host memory. a is the 16-bit attention input the GPU runtime's predictor reads. A last
 // window of a single token is dropped (a one-token forward is a decode step). Throws
-// Error(NoDevice) in a build without CUDA or on a machine without a GPU.
+// Error(NoDevice) on a machine without a GPU. CUDA backend only: code that builds either way calls
+// backend::require_cuda(...).collect_activations.
 CollectedActivations collect_activations_cuda(const model::Model& model, std::span<const int32_t> tokens,
                                               const PredictorFitOptions& opt, int device = 0);
 // Fits every collected layer (releasing its pairs as it goes).

@@ -14,9 +14,9 @@
 #include <fstream>
 #include <random>
 
+#include "backend/backends.hpp"
 #include "core/dtype.hpp"
 #include "format/safetensors.hpp"
-#include "kernels/cuda/cuda_api.hpp"
 
 namespace fs = std::filesystem;
 using namespace sf;
@@ -450,7 +450,7 @@ TEST_F(CliTest, BenchmarkArgumentsAndCpuJson) {
 }
 
 TEST_F(CliTest, BenchmarkCudaWithoutGpuFailsClearly) {
-  const std::string why = cuda::unavailable_reason();
+  const std::string why = backend::cuda_unavailable_reason();
   if (why.empty())
     GTEST_SKIP() << "a CUDA device is usable here; this test is for machines without one";
   const auto r = run({"benchmark", "--device", "cuda", "--size", "256x256"}, Capture::Stderr);

@@ -92,7 +92,7 @@ class CudaFixture : public ::testing::TestWithParam<Case> {
     model_ = Model::open(kRoot + GetParam().variant);
     CudaOptions o;
     o.fp32_compute = GetParam().fp32;
-    gpu_ = std::make_unique<OptCuda>(*model_, o);
+    gpu_ = model::make_opt_cuda(*model_, o);
   }
   double tol() const {
     if (GetParam().fp32) return 1e-4;
@@ -187,7 +187,8 @@ TEST_P(Cuda24, MatchesCpu24) {
   ASSERT_TRUE(m->is_sparse());
   CudaOptions o;
   o.fp32_compute = GetParam().fp32;
-  OptCuda gpu(*m, o);
+  auto gpu_engine = model::make_opt_cuda(*m, o);
+  auto& gpu = *gpu_engine;
   EXPECT_EQ(gpu.sparse(), !GetParam().fp32);  // fp32 mode decompresses; native runs the 2:4 kernels
   OptCpu cpu(*m);
   const double tol = GetParam().fp32 ? 1e-4 : m->dtype() == DType::BF16 ? 1.5e-2 : 3e-3;
@@ -230,7 +231,8 @@ INSTANTIATE_TEST_SUITE_P(Opt, Cuda24,
 TEST(CudaSampling, SeededTopKTopP) {
   SKIP_WITHOUT_GPU();
   auto m = Model::open(kRoot + "pre_ln");
-  OptCuda gpu(*m);
+  auto gpu_engine = model::make_opt_cuda(*m);
+  auto& gpu = *gpu_engine;
   const auto expected = load_expected("pre_ln");
   const auto prompt = ids(expected["prompts"][0]["ids"]);
   SamplingParams s;
@@ -266,7 +268,8 @@ TEST(CudaSampling, SeededTopKTopP) {
 TEST(CudaBatch, IdenticalPromptsDecodeIdentically) {
   SKIP_WITHOUT_GPU();
   auto m = Model::open(kRoot + "pre_ln");
-  OptCuda gpu(*m);
+  auto gpu_engine = model::make_opt_cuda(*m);
+  auto& gpu = *gpu_engine;
   const auto prompt = ids(load_expected("pre_ln")["prompts"][1]["ids"]);
   const auto single = gpu.generate(prompt, 10, SamplingParams{});
   const auto r = gpu.generate_batch({prompt, prompt, prompt}, 10, SamplingParams{});
@@ -286,10 +289,12 @@ TEST(CudaProfile, EagerAndGraphDecodeProfilesAgreeOnTheStages) {
   const auto prompt = ids(load_expected("pre_ln")["prompts"][0]["ids"]);
   std::vector<int32_t> want;
   {
-    OptCuda fresh(*m);
+    auto fresh_engine = model::make_opt_cuda(*m);
+    auto& fresh = *fresh_engine;
     want = fresh.generate(prompt, 10, SamplingParams{}).ids;
   }
-  OptCuda gpu(*m);
+  auto gpu_engine = model::make_opt_cuda(*m);
+  auto& gpu = *gpu_engine;
   const auto eager = gpu.profile_decode(6, 5);
   const auto graph = gpu.profile_decode_graph(6, 5);
   ASSERT_FALSE(eager.empty());
@@ -313,7 +318,8 @@ TEST(CudaProfile, EagerAndGraphDecodeProfilesAgreeOnTheStages) {
 std::vector<float> decode_values(const Model& m, const CudaOptions& o) {
   const auto expected = load_expected("pre_ln");
   const auto tokens = ids(expected["perplexity"]["ids"]);
-  OptCuda gpu(m, o);
+  auto gpu_engine = model::make_opt_cuda(m, o);
+  auto& gpu = *gpu_engine;
   gpu.reset(int64_t(tokens.size()));
   std::vector<float> all = gpu.forward(std::span(tokens).subspan(0, 3), true);
   for (size_t i = 3; i < tokens.size(); ++i) {
@@ -340,7 +346,7 @@ TEST(CudaL2Prefetch, DecodeIsBitIdenticalWithAndWithoutIt) {
     auto run = [&](int64_t mib) {
       CudaOptions o;
       o.decode_l2_prefetch_mib = mib;
-      EXPECT_EQ(OptCuda(*m, o).decode_l2_prefetch_bytes(), size_t(mib) << 20);
+      EXPECT_EQ(make_opt_cuda(*m, o)->decode_l2_prefetch_bytes(), size_t(mib) << 20);
       return decode_values(*m, o);
     };
     const auto off = run(0), on = run(64);
@@ -598,7 +604,8 @@ TEST_P(CudaSynthOpt125m, PrefillAttentionAgreesWithDecodeAndCpu) {
   auto model = Model::open(dir.string());
   CudaOptions o;
   o.fused_prefill_attention = fused;
-  OptCuda gpu(*model, o);
+  auto gpu_engine = model::make_opt_cuda(*model, o);
+  auto& gpu = *gpu_engine;
   std::mt19937 rng(3);
   std::vector<int32_t> tokens(600);
   for (auto& t : tokens) t = int32_t(rng() % 50000);
@@ -650,7 +657,8 @@ TEST(CudaSynthOpt125m24, LargePrefillAgreesWithDecodeAndTheFallback) {
   const int64_t n = int64_t(tokens.size());
   std::vector<float> full, inc;
   {
-    OptCuda gpu(*model);
+    auto gpu_engine = model::make_opt_cuda(*model);
+    auto& gpu = *gpu_engine;
     ASSERT_TRUE(gpu.sparse());
     gpu.reset(n);
     full = gpu.forward(tokens, /*all_logits=*/true);
@@ -664,7 +672,8 @@ TEST(CudaSynthOpt125m24, LargePrefillAgreesWithDecodeAndTheFallback) {
   setenv("SPARSEFLOW_PREFILL_LT", "0", 1);
   std::vector<float> fallback;
   {
-    OptCuda gpu(*model);
+    auto gpu_engine = model::make_opt_cuda(*model);
+    auto& gpu = *gpu_engine;
     gpu.reset(n);
     fallback = gpu.forward(tokens, true);
   }
@@ -679,7 +688,8 @@ TEST(CudaSynthOpt125m24, LargePrefillAgreesWithDecodeAndTheFallback) {
 TEST(CudaErrors, BadInputsThrowActionableErrors) {
   SKIP_WITHOUT_GPU();
   auto m = Model::open(kRoot + "pre_ln");
-  OptCuda gpu(*m);
+  auto gpu_engine = model::make_opt_cuda(*m);
+  auto& gpu = *gpu_engine;
   gpu.reset(8);
   const std::vector<int32_t> bad = {2, int32_t(m->config().vocab_size)};
   EXPECT_THROW(gpu.forward(bad), Error);

@@ -501,7 +501,8 @@ class OffloadEngine : public ::testing::TestWithParam<EngineCase> {
     const std::string n = GetParam().name;
     model_ = n == "random" ? tiny_random(DType::F16, 5) : model::Model::open(std::string(SF_TEST_DATA_DIR) + "/opt/" + n);
     toks_ = spread_tokens(*model_, 14);
-    model::OptCuda ref(*model_);
+    auto ref_engine = model::make_opt_cuda(*model_);
+    auto& ref = *ref_engine;
     want_ = stepwise(ref, toks_);
     ref_ids_ = ref.generate(std::span<const int32_t>(toks_.data(), 3), 10, {}).ids;
   }
@@ -516,7 +517,8 @@ TEST_P(OffloadEngine, OracleModeEqualsResidentBitForBit) {
   OffloadOptions opt;
   opt.predictor = PredictorMode::Exact;
   for (const auto& [hot, lru] : {std::pair<int64_t, int64_t>{F, 0}, {16, 48}, {0, F / 2}, {F / 4, 8}}) {
-    OffloadedOpt off(*model_, opt, {}, {}, hand_plan(*model_, hot, lru));
+    auto off_engine = make_offloaded_opt(*model_, opt, {}, {}, hand_plan(*model_, hot, lru));
+    auto& off = *off_engine;
     const auto got = stepwise(off.engine(), toks_);
     expect_same_logits(got, want_, fmt::format("{} hot {} lru {}", GetParam().name, hot, lru), exact());
     const auto res = off.generate(std::span<const int32_t>(toks_.data(), 3), 10, {});
@@ -532,7 +534,8 @@ TEST_P(OffloadEngine, StreamPolicyEqualsResidentBitForBit) {
   Plan p = hand_plan(*model_, 0, 0);
   const NeuronStore st = NeuronStore::from_model(*model_);
   p.ffn_budget = 2 * uint64_t(st.ffn()) * st.layout().stride;  // one layer resident, the rest streamed
-  OffloadedOpt off(*model_, opt, {}, {}, p);
+  auto off_engine = make_offloaded_opt(*model_, opt, {}, {}, p);
+  auto& off = *off_engine;
   EXPECT_NE(off.describe().find("streamed"), std::string::npos) << off.describe();
   expect_same_logits(stepwise(off.engine(), toks_), want_, "stream", exact());
 }
@@ -570,14 +573,16 @@ TEST(OffloadConcurrent, PredictEverythingEqualsResidentWhileFetchesOverlapAttent
   SKIP_WITHOUT_GPU();
   auto m = with_predictors(-1e30f, 8, 9);
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  model::OptCuda ref(*m);
+  auto ref_engine = model::make_opt_cuda(*m);
+  auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   for (const auto& [hot, lru] : {std::pair<int64_t, int64_t>{16, 64}, {0, 256}, {32, 224}}) {
     OffloadOptions opt;
     opt.stats = true;
     OffloadTuning tune;
     tune.recall_every = 1;
-    OffloadedOpt off(*m, opt, {}, tune, hand_plan(*m, hot, lru));
+    auto off_engine = make_offloaded_opt(*m, opt, {}, tune, hand_plan(*m, hot, lru));
+    auto& off = *off_engine;
     expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("predict-all hot {} lru {}", hot, lru), true);
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 8, {});
     const OffloadStats s = off.stats();
@@ -603,7 +608,8 @@ TEST(OffloadPredictorMode, RandomPredictorRunsAndReportsConsistentStats) {
   opt.stats = true;
   OffloadTuning tune;
   tune.recall_every = 1;
-  OffloadedOpt off(*m, opt, {}, tune, hand_plan(*m, 32, 48));
+  auto off_engine = make_offloaded_opt(*m, opt, {}, tune, hand_plan(*m, 32, 48));
+  auto& off = *off_engine;
   std::vector<int32_t> prompt = {2, 17, 33};
   const auto res = off.generate(prompt, 16, {});
   EXPECT_EQ(res.ids.size(), 16u);
@@ -634,7 +640,8 @@ TEST_P(OffloadStreams, ChangeNothingButTiming) {
     if (env) setenv(env, "1", 1);
     OffloadOptions opt;
     opt.stats = true;
-    OffloadedOpt off(*m, opt, {}, OffloadTuning{}, hand_plan(*m, 16, 48));
+    auto off_engine = make_offloaded_opt(*m, opt, {}, OffloadTuning{}, hand_plan(*m, 16, 48));
+    auto& off = *off_engine;
     if (env) unsetenv(env);
     auto logits = stepwise(off.engine(), toks);
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 8, {});
@@ -660,7 +667,9 @@ TEST_P(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   const bool on_side = GetParam();
   auto m = with_predictors(0.0f, 16, 23);
   if (on_side) setenv("SPARSEFLOW_PREDICT_ON_SIDE", "1", 1);
-  OffloadedOpt off(*m, OffloadOptions{}, {}, OffloadTuning{}, hand_plan(*m, 32, 48));
+  auto off_engine =
+      make_offloaded_opt(*m, OffloadOptions{}, {}, OffloadTuning{}, hand_plan(*m, 32, 48));
+  auto& off = *off_engine;
   unsetenv("SPARSEFLOW_PREDICT_ON_SIDE");
   const int64_t steps = 3, layers = m->config().num_hidden_layers;
   const auto stages = off.engine().profile_decode(4, steps);
@@ -696,7 +705,8 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
   std::vector<int32_t> toks = {2, 9, 14, 27, 3, 50};
-  model::OptCuda ref(*m);
+  auto ref_engine = model::make_opt_cuda(*m);
+  auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   const NeuronStore st = NeuronStore::from_model(*m);
   OffloadOptions opt;
@@ -716,13 +726,15 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
   const Plan pmin = plan_placement(edge);
   for (const Plan& p : {pmin, pall}) {
     opt.gpu_memory = SizeSpec{double(p.gpu_budget), false, "test"};
-    OffloadedOpt off(*m, opt, {}, tune, p);
+    auto off_engine = make_offloaded_opt(*m, opt, {}, tune, p);
+    auto& off = *off_engine;
     expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("budget {}", p.gpu_budget), true);
   }
   // Through the constructor: a budget below the minimum is an InvalidArgument with the minimum in it.
   opt.gpu_memory = SizeSpec{1024, false, "1024"};
   try {
-    OffloadedOpt off(*m, opt, {}, tune);
+    auto off_engine = make_offloaded_opt(*m, opt, {}, tune);
+    auto& off = *off_engine;
     ADD_FAILURE() << "a 1 KiB budget was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
@@ -750,7 +762,8 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   auto m = four_layers(false);
   const auto& c = m->config();
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  model::OptCuda ref(*m);
+  auto ref_engine = model::make_opt_cuda(*m);
+  auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   ref.reset(int64_t(toks.size()));
   const auto want_prefill = ref.forward(toks, /*all_logits=*/true);
@@ -759,7 +772,8 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   for (int64_t k : {c.num_hidden_layers, int64_t(1)}) {
     model::CudaOptions o;
     o.attention_host_layers = k;
-    model::OptCuda e(*m, o);
+    auto e_engine = model::make_opt_cuda(*m, o);
+    auto& e = *e_engine;
     EXPECT_EQ(e.memory().host_weights, size_t(k) * per_layer);
     EXPECT_EQ(e.memory().weights + e.memory().host_weights, ref.memory().weights);
     expect_same_logits(stepwise(e, toks), want, fmt::format("attention on the host, last {} layers", k), true);
@@ -772,7 +786,8 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   model::CudaOptions bad;
   bad.attention_host_layers = c.num_hidden_layers + 1;
   try {
-    model::OptCuda e(*m, bad);
+    auto e_engine = model::make_opt_cuda(*m, bad);
+    auto& e = *e_engine;
     ADD_FAILURE() << "attention_host_layers beyond the model's layers was accepted";
   } catch (const Error& err) {
     EXPECT_EQ(err.status(), Status::InvalidArgument) << err.what();
@@ -786,7 +801,8 @@ TEST(AttentionOnHost, SparseAttentionIsRefusedWithAReason) {
   model::CudaOptions o;
   o.attention_host_layers = 1;
   try {
-    model::OptCuda e(*m, o);
+    auto e_engine = model::make_opt_cuda(*m, o);
+    auto& e = *e_engine;
     ADD_FAILURE() << "2:4 attention on the host was accepted";
   } catch (const Error& err) {
     EXPECT_EQ(err.status(), Status::UnsupportedShape) << err.what();
@@ -802,7 +818,8 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
   auto m = four_layers(false);
   const auto& c = m->config();
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  model::OptCuda ref(*m);
+  auto ref_engine = model::make_opt_cuda(*m);
+  auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   const auto want_ids = ref.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
   const NeuronStore st = NeuronStore::from_model(*m);
@@ -823,7 +840,8 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
     ASSERT_EQ(p.attention_host_layers, k) << p.table();
     ASSERT_GT(p.attention_host_layers, 0);
     opt.gpu_memory = SizeSpec{double(budget), false, "test"};
-    OffloadedOpt off(*m, opt, {}, tune, p);
+    auto off_engine = make_offloaded_opt(*m, opt, {}, tune, p);
+    auto& off = *off_engine;
     EXPECT_EQ(off.engine().memory().host_weights, p.attention_host_bytes);
     EXPECT_NE(off.describe().find("mapped host memory"), std::string::npos) << off.describe();
     expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("host attention, {} layers", k), true);
@@ -848,7 +866,8 @@ TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
   const std::vector<int32_t> toks = spread_tokens(*m, 10);
-  model::OptCuda ref(*m);
+  auto ref_engine = model::make_opt_cuda(*m);
+  auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   for (PredictorMode pm : {PredictorMode::Exact, PredictorMode::Model}) {
     auto pm_model = pm == PredictorMode::Exact ? nullptr : with_predictors(-1e30f, 8, 9);  // predicts everything
@@ -856,7 +875,8 @@ TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
     OffloadOptions opt;
     opt.policy = OffloadPolicy::Cpu;
     opt.predictor = pm;
-    OffloadedOpt off(mm, opt, {}, {}, hand_plan(mm, 48, 16));
+    auto off_engine = make_offloaded_opt(mm, opt, {}, {}, hand_plan(mm, 48, 16));
+    auto& off = *off_engine;
     EXPECT_NE(off.describe().find("cpu"), std::string::npos) << off.describe();
     const auto got = stepwise(off.engine(), toks);
     for (size_t i = 0; i < got.size(); ++i)
@@ -872,7 +892,8 @@ TEST(OffloadAutoPolicy, ChoosesPerLayerAndRuns) {
   auto m = with_predictors(0.0f, 16, 21);
   OffloadOptions opt;
   opt.policy = OffloadPolicy::Auto;
-  OffloadedOpt off(*m, opt, {}, {}, hand_plan(*m, 32, 48));
+  auto off_engine = make_offloaded_opt(*m, opt, {}, {}, hand_plan(*m, 32, 48));
+  auto& off = *off_engine;
   std::printf("%s", off.describe().c_str());
   const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 8, {});
   EXPECT_EQ(res.ids.size(), 8u);
@@ -888,7 +909,8 @@ TEST(OffloadHostLimit, BelowTheBundlesIsRefusedWithAReason) {
   OffloadOptions opt;
   opt.predictor = PredictorMode::Exact;
   try {
-    OffloadedOpt off(*m, opt, {}, {}, p);
+    auto off_engine = make_offloaded_opt(*m, opt, {}, {}, p);
+    auto& off = *off_engine;
     ADD_FAILURE() << "mmap host placement was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::UnsupportedShape) << e.what();

@@ -1,6 +1,6 @@
-// What the host side of the engine (CLI, C ABI, model) may call in the CUDA backend. Plain C++
-// types only, so this header compiles without the CUDA toolkit; builds without CUDA link
-// no_cuda.cpp, whose functions report why the GPU path is unavailable.
+// The GEMM benchmark and tuner of the CUDA backend. Plain C++ types only, so this header compiles
+// without the CUDA toolkit; the functions exist only in builds with the CUDA backend, and code that
+// builds either way calls them through backend::cuda() (src/backend/backends.hpp).
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -13,8 +13,8 @@
 
 namespace sf::cuda {
 
-// Empty when this build has CUDA and a usable device; otherwise a sentence a user can act on
-// ("this build has no CUDA backend: rebuild with nvcc on PATH", "no CUDA device is visible").
+// Empty when a device can run the 2:4 kernels (sm_80 or newer); otherwise a sentence a user can
+// act on ("no CUDA device is visible", "the GPU has compute capability 7.x").
 std::string unavailable_reason();
 
 struct GemmBenchOptions {

@@ -11,7 +11,45 @@
 
 namespace sf::offload {
 
-struct OffloadedOpt::Impl {
+namespace {
+
+class OffloadedOptEngine final : public OffloadedOpt {
+ public:
+  OffloadedOptEngine(const model::Model& model, const OffloadOptions& opt,
+                     const model::CudaOptions& cuda, const OffloadTuning& tuning,
+                     std::optional<Plan> plan);
+  ~OffloadedOptEngine() override;
+  OffloadedOptEngine(const OffloadedOptEngine&) = delete;
+  OffloadedOptEngine& operator=(const OffloadedOptEngine&) = delete;
+
+  model::OptCuda& engine() override;
+  const Plan& plan() const override;
+  const NeuronStore& store() const override;
+  const OffloadProbe& probe() const override;
+  model::GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
+                                 const model::SamplingParams& sampling,
+                                 const std::function<void(int32_t)>& on_token) override;
+  OffloadStats stats() const override;
+  std::string describe() const override;
+  nlohmann::ordered_json describe_json() const override;
+  size_t device_bytes() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace
+
+std::unique_ptr<OffloadedOpt> make_offloaded_opt(const model::Model& model,
+                                                 const OffloadOptions& opt,
+                                                 const model::CudaOptions& cuda,
+                                                 const OffloadTuning& tuning,
+                                                 std::optional<Plan> plan) {
+  return std::make_unique<OffloadedOptEngine>(model, opt, cuda, tuning, std::move(plan));
+}
+
+struct OffloadedOptEngine::Impl {
   NeuronStore store;
   Plan plan;
   OffloadOptions opt;
@@ -21,8 +59,9 @@ struct OffloadedOpt::Impl {
   OffloadStats last;
 };
 
-OffloadedOpt::OffloadedOpt(const model::Model& model, const OffloadOptions& opt, const model::CudaOptions& cuda,
-                           const OffloadTuning& tuning, std::optional<Plan> plan) {
+OffloadedOptEngine::OffloadedOptEngine(const model::Model& model, const OffloadOptions& opt,
+                                       const model::CudaOptions& cuda, const OffloadTuning& tuning,
+                                       std::optional<Plan> plan) {
   if (const std::string why = model::cuda_unavailable_reason(); !why.empty()) fail(Status::NoDevice, "{}", why);
   if (cuda.fp32_compute)
     fail(Status::UnsupportedShape, "offloaded inference computes in the model's type (fp16/bf16); fp32_compute is "
@@ -37,26 +76,43 @@ OffloadedOpt::OffloadedOpt(const model::Model& model, const OffloadOptions& opt,
   model::CudaOptions c = cuda;
   c.ffn_provider = m->runtime.get();
   c.attention_host_layers = m->plan.attention_host_layers;  // the budget could not hold all the attention
-  m->engine = std::make_unique<model::OptCuda>(model, c);
+  m->engine = model::make_opt_cuda(model, c);
   impl_ = std::move(m);
 }
 
-OffloadedOpt::~OffloadedOpt() {
+OffloadedOptEngine::~OffloadedOptEngine() {
   if (impl_) impl_->engine.reset();  // its graphs launch into the runtime's buffers
 }
 
-model::OptCuda& OffloadedOpt::engine() { return *impl_->engine; }
-const Plan& OffloadedOpt::plan() const { return impl_->plan; }
-const NeuronStore& OffloadedOpt::store() const { return impl_->store; }
-const OffloadProbe& OffloadedOpt::probe() const { return impl_->runtime->probe(); }
-OffloadStats OffloadedOpt::stats() const { return impl_->last; }
-std::string OffloadedOpt::describe() const { return impl_->runtime->describe(); }
-nlohmann::ordered_json OffloadedOpt::describe_json() const { return impl_->runtime->describe_json(); }
-size_t OffloadedOpt::device_bytes() const { return impl_->runtime->device_bytes(); }
+model::OptCuda& OffloadedOptEngine::engine() {
+  return *impl_->engine;
+}
+const Plan& OffloadedOptEngine::plan() const {
+  return impl_->plan;
+}
+const NeuronStore& OffloadedOptEngine::store() const {
+  return impl_->store;
+}
+const OffloadProbe& OffloadedOptEngine::probe() const {
+  return impl_->runtime->probe();
+}
+OffloadStats OffloadedOptEngine::stats() const {
+  return impl_->last;
+}
+std::string OffloadedOptEngine::describe() const {
+  return impl_->runtime->describe();
+}
+nlohmann::ordered_json OffloadedOptEngine::describe_json() const {
+  return impl_->runtime->describe_json();
+}
+size_t OffloadedOptEngine::device_bytes() const {
+  return impl_->runtime->device_bytes();
+}
 
-model::GenerateResult OffloadedOpt::generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
-                                             const model::SamplingParams& sampling,
-                                             const std::function<void(int32_t)>& on_token) {
+model::GenerateResult OffloadedOptEngine::generate(std::span<const int32_t> prompt,
+                                                   int64_t max_new_tokens,
+                                                   const model::SamplingParams& sampling,
+                                                   const std::function<void(int32_t)>& on_token) {
   auto& m = *impl_;
   OffloadStats before;
   int64_t calls = 0;

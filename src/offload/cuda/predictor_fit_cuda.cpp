@@ -11,6 +11,30 @@
 
 namespace sf::offload {
 
+namespace {
+
+class GpuReducedRank final : public ReducedRankSolver {
+ public:
+  GpuReducedRank(const double* ac, const double* zc, int64_t t1, int64_t d, int64_t ffn);
+  ~GpuReducedRank() override;
+  GpuReducedRank(const GpuReducedRank&) = delete;
+  GpuReducedRank& operator=(const GpuReducedRank&) = delete;
+  std::vector<double> gram() override;
+  std::vector<double> whitened_covariance(const std::vector<double>& l) override;
+  std::vector<double> project(const std::vector<double>& q, int64_t rank) override;
+
+ private:
+  struct Impl;
+  Impl* impl_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<ReducedRankSolver> make_gpu_reduced_rank(const double* ac, const double* zc,
+                                                         int64_t t1, int64_t d, int64_t ffn) {
+  return std::make_unique<GpuReducedRank>(ac, zc, t1, d, ffn);
+}
+
 struct GpuReducedRank::Impl {
   int64_t t1 = 0, d = 0, f = 0;
   cublasHandle_t h = nullptr;
