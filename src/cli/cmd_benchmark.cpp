@@ -237,7 +237,9 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "element type of weights and activations")
       ->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
       ->capture_default_str();
-  cmd->add_option("--iters", o->iters, "timed iterations per case (default: 10 on cpu, 100 on cuda)")
+  // --iterations is the seed README's spelling (`sparseflow-benchmark --iterations 100`).
+  cmd->add_option("--iters,--iterations", o->iters,
+                  "timed iterations per case (default: 10 on cpu, 100 on cuda)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json, "also write the results as JSON to FILE ('-' for stdout)");
   // --model: generation speed of a whole model on the GPU (prefill, decode, % of the HBM limit).
