@@ -26,6 +26,7 @@ namespace {
 
 struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
+  std::string config;  // a bare .pt's config.json when it is not beside the file
   int64_t calibration_tokens = 4096;
   bool json = false;
   bool neuron_major = false, keep_order = false;  // issue 6
@@ -91,6 +92,7 @@ void run_convert(const ConvertArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   model::OpenOptions oo;
   oo.sparsity = "none";
+  oo.config_path = a.config;
   const auto src = model::Model::open(a.input, oo);
 
   model::ConvertOptions co;
@@ -167,8 +169,11 @@ void add_convert_command(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
   auto* c = app.add_subcommand("convert", "Convert a Hugging Face OPT checkpoint directory into a .sf model file, "
                                           "optionally pruned to 2:4");
-  c->add_option("--input,-i", a->input, "HF checkpoint directory (config.json, *.safetensors, vocab.json, merges.txt)")
+  c->add_option("--input,-i", a->input,
+                "HF checkpoint directory (config.json, *.safetensors or pytorch_model*.bin, vocab.json, "
+                "merges.txt), or a torch.save() state dict (model.pt) with config.json beside it")
       ->required();
+  c->add_option("--config", a->config, "the HF config.json to use (default: the one in or beside --input)");
   c->add_option("--output,-o", a->output, "the .sf file to write (replaced only when complete)")->required();
   c->add_option("--sparsity", a->sparsity, "none or 2:4 (prunes q/k/v/out_proj, fc1, fc2)")->capture_default_str();
   c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();

@@ -16,6 +16,7 @@
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
 #include "format/sf_file.hpp"
+#include "format/torch_checkpoint.hpp"
 #include "offload/neuron_store.hpp"
 
 namespace sf::model {
@@ -186,7 +187,10 @@ const Tensor& Model::lm_head() const {
 class ModelBuilder {
  public:
   static std::unique_ptr<Model> from_sf(const std::string& path, const OpenOptions& opt);
-  static std::unique_ptr<Model> from_hf(const std::string& dir, const OpenOptions& opt);
+  // `weights_file`: read the weights from this one file (a bare torch.save() checkpoint) instead
+  // of finding them in `dir`.
+  static std::unique_ptr<Model> from_hf(const std::string& dir, const OpenOptions& opt,
+                                        const std::string& weights_file = {});
 
  private:
   // Every tensor the config implies is present (dense, or 2:4 for linear weights) with its shape
@@ -347,13 +351,18 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
   return m;
 }
 
-std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const OpenOptions& opt) {
+std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const OpenOptions& opt,
+                                             const std::string& weights_file) {
   const fs::path dir(dir_str);
   if (opt.sparsity != "none" && opt.sparsity != "2:4" && !opt.sparsity.empty())
     fail(Status::InvalidArgument, "sparsity \"{}\" is not supported; use \"none\" or \"2:4\"", opt.sparsity);
   if (opt.dtype && !is_float16_or_32(*opt.dtype))
     fail(Status::InvalidArgument, "dtype {} is not a weight type; use fp16, bf16 or fp32", dtype_name(*opt.dtype));
-  const fs::path cfg_path = dir / "config.json";
+  const fs::path cfg_path = opt.config_path.empty() ? dir / "config.json" : fs::path(opt.config_path);
+  if (!fs::exists(cfg_path) && !weights_file.empty())
+    fail(Status::NotFound, "'{}' holds weights only; the model's Hugging Face config.json is needed "
+         "too and {} does not exist. Put the checkpoint's config.json next to it, or pass --config FILE",
+         weights_file, cfg_path.string());
   if (!fs::exists(cfg_path))
     fail(Status::NotFound, "'{}' has no config.json: expected a Hugging Face OPT checkpoint directory "
          "(config.json, model.safetensors, vocab.json, merges.txt)", dir_str);
@@ -368,23 +377,39 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   m->config_ = format::parse_opt_config_json(cfg_json, cfg_path.string());
   m->source_format_ = "hf";
 
-  // Which safetensors files hold which tensors.
+  // Which files hold which tensors: views into safetensors files, or into torch.save() archives
+  // (read without running their pickled code), found the same way.
+  fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+  if (!fs::exists(single) && !fs::exists(index) &&
+      (fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json"))) {
+    single = dir / "pytorch_model.bin";
+    index = dir / "pytorch_model.bin.index.json";
+  }
   std::vector<std::shared_ptr<st::File>> files;
-  std::map<std::string, std::pair<const st::File*, const st::TensorInfo*>> by_name;
+  std::vector<std::shared_ptr<pt::Checkpoint>> torch_files;
+  std::map<std::string, Tensor> by_name;
+  auto add_tensor = [&](const std::string& name, Tensor t, const fs::path& p) {
+    const std::string n = normalize_name(name);
+    if (!by_name.emplace(n, std::move(t)).second)
+      fail(Status::Format, "tensor '{}' appears twice in the checkpoint '{}' (second time in '{}')", n, dir_str,
+           p.filename().string());
+  };
   auto add_file = [&](const fs::path& p) {
     if (!fs::exists(p))
       fail(Status::NotFound, "'{}' is missing: the checkpoint in '{}' names it{}", p.string(), dir_str,
-           p.filename() == "model.safetensors" ? "" : " in model.safetensors.index.json. Copy every shard.");
-    files.push_back(std::make_shared<st::File>(st::File::open(p.string())));
-    for (const auto& t : files.back()->tensors()) {
-      const std::string n = normalize_name(t.name);
-      if (!by_name.emplace(n, std::make_pair(files.back().get(), &t)).second)
-        fail(Status::Format, "tensor '{}' appears twice in the checkpoint '{}' (second time in '{}')", n, dir_str,
-             p.filename().string());
+           p == single ? "" : fmt::format(" in {}. Copy every shard.", index.filename().string()));
+    if (p.extension() == ".safetensors") {
+      files.push_back(std::make_shared<st::File>(st::File::open(p.string())));
+      for (const auto& t : files.back()->tensors())
+        add_tensor(t.name, Tensor{t.dtype, t.shape, files.back()->data(t).data()}, p);
+    } else {
+      torch_files.push_back(std::make_shared<pt::Checkpoint>(pt::Checkpoint::open(p.string())));
+      for (const auto& t : torch_files.back()->tensors()) add_tensor(t.name, Tensor{t.dtype, t.shape, t.data.data()}, p);
     }
   };
-  const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-  if (fs::exists(index)) {
+  if (!weights_file.empty()) {
+    add_file(weights_file);
+  } else if (fs::exists(index)) {
     json ij;
     try {
       ij = json::parse(read_text_file(index));
@@ -409,10 +434,8 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   } else if (fs::exists(single)) {
     add_file(single);
   } else {
-    const bool has_bin = fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json");
-    fail(Status::NotFound, "'{}' has neither model.safetensors nor model.safetensors.index.json{}", dir_str,
-         has_bin ? ". It has pytorch_model.bin: SparseFlow reads safetensors only; re-save the model with "
-                   "save_pretrained(..., safe_serialization=True)" : "");
+    fail(Status::NotFound, "'{}' has no weights: expected model.safetensors, model.safetensors.index.json, "
+         "pytorch_model.bin or pytorch_model.bin.index.json", dir_str);
   }
 
   // lm_head: untied only when stored and the config does not tie it (HF ties over a stored copy).
@@ -429,15 +452,14 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
 
   const bool prune = opt.sparsity == "2:4";
   for (const auto& e : expected) {
-    const auto& [file, info] = by_name.at(e.name);
-    if (info->shape != e.shape)
+    const Tensor& t = by_name.at(e.name);
+    if (t.shape != e.shape)
       fail(Status::Format, "'{}': tensor '{}' has shape {}, but config.json implies {}", dir_str, e.name,
-           shape_str(info->shape), shape_str(e.shape));
-    if (!is_float16_or_32(info->dtype))
+           shape_str(t.shape), shape_str(e.shape));
+    if (!is_float16_or_32(t.dtype))
       fail(Status::UnsupportedShape, "'{}': tensor '{}' is {}, expected F32, F16 or BF16", dir_str, e.name,
-           dtype_name(info->dtype));
-    Tensor t{info->dtype, info->shape, file->data(*info).data()};
-    const DType want = opt.dtype.value_or(info->dtype);
+           dtype_name(t.dtype));
+    const DType want = opt.dtype.value_or(t.dtype);
     if (prune && e.prunable) {
       m->sparse_.emplace(e.name, prune_24(t, want).compressed);
     } else if (want != t.dtype) {
@@ -450,6 +472,7 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   }
   check_complete(*m, "'" + dir_str + "'");
   for (auto& f : files) m->keep_alive_.push_back(f);
+  for (auto& f : torch_files) m->keep_alive_.push_back(f);
 
   if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
     m->vocab_json_ = read_text_file(dir / "vocab.json");
@@ -482,6 +505,11 @@ std::unique_ptr<Model> Model::open(const std::string& path, const OpenOptions& o
     fail(Status::NotFound, "model '{}' does not exist: pass a .sf file or a Hugging Face checkpoint directory",
          path);
   if (fs::is_directory(st)) return ModelBuilder::from_hf(path, options);
+  // A bare torch.save() state dict (model.pt, pytorch_model.bin): its config sits beside it.
+  if (pt::looks_like_torch_file(path)) {
+    const fs::path dir = fs::path(path).parent_path();
+    return ModelBuilder::from_hf(dir.empty() ? "." : dir.string(), options, path);
+  }
   return ModelBuilder::from_sf(path, options);
 }
 

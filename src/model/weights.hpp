@@ -53,6 +53,7 @@ struct OpenOptions {
   std::string sparsity = "none";  // HF directories: "none" or "2:4" (magnitude pruning in memory)
   std::optional<DType> dtype;     // HF directories: convert float tensors to this type (default: as stored)
   bool verify_checksums = true;   // .sf files: xxh64 of every tensor on open
+  std::string config_path;        // HF directories and bare .pt files: config.json to use instead of the one beside them
 };
 
 // A dense tensor view into memory owned by the Model (mmap or buffer).
@@ -88,7 +89,8 @@ struct Linear {
 
 class Model {
  public:
-  // `path` is a .sf file or an HF checkpoint directory. Throws sf::Error with a message naming
+  // `path` is a .sf file, an HF checkpoint directory, or a bare torch.save() state dict (model.pt,
+  // with config.json beside it). Throws sf::Error with a message naming
   // what is missing or damaged. `sparsity` applies only to HF directories ("none" or "2:4",
   // magnitude pruning in memory).
   static std::unique_ptr<Model> open(const std::string& path, const std::string& sparsity = "none");
