@@ -1,9 +1,6 @@
 #include "format/safetensors.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +11,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace sf::st {
 
@@ -115,34 +113,18 @@ int64_t TensorInfo::numel() const {
 }
 
 File File::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    fail(Status::Io, "cannot open '{}': {}. Check the path and its permissions.", path,
-         std::strerror(errno));
-  struct stat sb {};
-  if (::fstat(fd, &sb) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(Status::Io, "cannot stat '{}': {}", path, std::strerror(err));
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    ::close(fd);
-    fail(Status::Io, "'{}' is not a regular file; expected a .safetensors file", path);
-  }
-  const size_t size = size_t(sb.st_size);
+  const InputFile in(path, "safetensors file");
+  const size_t size = size_t(in.size());
   std::shared_ptr<void> mapping;
   const uint8_t* base = nullptr;
   if (size > 0) {  // mmap of zero bytes fails; an empty file is reported as truncated below
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(err));
-    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, in.fd(), 0);
+    if (p == MAP_FAILED)
+      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(errno));
     mapping = std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
     base = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);  // the mapping stays valid without the descriptor
+  // The mapping stays valid once `in` closes the descriptor.
   File f = from_memory(std::span<const uint8_t>(base, size), path);
   f.mapping_ = std::move(mapping);
   return f;

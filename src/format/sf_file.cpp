@@ -1,9 +1,6 @@
 #include "format/sf_file.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define XXH_INLINE_ALL  // header-only: no library to link, and inlined into the hot loop
 #include <xxhash.h>
@@ -17,6 +14,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace sf::sff {
 
@@ -94,26 +92,15 @@ int64_t Entry::numel() const {
 // ---- reading -------------------------------------------------------------------------------
 
 File File::open(const std::string& path, const ReadOptions& opt) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    fail(Status::Io, "cannot open model file '{}': {}. Check the path; `sparseflow convert` makes a "
-         ".sf file from a Hugging Face checkpoint.", path, std::strerror(errno));
-  struct stat st{};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(Status::Io, "'{}' is not a regular file (a directory? use it as an HF checkpoint dir instead)", path);
-  }
-  const size_t size = size_t(st.st_size);
+  const InputFile in(path, "model file");
+  const size_t size = size_t(in.size());
   void* base = nullptr;
   if (size > 0) {
-    base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (base == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(e));
-    }
+    base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, in.fd(), 0);
+    if (base == MAP_FAILED)
+      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(errno));
   }
-  ::close(fd);  // the mapping keeps the file alive
+  // The mapping keeps the file alive once `in` closes its descriptor.
   File f;
   f.path_ = path;
   f.mapping_ = std::shared_ptr<void>(base, [size](void* p) { if (p) ::munmap(p, size); });

@@ -1,8 +1,6 @@
 #include "format/torch_checkpoint.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "format/pickle.hpp"
 #include "format/zip_archive.hpp"
 
@@ -281,30 +280,17 @@ int64_t TensorInfo::numel() const {
 }
 
 Checkpoint Checkpoint::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    fail(Status::Io, "cannot open '{}': {}. Check the path and its permissions.", path,
-         std::strerror(errno));
-  struct stat sb {};
-  if (::fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    ::close(fd);
-    fail(Status::Io, "'{}' is not a readable regular file; expected a torch.save() checkpoint",
-         path);
-  }
-  const size_t size = size_t(sb.st_size);
+  const InputFile in(path, "torch.save() checkpoint");
+  const size_t size = size_t(in.size());
   std::shared_ptr<void> mapping;
   const uint8_t* base = nullptr;
   if (size > 0) {  // mmap of zero bytes fails; an empty file is reported by from_memory
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(err));
-    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, in.fd(), 0);
+    if (p == MAP_FAILED)
+      fail(Status::Io, "cannot memory-map '{}' ({} bytes): {}", path, size, std::strerror(errno));
     mapping = std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
     base = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);
   Checkpoint c = from_memory(std::span<const uint8_t>(base, size), path);
   c.mapping_ = std::move(mapping);
   return c;
@@ -384,11 +370,16 @@ const TensorInfo* Checkpoint::find(std::string_view name) const {
 }
 
 bool looks_like_torch_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  // Through InputFile, so that sniffing a FIFO cannot block; the loader that runs next names what
+  // the path is.
+  std::optional<InputFile> in;
+  try {
+    in.emplace(path, "checkpoint");
+  } catch (const Error&) {
+    return false;
+  }
   uint8_t head[4] = {};
-  const ssize_t n = ::read(fd, head, sizeof head);
-  ::close(fd);
+  const ssize_t n = ::read(in->fd(), head, sizeof head);
   if (n < 1) return false;
   return zip::starts_like_zip({head, size_t(n)}) || head[0] == 0x80;
 }

@@ -12,6 +12,26 @@ namespace {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// Nonzero exactly where a 4-bit field of w is not i0 | i1 << 2 with i0 < i1. Per field,
+// d = (i1 + 4) - i0 lies in 1..7, so the subtraction never borrows from the next field, and
+// i0 < i1 exactly when d >= 5: bit 2 set and bit 0 or bit 1 set. Branch-free, so the loop over
+// the words vectorises.
+constexpr uint32_t bad_fields(uint32_t w) {
+  const uint32_t lo = w & 0x33333333u, hi = (w >> 2) & 0x33333333u;
+  const uint32_t d = (hi | 0x44444444u) - lo;
+  return (~d & 0x44444444u) | (~(d | (d >> 1)) & 0x11111111u);
+}
+
+constexpr bool bad_fields_matches_definition() {
+  for (uint32_t f = 0; f < 16; ++f)
+    for (int shift = 0; shift < 32; shift += 4) {
+      const uint32_t w = (kPaddingMetaWord & ~(0xfu << shift)) | (f << shift);
+      if ((bad_fields(w) != 0) != ((f & 3) >= (f >> 2))) return false;
+    }
+  return true;
+}
+static_assert(bad_fields_matches_definition());
+
 inline bool raw_bits_nonzero(const uint8_t* p, size_t es) {
   for (size_t b = 0; b < es; ++b)
     if (p[b] != 0) return true;
@@ -122,6 +142,35 @@ std::pair<int, int> group_indices(const Compressed& c, int64_t row, int64_t grou
   const MetaPos p = meta_pos(c.cols_padded, row, group);
   const uint32_t nib = (c.meta[p.word] >> p.shift) & 0xfu;
   return {int(nib & 3), int(nib >> 2)};
+}
+
+std::optional<BadMetadata> find_bad_metadata(std::span<const uint32_t> meta, int64_t rows_padded,
+                                             int64_t cols_padded) {
+  if (rows_padded <= 0 || cols_padded <= 0 || rows_padded % 16 != 0 || cols_padded % 32 != 0 ||
+      meta.size() != size_t(rows_padded / 16) * size_t(cols_padded / 32) * 16)
+    fail(Status::InvalidArgument,
+         "find_bad_metadata: expected a padded shape of multiples of [16, 32] and rows * cols / 32 "
+         "words, found [{}, {}] and {} words",
+         rows_padded, cols_padded, meta.size());
+  const uint32_t* m = meta.data();
+  const int64_t words = int64_t(meta.size());
+  uint32_t bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static) if (words > (1 << 20))
+  for (int64_t i = 0; i < words; ++i) bad |= bad_fields(m[i]);
+  if (bad == 0) return std::nullopt;
+  // Damaged: find the first bad group in row-major order (the words are in tile order).
+  for (int64_t r = 0; r < rows_padded; ++r)
+    for (int64_t g = 0; g < cols_padded / 4; ++g) {
+      const MetaPos p = meta_pos(cols_padded, r, g);
+      const uint32_t nib = (m[p.word] >> p.shift) & 0xfu;
+      if ((nib & 3) >= (nib >> 2)) return BadMetadata{r, g, int(nib & 3), int(nib >> 2)};
+    }
+  fail(Status::Internal, "find_bad_metadata: a word failed the fast check but no group is bad");
+}
+
+std::optional<BadMetadata> find_bad_metadata(const Compressed& c) {
+  check_compressed(c, "find_bad_metadata");
+  return find_bad_metadata(c.meta, c.rows_padded, c.cols_padded);
 }
 
 }  // namespace sf::s24

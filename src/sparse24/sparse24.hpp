@@ -76,6 +76,23 @@ void decompress(const Compressed& c, void* out);
 // The 2-bit indices (i0, i1) kept for group g of row r, read back from the metadata words.
 std::pair<int, int> group_indices(const Compressed& c, int64_t row, int64_t group);
 
+// A group whose metadata field is not two kept positions in increasing order (0 <= i0 < i1 <= 3).
+struct BadMetadata {
+  int64_t row = 0;     // of the padded matrix: row >= rows is a padding row
+  int64_t group = 0;   // columns [4*group, 4*group+4) of the padded matrix
+  int i0 = 0, i1 = 0;  // what the field holds
+};
+// nullopt when every metadata field of c (padding included) is a valid index pair; otherwise the
+// first bad group in row-major order. Metadata from outside (a file) must pass this before any
+// kernel reads it: mma.sp's result is undefined for i0 >= i1, and decompress would write both
+// values to one column. A few bit operations per word, so it runs at memory speed.
+std::optional<BadMetadata> find_bad_metadata(const Compressed& c);
+// The same over the metadata words of a [rows_padded, cols_padded] matrix, e.g. straight from a
+// file mapping. Throws Error(InvalidArgument) unless rows_padded % 16 == 0, cols_padded % 32 == 0
+// (both > 0) and meta holds rows_padded * cols_padded / 32 words.
+std::optional<BadMetadata> find_bad_metadata(std::span<const uint32_t> meta, int64_t rows_padded,
+                                             int64_t cols_padded);
+
 // ---- CPU GEMM ------------------------------------------------------------------------------
 enum class Activation { None = 0, ReLU = 1, GELU = 2, SiLU = 3 };  // GELU: exact erf form
 

@@ -5,12 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <climits>
-#include <fstream>
 #include <mutex>
 #include <queue>
-#include <sstream>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "tokenizer/pretokenize.hpp"
 #include "tokenizer/unicode.hpp"
 
@@ -80,15 +79,7 @@ std::string quote(std::string_view s) {
 }
 
 std::string read_file(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    fail(Status::Io, "cannot open the tokenizer's {} '{}'; expected a readable file (a Hugging Face "
-         "GPT-2/OPT checkpoint has vocab.json and merges.txt)", what, path);
-  }
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(Status::Io, "error while reading the tokenizer's {} '{}'", what, path);
-  return std::move(ss).str();
+  return read_text_file(path, fmt::format("the tokenizer's {}", what));
 }
 
 uint64_t pair_key(int32_t left, int32_t right) {

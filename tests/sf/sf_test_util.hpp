@@ -1,12 +1,15 @@
 // Helpers shared by the .sf tests: a scratch directory per test, file bytes in and out, and
-// catching an sf::Error to look at its status and message.
+// catching an sf::Error to look at its status and message (with a deadline for FIFO readers).
 #pragma once
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -57,6 +60,20 @@ inline sf::Error catch_error(const std::function<void()>& f) {
   }
   ADD_FAILURE() << "expected an sf::Error, nothing was thrown";
   return sf::Error(sf::Status::Ok, "");
+}
+
+// catch_error(f) on another thread, for code that reads `fifo`: should f still be blocked after
+// `seconds`, the FIFO is opened for writing (which wakes a blocked reader with end-of-file) and the
+// test fails, so that a loader that blocks fails the suite instead of hanging it.
+inline sf::Error catch_error_promptly(const std::string& fifo, const std::function<void()>& f,
+                                      int seconds = 20) {
+  auto done = std::async(std::launch::async, [&] { return catch_error(f); });
+  if (done.wait_for(std::chrono::seconds(seconds)) == std::future_status::timeout) {
+    ADD_FAILURE() << "still blocked on '" << fifo << "' after " << seconds << " s";
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+  }
+  return done.get();
 }
 
 }  // namespace sftest
