@@ -3,7 +3,8 @@
  * Conventions, for every function declared here:
  *  - Functions return sf_status and never let a C++ exception cross the boundary. The exceptions
  *    are the pure queries sf_version, sf_version_string, sf_status_string, sf_last_error and the
- *    destructors sf_sparse24_free, sf_cuda_linear_free and sf_cuda_release_workspaces.
+ *    destructors sf_sparse24_free, sf_cuda_linear_free, sf_cuda_release_workspaces and
+ *    sf_session_free.
  *  - Every function that returns sf_status sets this thread's last-error message: to "" when it
  *    returns SF_OK, otherwise to a sentence naming the function, what was expected and what was
  *    found. sf_last_error() reads it; other threads never see it.
@@ -244,10 +245,112 @@ SF_API sf_status sf_cuda_linear_decompress(const sf_cuda_linear* h, void* out, v
  * Waits for the work queued on those streams. The next forward allocates them again. */
 SF_API void sf_cuda_release_workspaces(void);
 
-/* ---- models ---------------------------------------------------------------------------------- */
-/* Reserved for the model API (a later issue): an opaque sf_model handle opened from a .sf file
- * (sf_model_open / sf_model_free), text generation (sf_model_generate) and evaluation
- * (sf_model_perplexity), following the conventions above. Nothing is declared here yet. */
+/* ---- sessions: a model, its tokenizer and an engine ----------------------------------------- */
+/* A session opens a model (a .sf file or a Hugging Face OPT checkpoint directory) and runs it on
+ * the CPU, on a CUDA GPU, or on a GPU with the FFN offloaded neuron by neuron under a memory
+ * budget: the object `sparseflow generate` and `sparseflow perplexity` use. A session is used by
+ * one thread at a time (calls on different sessions may run in parallel). JSON strings that a
+ * session returns are UTF-8, owned by the session and valid until its next call. Text prompts get
+ * the model's BOS token prepended, as Hugging Face's OPT tokenizer does; ids are used as given. */
+typedef struct sf_session sf_session;
+
+/* Option structs start with struct_size = sizeof(the struct as the caller compiled it), so that a
+ * later version can add fields at the end: the library reads only the fields the caller's size
+ * covers and takes defaults for the rest. Fill them with the _init function first. */
+typedef struct sf_session_options {
+  size_t struct_size;
+  const char* device;         /* "cpu", "cuda", or "auto" (NULL): cuda when a GPU is usable */
+  int threads;                /* CPU threads (OpenMP, process-wide); 0: the default */
+  const char* gpu_memory;     /* NULL or "": not offloaded; "6GiB", "6000MiB", "0.5" or "50%" of
+                                 the model's bytes: run offloaded under this GPU budget (needs
+                                 device cuda or auto and a usable GPU) */
+  double gpu_cache_ratio;     /* offloaded: fraction of the FFN's GPU budget kept as an LRU neuron
+                                 cache, the rest pinning the hottest neurons; < 0: the default 0.3 */
+  const char* offload_policy; /* offloaded: "fetch" (NULL), "cpu", "auto" or "stream" */
+  int collect_stats;          /* offloaded: non-zero measures PCIe bytes, hit rate, recall */
+  int64_t context_tokens;     /* offloaded: KV cache tokens the plan reserves; 0: the model's
+                                 max_position_embeddings */
+} sf_session_options;
+
+/* Fill *options with the defaults: device auto, not offloaded, struct_size set. */
+SF_API sf_status sf_session_options_init(sf_session_options* options);
+
+/* Open `path` with `options` (NULL: the defaults) and start its engine: weights loaded, uploaded
+ * to the GPU for cuda, placed under the budget when offloaded. SF_ERR_NO_DEVICE (with the reason)
+ * when device cuda or a GPU budget was asked for and no GPU is usable; SF_ERR_IO, SF_ERR_FORMAT
+ * or SF_ERR_NOT_FOUND for a model that cannot be read. On failure *out is NULL. */
+SF_API sf_status sf_session_open(const char* path, const sf_session_options* options,
+                                 sf_session** out);
+/* Release a session. NULL is allowed and does nothing. */
+SF_API void sf_session_free(sf_session* s);
+
+/* *json: {"architecture", "layers", "hidden", "ffn", "heads", "vocab", "max_positions", "dtype",
+ * "weights" ("2:4" or "dense"), "has_tokenizer", "device" ("cpu" or "cuda"), "threads",
+ * "offloaded", "memory": {"weight_bytes", "gpu": {...}}, "offload": {...} when offloaded, ...}. */
+SF_API sf_status sf_session_info_json(sf_session* s, const char** json);
+
+typedef struct sf_generate_params {
+  size_t struct_size;
+  int64_t max_new_tokens; /* default 32; lowered to what max_position_embeddings leaves */
+  int greedy;             /* non-zero (the default): argmax; the sampling fields are ignored */
+  float temperature;      /* > 0; default 1 */
+  int64_t top_k;          /* 0 (the default): all tokens */
+  float top_p;            /* in (0, 1]; default 1 */
+  uint64_t seed;          /* same seed and settings, same text (on a given device) */
+} sf_generate_params;
+
+/* Fill *params with the defaults: 32 new tokens, greedy, struct_size set. */
+SF_API sf_status sf_generate_params_init(sf_generate_params* params);
+
+/* Called with each new token as it is chosen, and the UTF-8 text this token completes: "" while a
+ * character is still incomplete, and always "" for a model without a tokenizer. `text` is valid
+ * during the call only. Return 0 to go on, non-zero to stop after this token: the call then
+ * returns SF_OK with "stopped_by": "callback" and the session stays usable. The callback must not
+ * call into the same session. */
+typedef int (*sf_token_callback)(void* user, int32_t token, const char* text);
+
+/* Generate after the UTF-8 prompt (BOS prepended), stopping at EOS, at max_new_tokens, or when cb
+ * asks. params NULL: the defaults; cb may be NULL. *result_json (may be NULL when not wanted):
+ * {"text", "ids" (new tokens), "prompt_ids", "prefill_ms", "decode_ms", "decode_steps",
+ * "decode_tokens_per_s", "max_new_tokens" (as run), "stopped_by": "eos"|"max_tokens"|"callback"}.
+ * "text" is the callback's pieces joined, plus U+FFFD for a character cut off at the end. */
+SF_API sf_status sf_session_generate(sf_session* s, const char* prompt_utf8,
+                                     const sf_generate_params* params, sf_token_callback cb,
+                                     void* user, const char** result_json);
+/* The same after n prompt token ids, used exactly as given (no BOS added). */
+SF_API sf_status sf_session_generate_ids(sf_session* s, const int32_t* ids, size_t n,
+                                         const sf_generate_params* params, sf_token_callback cb,
+                                         void* user, const char** result_json);
+
+/* exp(mean negative log-likelihood) of the UTF-8 text (BOS prepended) over non-overlapping windows
+ * of `context` tokens (0: max_position_embeddings), each window's first token context only. */
+SF_API sf_status sf_session_perplexity(sf_session* s, const char* text_utf8, int64_t context,
+                                       double* perplexity);
+/* The same over n token ids. */
+SF_API sf_status sf_session_perplexity_ids(sf_session* s, const int32_t* ids, size_t n,
+                                           int64_t context, double* perplexity);
+
+/* The ids of the UTF-8 text (BOS first when add_bos), written to ids[0 .. capacity); *n_ids
+ * receives the count. ids NULL with capacity 0 asks for the count alone (SF_OK); otherwise a count
+ * larger than capacity is SF_ERR_INVALID_ARGUMENT, with nothing written (*n_ids still set).
+ * SF_ERR_NOT_FOUND when the model has no tokenizer. */
+SF_API sf_status sf_session_tokenize(sf_session* s, const char* text_utf8, int add_bos,
+                                     int32_t* ids, size_t capacity, size_t* n_ids);
+/* *text: the UTF-8 of n ids (invalid bytes become U+FFFD), owned like the JSON strings. */
+SF_API sf_status sf_session_detokenize(sf_session* s, const int32_t* ids, size_t n,
+                                       const char** text);
+
+/* *json: the offloaded engine's counters for the last generation that ran to its end (a run a
+ * callback stopped leaves them as they were): {"tokens", "hit_rate", "bytes_per_token", ...};
+ * recall and per-step timing need collect_stats. SF_ERR_NOT_FOUND when the session is not
+ * offloaded. */
+SF_API sf_status sf_session_offload_stats_json(sf_session* s, const char** json);
+
+/* Write the built-in default model, the tiny random-weight OPT of `sparseflow synth --arch tiny`
+ * (2 layers, hidden 64, with a tokenizer), to out_path as a .sf file: to a temporary file, renamed
+ * onto out_path when complete. An existing out_path is kept (SF_ERR_INVALID_ARGUMENT) unless
+ * force is non-zero. Its weights are random: for examples and tests, not for text worth reading. */
+SF_API sf_status sf_synth_builtin(const char* out_path, int force);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -4,9 +4,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "sparseflow/sparseflow.h"
 
@@ -131,6 +135,113 @@ class Sparse24 {
  private:
   explicit Sparse24(sf_sparse24* h) noexcept : h_(h) {}
   sf_sparse24* h_ = nullptr;
+};
+
+// Writes the built-in default model (a tiny random-weight OPT) to `path`; see sf_synth_builtin.
+inline void synth_builtin(const std::string& path, bool force = false) {
+  check(sf_synth_builtin(path.c_str(), force ? 1 : 0));
+}
+
+// A model session (sf_session_*). Results are the C ABI's JSON text, for any JSON library.
+class Session {
+ public:
+  // Called per new token with the UTF-8 text it completes; return false to stop.
+  using TokenCallback = std::function<bool(int32_t token, std::string_view text)>;
+
+  explicit Session(const std::string& path, const sf_session_options* options = nullptr) {
+    check(sf_session_open(path.c_str(), options, &h_));
+  }
+  Session(Session&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Session& operator=(Session&& o) noexcept {
+    if (this != &o) {
+      sf_session_free(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session() { sf_session_free(h_); }
+
+  sf_session* get() const noexcept { return h_; }
+
+  std::string info_json() const {
+    const char* j = nullptr;
+    check(sf_session_info_json(h_, &j));
+    return j;
+  }
+  // The result JSON (text, ids, prompt_ids, timing, stopped_by). An exception thrown by
+  // on_token stops the generation and is rethrown here.
+  std::string generate(const std::string& prompt, const sf_generate_params* params = nullptr,
+                       const TokenCallback& on_token = {}) {
+    return run(on_token, [&](sf_token_callback cb, void* user, const char** j) {
+      return sf_session_generate(h_, prompt.c_str(), params, cb, user, j);
+    });
+  }
+  std::string generate_ids(const std::vector<int32_t>& ids,
+                           const sf_generate_params* params = nullptr,
+                           const TokenCallback& on_token = {}) {
+    return run(on_token, [&](sf_token_callback cb, void* user, const char** j) {
+      return sf_session_generate_ids(h_, ids.data(), ids.size(), params, cb, user, j);
+    });
+  }
+  double perplexity(const std::string& text, int64_t context = 0) {
+    double p = 0;
+    check(sf_session_perplexity(h_, text.c_str(), context, &p));
+    return p;
+  }
+  double perplexity(const std::vector<int32_t>& ids, int64_t context = 0) {
+    double p = 0;
+    check(sf_session_perplexity_ids(h_, ids.data(), ids.size(), context, &p));
+    return p;
+  }
+  std::vector<int32_t> tokenize(const std::string& text, bool add_bos = true) {
+    size_t n = 0;
+    check(sf_session_tokenize(h_, text.c_str(), add_bos ? 1 : 0, nullptr, 0, &n));
+    std::vector<int32_t> ids(n);
+    check(sf_session_tokenize(h_, text.c_str(), add_bos ? 1 : 0, ids.data(), ids.size(), &n));
+    return ids;
+  }
+  std::string detokenize(const std::vector<int32_t>& ids) {
+    const char* t = nullptr;
+    check(sf_session_detokenize(h_, ids.data(), ids.size(), &t));
+    return t;
+  }
+  // Throws Error(SF_ERR_NOT_FOUND) when the session is not offloaded.
+  std::string offload_stats_json() const {
+    const char* j = nullptr;
+    check(sf_session_offload_stats_json(h_, &j));
+    return j;
+  }
+
+ private:
+  struct CallbackState {
+    const TokenCallback* fn;
+    std::exception_ptr error;
+  };
+  // An exception must not unwind through the C library: it is caught here, stops the run, and is
+  // rethrown once the call has returned.
+  static int trampoline(void* user, int32_t token, const char* text) {
+    auto* st = static_cast<CallbackState*>(user);
+    try {
+      return (*st->fn)(token, text) ? 0 : 1;
+    } catch (...) {
+      st->error = std::current_exception();
+      return 1;
+    }
+  }
+  template <typename Call>
+  std::string run(const TokenCallback& on_token, Call&& call) {
+    CallbackState st{&on_token, nullptr};
+    const char* j = nullptr;
+    const sf_status status =
+        on_token ? call(&Session::trampoline, &st, &j) : call(nullptr, nullptr, &j);
+    if (st.error) std::rethrow_exception(st.error);
+    check(status);
+    return j;
+  }
+
+  sf_session* h_ = nullptr;
 };
 
 }  // namespace sparseflow

@@ -1,5 +1,7 @@
-// sparseflow generate: text from a model on the CPU backend. The prompt's forward pass (prefill)
-// runs once; then one token at a time with the KV cache, each printed (flushed) as it is chosen.
+// sparseflow generate: text from a model (CPU, CUDA, or offloaded under --gpu-memory), through the
+// session (session/session.hpp) that the C ABI and Python use too. The prompt's forward pass
+// (prefill) runs once; then one token at a time with the KV cache, each printed (flushed) as it is
+// chosen.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -7,14 +9,13 @@
 #include <cstdio>
 #include <optional>
 
-#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/offload_flags.hpp"
 #include "core/error.hpp"
-#include "model/generate.hpp"
-#include "model/opt_cuda.hpp"
 #include "offload/offloaded_opt.hpp"
+#include "offload/planner.hpp"
+#include "session/session.hpp"
 
 namespace sf::cli {
 
@@ -33,7 +34,7 @@ struct GenerateOptions {
 
 void run_generate(const GenerateOptions& o) {
   const auto off_opt = offload_options(*o.offload);
-  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
+  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend
   set_cpu_threads(o.threads);
   if (o.prompt.empty() == o.ids.empty())
     fail(Status::InvalidArgument, "give exactly one of --prompt TEXT or --ids 2,17,...");
@@ -42,92 +43,76 @@ void run_generate(const GenerateOptions& o) {
     fail(Status::InvalidArgument,
          "--greedy cannot be combined with --temperature/--top-k/--top-p; pick one mode.");
 
-  auto model = model::Model::open(o.model);
-  model::OptCpu opt(*model);
-  std::optional<tok::Tokenizer> tok;
-  if (!model->vocab_json().empty()) tok.emplace(model_tokenizer(*model));
+  session::SessionOptions so;
+  so.device = o.device;
+  so.threads = o.threads;
+  so.label = "generate";
+  // Only with --device cuda does the session run offloaded; otherwise --plan still prints the plan
+  // and handle_plan_or_require_cuda (below) says what --gpu-memory needs.
+  if (o.device == "cuda") so.offload = off_opt;
+  const auto s = session::Session::open(o.model, so);
+  const auto& cfg = s->model().config();
 
   // --prompt gets BOS (</s>, id 2 for OPT) prepended as HF's OPT tokenizer does; --ids are used as
   // given.
-  std::vector<int32_t> prompt_ids;
-  if (!o.prompt.empty()) {
-    if (!tok) (void)model_tokenizer(*model);  // throws the "no tokenizer" error
-    prompt_ids = tok->encode_with_bos(o.prompt, int32_t(model->config().bos_token_id));
-  } else {
-    prompt_ids = parse_id_list(o.ids);
-  }
-  const int64_t room = model->config().max_position_embeddings - int64_t(prompt_ids.size());
-  if (room <= 0)
-    fail(Status::InvalidArgument,
-         "the prompt has {} tokens, the model's max_position_embeddings is {}: shorten it.",
-         prompt_ids.size(), model->config().max_position_embeddings);
-  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, *model,
-                                  int64_t(prompt_ids.size()) + std::min(o.max_new_tokens, room)))
+  const std::vector<int32_t> prompt_ids =
+      o.prompt.empty() ? parse_id_list(o.ids) : s->tokenize(o.prompt);
+  const int64_t max_new = s->room_for(prompt_ids.size(), o.max_new_tokens);
+  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, s->model(),
+                                  int64_t(prompt_ids.size()) + max_new))
     return;
-  int64_t max_new = o.max_new_tokens;
-  if (max_new > room) {
+  if (max_new < o.max_new_tokens)
     fmt::print(stderr, "note: --max-new-tokens {} lowered to {} (max_position_embeddings {})\n",
-               max_new, room, model->config().max_position_embeddings);
-    max_new = room;
+               o.max_new_tokens, max_new, cfg.max_position_embeddings);
+
+  session::GenerateParams params;
+  params.max_new_tokens = max_new;
+  params.sampling.greedy = !sampling;
+  params.sampling.temperature = o.temperature.value_or(1.0f);
+  params.sampling.top_k = o.top_k.value_or(0);
+  params.sampling.top_p = o.top_p.value_or(1.0f);
+  params.sampling.seed = o.seed;
+
+  if (s->offloaded()) {  // neuron-level offloading under --gpu-memory: the plan, then the run
+    s->start(int64_t(prompt_ids.size()) + max_new);
+    fmt::print(stderr, "{}", s->plan()->table());
   }
-
-  model::SamplingParams sp;
-  sp.greedy = !sampling;
-  sp.temperature = o.temperature.value_or(1.0f);
-  sp.top_k = o.top_k.value_or(0);
-  sp.top_p = o.top_p.value_or(1.0f);
-  sp.seed = o.seed;
-  model::Sampler sampler(sp);
-
-  Utf8Stream stream;
-  if (!o.json && tok) {
-    std::fputs(o.prompt.empty() ? tok->decode(prompt_ids).c_str() : o.prompt.c_str(), stdout);
+  const bool text = s->has_tokenizer();
+  if (!o.json && text) {
+    std::fputs(o.prompt.empty() ? s->detokenize(prompt_ids).c_str() : o.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-  auto on_token = [&](int32_t id) {
-    if (o.json) return;
-    if (tok)
-      std::fputs(stream.push(tok->token_bytes(id)).c_str(), stdout);
+  size_t streamed = 0;  // bytes of the generation's text already printed
+  auto on_token = [&](int32_t id, std::string_view piece) {
+    if (o.json) return true;
+    if (text)
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
     else
       fmt::print("{} ", id);
+    streamed += piece.size();
     std::fflush(stdout);
+    return true;
   };
-  model::GenerateResult res;
-  std::unique_ptr<offload::OffloadedOpt> offloaded;
-  if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
-    offload::OffloadTuning tuning;
-    tuning.context_tokens = int64_t(prompt_ids.size()) + max_new;
-    offloaded = backend::require_cuda("generate --gpu-memory")
-                    .open_offloaded(*model, off_opt, {}, tuning, {});
-    fmt::print(stderr, "{}", offloaded->plan().table());
-    res = offloaded->generate(prompt_ids, max_new, sp, on_token);
-  } else if (o.device ==
-      "cuda") {  // the CUDA backend: same prompt, settings and output; sampling on the GPU
-    res = backend::require_cuda("generate --device cuda")
-              .open_model(*model, {})
-              ->generate(prompt_ids, max_new, sp, on_token);
-  } else {
-    res = model::generate(opt, prompt_ids, max_new, sampler, on_token);
-  }
-  const std::string text = tok ? tok->decode(res.ids) : std::string();
+  const auto g = s->generate_ids(prompt_ids, params, on_token);
 
   if (o.json) {
-    const nlohmann::ordered_json out = {{"prompt_ids", prompt_ids},
-                                        {"generated_ids", res.ids},
-                                        {"text", text},
-                                        {"prefill_ms", res.prefill_ms},
-                                        {"decode_tokens_per_s", res.decode_tokens_per_s()}};
+    const nlohmann::ordered_json out = {{"prompt_ids", g.prompt_ids},
+                                        {"generated_ids", g.ids},
+                                        {"text", text ? s->detokenize(g.ids) : std::string()},
+                                        {"prefill_ms", g.prefill_ms},
+                                        {"decode_tokens_per_s", g.decode_tokens_per_s()}};
     fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
-    fmt::print("{}\n", tok ? stream.finish() : "");
+    fmt::print("{}\n", g.text.substr(streamed));  // the tail of a character cut at the end
   }
   std::fflush(stdout);  // the text's last line before the stats on stderr, on a shared terminal
   fmt::print(
       stderr,
       "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
-      prompt_ids.size(), res.prefill_ms, res.decode_steps, res.decode_tokens_per_s(), cpu_threads(),
-      model->is_sparse() ? "2:4 weights" : "dense weights");
-  if (offloaded && off_opt.stats) fmt::print(stderr, "offload stats: {}\n", offloaded->stats().to_json().dump());
+      prompt_ids.size(), g.prefill_ms, g.decode_steps, g.decode_tokens_per_s(), cpu_threads(),
+      s->model().is_sparse() ? "2:4 weights" : "dense weights");
+  if (s->offloaded() && off_opt.stats)
+    fmt::print(stderr, "offload stats: {}\n", s->offload_stats()->to_json().dump());
 }
 
 }  // namespace

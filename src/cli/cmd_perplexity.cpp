@@ -6,17 +6,16 @@
 
 #include <chrono>
 
-#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/offload_flags.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
-#include "model/generate.hpp"
-#include "model/opt_cuda.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/offloaded_opt.hpp"
+#include "offload/planner.hpp"
 #include "offload/predictor_quality.hpp"
+#include "session/session.hpp"
 
 namespace sf::cli {
 
@@ -31,30 +30,39 @@ struct PerplexityOptions {
 };
 
 void run_perplexity(const PerplexityOptions& o) {
-  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend (below)
+  if (o.device != "cuda") require_cpu_device(o.device);  // --device cuda: the GPU backend
   set_cpu_threads(o.threads);
   if (o.text_file.empty() == o.ids.empty())
     fail(Status::InvalidArgument, "give exactly one of --text FILE or --ids 2,17,...");
-  auto model = model::Model::open(o.model);
-  model::OptCpu opt(*model);
+  const auto off_opt = offload_options(*o.offload);
+  session::SessionOptions so;
+  so.device = o.device;
+  so.threads = o.threads;
+  so.label = "perplexity";
+  // Only with --device cuda does the session run offloaded; otherwise --plan still prints the plan
+  // and handle_plan_or_require_cuda (below) says what --gpu-memory needs.
+  if (o.device == "cuda") so.offload = off_opt;
+  const auto s = session::Session::open(o.model, so);
+  const model::Model& model = s->model();
 
   std::vector<int32_t> ids;
   if (!o.text_file.empty()) {
     const std::string text = read_text_file(o.text_file, "--text file");
-    // Tokenized like HF's OPT tokenizer(text): BOS first.
-    ids = model_tokenizer(*model).encode_with_bos(text, int32_t(model->config().bos_token_id));
+    ids = s->tokenize(text);  // like HF's OPT tokenizer(text): BOS first
   } else {
     ids = parse_id_list(o.ids);
   }
-  const int64_t context = o.context ? o.context : model->config().max_position_embeddings;
+  const int64_t context = o.context ? o.context : model.config().max_position_embeddings;
   if (o.ffn_neurons == "predicted") {  // issue 6: what the predictors cost in output quality
-    if (o.device != "cpu" || offload_options(*o.offload).enabled())
-      fail(Status::InvalidArgument, "--ffn-neurons predicted runs on the CPU (it emulates the offloaded engine's "
+    if (o.device != "cpu" || off_opt.enabled())
+      fail(Status::InvalidArgument,
+           "--ffn-neurons predicted runs on the CPU (it emulates the offloaded engine's "
            "FFN exactly): drop --device cuda and the offload flags.");
-    const auto store = offload::NeuronStore::from_model(*model, /*pack_row_major=*/true);
+    const auto store = offload::NeuronStore::from_model(model, /*pack_row_major=*/true);
     const auto t0 = std::chrono::steady_clock::now();
-    const auto q = offload::measure_predictor_quality(*model, store, ids, context);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto q = offload::measure_predictor_quality(model, store, ids, context);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.json) {
       auto j = q.to_json();
       j["context"] = context;
@@ -66,23 +74,11 @@ void run_perplexity(const PerplexityOptions& o) {
     fmt::print(stderr, "{:.2f} s (two passes), {} threads\n", secs, cpu_threads());
     return;
   }
-  const auto off_opt = offload_options(*o.offload);
-  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, *model, context)) return;
-  std::unique_ptr<offload::OffloadedOpt> offloaded;
-  if (off_opt.enabled()) {  // neuron-level offloading under --gpu-memory (issue 6)
-    offload::OffloadTuning tuning;
-    tuning.context_tokens = context;
-    offloaded = backend::require_cuda("perplexity --gpu-memory")
-                    .open_offloaded(*model, off_opt, {}, tuning, {});
-    fmt::print(stderr, "{}", offloaded->plan().table());
-  }
+  if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, model, context)) return;
+  s->start(context);  // weights uploaded (and for offloading, planned) before the clock starts
+  if (s->offloaded()) fmt::print(stderr, "{}", s->plan()->table());
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = offloaded ? offloaded->engine().perplexity(ids, context)
-                 : o.device == "cuda"
-                     ? backend::require_cuda("perplexity --device cuda")  // NLL on the GPU
-                           .open_model(*model, {})
-                           ->perplexity(ids, context)
-                     : model::perplexity(opt, ids, context);
+  const auto r = s->perplexity(ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (o.json) {
@@ -104,7 +100,8 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs,
              cpu_threads());
-  if (offloaded && off_opt.stats) fmt::print(stderr, "offload stats: {}\n", offloaded->stats().to_json().dump());
+  if (s->offloaded() && off_opt.stats)
+    fmt::print(stderr, "offload stats: {}\n", s->offload_stats()->to_json().dump());
 }
 
 }  // namespace
@@ -124,8 +121,10 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_option("--device", o->device, "where to run: cpu or cuda")->capture_default_str();
   cmd->add_option("--ffn-neurons", o->ffn_neurons,
-                  "all, or predicted: also run each FFN over only the neurons the stored predictors select (as "
-                  "offloaded inference does) and report the perplexity change, greedy agreement, logit error "
+                  "all, or predicted: also run each FFN over only the neurons the stored "
+                  "predictors select (as "
+                  "offloaded inference does) and report the perplexity change, greedy agreement, "
+                  "logit error "
                   "and recall (CPU)")
       ->check(CLI::IsMember({"all", "predicted"}))
       ->capture_default_str();

@@ -1,12 +1,16 @@
 // Small pieces shared by the commands that run a model (generate, perplexity, tokenize): parsing an
-// --ids list, getting the model's tokenizer, choosing the CPU thread count, and streaming UTF-8.
+// --ids list and choosing the CPU thread count and device. The model's tokenizer and UTF-8
+// streaming live below the CLI (the session, the C ABI and Python use them too); the commands keep
+// calling them by these names.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "model/weights.hpp"
+#include "session/model_tokenizer.hpp"
 #include "tokenizer/bpe.hpp"
+#include "tokenizer/utf8_stream.hpp"
 
 namespace sf::cli {
 
@@ -14,7 +18,8 @@ namespace sf::cli {
 std::vector<int32_t> parse_id_list(const std::string& text);
 
 // The model's own vocab.json + merges.txt. Throws Error(NotFound) when the model carries none.
-tok::Tokenizer model_tokenizer(const model::Model& m);
+using session::model_tokenizer;
+using tok::Utf8Stream;
 
 // --threads N (0 keeps OpenMP's default). Throws Error(InvalidArgument) for N < 0.
 void set_cpu_threads(int threads);
@@ -27,16 +32,5 @@ void require_cpu_device(const std::string& device);
 // calibrate): true for the GPU (cuda, or auto where a GPU is usable). Throws Error(InvalidArgument)
 // for another value and Error(NoDevice), with the reason, for cuda without a usable GPU.
 bool resolve_gpu_device(const char* command, const std::string& device);
-
-// Token bytes arrive in pieces that can split a UTF-8 character; push() returns the text that is
-// complete so far (invalid bytes become U+FFFD), finish() whatever is left.
-class Utf8Stream {
- public:
-  std::string push(const std::string& bytes);
-  std::string finish();
-
- private:
-  std::string pending_;
-};
 
 }  // namespace sf::cli

@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sparseflow/sparseflow.h"
 
@@ -428,6 +430,211 @@ static void test_cuda_linear(void) {
   sf_sparse24_free(h);
 }
 
+/* ---- sessions -------------------------------------------------------------------------------- */
+
+typedef struct {
+  int calls, stop_after; /* stop_after > 0: return non-zero on that call */
+  size_t text_len;
+  char text[8192];
+} token_log;
+
+static int log_token(void* user, int32_t token, const char* text) {
+  token_log* log = (token_log*)user;
+  size_t n = strlen(text);
+  (void)token;
+  ++log->calls;
+  if (log->text_len + n < sizeof log->text) {
+    memcpy(log->text + log->text_len, text, n + 1);
+    log->text_len += n;
+  }
+  return log->stop_after > 0 && log->calls >= log->stop_after;
+}
+
+/* The number array after "key": in a JSON object, copied to out (at most cap chars); its entries.
+ */
+static int json_array(const char* json, const char* key, char* out, size_t cap) {
+  char pattern[64];
+  const char *b, *e;
+  int n = 0;
+  snprintf(pattern, sizeof pattern, "\"%s\":[", key);
+  b = strstr(json, pattern);
+  out[0] = '\0';
+  if (!b) return -1;
+  b += strlen(pattern);
+  e = strchr(b, ']');
+  if (!e || (size_t)(e - b) >= cap) return -1;
+  memcpy(out, b, (size_t)(e - b));
+  out[e - b] = '\0';
+  if (e > b) {
+    const char* c;
+    for (n = 1, c = b; c < e; ++c) n += *c == ',';
+  }
+  return n;
+}
+
+static void test_session(void) {
+  char dir[] = "/tmp/sf_capi_session_XXXXXX", path[256], first_ids[4096], ids_json[4096],
+       keep[8192];
+  sf_session_options o;
+  sf_generate_params p;
+  sf_session* s = NULL;
+  const char* json = NULL;
+  token_log log;
+  int32_t ids[64];
+  size_t n = 0;
+  double ppl = 0, ppl_ids = 0;
+  const int32_t prompt[3] = {2, 5, 7};
+
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/builtin.sf", dir);
+  CHECK_OK(sf_synth_builtin(path, 0));
+  CHECK_FAILS(sf_synth_builtin(path, 0), SF_ERR_INVALID_ARGUMENT, "exists");
+  CHECK_OK(sf_synth_builtin(path, 1)); /* force: replaced */
+  CHECK_FAILS(sf_synth_builtin(NULL, 0), SF_ERR_INVALID_ARGUMENT, "out_path is NULL");
+
+  CHECK_OK(sf_session_options_init(&o));
+  CHECK(o.struct_size == sizeof o && o.device == NULL && o.gpu_memory == NULL &&
+        o.gpu_cache_ratio < 0);
+  o.device = "cpu";
+  CHECK_OK(sf_session_open(path, &o, &s));
+  if (!s) return;
+  CHECK_OK(sf_session_info_json(s, &json));
+  CHECK(strstr(json, "\"architecture\":\"opt\"") && strstr(json, "\"layers\":2") &&
+        strstr(json, "\"hidden\":64") && strstr(json, "\"device\":\"cpu\"") &&
+        strstr(json, "\"weights\":\"dense\"") && strstr(json, "\"offloaded\":false") &&
+        strstr(json, "\"has_tokenizer\":true"));
+
+  /* Greedy generation: one callback per new token, the same tokens every time. */
+  CHECK_OK(sf_generate_params_init(&p));
+  CHECK(p.struct_size == sizeof p && p.greedy == 1 && p.max_new_tokens == 32);
+  p.max_new_tokens = 8;
+  memset(&log, 0, sizeof log);
+  CHECK_OK(sf_session_generate(s, "Hello world", &p, log_token, &log, &json));
+  CHECK(json_array(json, "ids", first_ids, sizeof first_ids) == log.calls && log.calls >= 1);
+  CHECK(strstr(json, "\"stopped_by\":\"max_tokens\"") || strstr(json, "\"stopped_by\":\"eos\""));
+  CHECK(json_array(json, "prompt_ids", ids_json, sizeof ids_json) >= 2 &&
+        strncmp(ids_json, "2,", 2) == 0);
+  CHECK_OK(sf_session_generate(s, "Hello world", &p, NULL, NULL, &json));
+  CHECK(json_array(json, "ids", ids_json, sizeof ids_json) == log.calls &&
+        strcmp(ids_json, first_ids) == 0);
+
+  /* A callback that asks to stop after 3 tokens: SF_OK, 3 tokens, and the session goes on working.
+   */
+  memset(&log, 0, sizeof log);
+  log.stop_after = 3;
+  CHECK_OK(sf_session_generate(s, "Hello world", &p, log_token, &log, &json));
+  CHECK(log.calls == 3 && strstr(json, "\"stopped_by\":\"callback\""));
+  CHECK(json_array(json, "ids", ids_json, sizeof ids_json) == 3);
+  CHECK(strncmp(ids_json, first_ids, strlen(ids_json)) == 0); /* the first 3 of the full run */
+  CHECK_OK(sf_session_generate(s, "Hello world", &p, NULL, NULL, &json));
+  CHECK(json_array(json, "ids", ids_json, sizeof ids_json) >= 1 &&
+        strcmp(ids_json, first_ids) == 0);
+
+  CHECK_OK(sf_session_generate_ids(s, prompt, 3, NULL, NULL, NULL, &json));
+  CHECK(json_array(json, "prompt_ids", ids_json, sizeof ids_json) == 3 &&
+        strcmp(ids_json, "2,5,7") == 0);
+  CHECK_FAILS(sf_session_generate_ids(s, prompt, 0, NULL, NULL, NULL, &json),
+              SF_ERR_INVALID_ARGUMENT, "n is 0");
+  p.greedy = 0;
+  p.temperature = 0;
+  CHECK_FAILS(sf_session_generate(s, "x", &p, NULL, NULL, &json), SF_ERR_INVALID_ARGUMENT,
+              "temperature");
+  p.struct_size = sizeof p + 8;
+  CHECK_FAILS(sf_session_generate(s, "x", &p, NULL, NULL, &json), SF_ERR_INVALID_ARGUMENT,
+              "newer sparseflow.h");
+
+  /* Tokens: ask for the count, then fetch; BOS first; detokenize inverts the rest. */
+  CHECK_OK(sf_session_tokenize(s, "Hello world", 1, NULL, 0, &n));
+  CHECK(n >= 2 && n <= 64);
+  CHECK_FAILS(sf_session_tokenize(s, "Hello world", 1, ids, 1, &n), SF_ERR_INVALID_ARGUMENT,
+              "room for 1");
+  CHECK_OK(sf_session_tokenize(s, "Hello world", 1, ids, 64, &n));
+  CHECK(ids[0] == 2);
+  CHECK_OK(sf_session_detokenize(s, ids + 1, n - 1, &json));
+  CHECK(strcmp(json, "Hello world") == 0);
+  CHECK_FAILS(sf_session_detokenize(s, prompt, 0, NULL), SF_ERR_INVALID_ARGUMENT, "text is NULL");
+
+  /* Perplexity of a text is that of its ids (BOS first). */
+  snprintf(keep, sizeof keep, "The quick brown fox jumps over the lazy dog, again and again.");
+  CHECK_OK(sf_session_perplexity(s, keep, 0, &ppl));
+  CHECK_OK(sf_session_tokenize(s, keep, 1, ids, 64, &n));
+  CHECK_OK(sf_session_perplexity_ids(s, ids, n, 0, &ppl_ids));
+  CHECK(ppl > 1 && isfinite(ppl) && ppl == ppl_ids);
+  CHECK_OK(sf_session_perplexity_ids(s, ids, n, 4, &ppl_ids)); /* windows of 4 score differently */
+  CHECK(ppl_ids != ppl && isfinite(ppl_ids));
+  CHECK_FAILS(sf_session_perplexity_ids(s, ids, 1, 0, &ppl), SF_ERR_INVALID_ARGUMENT,
+              "at least 2 tokens");
+
+  CHECK_FAILS(sf_session_offload_stats_json(s, &json), SF_ERR_NOT_FOUND, "not offloaded");
+  sf_session_free(s);
+  sf_session_free(NULL);
+
+  /* Bad options say what is wrong; *out stays NULL. */
+  s = (sf_session*)&g_checks;
+  CHECK_FAILS(sf_session_open(NULL, NULL, &s), SF_ERR_INVALID_ARGUMENT, "path is NULL");
+  CHECK(s == NULL);
+  o.device = "tpu";
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "expected cpu, cuda or auto");
+  o.device = "cpu";
+  o.offload_policy = "fetch";
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "set gpu_memory");
+  o.offload_policy = NULL;
+  o.gpu_memory = "1GiB";
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "device cuda or auto");
+  o.device = "auto";
+  o.gpu_memory = "lots";
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "gpu_memory");
+  o.gpu_memory = "1GiB";
+  o.gpu_cache_ratio = 1.5;
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "[0, 1]");
+  o.gpu_cache_ratio = -1;
+  o.struct_size = 0;
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "struct_size");
+  snprintf(keep, sizeof keep, "%s/missing.sf", dir);
+  CHECK(sf_session_open(keep, NULL, &s) != SF_OK && s == NULL &&
+        strstr(sf_last_error(), "missing.sf"));
+
+  /* A caller built against an older header: only the fields before gpu_memory, the rest defaults.
+   */
+  CHECK_OK(sf_session_options_init(&o));
+  o.struct_size = offsetof(sf_session_options, gpu_memory);
+  o.device = "cpu";
+  o.gpu_memory = "not read"; /* beyond the struct_size given */
+  CHECK_OK(sf_session_open(path, &o, &s));
+  sf_session_free(s);
+
+  if (sf_backend_check("cuda") != SF_OK) { /* no GPU here: cuda and offloading say why */
+    o.struct_size = sizeof o;
+    o.gpu_memory = NULL;
+    o.device = "cuda";
+    CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_NO_DEVICE, "needs a CUDA GPU");
+    o.device = "auto";
+    o.gpu_memory = "1GiB";
+    CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_NO_DEVICE, "needs a CUDA GPU");
+    o.gpu_memory = NULL;
+    CHECK_OK(sf_session_open(path, &o, &s)); /* auto without a GPU: the CPU */
+    CHECK_OK(sf_session_info_json(s, &json));
+    CHECK(strstr(json, "\"device\":\"cpu\"") != NULL);
+    sf_session_free(s);
+  } else { /* a GPU: the whole tiny model fits a 1 GiB budget; offloaded stats exist */
+    o.struct_size = sizeof o;
+    o.device = "cuda";
+    o.gpu_memory = "1GiB";
+    o.collect_stats = 1;
+    CHECK_OK(sf_session_open(path, &o, &s));
+    if (s) {
+      CHECK_OK(sf_session_generate_ids(s, prompt, 3, NULL, NULL, NULL, &json));
+      CHECK_OK(sf_session_offload_stats_json(s, &json));
+      CHECK(strstr(json, "\"tokens\"") != NULL);
+      CHECK_OK(sf_session_info_json(s, &json));
+      CHECK(strstr(json, "\"device\":\"cuda\"") && strstr(json, "\"offloaded\":true"));
+      sf_session_free(s);
+    }
+  }
+  remove(path);
+  rmdir(dir);
+}
+
 /* ---- the last-error message is per thread
  * ----------------------------------------------------------- */
 
@@ -498,6 +705,7 @@ int main(void) {
   test_compress_fp32();
   test_compress_fp16();
   test_cuda_linear();
+  test_session();
   test_thread_local_error();
   printf("test_capi: %d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -107,6 +109,53 @@ TEST(CppWrapper, PruneCheckCompressRoundTrip) {
   sparseflow::Sparse24 t = std::move(s);
   EXPECT_EQ(t.rows(), 4);
   EXPECT_THROW((void)s.rows(), sparseflow::Error);  // NOLINT(bugprone-use-after-move)
+}
+
+// The session through the wrapper: the built-in model, a stop requested by the callback, an
+// exception from the callback rethrown after the call, and errors as sparseflow::Error.
+TEST(CppWrapper, SessionGeneratesStopsAndRethrows) {
+  char dir[] = "/tmp/sf_cpp_session_XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/builtin.sf";
+  sparseflow::synth_builtin(path);
+  EXPECT_THROW(sparseflow::synth_builtin(path), sparseflow::Error);  // exists, no force
+  sf_session_options o;
+  sf_session_options_init(&o);
+  o.device = "cpu";
+  sparseflow::Session s(path, &o);
+  EXPECT_NE(s.info_json().find("\"architecture\":\"opt\""), std::string::npos);
+
+  sf_generate_params p;
+  sf_generate_params_init(&p);
+  p.max_new_tokens = 6;
+  std::string streamed;
+  int calls = 0;
+  const std::string full = s.generate("Hello", &p, [&](int32_t, std::string_view text) {
+    streamed += text;
+    return ++calls < 2;  // stop after the second token
+  });
+  EXPECT_EQ(calls, 2);
+  EXPECT_NE(full.find("\"stopped_by\":\"callback\""), std::string::npos) << full;
+
+  EXPECT_THROW(
+      s.generate("Hello", &p,
+                 [](int32_t, std::string_view) -> bool { throw std::runtime_error("mine"); }),
+      std::runtime_error);
+  const std::string again = s.generate_ids({2, 5, 7}, &p);  // still usable
+  EXPECT_NE(again.find("\"prompt_ids\":[2,5,7]"), std::string::npos) << again;
+
+  const auto ids = s.tokenize("Hello world");
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids[0], 2);
+  EXPECT_EQ(s.detokenize({ids.begin() + 1, ids.end()}), "Hello world");
+  EXPECT_DOUBLE_EQ(s.perplexity("Hello world"), s.perplexity(ids));
+  try {
+    (void)s.offload_stats_json();
+    FAIL() << "a CPU session has no offload stats";
+  } catch (const sparseflow::Error& e) {
+    EXPECT_EQ(e.status(), SF_ERR_NOT_FOUND);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

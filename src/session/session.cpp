@@ -1,0 +1,325 @@
+#include "session/session.hpp"
+
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <chrono>
+
+#include "backend/backends.hpp"
+#include "core/error.hpp"
+#include "model/opt_cpu.hpp"
+#include "offload/offloaded_opt.hpp"
+#include "offload/planner.hpp"
+#include "session/model_tokenizer.hpp"
+#include "tokenizer/utf8_stream.hpp"
+
+namespace sf::session {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Thrown from inside the engine's per-token hook when the caller's callback asks to stop. Every
+// engine calls that hook between forward passes, with the GPU stream synchronised, and every
+// generate() starts from an empty KV cache, so unwinding from it leaves the engine reusable.
+struct StopRequested {};
+
+uint64_t weight_bytes(const model::Model& m) {
+  uint64_t bytes = 0;
+  for (const auto& [name, t] : m.dense_tensors())
+    bytes += uint64_t(t.numel()) * dtype_size(t.dtype);
+  for (const auto& [name, c] : m.sparse_tensors()) bytes += c.compressed_bytes();
+  return bytes;
+}
+
+}  // namespace
+
+std::string_view stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::Eos:
+      return "eos";
+    case StopReason::MaxTokens:
+      return "max_tokens";
+    case StopReason::Callback:
+      return "callback";
+  }
+  return "?";
+}
+
+nlohmann::ordered_json Generation::to_json() const {
+  return {{"text", text},
+          {"ids", ids},
+          {"prompt_ids", prompt_ids},
+          {"prefill_ms", prefill_ms},
+          {"decode_ms", decode_ms},
+          {"decode_steps", decode_steps},
+          {"decode_tokens_per_s", decode_tokens_per_s()},
+          {"max_new_tokens", max_new_tokens},
+          {"stopped_by", std::string(stop_reason_name(stopped_by))}};
+}
+
+struct Session::Impl {
+  std::string path;
+  SessionOptions options;
+  std::unique_ptr<model::Model> model;
+  std::optional<tok::Tokenizer> tok;
+  std::string device;  // resolved: "cpu" or "cuda"
+  int64_t context_reserved = 0;
+  // Exactly one engine once started.
+  std::unique_ptr<model::OptCpu> cpu;
+  std::unique_ptr<model::OptCuda> cuda;
+  std::unique_ptr<offload::OffloadedOpt> off;
+
+  // "generate --device cuda" in the CLI's messages, the options' names elsewhere.
+  std::string asking(std::string_view flag, std::string_view option) const {
+    return options.label.empty() ? std::string(option) : fmt::format("{} {}", options.label, flag);
+  }
+  bool started() const { return cpu || cuda || off; }
+  const tok::Tokenizer& tokenizer() const {
+    if (!tok) (void)model_tokenizer(*model);  // throws the error that says what to add
+    return *tok;
+  }
+};
+
+Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Session::~Session() = default;
+
+std::unique_ptr<Session> Session::open(const std::string& path, const SessionOptions& options) {
+  auto m = std::make_unique<Impl>();
+  m->path = path;
+  m->options = options;
+  const std::string& dev = options.device;
+  if (dev != "cpu" && dev != "cuda" && dev != "auto")
+    fail(Status::InvalidArgument,
+         "device '{}': expected cpu, cuda or auto (cuda when a GPU is usable)", dev);
+  if (options.threads < 0)
+    fail(Status::InvalidArgument, "threads must be >= 1 (or 0 for all cores), got {}.",
+         options.threads);
+  if (options.context_tokens < 0)
+    fail(Status::InvalidArgument, "context_tokens must be >= 0 (0: as the requests need), got {}.",
+         options.context_tokens);
+  const auto& off = options.offload;
+  if (off.enabled()) {
+    if (dev == "cpu")
+      fail(Status::InvalidArgument,
+           "a GPU memory budget ({}) runs the offloaded CUDA engine (neuron-level offloading): "
+           "ask for device cuda or auto, or leave the budget out to run on the CPU",
+           off.gpu_memory->text);
+    if (!(off.gpu_cache_ratio >= 0 && off.gpu_cache_ratio <= 1))
+      fail(Status::InvalidArgument, "gpu_cache_ratio {}: expected a fraction in [0, 1]",
+           off.gpu_cache_ratio);
+  }
+  // Offloading needs the GPU, so auto means cuda for it (and start() says why when there is none);
+  // otherwise auto falls back to the CPU where no GPU is usable.
+  m->device = dev == "auto" && !off.enabled() && !backend::cuda_unavailable_reason().empty() ? "cpu"
+              : dev == "auto" ? "cuda"
+                              : dev;
+  if (options.threads > 0) omp_set_num_threads(options.threads);
+  m->model = model::Model::open(path, options.open);
+  if (!m->model->vocab_json().empty() && !m->model->merges_txt().empty())
+    m->tok.emplace(model_tokenizer(*m->model));
+  return std::unique_ptr<Session>(new Session(std::move(m)));
+}
+
+void Session::start(int64_t context_tokens) {
+  auto& m = *impl_;
+  if (m.started()) return;
+  const auto& cfg = m.model->config();
+  if (m.device == "cpu") {
+    m.cpu = std::make_unique<model::OptCpu>(*m.model);
+    return;
+  }
+  if (!m.options.offload.enabled()) {
+    m.cuda =
+        backend::require_cuda(m.asking("--device cuda", "device cuda")).open_model(*m.model, {});
+    return;
+  }
+  offload::OffloadTuning tuning;
+  tuning.context_tokens = context_tokens             ? context_tokens
+                          : m.options.context_tokens ? m.options.context_tokens
+                                                     : cfg.max_position_embeddings;
+  m.off =
+      backend::require_cuda(m.asking("--gpu-memory", "offloaded inference (a GPU memory budget)"))
+          .open_offloaded(*m.model, m.options.offload, {}, tuning, std::nullopt);
+  m.context_reserved = tuning.context_tokens;
+}
+
+bool Session::started() const {
+  return impl_->started();
+}
+
+int64_t Session::room_for(size_t prompt_tokens, int64_t max_new_tokens) const {
+  const int64_t max_pos = impl_->model->config().max_position_embeddings;
+  if (max_new_tokens < 0)
+    fail(Status::InvalidArgument, "max_new_tokens must be >= 0, got {}.", max_new_tokens);
+  const int64_t room = max_pos - int64_t(prompt_tokens);
+  if (room <= 0)
+    fail(Status::InvalidArgument,
+         "the prompt has {} tokens, the model's max_position_embeddings is {}: shorten it.",
+         prompt_tokens, max_pos);
+  return std::min(max_new_tokens, room);
+}
+
+Generation Session::generate(std::string_view prompt, const GenerateParams& params,
+                             const TokenCallback& on_token) {
+  const auto ids = tokenize(prompt, /*add_bos=*/true);
+  return generate_ids(ids, params, on_token);
+}
+
+Generation Session::generate_ids(std::span<const int32_t> prompt, const GenerateParams& params,
+                                 const TokenCallback& on_token) {
+  auto& m = *impl_;
+  if (prompt.empty())
+    fail(Status::InvalidArgument, "the prompt is empty: generation needs at least one token.");
+  model::Sampler sampler(params.sampling);  // checks temperature, top-k and top-p before any work
+  Generation g;
+  g.prompt_ids.assign(prompt.begin(), prompt.end());
+  g.max_new_tokens = room_for(prompt.size(), params.max_new_tokens);
+  if (!m.started()) start(m.options.context_tokens ? 0 : int64_t(prompt.size()) + g.max_new_tokens);
+
+  // The hook every engine calls per token: text for the caller, and the timing kept here too so
+  // that a run the callback stopped (whose engine result never comes back) still reports it.
+  tok::Utf8Stream stream;
+  const auto t_start = Clock::now();
+  auto t_last = t_start;
+  auto hook = [&](int32_t id) {
+    const auto now = Clock::now();
+    (g.ids.empty() ? g.prefill_ms : g.decode_ms) += ms_between(t_last, now);
+    g.ids.push_back(id);
+    const std::string piece = m.tok ? stream.push(m.tok->token_bytes(id)) : std::string();
+    g.text += piece;
+    const bool go_on = !on_token || on_token(id, piece);
+    t_last = Clock::now();
+    if (!go_on) throw StopRequested{};
+  };
+  try {
+    model::GenerateResult r;
+    if (m.cpu)
+      r = model::generate(*m.cpu, prompt, g.max_new_tokens, sampler, hook);
+    else if (m.off)
+      r = m.off->generate(prompt, g.max_new_tokens, params.sampling, hook);
+    else
+      r = m.cuda->generate(prompt, g.max_new_tokens, params.sampling, hook);
+    g.prefill_ms = r.prefill_ms;  // the engine's own timing leaves out the hook's work
+    g.decode_ms = r.decode_ms;
+    g.decode_steps = r.decode_steps;
+    const bool eos = !g.ids.empty() && g.ids.back() == int32_t(m.model->config().eos_token_id);
+    g.stopped_by = eos ? StopReason::Eos : StopReason::MaxTokens;
+  } catch (const StopRequested&) {
+    g.decode_steps = g.ids.empty() ? 0 : int64_t(g.ids.size()) - 1;
+    g.stopped_by = StopReason::Callback;
+  }
+  g.text += stream.finish();
+  return g;
+}
+
+model::PerplexityResult Session::perplexity(std::span<const int32_t> ids, int64_t context) {
+  auto& m = *impl_;
+  const int64_t window = context ? context : m.model->config().max_position_embeddings;
+  if (!m.started()) start(m.options.context_tokens ? 0 : window);
+  if (m.cpu) return model::perplexity(*m.cpu, ids, context);
+  if (m.off) return m.off->engine().perplexity(ids, context);
+  return m.cuda->perplexity(ids, context);  // the NLL on the GPU
+}
+
+model::PerplexityResult Session::perplexity_text(std::string_view text, int64_t context) {
+  return perplexity(tokenize(text, /*add_bos=*/true), context);
+}
+
+bool Session::has_tokenizer() const {
+  return impl_->tok.has_value();
+}
+
+std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) const {
+  const auto& t = impl_->tokenizer();
+  return add_bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
+                 : t.encode(text);
+}
+
+std::string Session::detokenize(std::span<const int32_t> ids) const {
+  const int64_t V = impl_->model->config().vocab_size;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
+           ids[i], i, V);
+  return impl_->tokenizer().decode(ids);
+}
+
+const model::Model& Session::model() const {
+  return *impl_->model;
+}
+
+std::string Session::device() const {
+  return impl_->device;
+}
+
+bool Session::offloaded() const {
+  return impl_->options.offload.enabled();
+}
+
+nlohmann::ordered_json Session::info() const {
+  const auto& m = *impl_;
+  const auto& c = m.model->config();
+  nlohmann::ordered_json memory = {{"weight_bytes", weight_bytes(*m.model)}};
+  nlohmann::ordered_json j = {{"path", m.path},
+                              {"architecture", "opt"},
+                              {"source_format", m.model->source_format()},
+                              {"layers", c.num_hidden_layers},
+                              {"hidden", c.hidden_size},
+                              {"ffn", c.ffn_dim},
+                              {"heads", c.num_attention_heads},
+                              {"vocab", c.vocab_size},
+                              {"max_positions", c.max_position_embeddings},
+                              {"bos_token_id", c.bos_token_id},
+                              {"eos_token_id", c.eos_token_id},
+                              {"dtype", std::string(dtype_name(m.model->dtype()))},
+                              {"weights", m.model->is_sparse() ? "2:4" : "dense"},
+                              {"neuron_major", m.model->is_neuron_major()},
+                              {"has_tokenizer", m.tok.has_value()},
+                              {"device", m.device},
+                              {"threads", omp_get_max_threads()},
+                              {"started", m.started()},
+                              {"offloaded", offloaded()}};
+  model::OptCuda* gpu = m.cuda ? m.cuda.get() : m.off ? &m.off->engine() : nullptr;
+  if (gpu) {
+    j["device_name"] = gpu->device_name();
+    const auto r = gpu->memory();
+    memory["gpu"] = {{"weights", r.weights},
+                     {"host_mapped_weights", r.host_weights},
+                     {"kv_cache", r.kv_cache},
+                     {"workspace", r.workspace},
+                     {"device_total", r.device_total}};
+  }
+  if (offloaded()) {
+    const auto& o = m.options.offload;
+    nlohmann::ordered_json oj = {
+        {"gpu_memory", o.gpu_memory->text},
+        {"gpu_cache_ratio", o.gpu_cache_ratio},
+        {"policy", std::string(offload::policy_name(o.policy))},
+        {"predictor", std::string(offload::predictor_mode_name(o.predictor))},
+        {"stats", o.stats}};
+    if (m.off) {
+      oj["context_tokens"] = m.context_reserved;
+      oj["runtime_gpu_bytes"] = m.off->device_bytes();
+      oj["plan"] = m.off->describe_json();
+    }
+    j["offload"] = std::move(oj);
+  }
+  j["memory"] = std::move(memory);
+  return j;
+}
+
+const offload::Plan* Session::plan() const {
+  return impl_->off ? &impl_->off->plan() : nullptr;
+}
+
+std::optional<offload::OffloadStats> Session::offload_stats() const {
+  if (!impl_->off) return std::nullopt;
+  return impl_->off->stats();
+}
+
+}  // namespace sf::session

@@ -1,0 +1,125 @@
+// The one way into a model (STYLE.md 14): the CLI's generate and perplexity, the C ABI's
+// sf_session_* and so the Python package all open a Session. It owns the model, its tokenizer and
+// one engine: the CPU forward pass, the CUDA engine, or the CUDA engine with neuron-level
+// offloading of the FFN. The CUDA engines are reached only through the backend registry
+// (backend/backends.hpp), so this file builds and links in a build without CUDA.
+//
+// Prompts given as text get BOS prepended (as HF's OPT tokenizer does); ids are used as given.
+// A session is used by one thread at a time.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/generate.hpp"
+#include "model/sampling.hpp"
+#include "model/weights.hpp"
+#include "offload/offload_options.hpp"
+
+namespace sf::offload {
+struct Plan;
+struct OffloadStats;
+}  // namespace sf::offload
+
+namespace sf::session {
+
+struct SessionOptions {
+  std::string device = "auto";  // "cpu", "cuda", or "auto" (cuda when a GPU is usable, else cpu)
+  int threads = 0;              // CPU threads (OpenMP, process-wide); 0 keeps the default
+  // Offloaded inference when offload.enabled() (a gpu_memory budget): needs the CUDA backend.
+  offload::OffloadOptions offload;
+  // KV cache tokens the offload plan reserves out of the GPU budget; 0: what the first request
+  // needs when the engine starts on it, max_position_embeddings when start() is called first.
+  int64_t context_tokens = 0;
+  model::OpenOptions open;  // how the model file or directory is read
+  // Who is asking, for messages: "generate" makes them name the CLI's flags ("generate --device
+  // cuda needs a CUDA GPU: ..."); empty, they name the options.
+  std::string label;
+};
+
+struct GenerateParams {
+  int64_t max_new_tokens = 32;  // lowered to what max_position_embeddings leaves (see Generation)
+  model::SamplingParams sampling;
+};
+
+// Called with each new token and the UTF-8 text it completes: "" while a character is still
+// incomplete (and always without a tokenizer). Return false to stop generating after this token.
+using TokenCallback = std::function<bool(int32_t id, std::string_view text)>;
+
+enum class StopReason { Eos, MaxTokens, Callback };
+std::string_view stop_reason_name(StopReason r);  // "eos", "max_tokens", "callback"
+
+struct Generation {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> ids;  // new tokens only; ends with EOS when generation stopped there
+  std::string text;          // the streamed pieces joined, plus the tail of a cut character
+  double prefill_ms = 0.0;
+  double decode_ms = 0.0;
+  int64_t decode_steps = 0;
+  int64_t max_new_tokens = 0;  // as run: the request's, or lower when the context ran out
+  StopReason stopped_by = StopReason::MaxTokens;
+  double decode_tokens_per_s() const {
+    return decode_ms > 0.0 ? 1000.0 * double(decode_steps) / decode_ms : 0.0;
+  }
+  nlohmann::ordered_json to_json() const;
+};
+
+class Session {
+ public:
+  // Opens the model (a .sf file or an HF checkpoint directory) and its tokenizer, and checks the
+  // options. The engine starts on the first request, or on start(). Throws sf::Error.
+  static std::unique_ptr<Session> open(const std::string& path, const SessionOptions& options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Builds the engine now (uploading weights; for offloading, planning for context_tokens, 0 =
+  // options' context_tokens, else max_position_embeddings). Throws Error(NoDevice) for a GPU that
+  // is not usable. Does nothing once started.
+  void start(int64_t context_tokens = 0);
+  bool started() const;
+
+  // The new-token count a prompt of `prompt_tokens` leaves room for: max_new_tokens, or less where
+  // max_position_embeddings runs out. Throws Error(InvalidArgument) when the prompt fills it.
+  int64_t room_for(size_t prompt_tokens, int64_t max_new_tokens) const;
+
+  // Generation stops after EOS, after max_new_tokens, or when the callback returns false; the
+  // session stays usable after each.
+  Generation generate(std::string_view prompt, const GenerateParams& params,
+                      const TokenCallback& on_token = {});
+  Generation generate_ids(std::span<const int32_t> prompt, const GenerateParams& params,
+                          const TokenCallback& on_token = {});
+
+  // exp(mean NLL) over non-overlapping windows of `context` tokens (0: max_position_embeddings).
+  model::PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0);
+  model::PerplexityResult perplexity_text(std::string_view text, int64_t context = 0);
+
+  bool has_tokenizer() const;
+  // Throw Error(NotFound) when the model has no tokenizer.
+  std::vector<int32_t> tokenize(std::string_view text, bool add_bos = true) const;
+  std::string detokenize(std::span<const int32_t> ids) const;
+
+  const model::Model& model() const;
+  std::string device() const;  // "cpu" or "cuda", as resolved from the options
+  bool offloaded() const;
+  // Architecture, shapes, weights (2:4 or dense), device, offloading and memory.
+  nlohmann::ordered_json info() const;
+  // The placement plan and the stats of the last generate() that ran to its end; null / nullopt
+  // when not offloaded (or, for the plan, not started).
+  const offload::Plan* plan() const;
+  std::optional<offload::OffloadStats> offload_stats() const;
+
+ private:
+  struct Impl;
+  explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sf::session
