@@ -270,6 +270,9 @@ typedef struct sf_session_options {
   int collect_stats;          /* offloaded: non-zero measures PCIe bytes, hit rate, recall */
   int64_t context_tokens;     /* offloaded: KV cache tokens the plan reserves; 0: the model's
                                  max_position_embeddings */
+  const char* predictor;      /* offloaded: "model" (NULL): the calibrated predictors stored in
+                                 the .sf file (`sparseflow calibrate`); "exact": the true active
+                                 set from every fc1 row (an oracle for tests; slow) */
 } sf_session_options;
 
 /* Fill *options with the defaults: device auto, not offloaded, struct_size set. */

@@ -6,6 +6,9 @@
     c = sparseflow.compress(w24)                        # values + tensor-core metadata
     y = c.matmul(np.ones((8, 512), np.float16))         # [8, 256] on the CPU
 
+    with sparseflow.Model() as m:                       # the built-in tiny OPT (random weights)
+        print(m.generate("Hello", max_new_tokens=16))   # or a .sf file / HF OPT directory
+
 The native library is found on first use (SPARSEFLOW_LIBRARY_DIR, the copy bundled by
 `pip install ./python`, or the system); importing never fails for lack of it. PyTorch is
 optional and never imported here: the torch layer lives in sparseflow.torch, and
@@ -14,10 +17,13 @@ sparseflow.SparseLinear / sparseflow.sparsify import it when first used.
 
 from ._errors import LibraryNotFoundError, SparseFlowError, Status
 from ._lib import library_path
+from .config import OffloadStrategy, SparseFlowConfig
+from .model import Model, SparseFlowModel, builtin_model_path
 from .sparse24 import Compressed24, compress, find_violation, is_24, prune
 
 __all__ = [
-    "Compressed24", "LibraryNotFoundError", "SparseFlowError", "Status", "compress",
+    "Compressed24", "LibraryNotFoundError", "Model", "OffloadStrategy", "SparseFlowConfig",
+    "SparseFlowError", "SparseFlowModel", "Status", "builtin_model_path", "compress",
     "cuda_unavailable_reason", "find_violation", "is_24", "library_path", "native_version",
     "prune",
 ]

@@ -67,6 +67,24 @@ def _candidates():
     return files, tried
 
 
+# The session API's structs and callback (sparseflow.h, "sessions"): fields in the header's order.
+class SessionOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("device", ctypes.c_char_p),
+                ("threads", ctypes.c_int), ("gpu_memory", ctypes.c_char_p),
+                ("gpu_cache_ratio", ctypes.c_double), ("offload_policy", ctypes.c_char_p),
+                ("collect_stats", ctypes.c_int), ("context_tokens", ctypes.c_int64),
+                ("predictor", ctypes.c_char_p)]
+
+
+class GenerateParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("max_new_tokens", ctypes.c_int64),
+                ("greedy", ctypes.c_int), ("temperature", ctypes.c_float),
+                ("top_k", ctypes.c_int64), ("top_p", ctypes.c_float), ("seed", ctypes.c_uint64)]
+
+
+TOKEN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p)
+
+
 def _declare(lib):
     """Argument and result types of every function the package calls."""
     i64, vp, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
@@ -111,6 +129,35 @@ def _declare(lib):
         fn = getattr(lib, name, None)
         if fn is None:
             lib._sf_has_cuda_api = False
+            continue
+        fn.argtypes = args
+        fn.restype = res
+
+    # Sessions (sf_session_*) came later in 0.1 too: sparseflow.Model says what is missing.
+    i32p, cpp, so, gp = (ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_char_p),
+                         ctypes.POINTER(SessionOptions), ctypes.POINTER(GenerateParams))
+    cp, sz = ctypes.c_char_p, ctypes.c_size_t
+    session_sigs = {
+        "sf_backend_check": ([cp], ci),
+        "sf_session_options_init": ([so], ci),
+        "sf_session_open": ([cp, so, vpp], ci),
+        "sf_session_free": ([vp], None),
+        "sf_session_info_json": ([vp, cpp], ci),
+        "sf_generate_params_init": ([gp], ci),
+        "sf_session_generate": ([vp, cp, gp, TOKEN_CALLBACK, vp, cpp], ci),
+        "sf_session_generate_ids": ([vp, i32p, sz, gp, TOKEN_CALLBACK, vp, cpp], ci),
+        "sf_session_perplexity": ([vp, cp, i64, ctypes.POINTER(ctypes.c_double)], ci),
+        "sf_session_perplexity_ids": ([vp, i32p, sz, i64, ctypes.POINTER(ctypes.c_double)], ci),
+        "sf_session_tokenize": ([vp, cp, ci, i32p, sz, szp], ci),
+        "sf_session_detokenize": ([vp, i32p, sz, cpp], ci),
+        "sf_session_offload_stats_json": ([vp, cpp], ci),
+        "sf_synth_builtin": ([cp, ci], ci),
+    }
+    lib._sf_has_session_api = True
+    for name, (args, res) in session_sigs.items():
+        fn = getattr(lib, name, None)
+        if fn is None:
+            lib._sf_has_session_api = False
             continue
         fn.argtypes = args
         fn.restype = res
@@ -165,6 +212,11 @@ def library_path():
 def has_cuda_api():
     """Whether the loaded library has the sf_cuda_* functions (it may still lack a GPU)."""
     return lib()._sf_has_cuda_api
+
+
+def has_session_api():
+    """Whether the loaded library has the sf_session_* functions."""
+    return lib()._sf_has_session_api
 
 
 def check(status):

@@ -73,11 +73,11 @@ sf::session::SessionOptions session_options(const char* fn, const sf_session_opt
   o.context_tokens = c.context_tokens;
   const bool offloaded = c.gpu_memory && *c.gpu_memory;
   if (!offloaded) {
-    if (c.offload_policy || c.collect_stats || c.gpu_cache_ratio >= 0)
+    if (c.offload_policy || c.collect_stats || c.gpu_cache_ratio >= 0 || c.predictor)
       reject(fn,
-             "gpu_cache_ratio, offload_policy and collect_stats configure offloaded inference; set "
-             "gpu_memory "
-             "too (e.g. \"6GiB\" or \"50%\" of the model), or leave them at their defaults");
+             "gpu_cache_ratio, offload_policy, predictor and collect_stats configure offloaded "
+             "inference; set gpu_memory too (e.g. \"6GiB\" or \"50%\" of the model), or leave them "
+             "at their defaults");
     return o;
   }
   auto& off = o.offload;
@@ -92,6 +92,11 @@ sf::session::SessionOptions session_options(const char* fn, const sf_session_opt
     if (!p)
       reject(fn, "offload_policy is \"{}\"; expected fetch, cpu, auto or stream", c.offload_policy);
     off.policy = *p;
+  }
+  if (c.predictor) {
+    const auto p = sf::offload::predictor_mode_from_name(c.predictor);
+    if (!p) reject(fn, "predictor is \"{}\"; expected model or exact", c.predictor);
+    off.predictor = *p;
   }
   off.stats = c.collect_stats != 0;
   return o;

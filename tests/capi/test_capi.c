@@ -588,6 +588,9 @@ static void test_session(void) {
   o.gpu_cache_ratio = 1.5;
   CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "[0, 1]");
   o.gpu_cache_ratio = -1;
+  o.predictor = "oracle";
+  CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "expected model or exact");
+  o.predictor = NULL;
   o.struct_size = 0;
   CHECK_FAILS(sf_session_open(path, &o, &s), SF_ERR_INVALID_ARGUMENT, "struct_size");
   snprintf(keep, sizeof keep, "%s/missing.sf", dir);

@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m sparseflow.examples.demo_generation`."""
