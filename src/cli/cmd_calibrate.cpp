@@ -14,6 +14,7 @@
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/output_path.hpp"
 #include "model/weights.hpp"
 #include "offload/predictor_fit.hpp"
 #include "offload/profile.hpp"
@@ -26,7 +27,8 @@ struct CalibrateArgs {
   std::string model, calibration, layers, device = "auto";
   int64_t tokens = 1024, rank = 128, window = 0;
   double recall = 0.99, margin = 0.0, heldout = 0.2, ridge = 1e-3;
-  bool no_write = false, with_profile = false;
+  bool no_write = false, with_profile = false, force = false;
+  std::string output;  // empty: the model's own file, rewritten in place
   int threads = 0;
 };
 
@@ -70,6 +72,9 @@ void run_calibrate(const CalibrateArgs& a) {
   if (!fs::is_regular_file(a.model) && !a.no_write)
     fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
          "first, or add --no-write", a.model);
+  if (!a.output.empty())
+    check_output({a.output, "--output"}, {{a.model, "--model"}, {a.calibration, "--calibration"}},
+                 a.force);
   const auto m = model::Model::open(a.model);
   const std::string text = read_text_file(a.calibration, "--calibration file");
   auto ids = model_tokenizer(*m).encode_with_bos(text, int32_t(m->config().bos_token_id));
@@ -118,9 +123,10 @@ void run_calibrate(const CalibrateArgs& a) {
     offload::predictor_entries(r, po, name, add, meta);
     if (prof) offload::profile_entries(*prof, name, add, meta);
     const std::function<bool(const std::string&)> drop_old_profile = offload::is_profile_entry;
-    offload::rewrite_sf(a.model, add, meta, prof ? drop_old_profile : nullptr);
-    fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB){} into {}\n", double(r.bytes) / (1 << 20),
-               prof ? " and profile.layers.N.firing_rate" : "", a.model);
+    offload::rewrite_sf(a.model, add, meta, prof ? drop_old_profile : nullptr, a.output);
+    fmt::print("wrote predictor.layers.N.{{u,v,threshold}} ({:.2f} MiB){} into {}\n",
+               double(r.bytes) / (1 << 20), prof ? " and profile.layers.N.firing_rate" : "",
+               a.output.empty() ? a.model : a.output);
   }
 }
 
@@ -130,7 +136,13 @@ void add_calibrate_command(CLI::App& app) {
   auto a = std::make_shared<CalibrateArgs>();
   auto* c = app.add_subcommand("calibrate", "Fit per-layer FFN activation predictors on calibration text and store "
                                             "them in the .sf file");
-  c->add_option("--model,-m", a->model, "the .sf file (rewritten in place, atomically)")->required();
+  c->add_option("--model,-m", a->model,
+                "the .sf file (rewritten in place, atomically: a complete new file replaces it, "
+                "unless --output)")
+      ->required();
+  c->add_option("--output,-o", a->output,
+                "write the model with its predictors here instead of in place");
+  c->add_flag("--force", a->force, "replace an existing --output");
   c->add_option("--calibration", a->calibration, "a UTF-8 text file")->required();
   c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")->capture_default_str();
   c->add_option("--rank", a->rank, "predictor rank R (u [hidden, R], v [R, ffn])")->capture_default_str();

@@ -13,6 +13,7 @@
 #include "cli/model_io.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/output_path.hpp"
 #include "model/weights.hpp"
 #include "offload/profile.hpp"
 
@@ -23,7 +24,8 @@ namespace {
 struct ProfileArgs {
   std::string model, calibration, device = "auto";
   int64_t tokens = 2048, window = 0;
-  bool no_write = false, json = false;
+  bool no_write = false, json = false, force = false;
+  std::string output;  // empty: the model's own file, rewritten in place
   int threads = 0;
 };
 
@@ -35,6 +37,9 @@ void run_profile(const ProfileArgs& a) {
     fail(Status::InvalidArgument, "--model '{}' is not a .sf file: the profile is stored in .sf files. Convert it with "
          "`sparseflow convert`, or add --no-write to only print the statistics", a.model);
   model::OpenOptions oo;
+  if (!a.output.empty())
+    check_output({a.output, "--output"}, {{a.model, "--model"}, {a.calibration, "--calibration"}},
+                 a.force);
   const auto m = model::Model::open(a.model, oo);
   const std::string text = read_text_file(a.calibration, "--calibration file");
   auto ids = model_tokenizer(*m).encode_with_bos(text, int32_t(m->config().bos_token_id));
@@ -57,7 +62,9 @@ void run_profile(const ProfileArgs& a) {
     r = offload::profile_activations(*m, ids, po);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!a.no_write) offload::write_profile(a.model, r, fs::path(a.calibration).filename().string());
+  if (!a.no_write)
+    offload::write_profile(a.model, r, fs::path(a.calibration).filename().string(), a.output);
+  const std::string& written = a.output.empty() ? a.model : a.output;
   if (a.json) {
     nlohmann::ordered_json j = {{"model", a.model}, {"tokens", r.tokens}, {"sparsity", r.sparsity},
                                 {"sparsity_min", r.sparsity_min}, {"sparsity_max", r.sparsity_max},
@@ -72,9 +79,10 @@ void run_profile(const ProfileArgs& a) {
     return;
   }
   fmt::print("{}", offload::profile_table(r));
-  fmt::print("{:.1f} s ({:.0f} tokens/s on {}){}\n", secs, double(r.tokens) / secs,
-             gpu ? std::string("the GPU") : fmt::format("{} CPU threads", cpu_threads()),
-             a.no_write ? "" : fmt::format("; wrote profile.layers.N.firing_rate into {}", a.model));
+  fmt::print(
+      "{:.1f} s ({:.0f} tokens/s on {}){}\n", secs, double(r.tokens) / secs,
+      gpu ? std::string("the GPU") : fmt::format("{} CPU threads", cpu_threads()),
+      a.no_write ? "" : fmt::format("; wrote profile.layers.N.firing_rate into {}", written));
 }
 
 }  // namespace
@@ -83,7 +91,13 @@ void add_profile_command(CLI::App& app) {
   auto a = std::make_shared<ProfileArgs>();
   auto* c = app.add_subcommand("profile", "Measure FFN activation sparsity and per-neuron firing rates over "
                                           "calibration text; store the rates in the .sf file");
-  c->add_option("--model,-m", a->model, "the .sf file (rewritten in place, atomically)")->required();
+  c->add_option("--model,-m", a->model,
+                "the .sf file (rewritten in place, atomically: a complete new file replaces it, "
+                "unless --output)")
+      ->required();
+  c->add_option("--output,-o", a->output,
+                "write the model with its profile here instead of in place");
+  c->add_flag("--force", a->force, "replace an existing --output");
   c->add_option("--calibration", a->calibration, "a UTF-8 text file")->required();
   c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")->capture_default_str();
   c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();

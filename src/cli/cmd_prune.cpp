@@ -13,6 +13,7 @@
 #include "cli/table.hpp"
 #include "cli/tensor_view.hpp"
 #include "core/error.hpp"
+#include "core/output_path.hpp"
 #include "format/safetensors.hpp"
 #include "sparse24/sparse24.hpp"
 
@@ -22,6 +23,7 @@ namespace {
 
 struct PruneOptions {
   std::string input, output, method = "magnitude", norms_path, only;
+  bool force = false;
 };
 
 enum class Action { Copy, Skip, Prune };
@@ -122,6 +124,8 @@ void run_prune(const PruneOptions& o) {
     }
   }
 
+  check_output({o.output, "--output"}, {{o.input, "--input"}, {o.norms_path, "--activation-norms"}},
+               o.force);
   const st::File file = st::File::open(o.input);
   std::optional<st::File> norms;
   if (wanda) norms.emplace(st::File::open(o.norms_path));
@@ -206,14 +210,18 @@ void add_prune_command(CLI::App& app) {
   cmd->footer(
       "Keeps 2 of every aligned group of 4 and writes the tensors, still dense, with the same "
       "names, dtypes and shapes. Other tensors are copied unchanged; __metadata__ is kept. The "
-      "output is written atomically (it may be the input file).\n"
+      "output is written atomically, never over the input; an existing output is replaced only "
+      "with --force.\n"
       "Tensors whose last dimension is not a multiple of 4 are skipped, with a note, unless --only "
       "names them (then it is an error).\n"
       "Wanda norms file: a safetensors file holding, for each weight to prune, a 1-D F32 tensor "
       "of length K (the weight's last dimension) under the weight's own name: entry j is the L2 "
       "norm of input channel j over calibration tokens. A weight's scores are |W_ij| * norm_j.");
   cmd->add_option("--input,-i", o->input, "safetensors file to prune")->required();
-  cmd->add_option("--output,-o", o->output, "safetensors file to write")->required();
+  cmd->add_option("--output,-o", o->output, "safetensors file to write (not the input)")
+      ->required();
+  cmd->add_flag("--force", o->force,
+                "replace --output if it exists (the old file stays until the new one is complete)");
   cmd->add_option("--method", o->method,
                   "magnitude: keep the 2 largest |w| of each group; wanda: keep the 2 largest "
                   "|w| * activation norm")

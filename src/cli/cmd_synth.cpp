@@ -8,6 +8,8 @@
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/output_path.hpp"
+#include "core/temp_files.hpp"
 #include "model/convert.hpp"
 #include "model/synth.hpp"
 #include "model/synth_large.hpp"
@@ -23,26 +25,33 @@ struct SynthArgs {
   std::string arch = "tiny", output, format = "hf", dtype = "fp16", sparsity = "none";
   uint64_t seed = 0;
   std::string activation_profile;  // issue 6: empty = plain random weights
-  bool profiled = false, neuron_major = false;
+  bool profiled = false, neuron_major = false, force = false;
   int64_t layers = 0;
 };
 
-// A scratch directory removed on every exit path.
+// A scratch directory beside `output`, removed on every exit path, signals included
+// (temp_files.hpp).
 struct TempDir {
   fs::path path;
-  explicit TempDir(const fs::path& near) {
-    std::string pattern = (near / ".sparseflow-synth-XXXXXX").string();
+  explicit TempDir(const std::string& output) {
+    remove_stale_temps(output, ".");
+    std::string pattern = temp_stem(output, ".") + "XXXXXX";
     if (!::mkdtemp(pattern.data()))
-      fail(Status::Io, "cannot create a scratch directory in '{}'; check that it is writable", near.string());
+      fail(Status::Io,
+           "cannot create a scratch directory beside '{}'; check that its directory is writable",
+           output);
     path = pattern;
+    register_temp_path(path.string());
   }
   ~TempDir() {
     std::error_code ec;
     fs::remove_all(path, ec);
+    unregister_temp_path(path.string());
   }
 };
 
 void run_synth(const SynthArgs& a) {
+  check_output({a.output, "--output"}, {}, a.force);
   model::SynthOptions o;
   o.arch = a.arch;
   o.seed = a.seed;
@@ -71,7 +80,14 @@ void run_synth(const SynthArgs& a) {
     po.layers = a.layers;
     if (a.format == "sf" && fs::is_directory(a.output))
       fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
-    const auto c = offload::write_profiled_opt(a.output, po);
+    model::OptConfig c;
+    if (a.format == "hf") {  // a directory: written whole beside the target, then renamed
+      AtomicDir dir(a.output, a.force);
+      c = offload::write_profiled_opt(dir.path(), po);
+      dir.commit();
+    } else {
+      c = offload::write_profiled_opt(a.output, po);
+    }
     const auto fit = offload::fit_firing_rates(po.profile, c.ffn_dim);
     fmt::print("wrote {} ({}{}, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}; activation profile: target "
                "sparsity {:.4f}, hottest {:.0f}% of neurons carry {:.1f}% of firings, consecutive-input correlation {} "
@@ -85,7 +101,9 @@ void run_synth(const SynthArgs& a) {
     fail(Status::InvalidArgument, "--layers is for --activation-profile models (the offloading experiments); add "
          "--activation-profile default, or leave --layers out");
   if (model::find_large_opt_shape(a.arch) && a.format == "hf") {  // real OPT shapes, streamed (synth_large.hpp)
-    const auto c = model::write_large_opt_hf(a.output, a.arch, a.seed, o.dtype);
+    AtomicDir dir(a.output, a.force);
+    const auto c = model::write_large_opt_hf(dir.path(), a.arch, a.seed, o.dtype);
+    dir.commit();
     fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, ffn {}, vocab {}; random "
                "weights, not a trained model\n", a.output, a.arch, a.seed, a.dtype, c.hidden_size,
                c.num_hidden_layers, c.ffn_dim, c.vocab_size);
@@ -108,15 +126,16 @@ void run_synth(const SynthArgs& a) {
     if (fs::exists(a.output) && !fs::is_directory(a.output))
       fail(Status::InvalidArgument, "--output '{}' exists and is not a directory; --format hf writes a directory",
            a.output);
-    const auto c = model::write_tiny_opt(a.output, o);
+    AtomicDir dir(a.output, a.force);
+    const auto c = model::write_tiny_opt(dir.path(), o);
+    dir.commit();
     fmt::print("wrote {} (HF checkpoint, arch {}, seed {}, {}): hidden {}, {} layers, {} heads, ffn {}, vocab {}; "
                "random weights, not a trained model\n", a.output, a.arch, a.seed, a.dtype, c.hidden_size,
                c.num_hidden_layers, c.num_attention_heads, c.ffn_dim, c.vocab_size);
   } else if (a.format == "sf") {
     if (fs::is_directory(a.output))
       fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
-    fs::path parent = fs::absolute(a.output).parent_path();
-    TempDir tmp(parent);
+    TempDir tmp(a.output);
     model::write_tiny_opt(tmp.path.string(), o);
     const auto m = model::Model::open(tmp.path.string());
     model::ConvertOptions co;
@@ -140,6 +159,8 @@ void add_synth_command(CLI::App& app) {
   c->add_option("--arch", a->arch, "shape: tiny (hidden 64, 2 layers, 4 heads, ffn 256), or opt-125m, opt-1.3b, opt-2.7b, opt-6.7b, "
                  "opt-13b, opt-30b (real OPT shapes, streamed to disk, as hf or sf)")->capture_default_str();
   c->add_option("--output,-o", a->output, "directory (--format hf) or file (--format sf) to write")->required();
+  c->add_flag("--force", a->force,
+              "replace --output if it exists (the old one stays until the new one is complete)");
   c->add_option("--format", a->format, "hf (config.json, model.safetensors, vocab.json, merges.txt) or sf")
       ->capture_default_str();
   c->add_option("--seed", a->seed, "random seed; the same seed gives the same bytes")->capture_default_str();

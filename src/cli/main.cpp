@@ -6,8 +6,12 @@
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
+#include "core/temp_files.hpp"
 
 int main(int argc, char** argv) {
+  // An interrupted command (SIGINT, SIGTERM, SIGHUP) removes its temporaries before it dies.
+  sf::install_signal_cleanup();
   CLI::App app{"SparseFlow: LLM inference with 2:4 weight sparsity and activation-sparse offloading",
                "sparseflow"};
   app.set_version_flag("--version", "sparseflow " SPARSEFLOW_VERSION_STRING);
@@ -26,6 +30,10 @@ int main(int argc, char** argv) {
   sf::cli::add_tune_command(app);
   sf::cli::add_profile_command(app);
   sf::cli::add_calibrate_command(app);
+  // Every command takes --quiet: no progress bars (they are drawn only on a terminal anyway).
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    sub->add_flag_callback(
+        "--quiet", [] { sf::Progress::set_quiet(true); }, "no progress bars on stderr");
   sf::cli::dispatch_argv0(argc, argv);  // the seed's names: sparseflow-audit == sparseflow audit
 
   try {

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/progress.hpp"
 
 namespace sf::model {
 
@@ -64,9 +65,11 @@ PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t c
   PerplexityResult res;
   KvCache cache = opt.make_cache(context);
   const int64_t V = cfg.vocab_size;
+  Progress bar("perplexity", double(ids.size()), "tokens");
   for (size_t start = 0; start < ids.size(); start += size_t(context)) {
     const size_t len = std::min(ids.size() - start, size_t(context));
     if (len < 2) break;  // a trailing single token has nothing to predict
+    bar.update(double(start));
     cache.clear();
     auto window = ids.subspan(start, len);
     std::vector<float> logits = opt.forward(window, cache, /*all_logits=*/true);  // [len, vocab]
@@ -82,6 +85,8 @@ PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t c
     ++res.windows;
     if (on_window) on_window(logits, len);
   }
+  bar.update(double(ids.size()));
+  bar.finish();
   return res;
 }
 

@@ -18,6 +18,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "kernels/cuda/lt_linear.hpp"
@@ -1030,6 +1031,10 @@ cudaGraphExec_t OptCudaEngine::Impl::capture_step(const SamplingParams& s) {
 }
 
 // ---- OptCuda -------------------------------------------------------------------------------------
+std::unique_ptr<OptCuda> make_opt_cuda(const Model& model, const CudaOptions& options) {
+  return std::make_unique<OptCudaEngine>(model, options);
+}
+
 OptCudaEngine::OptCudaEngine(const Model& model, const CudaOptions& options)
     : impl_(std::make_unique<Impl>(model, options)) {
   if (const std::string why = cuda_unavailable_reason(); !why.empty()) fail(Status::NoDevice, "{}", why);
@@ -1427,9 +1432,11 @@ PerplexityResult OptCudaEngine::perplexity(std::span<const int32_t> ids, int64_t
   reset(std::max(window_cap, m.cap == 0 ? window_cap : m.cap), 1);
   PerplexityResult res;
   std::vector<double> nll;
+  Progress bar("perplexity", double(ids.size()), "tokens");
   for (size_t start = 0; start < ids.size(); start += size_t(context)) {
     const size_t len = std::min(ids.size() - start, size_t(context));
     if (len < 2) break;
+    bar.update(double(start));
     m.length = 0;
     m.set_pos(0);
     SF_CUDA_CHECK(cudaMemcpyAsync(m.d_tokens, ids.data() + start, len * 4, cudaMemcpyHostToDevice, m.stream));
@@ -1443,6 +1450,8 @@ PerplexityResult OptCudaEngine::perplexity(std::span<const int32_t> ids, int64_t
     res.predicted += int64_t(len) - 1;
     ++res.windows;
   }
+  bar.update(double(ids.size()));
+  bar.finish();
   m.note_usage();
   return res;
 }

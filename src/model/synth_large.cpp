@@ -8,6 +8,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "format/hf_config.hpp"
 #include "format/sf_file.hpp"
 #include "model/convert.hpp"
@@ -124,6 +125,7 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   f.write(htext.data(), htext.size());
 
   std::vector<uint8_t> buf(size_t(kPiece) * elem);
+  Progress bar("synth", double(offset), "MiB", double(1 << 20));
   for (const auto& t : tensors) {
     int64_t n = 1;
     for (auto d : t.shape) n *= d;
@@ -131,9 +133,11 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
       const int64_t len = std::min(kPiece, n - p0);
       fill_values(t.name, seed, dtype, p0, len, buf.data());
       f.write(buf.data(), size_t(len) * elem);
+      bar.add(double(len) * double(elem), t.name);
     }
   }
   f.commit();
+  bar.finish();
 
   nlohmann::json cj = format::opt_config_to_json(c);
   cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::BF16 ? "bfloat16" : "float16";
@@ -183,9 +187,11 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
   sff::Writer w(path, "opt", format::opt_config_to_json(c), meta, specs, features);
   const size_t elem = dtype_size(dtype);
   std::vector<uint8_t> buf;
+  Progress bar("synth", double(rep.parameters) * double(elem), "MiB", double(1 << 20));
   for (const auto& t : tensors) {  // one tensor in memory at a time (the largest: the embeddings)
     int64_t n = 1;
     for (auto d : t.shape) n *= d;
+    bar.add(double(n) * double(elem), t.name);
     buf.resize(size_t(n) * elem);
     for (int64_t p0 = 0; p0 < n; p0 += kPiece)
       fill_values(t.name, seed, dtype, p0, std::min(kPiece, n - p0), buf.data() + size_t(p0) * elem);
@@ -200,6 +206,7 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
   w.write({reinterpret_cast<const uint8_t*>(vocab.data()), vocab.size()});
   w.write({reinterpret_cast<const uint8_t*>(merges.data()), merges.size()});
   w.finish();
+  bar.finish();
   rep.file_bytes = w.bytes_total();
   return rep;
 }

@@ -11,6 +11,7 @@
 
 #include "backend/backends.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "model/opt_cpu.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/profile.hpp"
@@ -293,12 +294,15 @@ CollectedActivations collect_activations_cpu(const model::Model& model, std::spa
   });
   const auto t0 = Clock::now();
   model::KvCache cache = cpu.make_cache(window);
+  Progress bar("forward passes", double(T), "tokens");
   for (int64_t start = 0; start < T; start += window) {
     cache.clear();
     base = start;
     const int64_t len = std::min(T - start, window);
     cpu.forward(tokens.subspan(size_t(start), size_t(len)), cache);
+    bar.update(double(start + len));
   }
+  bar.finish();
   col.seconds = seconds_since(t0);
   return col;
 }
@@ -311,7 +315,9 @@ CalibrationReport fit_collected(CollectedActivations& col, const PredictorFitOpt
   const int64_t T = col.tokens, d = col.hidden, F = col.ffn;
   const auto t1 = Clock::now();
   const int64_t heldout = int64_t(std::floor(opt.heldout * double(T)));
+  Progress bar("predictor fits", double(col.layers.size()), "layers");
   for (int64_t l : col.layers) {
+    bar.update(double(rep.layers.size()), fmt::format("layer {}", l));
     FittedPredictor p = fit_layer(col.a[size_t(l)].data(), col.z[size_t(l)].data(), T, heldout, d, F, opt);
     p.layer = l;
     std::vector<float>().swap(col.a[size_t(l)]);
@@ -323,6 +329,8 @@ CalibrationReport fit_collected(CollectedActivations& col, const PredictorFitOpt
     rep.bytes += p.bytes();
     rep.layers.push_back(std::move(p));
   }
+  bar.update(double(col.layers.size()));
+  bar.finish();
   rep.fit_seconds = seconds_since(t1);
   return rep;
 }

@@ -149,8 +149,9 @@ std::string profile_table(const ProfileResult& r) {
   return s;
 }
 
-void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add, const nlohmann::json& metadata,
-                const std::function<bool(const std::string&)>& drop) {
+void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add,
+                const nlohmann::json& metadata, const std::function<bool(const std::string&)>& drop,
+                const std::string& out) {
   const sff::File f = sff::File::open(path);
   std::set<std::string> replaced;
   for (const auto& t : add) replaced.insert(t.name);
@@ -176,7 +177,7 @@ void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add, cons
   }
   nlohmann::json meta = f.metadata();
   for (const auto& [k, v] : metadata.items()) meta[k] = v;
-  sff::Writer w(path, f.architecture(), f.config(), meta, specs, req);
+  sff::Writer w(out.empty() ? path : out, f.architecture(), f.config(), meta, specs, req);
   for (const sff::Entry* e : kept)
     for (const auto& p : e->parts) w.write(f.data(p));
   for (const auto& t : add) w.write(t.bytes);
@@ -202,11 +203,12 @@ void profile_entries(const ProfileResult& r, const std::string& calibration_name
   metadata["profile.jaccard"] = r.jaccard;
 }
 
-void write_profile(const std::string& path, const ProfileResult& r, const std::string& calibration_name) {
+void write_profile(const std::string& path, const ProfileResult& r,
+                   const std::string& calibration_name, const std::string& out) {
   std::vector<NewTensor> add;
   nlohmann::json meta = nlohmann::json::object();
   profile_entries(r, calibration_name, add, meta);
-  rewrite_sf(path, add, meta, is_profile_entry);
+  rewrite_sf(path, add, meta, is_profile_entry, out);
 }
 
 }  // namespace sf::offload

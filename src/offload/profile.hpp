@@ -53,7 +53,8 @@ std::string profile_table(const ProfileResult& r);  // the summary `sparseflow p
 // Writes profile.layers.N.firing_rate [ffn] F32 and metadata profile.* into the .sf file at `path`
 // (replacing an earlier profile), atomically.
 // (profile_entries below gives the same tensors and metadata, to write together with others in one rewrite.)
-void write_profile(const std::string& path, const ProfileResult& r, const std::string& calibration_name);
+void write_profile(const std::string& path, const ProfileResult& r,
+                   const std::string& calibration_name, const std::string& out = {});
 
 // Rewrites the .sf file at `path` with extra dense tensors (replacing entries of the same name and
 // every entry whose name `drop` accepts) and metadata keys merged in. Streams the other entries'
@@ -65,8 +66,11 @@ struct NewTensor {
   std::vector<int64_t> shape;
   std::vector<uint8_t> bytes;
 };
-void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add, const nlohmann::json& metadata,
-                const std::function<bool(const std::string&)>& drop = {});
+// `out` (when not empty) receives the rewritten file instead of `path`, which is then left alone.
+void rewrite_sf(const std::string& path, const std::vector<NewTensor>& add,
+                const nlohmann::json& metadata,
+                const std::function<bool(const std::string&)>& drop = {},
+                const std::string& out = {});
 
 // The profile's tensors and metadata (write_profile's), and which existing entries a new profile replaces.
 void profile_entries(const ProfileResult& r, const std::string& calibration_name, std::vector<NewTensor>& add,

@@ -17,6 +17,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
 #include "model/opt_cuda.hpp"
@@ -210,13 +211,17 @@ CollectedActivations collect_activations_cuda(const model::Model& model,
   const DType act = model.dtype();
   Collector collector(store, col, act);
   o.ffn_provider = &collector;
-  model::OptCuda gpu(model, o);
+  const auto engine = model::make_opt_cuda(model, o);
+  model::OptCuda& gpu = *engine;
   const auto t0 = std::chrono::steady_clock::now();
+  Progress bar("forward passes", double(T), "tokens");
   for (int64_t start = 0; start < T; start += window) {
     const int64_t len = std::min(T - start, window);
     gpu.reset(window);
     (void)gpu.forward(tokens.subspan(size_t(start), size_t(len)));
+    bar.update(double(start + len));
   }
+  bar.finish();
   collector.check_complete(T);
   col.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return col;
