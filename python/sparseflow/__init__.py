@@ -9,9 +9,9 @@
     with sparseflow.Model() as m:                       # the built-in tiny OPT (random weights)
         print(m.generate("Hello", max_new_tokens=16))   # or a .sf file / HF OPT directory
 
-The native library is found on first use (SPARSEFLOW_LIBRARY_DIR, the copy bundled by
-`pip install ./python`, or the system); importing never fails for lack of it. PyTorch is
-optional and never imported here: the torch layer lives in sparseflow.torch, and
+The native library is found on first use (SPARSEFLOW_LIBRARY_DIR, the files installed with the
+package by `pip install .` / `pip install -e .`, or the system); importing never fails for lack of
+it. PyTorch is optional and never imported here: the torch layer lives in sparseflow.torch, and
 sparseflow.SparseLinear / sparseflow.sparsify import it when first used.
 """
 

@@ -5,7 +5,8 @@ and a missing library is reported by the first call with what to do about it. Or
 
 1. ``SPARSEFLOW_LIBRARY_DIR``: a directory (typically a CMake build directory) searched
    recursively for ``libsparseflow.so*``. When it is set, nothing else is tried.
-2. The copy bundled in this package by ``pip install ./python``.
+2. The files installed with the package (_native.py): the copy bundled in the package by
+   ``pip install .``, or the build that ``pip install -e .`` recorded in its metadata.
 3. The system's library path (``ctypes.util.find_library("sparseflow")``).
 """
 
@@ -15,6 +16,7 @@ import os
 import threading
 from pathlib import Path
 
+from . import _native
 from ._errors import LibraryNotFoundError, SparseFlowError, Status
 
 # The ABI this package was written against: the library's major version must match, and its
@@ -22,7 +24,6 @@ from ._errors import LibraryNotFoundError, SparseFlowError, Status
 ABI_MAJOR = 0
 ABI_MINOR = 1
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
 _SKIP_DIRS = {".git", "CMakeFiles", "_deps", "__pycache__", "Testing"}
 
 _lock = threading.Lock()
@@ -57,9 +58,12 @@ def _candidates():
                 f"`cmake --build {env} --target sparseflow_shared`, or unset the variable to use "
                 "the bundled library.")
         return files, [f"SPARSEFLOW_LIBRARY_DIR={env}"]
-    tried = []
-    files = sorted(str(p) for p in _PACKAGE_DIR.glob("libsparseflow.so*"))
-    tried.append(f"the package directory {_PACKAGE_DIR}")
+    tried, files = [], []
+    for folder, what in _native.library_dirs():
+        files += _library_files(folder)
+        tried.append(what)
+    if not tried:
+        tried.append("the package (no native files were installed with it)")
     system = ctypes.util.find_library("sparseflow")
     tried.append("the system library path")
     if system:
@@ -132,7 +136,6 @@ def _declare(lib):
             continue
         fn.argtypes = args
         fn.restype = res
-
     # Sessions (sf_session_*) came later in 0.1 too: sparseflow.Model says what is missing.
     i32p, cpp, so, gp = (ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_char_p),
                          ctypes.POINTER(SessionOptions), ctypes.POINTER(GenerateParams))
@@ -189,9 +192,9 @@ def _load():
     raise LibraryNotFoundError(
         "SparseFlow's native library (libsparseflow.so) was not found or could not be loaded. "
         f"Looked in: {', '.join(tried)}.{details}\n"
-        "---> HINT: install the package with `pip install ./python` (it builds the library), or "
-        "build it with `cmake -S . -B build && cmake --build build --target sparseflow_shared` and "
-        "set SPARSEFLOW_LIBRARY_DIR=build.")
+        "---> HINT: install the package with `pip install -e .` at the repository root (it builds "
+        "the library), or build it with `cmake -S . -B build && cmake --build build --target "
+        "sparseflow_shared` and set SPARSEFLOW_LIBRARY_DIR=build.")
 
 
 def lib():
