@@ -16,17 +16,25 @@ namespace sf::audit {
 
 double gpu_seconds_per_request(double tokens_in, double tokens_out, double prefill_tps,
                                double decode_tps) {
-  if (!(prefill_tps > 0) || !(decode_tps > 0))
+  if (!std::isfinite(prefill_tps) || !std::isfinite(decode_tps) || !(prefill_tps > 0) ||
+      !(decode_tps > 0))
     fail(Status::InvalidArgument,
          "throughput must be positive, found prefill {} tokens/s and decode {} tokens/s; "
          "check the benchmark file",
          prefill_tps, decode_tps);
-  if (tokens_in < 0 || tokens_out < 0 || tokens_in + tokens_out <= 0)
+  if (!std::isfinite(tokens_in) || !std::isfinite(tokens_out) || tokens_in < 0 || tokens_out < 0 ||
+      tokens_in + tokens_out <= 0)
     fail(Status::InvalidArgument,
          "a request needs tokens: found {} prompt and {} generated tokens; pass --tokens-in and "
          "--tokens-out with values >= 0, not both 0",
          tokens_in, tokens_out);
-  return tokens_in / prefill_tps + tokens_out / decode_tps;
+  const double s = tokens_in / prefill_tps + tokens_out / decode_tps;
+  if (!std::isfinite(s))
+    fail(Status::InvalidArgument,
+         "{} prompt and {} generated tokens at {} and {} tokens/s take longer than a double can "
+         "hold; pass realistic --tokens-in and --tokens-out",
+         tokens_in, tokens_out, prefill_tps, decode_tps);
+  return s;
 }
 
 double requests_per_second_per_gpu(double tokens_in, double tokens_out, double prefill_tps,
@@ -35,22 +43,72 @@ double requests_per_second_per_gpu(double tokens_in, double tokens_out, double p
 }
 
 int64_t gpus_needed(double qps, double rps_per_gpu) {
-  if (!(qps > 0)) fail(Status::InvalidArgument, "--qps must be > 0, found {}", qps);
-  if (!(rps_per_gpu > 0))
-    fail(Status::InvalidArgument, "requests/s per GPU must be > 0, found {}", rps_per_gpu);
+  if (!std::isfinite(qps) || !(qps > 0))
+    fail(Status::InvalidArgument, "--qps must be a finite number > 0, found {}", qps);
+  if (!std::isfinite(rps_per_gpu) || !(rps_per_gpu > 0))
+    fail(Status::InvalidArgument, "requests/s per GPU must be a finite number > 0, found {}",
+         rps_per_gpu);
   const double ratio = qps / rps_per_gpu;
+  // Past this a double no longer holds every integer, and converting to int64 would wrap.
+  if (!(ratio <= double(kMaxGpus)))
+    fail(Status::InvalidArgument,
+         "serving {} requests/s at {} requests/s per GPU needs {:.3g} GPUs, more than the {} "
+         "(2^53) this audit can count exactly; check --qps",
+         qps, rps_per_gpu, ratio, kMaxGpus);
   const double nearest = std::round(ratio);
   if (std::fabs(ratio - nearest) <= 1e-9 * std::max(1.0, nearest)) return std::max<int64_t>(1, int64_t(nearest));
   return int64_t(std::ceil(ratio));
 }
 
-double yearly_cost(int64_t gpus, double price_per_gpu_hour) {
-  return double(gpus) * price_per_gpu_hour * kHoursPerYear;
+namespace {
+
+// A product of finite inputs can still overflow to infinity: an error naming it, never "inf".
+double finite_result(double v, const char* what) {
+  if (!std::isfinite(v))
+    fail(Status::InvalidArgument,
+         "the {} is larger than a double can hold (about 1.8e308); check the numbers passed for "
+         "it",
+         what);
+  return v;
 }
-double yearly_kwh(int64_t gpus, double watts) { return double(gpus) * watts * kHoursPerYear / 1000.0; }
-double tonnes_co2(double kwh, double grams_per_kwh) { return kwh * grams_per_kwh / 1e6; }
+
+void check_input(double v, const char* flag, bool zero_ok) {
+  if (!std::isfinite(v) || v < 0 || (!zero_ok && v == 0))
+    fail(Status::InvalidArgument, "{} must be a finite number {}, found {}", flag,
+         zero_ok ? ">= 0" : "> 0", v);
+}
+
+}  // namespace
+
+double yearly_cost(int64_t gpus, double price_per_gpu_hour) {
+  check_input(price_per_gpu_hour, "--price-per-gpu-hour", true);
+  return finite_result(double(gpus) * price_per_gpu_hour * kHoursPerYear, "yearly cost");
+}
+double yearly_kwh(int64_t gpus, double watts) {
+  check_input(watts, "--power-watts", false);
+  return finite_result(double(gpus) * watts * kHoursPerYear / 1000.0, "yearly energy");
+}
+double tonnes_co2(double kwh, double grams_per_kwh) {
+  check_input(grams_per_kwh, "--grid-gco2-per-kwh", true);
+  return finite_result(kwh * grams_per_kwh / 1e6, "yearly CO2");
+}
 
 // ---- models ------------------------------------------------------------------------------------------
+
+void check_model_shape(const ModelShape& m) {
+  // Far above any published model (LLaMA-65B: hidden 8192, 80 layers), and low enough that the
+  // byte counts below stay exact in a double.
+  constexpr int64_t kMaxDim = int64_t(1) << 24, kMaxLayers = 1 << 16;
+  auto check = [&](const char* what, int64_t v, int64_t hi) {
+    if (v < 1 || v > hi)
+      fail(Status::InvalidArgument, "model \"{}\": {} is {}, expected 1 to {} ({})", m.name, what,
+           v, hi, m.source);
+  };
+  check("hidden size", m.hidden, kMaxDim);
+  check("the number of layers", m.layers, kMaxLayers);
+  check("the FFN size", m.ffn, kMaxDim);
+  check("the vocabulary size", m.vocab, kMaxDim);
+}
 
 std::string normalize_model_name(std::string_view name) {
   while (!name.empty() && name.back() == '/') name.remove_suffix(1);
@@ -394,7 +452,16 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
 }  // namespace
 
 Report run_audit(const Request& req, const ModelShape& model, const Measurements& meas) {
-  if (!(req.qps > 0)) fail(Status::InvalidArgument, "--qps must be > 0 requests per second, found {}", req.qps);
+  // Every number a user gives, checked before any arithmetic uses it.
+  check_input(req.qps, "--qps (requests per second)", false);
+  if (req.tokens_in) check_input(*req.tokens_in, "--tokens-in", true);
+  if (req.tokens_out) check_input(*req.tokens_out, "--tokens-out", true);
+  if (req.price_per_gpu_hour) check_input(*req.price_per_gpu_hour, "--price-per-gpu-hour", true);
+  if (req.power_watts) check_input(*req.power_watts, "--power-watts", false);
+  if (req.grid_g_per_kwh) check_input(*req.grid_g_per_kwh, "--grid-gco2-per-kwh", true);
+  if (req.batch && *req.batch <= 0)
+    fail(Status::InvalidArgument, "--batch must be > 0, found {}", *req.batch);
+  check_model_shape(model);
   Report base;
   base.model = model.name;
   base.qps = req.qps;

@@ -22,9 +22,14 @@ double gpu_seconds_per_request(double tokens_in, double tokens_out, double prefi
 // 1 / gpu_seconds_per_request.
 double requests_per_second_per_gpu(double tokens_in, double tokens_out, double prefill_tps,
                                    double decode_tps);
+// The most GPUs an audit counts: every integer up to 2^53 is exact in a double.
+constexpr int64_t kMaxGpus = int64_t(1) << 53;
 // ceil(qps / rps_per_gpu); a ratio within 1e-9 of an integer counts as that integer, so that
-// 1000 / (1000 / 8) does not become 9 through rounding.
+// 1000 / (1000 / 8) does not become 9 through rounding. Throws Error(InvalidArgument) for inputs
+// that are not finite and > 0, and for a count above kMaxGpus (never a wrapped number).
 int64_t gpus_needed(double qps, double rps_per_gpu);
+// Each throws Error(InvalidArgument) for a negative or non-finite input and for a result that
+// overflows a double.
 double yearly_cost(int64_t gpus, double price_per_gpu_hour);  // gpus x price x 8760
 double yearly_kwh(int64_t gpus, double watts);                // gpus x W x 8760 / 1000
 double tonnes_co2(double kwh, double grams_per_kwh);          // kWh x g/kWh / 1e6
@@ -44,6 +49,9 @@ struct ModelShape {
   std::string source;   // where the figures come from
 };
 
+// Throws Error(InvalidArgument) unless every size of m is in 1 .. a bound far above any real model
+// (a config.json from the user can say anything).
+void check_model_shape(const ModelShape& m);
 // The linear layers of one decoder layer (the ones 2:4 conversion prunes); lm_head is left out.
 std::vector<LinearShape> decoder_linears(const ModelShape& m);
 // Bytes of fp16 weights: dense, and with every decoder linear layer 2:4 (0.5625 of its bytes:

@@ -2,10 +2,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace sf::audit {
 
@@ -167,13 +166,11 @@ void parse_measurements(const json& doc, const std::string& origin, bool require
 }
 
 void load_measurement_file(const fs::path& file, bool require_provenance, Measurements& out) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in)
+  if (!fs::exists(file))
     fail(Status::Io, "cannot open benchmark file \"{}\"; write one with `sparseflow benchmark ... --json {}`",
          file.string(), file.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json doc = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  json doc = json::parse(read_text_file(file.string(), "benchmark file"), nullptr,
+                         /*allow_exceptions=*/false);
   if (doc.is_discarded())
     fail(Status::Format, "\"{}\" is not valid JSON; expected the file that `sparseflow benchmark --json` writes",
          file.string());

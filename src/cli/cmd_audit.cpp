@@ -7,13 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 
 #include "audit/audit.hpp"
 #include "audit/measurements.hpp"
 #include "cli/commands.hpp"
 #include "cli/table.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "report/svg_plot.hpp"
 
 namespace sf::cli {
@@ -47,16 +47,21 @@ ModelShape resolve_model(const std::string& arg) {
   fs::path p(arg);
   std::error_code ec;
   if (fs::is_directory(p, ec)) p /= "config.json";
-  if (!fs::is_regular_file(p, ec) || p.extension() != ".json")
+  if (!fs::exists(p, ec) || p.extension() != ".json")
     fail(Status::NotFound,
          "unknown model \"{}\": expected one of {} or a Hugging Face checkpoint folder / config.json "
          "(for a .sf file, pass the architecture it was converted from, e.g. --model opt-6.7b)",
          arg, known_model_names());
-  std::ifstream in(p);
-  nlohmann::json cfg = nlohmann::json::parse(in, nullptr, false);
+  nlohmann::json cfg =
+      nlohmann::json::parse(read_text_file(p.string(), "config file"), nullptr, false);
   if (cfg.is_discarded() || !cfg.is_object())
     fail(Status::Format, "\"{}\" is not a JSON object; expected a Hugging Face config.json", p.string());
-  const std::string type = cfg.value("model_type", "");
+  // value() throws a json exception on a non-string; a config may hold anything.
+  auto text = [&](const char* key) {
+    const auto it = cfg.find(key);
+    return it != cfg.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  const std::string type = text("model_type");
   if (type != "opt" && type != "llama")
     fail(Status::UnsupportedShape, "\"{}\": model_type \"{}\" is not one the audit knows; expected \"opt\" or \"llama\"",
          p.string(), type);
@@ -71,7 +76,7 @@ ModelShape resolve_model(const std::string& arg) {
   m.layers = get("num_hidden_layers");
   m.ffn = get(type == "opt" ? "ffn_dim" : "intermediate_size");
   m.vocab = get("vocab_size");
-  const std::string id = cfg.value("_name_or_path", "");
+  const std::string id = text("_name_or_path");
   m.name = audit::normalize_model_name(!id.empty() ? id : fs::absolute(p).parent_path().filename().string());
   m.source = "config file " + p.string();
   return m;

@@ -2,19 +2,20 @@
 // (magnitude or Wanda pruning). The output appears only when complete (written atomically).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/table.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "model/convert.hpp"
 #include "model/opt_cpu.hpp"
 #include "model/weights.hpp"
@@ -58,12 +59,35 @@ class Progress {
   int last_decile_ = -1;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(Status::Io, "cannot read calibration file '{}'. Check the path.", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// A model without a tokenizer converts, but its .sf file then runs from token ids only; say so now
+// rather than at generate time, with the files that were looked for.
+void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
+                          const std::string& output) {
+  namespace fs = std::filesystem;
+  if (!src.vocab_json().empty() && !src.merges_txt().empty()) return;
+  std::string looked;
+  if (src.source_format() == "hf") {
+    // A bare torch.save() file reads its tokenizer from the folder it sits in.
+    const fs::path dir = fs::is_directory(input) ? fs::path(input) : fs::path(input).parent_path();
+    std::vector<std::string> found;
+    for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json"})
+      if (fs::exists(dir / f)) found.push_back(f);
+    looked =
+        fmt::format("looked for {} and {}; found {}", (dir / "vocab.json").string(),
+                    (dir / "merges.txt").string(),
+                    found.empty() ? "neither" : fmt::format("only {}", fmt::join(found, ", ")));
+    if (std::find(found.begin(), found.end(), "tokenizer.json") != found.end())
+      looked += "; SparseFlow reads the vocab.json + merges.txt pair, not tokenizer.json";
+  } else {
+    looked = fmt::format(
+        "looked for the tensors tokenizer.vocab.json and tokenizer.merges.txt in {}", input);
+  }
+  fmt::print(
+      stderr,
+      "convert: warning: the input has no tokenizer ({}), so {} will have none. generate --prompt "
+      "and perplexity --text need one; --ids still works. To include it, put vocab.json and "
+      "merges.txt in the checkpoint directory and re-run convert.\n",
+      looked, output);
 }
 
 void run_convert(const ConvertArgs& a) {
@@ -94,6 +118,7 @@ void run_convert(const ConvertArgs& a) {
   oo.sparsity = "none";
   oo.config_path = a.config;
   const auto src = model::Model::open(a.input, oo);
+  warn_if_no_tokenizer(*src, a.input, a.output);
 
   model::ConvertOptions co;
   co.sparsity = a.sparsity;
@@ -104,7 +129,7 @@ void run_convert(const ConvertArgs& a) {
   co.extra_metadata["source.path"] = fs::absolute(a.input).string();
   co.extra_metadata["source.format"] = src->source_format();
   if (wanda) {
-    const std::string text = read_text(a.calibration);
+    const std::string text = read_text_file(a.calibration, "calibration file");
     const auto tok = model_tokenizer(*src);
     auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
     if (int64_t(ids.size()) > a.calibration_tokens) ids.resize(size_t(a.calibration_tokens));

@@ -2,17 +2,15 @@
 // (views into the safetensors mmaps, converted or pruned in memory when asked).
 #include "model/weights.hpp"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <set>
-#include <sstream>
 
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
 #include "format/sf_file.hpp"
@@ -31,14 +29,6 @@ constexpr const char* kMergesTensor = "tokenizer.merges.txt";
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-std::string read_text_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail(Status::Io, "cannot read '{}'", p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // HF saves "model.decoder.*" from OPTForCausalLM and "decoder.*" from OPTModel.
 std::string normalize_name(const std::string& n) {
   if (n.rfind("decoder.", 0) == 0) return "model." + n;
@@ -52,6 +42,56 @@ std::string list_some(const std::vector<std::string>& names, size_t max = 12) {
   std::string s = fmt::format("{}", fmt::join(head, ", "));
   if (names.size() > max) s += fmt::format(" and {} more", names.size() - max);
   return s;
+}
+
+// N of "<prefix>N.<rest>"; nullopt for other names.
+std::optional<int64_t> layer_after(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return std::nullopt;
+  const size_t dot = name.find('.', prefix.size());
+  const std::string num = name.substr(
+      prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+  if (num.empty() || num.size() > 9 || num.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  return std::stoll(num);
+}
+
+// What the config says the model is, for messages about tensors that do not fit it.
+std::string describe_config(const OptConfig& c) {
+  return fmt::format(
+      "num_hidden_layers {} (model.decoder.layers.0 to {}), hidden_size {}, ffn_dim {}, "
+      "vocab_size {}, word_embed_proj_dim {}, {}, {}, {}",
+      c.num_hidden_layers, c.num_hidden_layers - 1, c.hidden_size, c.ffn_dim, c.vocab_size,
+      c.word_embed_proj_dim, c.enable_bias ? "with biases" : "no biases",
+      c.has_final_layer_norm() ? "a final layer norm" : "no final layer norm",
+      c.tie_word_embeddings ? "lm_head tied to embed_tokens" : "an untied lm_head.weight");
+}
+
+// Refuses a set of tensors that is not the model the config describes: tensors it implies that
+// are absent (Error(NotFound)), and tensors nothing reads (Error(Format)), which would otherwise be
+// dropped without a word (a config that says 1 layer over weights of 2 converts to a 1-layer
+// model).
+void check_tensor_set(const OptConfig& c, const std::vector<std::string>& missing,
+                      const std::vector<std::string>& unexpected,
+                      const std::vector<std::string>& present, const std::string& where,
+                      const std::string& config_name) {
+  if (missing.empty() && unexpected.empty()) return;
+  std::string msg = fmt::format("{}: the tensors are not the model {} describes ({}).", where,
+                                config_name, describe_config(c));
+  if (!missing.empty())
+    msg += fmt::format(" {} tensor(s) it implies are missing: {}.", missing.size(),
+                       list_some(missing));
+  if (!unexpected.empty())
+    msg += fmt::format(" {} tensor(s) are not part of that model: {}.", unexpected.size(),
+                       list_some(unexpected));
+  int64_t layers = 0;
+  for (const auto& n : present)
+    if (const auto l = layer_after(n, "model.decoder.layers.")) layers = std::max(layers, *l + 1);
+  if (layers != c.num_hidden_layers)
+    msg += fmt::format(" The weights hold decoder layers 0 to {} ({} layers) where {} says {}.",
+                       layers - 1, layers, config_name, c.num_hidden_layers);
+  msg += fmt::format(" Check that every shard is present and that {} belongs to these weights.",
+                     config_name);
+  fail(missing.empty() ? Status::Format : Status::NotFound, "{}", msg);
 }
 
 }  // namespace
@@ -195,7 +235,8 @@ class ModelBuilder {
  private:
   // Every tensor the config implies is present (dense, or 2:4 for linear weights) with its shape
   // and a float dtype; sets dtype_ from the linear weights.
-  static void check_complete(Model& m, const std::string& where);
+  // Any other tensor is refused (Error(Format)), beside the auxiliary ones a .sf file may hold.
+  static void check_complete(Model& m, const std::string& where, const std::string& config_name);
   // A "model.decoder.layers.N.ffn_neurons" entry (docs/FORMAT.md, neuron-major FFN).
   static void load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e);
   // Points each neuron-major layer at its neuron_order tensor and checks it is a permutation.
@@ -256,7 +297,8 @@ void ModelBuilder::link_neuron_orders(Model& m, const std::string& path) {
   }
 }
 
-void ModelBuilder::check_complete(Model& m, const std::string& where) {
+void ModelBuilder::check_complete(Model& m, const std::string& where,
+                                  const std::string& config_name) {
   const auto expected = opt_expected_tensors(m.config_, !m.config_.tie_word_embeddings);
   std::vector<std::string> missing;
   bool first_linear = true;
@@ -269,6 +311,38 @@ void ModelBuilder::check_complete(Model& m, const std::string& where) {
            where, offload::ffn_neurons_name(layer), nm.ffn, nm.hidden, m.config_.ffn_dim, m.config_.hidden_size);
     for (const char* n : {"fc1.weight", "fc1.bias", "fc2.weight"}) in_bundles.insert(p + n);
   }
+  std::set<std::string> wanted, prunable;
+  for (const auto& e : expected)
+    if (!in_bundles.count(e.name)) {
+      wanted.insert(e.name);
+      if (e.prunable) prunable.insert(e.name);
+    }
+  std::vector<std::string> unexpected, present;
+  const int64_t layers = m.config_.num_hidden_layers;
+  for (const auto& [name, t] : m.dense_) {
+    present.push_back(name);
+    if (wanted.count(name) || (name == "lm_head.weight" && m.config_.tie_word_embeddings)) continue;
+    // What a .sf file may carry beside the weights: activation profiles and predictors of existing
+    // layers, and the neuron order of each neuron-major layer.
+    std::optional<int64_t> l;
+    bool known = false;
+    for (const char* prefix : {"profile.", "predictor."})
+      if (name.rfind(prefix, 0) == 0) {
+        l = layer_after(name, std::string(prefix) + "layers.");
+        known = true;
+      }
+    if (known && (!l || *l < layers)) continue;
+    if (const auto nl = layer_after(name, "model.decoder.layers.");
+        nl && m.ffn_neurons_.count(*nl) && name == offload::neuron_order_name(*nl))
+      continue;
+    unexpected.push_back(name);
+  }
+  for (const auto& [name, c] : m.sparse_) {
+    present.push_back(name);
+    if (!prunable.count(name)) unexpected.push_back(name);
+  }
+  for (const auto& [layer, nm] : m.ffn_neurons_)
+    present.push_back(offload::ffn_neurons_name(layer));
   for (const auto& e : expected) {
     std::vector<int64_t> shape;
     DType dt;
@@ -283,6 +357,7 @@ void ModelBuilder::check_complete(Model& m, const std::string& where) {
       missing.push_back(e.name);
       continue;
     }
+    if (unexpected.size() + missing.size() > 0) continue;  // the set is wrong: say that first
     if (shape != e.shape)
       fail(Status::Format, "{}: tensor '{}' has shape {}, but the config (hidden {}, ffn {}, vocab {}, "
            "word_embed_proj_dim {}) implies {}. Is config.json from a different checkpoint?", where, e.name,
@@ -295,10 +370,7 @@ void ModelBuilder::check_complete(Model& m, const std::string& where) {
       first_linear = false;
     }
   }
-  if (!missing.empty())
-    fail(Status::NotFound, "{}: {} tensor(s) the config implies are missing: {}. Check that the checkpoint "
-         "is complete (all shards present) and that config.json belongs to it.", where, missing.size(),
-         list_some(missing));
+  check_tensor_set(m.config_, missing, unexpected, present, where, config_name);
 }
 
 std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const OpenOptions& opt) {
@@ -338,6 +410,17 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
       c.values.assign(v.begin(), v.end());
       c.meta.resize(mt.size() / sizeof(uint32_t));
       std::memcpy(c.meta.data(), mt.data(), mt.size());  // little-endian on disk and on every host we run
+      // Checksums only prove the bytes are what the writer wrote; a field with i0 >= i1 would make
+      // the kernels read garbage without an error, so every field is checked here.
+      if (const auto bad = s24::find_bad_metadata(c))
+        fail(Status::Format,
+             "'{}': tensor '{}': the 2:4 metadata of row {}, columns {}..{} (group {}{}) holds "
+             "indices ({}, {}), but every group of 4 must keep two distinct positions in "
+             "increasing order (0 <= i0 < i1 <= 3). The file is corrupt: re-run `sparseflow "
+             "convert` to write it again.",
+             path, e.name, bad->row, 4 * bad->group, 4 * bad->group + 3, bad->group,
+             bad->row >= c.rows || 4 * bad->group >= c.cols ? ", in the padding" : "", bad->i0,
+             bad->i1);
       m->sparse_.emplace(e.name, std::move(c));
     } else if (e.kind == offload::kKindFfnNeurons || e.kind == offload::kKindFfnNeuronsS24) {
       load_ffn_neurons(*m, *file, e);
@@ -345,7 +428,7 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
     // Other kinds (added by later format users) are skipped: this reader does not need them.
   }
   link_neuron_orders(*m, path);
-  check_complete(*m, "'" + path + "'");
+  check_complete(*m, "'" + path + "'", "its header config");
   m->keep_alive_.push_back(file->mapping());
   m->keep_alive_.push_back(file);
   return m;
@@ -369,7 +452,7 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   auto m = std::unique_ptr<Model>(new Model());
   json cfg_json;
   try {
-    cfg_json = json::parse(read_text_file(cfg_path));
+    cfg_json = json::parse(read_text_file(cfg_path.string(), "config.json"));
   } catch (const json::exception& e) {
     fail(Status::Format, "{} is not valid JSON: {}. Expected a Hugging Face OPT config.json.", cfg_path.string(),
          e.what());
@@ -412,7 +495,7 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   } else if (fs::exists(index)) {
     json ij;
     try {
-      ij = json::parse(read_text_file(index));
+      ij = json::parse(read_text_file(index.string(), "safetensors index"));
     } catch (const json::exception& e) {
       fail(Status::Format, "'{}' is not valid JSON: {}", index.string(), e.what());
     }
@@ -438,17 +521,22 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
          "pytorch_model.bin or pytorch_model.bin.index.json", dir_str);
   }
 
-  // lm_head: untied only when stored and the config does not tie it (HF ties over a stored copy).
-  const bool untied = by_name.count("lm_head.weight") && !m->config_.tie_word_embeddings;
-  m->config_.tie_word_embeddings = !untied;
+  // lm_head: a config that does not tie it needs lm_head.weight; one that ties it ignores a stored
+  // copy, as HF does.
+  const bool untied = !m->config_.tie_word_embeddings;
   const auto expected = opt_expected_tensors(m->config_, untied);
-  std::vector<std::string> missing;
-  for (const auto& e : expected)
+  std::vector<std::string> missing, unexpected, present;
+  std::set<std::string> wanted;
+  for (const auto& e : expected) {
+    wanted.insert(e.name);
     if (!by_name.count(e.name)) missing.push_back(e.name);
-  if (!missing.empty())
-    fail(Status::NotFound, "'{}': {} tensor(s) that config.json implies are missing from the safetensors "
-         "files: {}. Check that every shard is present and that config.json belongs to these weights.",
-         dir_str, missing.size(), list_some(missing));
+  }
+  // A stored lm_head.weight under a tying config is HF's tied copy: present or not, it is unread.
+  for (const auto& [name, where] : by_name) {
+    present.push_back(name);
+    if (!wanted.count(name) && name != "lm_head.weight") unexpected.push_back(name);
+  }
+  check_tensor_set(m->config_, missing, unexpected, present, "'" + dir_str + "'", "config.json");
 
   const bool prune = opt.sparsity == "2:4";
   for (const auto& e : expected) {
@@ -470,13 +558,13 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
       m->dense_[e.name] = t;
     }
   }
-  check_complete(*m, "'" + dir_str + "'");
+  check_complete(*m, "'" + dir_str + "'", "config.json");
   for (auto& f : files) m->keep_alive_.push_back(f);
   for (auto& f : torch_files) m->keep_alive_.push_back(f);
 
   if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
-    m->vocab_json_ = read_text_file(dir / "vocab.json");
-    m->merges_txt_ = read_text_file(dir / "merges.txt");
+    m->vocab_json_ = read_text_file((dir / "vocab.json").string(), "tokenizer file");
+    m->merges_txt_ = read_text_file((dir / "merges.txt").string(), "tokenizer file");
   }
   m->metadata_ = {{"source.format", "hf"},
                   {"source.path", dir_str},

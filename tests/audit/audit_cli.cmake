@@ -27,6 +27,14 @@ expect_match("${out}" "on NVIDIA H100 80GB HBM3" "shipped table")
 expect_match("${out}" "GPUs needed +[0-9]+ +[0-9]+" "shipped table")
 expect_match("${out}" "measured: [^\n]*measured.json: `sparseflow synth --arch opt-6.7b" "shipped table")
 
+# 1c. A load too large to count is an error naming the limit, not a wrapped "GPUs needed 1 1".
+execute_process(COMMAND "${SPARSEFLOW}" audit --model opt-6.7b --qps 1e21
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "audit --qps 1e21 succeeded:\n${out}")
+endif()
+expect_match("${err}" "more than the 9007199254740992 \\(2\\^53\\)" "--qps 1e21")
+
 # 2. From (synthetic) model benchmark files: 5 dense GPUs vs 3 (hand-computed in test_audit.cpp).
 set(args audit --model opt-6.7b --qps 10
     --from-benchmark "${DATA}/opt-6.7b-dense.synthetic.json" --from-benchmark "${DATA}/opt-6.7b-24.synthetic.json"

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <functional>
+
 #include "audit/audit.hpp"
 #include "audit/measurements.hpp"
 #include "core/error.hpp"
@@ -126,6 +129,70 @@ TEST(AuditRun, FromModelBenchmarks) {
   EXPECT_TRUE(r.not_computed.empty());
   ASSERT_EQ(r.dense.measured_by.size(), 1u);
   EXPECT_NE(r.dense.measured_by[0].find("synthetic"), std::string::npos);
+}
+
+namespace {
+
+std::string audit_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const sf::Error& e) {
+    EXPECT_EQ(e.status(), sf::Status::InvalidArgument) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an sf::Error";
+  return "";
+}
+
+}  // namespace
+
+// --qps 1e21 used to print "GPUs needed 1 1": ceil(1e20) does not fit the int64 it was cast to. A
+// count past 2^53, an input that is not finite, or a product that overflows is an error.
+TEST(AuditArithmetic, HugeOrNonFiniteInputsAreErrorsNeverWrappedNumbers) {
+  EXPECT_NE(
+      audit_error([] { gpus_needed(1e21, 10); }).find("more than the 9007199254740992 (2^53)"),
+      std::string::npos);
+  EXPECT_EQ(gpus_needed(double(kMaxGpus), 1), kMaxGpus);  // the largest count still answers
+  EXPECT_NE(audit_error([] { gpus_needed(INFINITY, 10); }).find("finite"), std::string::npos);
+  EXPECT_NE(audit_error([] { gpus_needed(NAN, 10); }).find("finite"), std::string::npos);
+  EXPECT_NE(audit_error([] { gpus_needed(10, INFINITY); }).find("finite"), std::string::npos);
+  EXPECT_NE(audit_error([] { gpu_seconds_per_request(1e308, 1e308, 1e-300, 1); }).find("double"),
+            std::string::npos);
+  EXPECT_NE(audit_error([] { gpu_seconds_per_request(NAN, 1, 1, 1); }).find("tokens"),
+            std::string::npos);
+  EXPECT_NE(audit_error([] { yearly_cost(kMaxGpus, 1e300); }).find("yearly cost is larger"),
+            std::string::npos);
+  EXPECT_NE(audit_error([] { yearly_cost(1, -2); }).find("--price-per-gpu-hour must be"),
+            std::string::npos);
+  EXPECT_NE(audit_error([] { yearly_kwh(1, NAN); }).find("--power-watts must be"),
+            std::string::npos);
+  EXPECT_NE(audit_error([] { tonnes_co2(1e308, 1e308); }).find("yearly CO2 is larger"),
+            std::string::npos);
+
+  Request req;
+  req.qps = 1e21;
+  EXPECT_NE(audit_error([&] {
+              run_audit(req, *find_model("opt-6.7b"), model_measurements());
+            }).find("2^53"),
+            std::string::npos);
+  for (auto set : std::vector<std::function<void(Request&)>>{
+           [](Request& r) { r.qps = INFINITY; }, [](Request& r) { r.qps = NAN; },
+           [](Request& r) { r.tokens_in = INFINITY; }, [](Request& r) { r.tokens_out = -1; },
+           [](Request& r) { r.price_per_gpu_hour = NAN; }, [](Request& r) { r.power_watts = 0; },
+           [](Request& r) { r.grid_g_per_kwh = INFINITY; }, [](Request& r) { r.batch = -4; }}) {
+    Request q;
+    q.qps = 10;
+    set(q);
+    audit_error([&] { run_audit(q, *find_model("opt-6.7b"), model_measurements()); });
+  }
+  // A user's config.json can say anything; sizes outside any real model are refused by name.
+  ModelShape bad = *find_model("opt-6.7b");
+  bad.layers = -3;
+  req.qps = 10;
+  EXPECT_NE(audit_error([&] {
+              run_audit(req, bad, model_measurements());
+            }).find("the number of layers is -3"),
+            std::string::npos);
 }
 
 TEST(AuditRun, NoPriceNoGridMeansNotComputedNotInvented) {

@@ -103,7 +103,7 @@ TEST_F(OffloadCliTest, ErrorsSayWhatToDo) {
   }
   r = run("profile -m " + m + " --calibration " + path("missing.txt"));
   EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("cannot read"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cannot open --calibration file"), std::string::npos) << r.out;
   r = run("profile -m " + m + " --calibration " + calib() + " --device tpu --no-write");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("expected cpu, cuda or auto"), std::string::npos) << r.out;

@@ -1,5 +1,6 @@
 // `sparseflow synth`, `convert` and `inspect` end to end through the binary: exit codes, output,
 // and atomicity (a failing convert leaves no partial file and keeps an existing output).
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -113,6 +114,61 @@ TEST_F(ConvertCliTest, FailingConvertLeavesNothingBehindAndKeepsTheOldOutput) {
   // A directory as output, and a missing --output, are refused too.
   EXPECT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("tiny"))).code, 2);
   EXPECT_EQ(run_cli(fmt::format("convert -i {}", path("tiny"))).code, 2);
+}
+
+// A checkpoint without vocab.json + merges.txt converts, with a warning now rather than an error at
+// generate time that says what will not work and which files were looked for.
+TEST_F(ConvertCliTest, ConvertWithoutTokenizerWarns) {
+  CliResult r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("with.sf")));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
+  std::filesystem::remove(path("tiny/merges.txt"));
+  r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("without.sf")));
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const std::string& needle :
+       {std::string("convert: warning: the input has no tokenizer"), path("tiny/vocab.json"),
+        path("tiny/merges.txt"), std::string("found only vocab.json"), std::string("generate --prompt"),
+        std::string("perplexity --text"), std::string("--ids still works")})
+    EXPECT_NE(r.out.find(needle), std::string::npos) << "missing: " << needle << "\n" << r.out;
+  EXPECT_TRUE(model::Model::open(path("without.sf"))->vocab_json().empty());
+}
+
+// config.json saying 1 layer over weights of 2 used to convert to a 1-layer model without a word.
+TEST_F(ConvertCliTest, ConvertRefusesWeightsTheConfigDoesNotDescribe) {
+  auto cfg = nlohmann::json::parse(sftest::read_bytes(path("tiny/config.json")));
+  cfg["num_hidden_layers"] = 1;
+  const std::string text = cfg.dump();
+  sftest::write_bytes(path("tiny/config.json"), std::vector<uint8_t>(text.begin(), text.end()));
+  const CliResult r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("one.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("model.decoder.layers.1."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("num_hidden_layers 1"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("one.sf")));
+}
+
+// A FIFO given as the model or as --text fails at once; `timeout` keeps a regression from hanging
+// the suite (exit 124 then).
+TEST_F(ConvertCliTest, FifoInputsFailPromptly) {
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("m.sf"))).code, 0);
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);
+  const std::string cli = std::string("timeout 20 ") + SF_CLI_PATH;
+  for (const std::string& args :
+       {fmt::format("convert -i {} -o {}", path("fifo"), path("o.sf")),
+        fmt::format("generate -m {} --ids 2,3 -n 1", path("fifo")),
+        fmt::format("perplexity -m {} --text {}", path("m.sf"), path("fifo"))}) {
+    CliResult r;
+    std::FILE* p = ::popen((cli + " " + args + " 2>&1").c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int st = ::pclose(p);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(path("fifo") + "' is a FIFO (named pipe); expected a regular file"),
+              std::string::npos)
+        << args << "\n" << r.out;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Model::open on HF checkpoint directories (single file and sharded, with and without the "model."
 // prefix, tied and untied lm_head, project_in/out, post-layernorm, missing tensors, bad configs) and
 // on .sf files written by convert_to_sf (dense in every dtype and 2:4, bit-exact against the source).
+#include <sys/stat.h>
+
 #include <cstring>
 
 #include "format/hf_config.hpp"
@@ -10,6 +12,7 @@
 #include "model/synth.hpp"
 #include "model/weights.hpp"
 #include "sf_test_util.hpp"
+#include "sparse24/internal.hpp"
 
 using namespace sf;
 using namespace sf::model;
@@ -368,6 +371,193 @@ TEST_F(ModelLoadTest, SfLoaderSkipsUnknownKindsAndRefusesDamage) {
   const Error miss = catch_error([&] { Model::open(path("short.sf")); });
   EXPECT_EQ(miss.status(), Status::NotFound);
   EXPECT_NE(std::string(miss.what()).find(hf->dense_tensors().begin()->first), std::string::npos) << miss.what();
+}
+
+// Writes every part's xxh64 (and the trailer's own) back into `b`, a copy of `f`'s bytes whose
+// tensor data was edited, so that only the damage the edit made is left to find.
+void rewrite_checksums(std::vector<uint8_t>& b, const sff::File& f) {
+  auto put = [&](size_t at, uint64_t v) {
+    for (int i = 0; i < 8; ++i) b[at + size_t(i)] = uint8_t(v >> (8 * i));
+  };
+  size_t nparts = 0;
+  for (const auto& e : f.entries()) nparts += e.parts.size();
+  const size_t trailer = b.size() - 8 * (nparts + 2);
+  size_t k = 1;
+  for (const auto& e : f.entries())
+    for (const auto& q : e.parts)
+      put(trailer + 8 * k++, sff::xxh64({b.data() + f.data_start() + q.offset, size_t(q.size)}));
+  put(trailer + 8 * k, sff::xxh64({b.data() + trailer, 8 * k}));
+}
+
+void write_config(const std::string& path, const nlohmann::json& cfg) {
+  const std::string text = cfg.dump();
+  sftest::write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+// Checksums prove only that the bytes are the writer's: a .sf file whose 2:4 metadata holds a
+// pair that is not i0 < i1 (recomputed checksums, otherwise valid) is refused naming the tensor,
+// the row and the columns of the first bad group.
+TEST_F(ModelLoadTest, S24MetadataThatIsNotAnIndexPairIsRefused) {
+  write_tiny_opt(path("ck"), {});
+  ConvertOptions co;
+  co.sparsity = "2:4";
+  convert_to_sf(*Model::open(path("ck")), path("m.sf"), co);
+  const auto f = sff::File::open(path("m.sf"));
+  const auto good = sftest::read_bytes(path("m.sf"));
+
+  auto ones = good;  // every metadata byte 0xFF: every group (3, 3)
+  std::string first;
+  for (const auto& e : f.entries())
+    if (e.kind == sff::kKindS24) {
+      if (first.empty()) first = e.name;
+      const auto* q = e.part("meta");
+      std::memset(ones.data() + f.data_start() + q->offset, 0xff, q->size);
+    }
+  rewrite_checksums(ones, f);
+  sftest::write_bytes(path("ones.sf"), ones);
+  ASSERT_NO_THROW(sff::File::open(path("ones.sf")));  // the file itself is consistent
+  Error e = catch_error([&] { Model::open(path("ones.sf")); });
+  EXPECT_EQ(e.status(), Status::Format);
+  std::string msg = e.what();
+  for (const std::string& needle :
+       {first, std::string("row 0, columns 0..3"), std::string("indices (3, 3)"),
+        std::string("0 <= i0 < i1 <= 3"), std::string("corrupt"),
+        std::string("re-run `sparseflow convert`")})
+    EXPECT_NE(msg.find(needle), std::string::npos) << "missing: " << needle << "\n" << msg;
+
+  // One group with its indices swapped, (2, 1), at row 5 columns 12..15 of layer 1's fc2.
+  auto one = good;
+  const auto& fc2 = f.get("model.decoder.layers.1.fc2.weight");
+  const s24::MetaPos at = s24::meta_pos(fc2.padded_shape[1], 5, 3);
+  uint8_t* meta = one.data() + f.data_start() + fc2.part("meta")->offset;
+  uint32_t word;
+  std::memcpy(&word, meta + 4 * at.word, 4);
+  word = (word & ~(0xfu << at.shift)) | ((2u | 1u << 2) << at.shift);
+  std::memcpy(meta + 4 * at.word, &word, 4);
+  rewrite_checksums(one, f);
+  sftest::write_bytes(path("one.sf"), one);
+  e = catch_error([&] { Model::open(path("one.sf")); });
+  EXPECT_EQ(e.status(), Status::Format);
+  msg = e.what();
+  EXPECT_NE(msg.find("'model.decoder.layers.1.fc2.weight'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("row 5, columns 12..15 (group 3)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("indices (2, 1)"), std::string::npos) << msg;
+}
+
+// A config.json that says 1 layer over weights of 2 used to load (and convert) as a 1-layer model;
+// every tensor set that is not the config's model is refused, naming tensors and the config.
+TEST_F(ModelLoadTest, TensorsThatTheConfigDoesNotDescribeAreRefused) {
+  write_tiny_opt(path("ck"), {});
+  auto cfg = nlohmann::json::parse(sftest::read_bytes(path("ck/config.json")));
+  cfg["num_hidden_layers"] = 1;
+  write_config(path("ck/config.json"), cfg);
+  Error e = catch_error([&] { Model::open(path("ck")); });
+  EXPECT_EQ(e.status(), Status::Format);
+  std::string msg = e.what();
+  for (const char* needle :
+       {"16 tensor(s) are not part of that model", "model.decoder.layers.1.fc1.weight",
+        "and 4 more", "num_hidden_layers 1", "layers 0 to 1 (2 layers)", "config.json"})
+    EXPECT_NE(msg.find(needle), std::string::npos) << "missing: " << needle << "\n" << msg;
+
+  // More layers in the config than in the weights: the missing ones, with the same summary.
+  cfg["num_hidden_layers"] = 3;
+  write_config(path("ck/config.json"), cfg);
+  e = catch_error([&] { Model::open(path("ck")); });
+  EXPECT_EQ(e.status(), Status::NotFound);
+  msg = e.what();
+  EXPECT_NE(msg.find("16 tensor(s) it implies are missing"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.decoder.layers.2."), std::string::npos) << msg;
+  EXPECT_NE(msg.find("where config.json says 3"), std::string::npos) << msg;
+
+  // A tensor nothing reads, in a checkpoint whose layers match.
+  cfg["num_hidden_layers"] = 2;
+  write_config(path("ck/config.json"), cfg);
+  const auto src = st::File::open(path("ck/model.safetensors"));
+  std::vector<st::TensorToWrite> all;
+  for (const auto& t : src.tensors()) all.push_back({t.name, t.dtype, t.shape, src.data(t)});
+  const std::vector<uint8_t> extra(64 * 4, 0);
+  all.push_back({"model.decoder.layers.0.self_attn.rotary_emb.inv_freq", DType::F32, {64}, extra});
+  st::write_file(path("ck/extra.safetensors"), all);
+  std::filesystem::rename(path("ck/extra.safetensors"), path("ck/model.safetensors"));
+  e = catch_error([&] { Model::open(path("ck")); });
+  EXPECT_EQ(e.status(), Status::Format);
+  EXPECT_NE(std::string(e.what()).find("1 tensor(s) are not part of that model: "
+                                       "model.decoder.layers.0.self_attn.rotary_emb.inv_freq"),
+            std::string::npos)
+      << e.what();
+
+  // An untied config needs lm_head.weight; it is not silently tied when absent.
+  write_tiny_opt(path("tied"), {});
+  auto tcfg = nlohmann::json::parse(sftest::read_bytes(path("tied/config.json")));
+  tcfg["tie_word_embeddings"] = false;
+  write_config(path("tied/config.json"), tcfg);
+  e = catch_error([&] { Model::open(path("tied")); });
+  EXPECT_EQ(e.status(), Status::NotFound);
+  EXPECT_NE(std::string(e.what()).find("missing: lm_head.weight"), std::string::npos) << e.what();
+}
+
+// The same for a .sf file: a header config of 1 layer over the tensors of 2.
+TEST_F(ModelLoadTest, SfTensorsThatTheConfigDoesNotDescribeAreRefused) {
+  write_tiny_opt(path("ck"), {});
+  const auto hf = Model::open(path("ck"));
+  OptConfig one = hf->config();
+  one.num_hidden_layers = 1;
+  std::vector<sff::EntrySpec> specs;
+  for (const auto& [name, t] : hf->dense_tensors())
+    specs.push_back(sff::dense_spec(name, t.dtype, t.shape));
+  specs.push_back(
+      sff::dense_spec("profile.layers.0.firing_rate", DType::F32, {256}));  // a profile is fine
+  {
+    sff::Writer w(path("m.sf"), "opt", format::opt_config_to_json(one), nlohmann::json::object(),
+                  specs);
+    for (const auto& [name, t] : hf->dense_tensors())
+      w.write({static_cast<const uint8_t*>(t.data), size_t(t.numel()) * dtype_size(t.dtype)});
+    w.write(std::vector<uint8_t>(256 * 4, 0));
+    w.finish();
+  }
+  const Error e = catch_error([&] { Model::open(path("m.sf")); });
+  EXPECT_EQ(e.status(), Status::Format);
+  const std::string msg = e.what();
+  EXPECT_NE(msg.find("16 tensor(s) are not part of that model"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.decoder.layers.1."), std::string::npos) << msg;
+  EXPECT_NE(msg.find("its header config says 1"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("profile.layers.0"), std::string::npos) << msg;
+}
+
+// A FIFO, a directory or a device where a model file should be fails at once with the path and
+// what it is; it used to block in open() or read() until some writer came along.
+TEST_F(ModelLoadTest, FifoDirectoryOrDeviceInsteadOfAFileFailsPromptly) {
+  ASSERT_EQ(::mkfifo(path("m.sf").c_str(), 0600), 0);
+  Error e = sftest::catch_error_promptly(path("m.sf"), [&] { Model::open(path("m.sf")); });
+  EXPECT_EQ(e.status(), Status::Io);
+  EXPECT_NE(std::string(e.what()).find(path("m.sf") +
+                                       "' is a FIFO (named pipe); expected a regular file"),
+            std::string::npos)
+      << e.what();
+
+  for (const char* file : {"config.json", "model.safetensors", "vocab.json"}) {
+    SCOPED_TRACE(file);
+    const std::string dir = path(std::string("ck_") + file);
+    write_tiny_opt(dir, {});
+    const std::string p = dir + "/" + file;
+    std::filesystem::remove(p);
+    ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
+    e = sftest::catch_error_promptly(p, [&] { Model::open(dir); });
+    EXPECT_EQ(e.status(), Status::Io);
+    EXPECT_NE(std::string(e.what()).find(p + "' is a FIFO"), std::string::npos) << e.what();
+  }
+
+  write_tiny_opt(path("ck"), {});
+  std::filesystem::remove(path("ck/model.safetensors"));
+  std::filesystem::create_directory(path("ck/model.safetensors"));
+  e = catch_error([&] { Model::open(path("ck")); });
+  EXPECT_NE(std::string(e.what()).find("' is a directory; expected a regular file"),
+            std::string::npos)
+      << e.what();
+  e = catch_error([&] { Model::open("/dev/null"); });
+  EXPECT_EQ(e.status(), Status::Io);
+  EXPECT_NE(std::string(e.what()).find("'/dev/null' is a character device"), std::string::npos)
+      << e.what();
 }
 
 }  // namespace
