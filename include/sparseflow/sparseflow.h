@@ -260,7 +260,7 @@ typedef struct sf_session sf_session;
 typedef struct sf_session_options {
   size_t struct_size;
   const char* device;         /* "cpu", "cuda", or "auto" (NULL): cuda when a GPU is usable */
-  int threads;                /* CPU threads (OpenMP, process-wide); 0: the default */
+  int threads;                /* CPU threads of this session's calls; 0: OpenMP's default */
   const char* gpu_memory;     /* NULL or "": not offloaded; "6GiB", "6000MiB", "0.5" or "50%" of
                                  the model's bytes: run offloaded under this GPU budget (needs
                                  device cuda or auto and a usable GPU) */

@@ -79,6 +79,11 @@ struct Session::Impl {
     return options.label.empty() ? std::string(option) : fmt::format("{} {}", options.label, flag);
   }
   bool started() const { return cpu || cuda || off; }
+  // OpenMP's thread count is a per-thread setting, and a session may be driven from a thread
+  // other than the one that opened it (Python's stream() runs it on a worker): set it per call.
+  void apply_threads() const {
+    if (options.threads > 0) omp_set_num_threads(options.threads);
+  }
   const tok::Tokenizer& tokenizer() const {
     if (!tok) (void)model_tokenizer(*model);  // throws the error that says what to add
     return *tok;
@@ -118,7 +123,6 @@ std::unique_ptr<Session> Session::open(const std::string& path, const SessionOpt
   m->device = dev == "auto" && !off.enabled() && !backend::cuda_unavailable_reason().empty() ? "cpu"
               : dev == "auto" ? "cuda"
                               : dev;
-  if (options.threads > 0) omp_set_num_threads(options.threads);
   m->model = model::Model::open(path, options.open);
   if (!m->model->vocab_json().empty() && !m->model->merges_txt().empty())
     m->tok.emplace(model_tokenizer(*m->model));
@@ -179,6 +183,7 @@ Generation Session::generate_ids(std::span<const int32_t> prompt, const Generate
   Generation g;
   g.prompt_ids.assign(prompt.begin(), prompt.end());
   g.max_new_tokens = room_for(prompt.size(), params.max_new_tokens);
+  m.apply_threads();
   if (!m.started()) start(m.options.context_tokens ? 0 : int64_t(prompt.size()) + g.max_new_tokens);
 
   // The hook every engine calls per token: text for the caller, and the timing kept here too so
@@ -220,6 +225,7 @@ Generation Session::generate_ids(std::span<const int32_t> prompt, const Generate
 model::PerplexityResult Session::perplexity(std::span<const int32_t> ids, int64_t context) {
   auto& m = *impl_;
   const int64_t window = context ? context : m.model->config().max_position_embeddings;
+  m.apply_threads();
   if (!m.started()) start(m.options.context_tokens ? 0 : window);
   if (m.cpu) return model::perplexity(*m.cpu, ids, context);
   if (m.off) return m.off->engine().perplexity(ids, context);
@@ -265,25 +271,26 @@ nlohmann::ordered_json Session::info() const {
   const auto& m = *impl_;
   const auto& c = m.model->config();
   nlohmann::ordered_json memory = {{"weight_bytes", weight_bytes(*m.model)}};
-  nlohmann::ordered_json j = {{"path", m.path},
-                              {"architecture", "opt"},
-                              {"source_format", m.model->source_format()},
-                              {"layers", c.num_hidden_layers},
-                              {"hidden", c.hidden_size},
-                              {"ffn", c.ffn_dim},
-                              {"heads", c.num_attention_heads},
-                              {"vocab", c.vocab_size},
-                              {"max_positions", c.max_position_embeddings},
-                              {"bos_token_id", c.bos_token_id},
-                              {"eos_token_id", c.eos_token_id},
-                              {"dtype", std::string(dtype_name(m.model->dtype()))},
-                              {"weights", m.model->is_sparse() ? "2:4" : "dense"},
-                              {"neuron_major", m.model->is_neuron_major()},
-                              {"has_tokenizer", m.tok.has_value()},
-                              {"device", m.device},
-                              {"threads", omp_get_max_threads()},
-                              {"started", m.started()},
-                              {"offloaded", offloaded()}};
+  nlohmann::ordered_json j = {
+      {"path", m.path},
+      {"architecture", "opt"},
+      {"source_format", m.model->source_format()},
+      {"layers", c.num_hidden_layers},
+      {"hidden", c.hidden_size},
+      {"ffn", c.ffn_dim},
+      {"heads", c.num_attention_heads},
+      {"vocab", c.vocab_size},
+      {"max_positions", c.max_position_embeddings},
+      {"bos_token_id", c.bos_token_id},
+      {"eos_token_id", c.eos_token_id},
+      {"dtype", std::string(dtype_name(m.model->dtype()))},
+      {"weights", m.model->is_sparse() ? "2:4" : "dense"},
+      {"neuron_major", m.model->is_neuron_major()},
+      {"has_tokenizer", m.tok.has_value()},
+      {"device", m.device},
+      {"threads", m.options.threads > 0 ? m.options.threads : omp_get_max_threads()},
+      {"started", m.started()},
+      {"offloaded", offloaded()}};
   model::OptCuda* gpu = m.cuda ? m.cuda.get() : m.off ? &m.off->engine() : nullptr;
   if (gpu) {
     j["device_name"] = gpu->device_name();

@@ -32,7 +32,7 @@ namespace sf::session {
 
 struct SessionOptions {
   std::string device = "auto";  // "cpu", "cuda", or "auto" (cuda when a GPU is usable, else cpu)
-  int threads = 0;              // CPU threads (OpenMP, process-wide); 0 keeps the default
+  int threads = 0;              // CPU threads of this session's calls; 0: OpenMP's default
   // Offloaded inference when offload.enabled() (a gpu_memory budget): needs the CUDA backend.
   offload::OffloadOptions offload;
   // KV cache tokens the offload plan reserves out of the GPU budget; 0: what the first request
