@@ -25,7 +25,8 @@ namespace {
 constexpr const char* kNotBuilt =
     "this build of SparseFlow has no CUDA backend (it was configured with -DSPARSEFLOW_CUDA=OFF, "
     "or "
-    "nvcc was not found at configure time); rebuild with the CUDA toolkit on PATH to use a GPU";
+    "nvcc was not found at configure time); rebuild with the CUDA toolkit on PATH to use a GPU, or "
+    "run on the CPU (--device cpu)";
 
 }  // namespace
 

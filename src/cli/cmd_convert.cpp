@@ -10,12 +10,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/table.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/output_path.hpp"
+#include "core/progress.hpp"
 #include "model/convert.hpp"
 #include "model/opt_cpu.hpp"
 #include "model/weights.hpp"
@@ -29,35 +32,11 @@ struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
   std::string config;  // a bare .pt's config.json when it is not beside the file
   int64_t calibration_tokens = 4096;
-  bool json = false;
+  bool json = false, force = false;
   bool neuron_major = false, keep_order = false;  // issue 6
 };
 
 std::string mib(uint64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1 << 20)); }
-
-// A bar that redraws in place on a terminal; elsewhere (logs, CI) a plain line per 10% step.
-class Progress {
- public:
-  Progress() : tty_(::isatty(::fileno(stderr)) != 0) {}
-  void operator()(size_t done, size_t count, const std::string& name, uint64_t bytes, uint64_t total) {
-    const double frac = total ? double(bytes) / double(total) : 1.0;
-    if (tty_) {
-      const int width = 30, fill = int(frac * width);
-      fmt::print(stderr, "\r[{}{}] {:3.0f}% {}/{} {:<48.48}", std::string(size_t(fill), '#'),
-                 std::string(size_t(width - fill), ' '), frac * 100, done, count, name);
-      if (done == count) fmt::print(stderr, "\n");
-    } else if (int(frac * 10) > last_decile_ || done == count) {
-      last_decile_ = int(frac * 10);
-      fmt::print(stderr, "convert: {:3.0f}% ({}/{} tensors, {} of {}) {}\n", frac * 100, done, count, mib(bytes),
-                 mib(total), name);
-    }
-    std::fflush(stderr);
-  }
-
- private:
-  bool tty_;
-  int last_decile_ = -1;
-};
 
 // A model without a tokenizer converts, but its .sf file then runs from token ids only; say so now
 // rather than at generate time, with the files that were looked for.
@@ -109,9 +88,9 @@ void run_convert(const ConvertArgs& a) {
     fail(Status::InvalidArgument, "--calibration is used only by --method wanda; drop it or add --method wanda");
   if (fs::is_directory(a.output))
     fail(Status::InvalidArgument, "--output '{}' is a directory; give the path of the .sf file to write", a.output);
-  std::error_code ec;
-  if (fs::exists(a.output) && fs::equivalent(a.input, a.output, ec))
-    fail(Status::InvalidArgument, "--output is the input '{}'; write to another path", a.input);
+  check_output({a.output, "--output"},
+               {{a.input, "--input"}, {a.calibration, "--calibration"}, {a.config, "--config"}},
+               a.force);
 
   const auto t0 = std::chrono::steady_clock::now();
   model::OpenOptions oo;
@@ -142,8 +121,14 @@ void run_convert(const ConvertArgs& a) {
     co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
   }
 
-  Progress progress;
-  const auto rep = model::convert_to_sf(*src, a.output, co, std::ref(progress));
+  std::optional<Progress> bar;  // sized on the first call, when the total is known
+  const auto rep = model::convert_to_sf(
+      *src, a.output, co,
+      [&](size_t, size_t, const std::string& name, uint64_t bytes, uint64_t total) {
+        if (!bar) bar.emplace("convert", double(total), "MiB", double(1 << 20));
+        bar->update(double(bytes), name);
+      });
+  if (bar) bar->finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (a.json) {
@@ -199,7 +184,10 @@ void add_convert_command(CLI::App& app) {
                 "merges.txt), or a torch.save() state dict (model.pt) with config.json beside it")
       ->required();
   c->add_option("--config", a->config, "the HF config.json to use (default: the one in or beside --input)");
-  c->add_option("--output,-o", a->output, "the .sf file to write (replaced only when complete)")->required();
+  c->add_option("--output,-o", a->output, "the .sf file to write (it appears only when complete)")
+      ->required();
+  c->add_flag("--force", a->force,
+              "replace --output if it exists (the old file stays until the new one is complete)");
   c->add_option("--sparsity", a->sparsity, "none or 2:4 (prunes q/k/v/out_proj, fc1, fc2)")->capture_default_str();
   c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();
   c->add_option("--calibration", a->calibration, "text file for Wanda's activation norms");

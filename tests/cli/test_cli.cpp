@@ -244,11 +244,18 @@ TEST_F(CliTest, PruneThenValidate) {
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "all 4 checked")) << r.out;
 
-  // Pruning in place is allowed: the output is written atomically.
-  r = run({"prune", "-i", path("in.safetensors"), "-o", path("in.safetensors")});
+  // The input is never the output, and an existing output is replaced only with --force.
+  const auto before = read_bytes(path("in.safetensors"));
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("in.safetensors"), "--force"});
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "never writes into an input")) << r.out;
+  EXPECT_EQ(read_bytes(path("in.safetensors")), before);
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("out.safetensors")});
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "already exists; pass --force")) << r.out;
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("out.safetensors"), "--force"});
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_EQ(run({"validate", "--input", path("in.safetensors")}).rc, 0);
-  EXPECT_EQ(read_bytes(path("in.safetensors")), read_bytes(path("out.safetensors")));
+  EXPECT_EQ(run({"validate", "--input", path("out.safetensors")}).rc, 0);
 }
 
 TEST_F(CliTest, ValidateReportsFirstViolation) {

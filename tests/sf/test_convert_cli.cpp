@@ -46,7 +46,8 @@ TEST_F(ConvertCliTest, SynthConvertInspect) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("relative pruning error"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("parameters     204416"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("convert: 100%"), std::string::npos) << r.out;  // not a TTY: plain progress lines
+  EXPECT_EQ(r.out.find("convert ["), std::string::npos)
+      << r.out;  // not a terminal: no progress bar
   const auto m = model::Model::open(path("t24.sf"));
   EXPECT_TRUE(m->is_sparse());
 
@@ -93,17 +94,23 @@ TEST_F(ConvertCliTest, DamagedFileExitCodes) {
 TEST_F(ConvertCliTest, FailingConvertLeavesNothingBehindAndKeepsTheOldOutput) {
   const std::string out = path("keep.sf");
   sftest::write_bytes(out, {'o', 'l', 'd'});
-  // Bad options, a missing input, an incomplete checkpoint: each fails with exit 2.
-  CliResult r = run_cli(fmt::format("convert -i {} -o {} --sparsity 3:4", path("tiny"), out));
+  // Without --force an existing output is never replaced, even by a good conversion.
+  CliResult r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), out));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists; pass --force"), std::string::npos) << r.out;
+  // With --force: bad options, a missing input, an incomplete checkpoint each fail with exit 2, and
+  // the old output stays.
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 3:4 --force", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("expected none or 2:4"), std::string::npos) << r.out;
-  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method wanda", path("tiny"), out));
+  r = run_cli(
+      fmt::format("convert -i {} -o {} --sparsity 2:4 --method wanda --force", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("--calibration"), std::string::npos) << r.out;
-  r = run_cli(fmt::format("convert -i {} -o {}", path("absent"), out));
+  r = run_cli(fmt::format("convert -i {} -o {} --force", path("absent"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   std::filesystem::remove(path("tiny/model.safetensors"));
-  r = run_cli(fmt::format("convert -i {} -o {}", path("tiny"), out));
+  r = run_cli(fmt::format("convert -i {} -o {} --force", path("tiny"), out));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("model.safetensors"), std::string::npos) << r.out;
   EXPECT_EQ(sftest::read_bytes(out), (std::vector<uint8_t>{'o', 'l', 'd'}));
