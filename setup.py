@@ -32,8 +32,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from setuptools import Distribution, setup
-from setuptools.command.build_py import build_py
+from setuptools import Command, Distribution, setup
+from setuptools.command.build import build
 from setuptools.command.egg_info import egg_info
 
 ROOT = Path(__file__).resolve().parent
@@ -183,11 +183,24 @@ def find_library(folder):
     return None
 
 
-class BuildPyWithNative(build_py):
+class BuildNative(Command):
+    """The native build, as a step of `build` of its own rather than inside build_py: an editable
+    install runs a customised build_py "safely", turning any exception into a warning, so a failed
+    CMake build would still report the install as successful."""
+
+    description = "build libsparseflow.so and the sparseflow command with CMake"
+    user_options = []
+
+    def initialize_options(self):
+        self.build_lib = None
+        self.editable_mode = False  # set by setuptools' editable_wheel
+
+    def finalize_options(self):
+        self.set_undefined_options("build", ("build_lib", "build_lib"))
+
     def run(self):
-        super().run()
         prefix = build_native()
-        if getattr(self, "editable_mode", False):
+        if self.editable_mode:
             return  # the package runs from python/ and finds prefix through the metadata record
         lib, exe = find_library(prefix / "lib"), prefix / "bin" / "sparseflow"
         if lib is None or not exe.is_file():
@@ -203,6 +216,17 @@ class BuildPyWithNative(build_py):
         # The command reads the shipped measurements from ../share/sparseflow beside itself.
         shutil.copytree(prefix / "share" / "sparseflow", target / "share" / "sparseflow")
         print(f"sparseflow: bundled {lib} and {exe}")
+
+    # editable_wheel asks every build step what it made; the wheel's files are found by build_py.
+    def get_outputs(self):
+        return []
+
+    def get_output_mapping(self):
+        return {}
+
+
+class BuildWithNative(build):
+    sub_commands = [("build_native", None)] + build.sub_commands
 
 
 class EggInfoWithNativeRecord(egg_info):
@@ -228,7 +252,8 @@ class BinaryDistribution(Distribution):
 setuptools_dir = build_dir() / "setuptools"
 setuptools_dir.mkdir(parents=True, exist_ok=True)
 setup(version=project_version(),
-      cmdclass={"build_py": BuildPyWithNative, "egg_info": EggInfoWithNativeRecord},
+      cmdclass={"build": BuildWithNative, "build_native": BuildNative,
+                "egg_info": EggInfoWithNativeRecord},
       distclass=BinaryDistribution,
       options={"build": {"build_base": str(setuptools_dir)},
                "egg_info": {"egg_base": str(setuptools_dir)}})

@@ -68,8 +68,17 @@ venv=$work/venv
 make_venv "$venv"
 mode=$(pip_mode "$venv")
 echo "pip install -e . ${mode:-(build isolation: pip fetches setuptools)}"
-t0=$(date +%s)
 cd "$root"
+# A CMake failure must fail the install (setuptools turns exceptions in a customised build_py of an
+# editable install into warnings; the native build is a step of its own for that reason).
+if SPARSEFLOW_PIP_BUILD_DIR=$work/build-broken SPARSEFLOW_CMAKE_ARGS="-DCMAKE_CXX_COMPILER=/nonexistent/c++" \
+     "$venv/bin/pip" install $mode -e . >"$work/pip-broken.log" 2>&1; then
+  fail "pip install -e . succeeded although CMake could not configure (log: $work/pip-broken.log)"
+fi
+grep -q "cmake -S .* failed" "$work/pip-broken.log" || fail "pip's log does not say that CMake failed"
+rm -rf "$work/build-broken"
+echo "pip install -e . fails when CMake fails"
+t0=$(date +%s)
 "$venv/bin/pip" install $mode -e . >"$work/pip-editable.log" 2>&1 ||
   { tail -40 "$work/pip-editable.log" >&2; fail "pip install -e . failed; log: $work/pip-editable.log"; }
 echo "pip install -e .: $(seconds "$t0") s (log: $work/pip-editable.log, CMake: $work/build/pip-build.log)"
