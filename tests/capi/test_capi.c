@@ -623,6 +623,7 @@ static void test_session(void) {
     o.struct_size = sizeof o;
     o.device = "cuda";
     o.gpu_memory = "1GiB";
+    o.predictor = "exact"; /* the built-in model has no calibrated predictors */
     o.collect_stats = 1;
     CHECK_OK(sf_session_open(path, &o, &s));
     if (s) {
