@@ -11,7 +11,10 @@ set(SPARSEFLOW_COMMAND_ALIASES convert benchmark audit)
 
 if(TARGET sparseflow_cli)
   # An installed binary finds libsparseflow (if it links it) and share/sparseflow beside itself.
-  set_target_properties(sparseflow_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+  # Libraries linked from outside the system's paths (cuSPARSELt from a Python wheel, say) stay
+  # findable after installing: their directories are kept in the installed RPATH as well.
+  set_target_properties(sparseflow_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}"
+    INSTALL_RPATH_USE_LINK_PATH ON)
   install(TARGETS sparseflow_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
   # The same symlinks in the build tree (BUILD/aliases/sparseflow-audit), for use without installing.
   set(sf_alias_files "")
@@ -48,6 +51,7 @@ if(TARGET sparseflow_shared)
   if(NOT "${sf_shared_includes}" MATCHES "INSTALL_INTERFACE")
     target_include_directories(sparseflow_shared INTERFACE $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   endif()
+  set_target_properties(sparseflow_shared PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
   install(TARGETS sparseflow_shared EXPORT SparseFlowTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
