@@ -26,7 +26,7 @@ namespace sf::cli {
 namespace {
 
 struct BenchmarkOptions {
-  std::string size, batches, device = "cpu", dtype = "fp16", json;
+  std::string size, batches, device = "auto", dtype = "fp16", json;
   int iters = 0;  // 0: the device's default
   // --model: whole-model generation speed instead (cmd_benchmark_model.cpp).
   std::string model, sparsity = "none";
@@ -181,6 +181,10 @@ void run_benchmark(const BenchmarkOptions& o) {
     result = sf::s24::benchmark_gemm_cpu(n, k, batches, dtype, iters);
   }
   if (!result.contains("device")) result["device"] = o.device;
+  // How it was measured, for whoever reads the JSON later (`sparseflow audit` prints it).
+  result["command"] = fmt::format("sparseflow benchmark --device {} --size {} --batch {} --iterations {} --dtype {}",
+                                  o.device, o.size, o.batches.empty() ? (cuda ? kCudaBatches : kCpuBatches) : o.batches,
+                                  iters, o.dtype);
 
   // With --json - the JSON owns stdout; the table goes to stderr.
   std::FILE* human = o.json == "-" ? stderr : stdout;
@@ -231,8 +235,8 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--batch", o->batches,
                   fmt::format("comma-separated M values (default: {} on cpu, {} on cuda)",
                               kCpuBatches, kCudaBatches));
-  cmd->add_option("--device", o->device, "where to run")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
+  cmd->add_option("--device", o->device, "where to run: cpu, cuda, or auto (cuda when a GPU can run the 2:4 kernels)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "element type of weights and activations")
       ->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
@@ -257,6 +261,13 @@ void add_benchmark_command(CLI::App& app) {
                 "against the measured HBM read bandwidth");
   add_offload_flags(cmd, off);
   cmd->callback([o, off] {
+    // `sparseflow-benchmark --size 4096x4096` measures the hardware it runs on: the GPU when there is
+    // one the kernels can use.
+    if (o->device == "auto") {
+      const auto* gpu = backend::cuda();
+      const bool usable = backend::cuda_unavailable_reason().empty() && gpu->sparse_kernels_unavailable_reason().empty();
+      o->device = usable ? "cuda" : "cpu";
+    }
     const auto off_opt = offload_options(*off);
     if (off_opt.enabled()) {
       if (o->model.empty()) fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");
