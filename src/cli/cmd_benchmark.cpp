@@ -17,6 +17,7 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/output_path.hpp"
 #include "model/weights.hpp"
 #include "report/svg_plot.hpp"
 #include "sparse24/cpu_bench.hpp"
@@ -33,6 +34,7 @@ struct BenchmarkOptions {
   int64_t prompt_tokens = 128, new_tokens = 256;
   std::string plot;  // --plot FILE.svg (report/svg_plot.hpp)
   bool profile = false;  // --model: per-stage time and GB/s of a decode step
+  bool force = false;    // replace an existing --json / --plot file
 };
 
 constexpr const char* kCpuBatches = "1,16,256";
@@ -246,6 +248,7 @@ void add_benchmark_command(CLI::App& app) {
                   "timed iterations per case (default: 10 on cpu, 100 on cuda)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json, "also write the results as JSON to FILE ('-' for stdout)");
+  cmd->add_flag("--force", o->force, "replace an existing --json or --plot file");
   // --model: generation speed of a whole model on the GPU (prefill, decode, % of the HBM limit).
   cmd->add_option("--model", o->model, "benchmark this model (.sf or HF dir) instead of one GEMM; needs --device cuda")
       ->excludes(size);
@@ -268,6 +271,11 @@ void add_benchmark_command(CLI::App& app) {
       const bool usable = backend::cuda_unavailable_reason().empty() && gpu->sparse_kernels_unavailable_reason().empty();
       o->device = usable ? "cuda" : "cpu";
     }
+    // Result files follow the rule of every output: never an input, never replaced without --force.
+    if (!o->json.empty() && o->json != "-")
+      check_output({o->json, "--json"}, {{o->model, "--model"}}, o->force);
+    if (!o->plot.empty())
+      check_output({o->plot, "--plot"}, {{o->model, "--model"}, {o->json, "--json"}}, o->force);
     const auto off_opt = offload_options(*off);
     if (off_opt.enabled()) {
       if (o->model.empty()) fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");

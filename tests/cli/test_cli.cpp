@@ -440,6 +440,20 @@ TEST_F(CliTest, BenchmarkArgumentsAndCpuJson) {
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "speedup")) << r.out;
   const auto j = nlohmann::json::parse(read_bytes(path("b.json")));
+  EXPECT_NE(j["command"].get<std::string>().find("--size 64x128 --batch 1,3 --iterations 1"),
+            std::string::npos);
+  // A results file is an output like any other: kept unless --force.
+  const auto kept = read_bytes(path("b.json"));
+  r = run({"benchmark", "--size", "64x64", "--batch", "1", "--iterations", "1", "--json",
+           path("b.json")});
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "already exists; pass --force")) << r.out;
+  EXPECT_EQ(read_bytes(path("b.json")), kept);
+  EXPECT_EQ(run({"benchmark", "--size", "64x64", "--batch", "1", "--iterations", "1", "--json",
+                 path("b.json"), "--force"})
+                .rc,
+            0);
+  EXPECT_NE(read_bytes(path("b.json")), kept);
   EXPECT_EQ(j["n"], 64);
   EXPECT_EQ(j["k"], 128);
   ASSERT_EQ(j["rows"].size(), 2u);
