@@ -1,8 +1,7 @@
 // sparseflow synth: write a synthetic OPT checkpoint with deterministic random weights (an HF
 // directory, or a .sf file), so that the whole pipeline runs with no download.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <stdlib.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 
@@ -27,27 +26,6 @@ struct SynthArgs {
   std::string activation_profile;  // issue 6: empty = plain random weights
   bool profiled = false, neuron_major = false, force = false;
   int64_t layers = 0;
-};
-
-// A scratch directory beside `output`, removed on every exit path, signals included
-// (temp_files.hpp).
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& output) {
-    remove_stale_temps(output, ".");
-    std::string pattern = temp_stem(output, ".") + "XXXXXX";
-    if (!::mkdtemp(pattern.data()))
-      fail(Status::Io,
-           "cannot create a scratch directory beside '{}'; check that its directory is writable",
-           output);
-    path = pattern;
-    register_temp_path(path.string());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-    unregister_temp_path(path.string());
-  }
 };
 
 void run_synth(const SynthArgs& a) {
@@ -134,16 +112,14 @@ void run_synth(const SynthArgs& a) {
                c.num_hidden_layers, c.num_attention_heads, c.ffn_dim, c.vocab_size);
   } else if (a.format == "sf") {
     if (fs::is_directory(a.output))
-      fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
-    TempDir tmp(a.output);
-    model::write_tiny_opt(tmp.path.string(), o);
-    const auto m = model::Model::open(tmp.path.string());
+      fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file",
+           a.output);
     model::ConvertOptions co;
     co.neuron_major = a.neuron_major;
     co.sparsity = a.sparsity;
     co.extra_metadata = {{"source.format", "synth"}, {"source.path", fmt::format("sparseflow synth --arch {} --seed {}",
                                                                                  a.arch, a.seed)}};
-    const auto rep = model::convert_to_sf(*m, a.output, co);
+    const auto rep = model::write_tiny_opt_sf(a.output, o, co);
     fmt::print("wrote {} (.sf, arch {}, seed {}, {}): {} parameters, {} bytes; random weights, not a trained "
                "model\n", a.output, a.arch, a.seed, a.dtype, rep.parameters, rep.file_bytes);
   } else {

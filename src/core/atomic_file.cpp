@@ -113,10 +113,7 @@ void AtomicFile::commit() {
   if (temp_.empty()) {
     commit_unnamed();
   } else {
-    // mkstemp creates 0600; give the result the usual permissions (0666 minus umask).
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    ::fchmod(::fileno(f_), 0666 & ~mask);
+    ::fchmod(::fileno(f_), usual_permissions(0666));  // mkstemp creates 0600
     std::fclose(f_);
     f_ = nullptr;
     if (!replace_) refuse_existing();

@@ -138,27 +138,32 @@ void remove_stale_temps(const std::string& target, const char* prefix) {
   }
 }
 
-AtomicDir::AtomicDir(std::string target, bool replace)
-    : target_(std::move(target)), replace_(replace) {
-  remove_stale_temps(target_, ".");
-  std::string pattern = temp_stem(target_, ".") + "XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data()))
+unsigned usual_permissions(unsigned base) {
+  const mode_t mask = ::umask(0);  // umask can only be read by setting it
+  ::umask(mask);
+  return base & ~unsigned(mask);
+}
+
+ScratchDir::ScratchDir(const std::string& target) {
+  remove_stale_temps(target, ".");
+  std::string pattern = temp_stem(target, ".") + "XXXXXX";
+  if (!::mkdtemp(pattern.data()))
     fail(Status::Io,
          "cannot create a temporary directory next to '{}': {}. Check that the parent "
          "directory exists and is writable.",
-         target_, std::strerror(errno));
-  temp_ = buf.data();
-  register_temp_path(temp_);
+         target, std::strerror(errno));
+  path_ = pattern;
+  register_temp_path(path_);
 }
 
-AtomicDir::~AtomicDir() {
-  if (committed_) return;
+ScratchDir::~ScratchDir() {
   std::error_code ec;
-  fs::remove_all(temp_, ec);
-  unregister_temp_path(temp_);
+  fs::remove_all(path_, ec);  // nothing there once AtomicDir renamed it onto its target
+  unregister_temp_path(path_);
 }
+
+AtomicDir::AtomicDir(std::string target, bool replace)
+    : target_(std::move(target)), replace_(replace), scratch_(target_) {}
 
 void AtomicDir::commit() {
   std::error_code ec;
@@ -168,27 +173,23 @@ void AtomicDir::commit() {
          "'{}' appeared while it was being written; nothing was replaced "
          "(pass --force to replace it)",
          target_);
-  // mkdtemp makes 0700; give the result the usual permissions (0777 minus umask).
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::chmod(temp_.c_str(), 0777 & ~mask);
+  const std::string& temp = scratch_.path();
+  ::chmod(temp.c_str(), usual_permissions(0777));
   std::string old;
   if (exists) {
     // Move the old directory aside first: rename() cannot replace a non-empty directory.
-    old = temp_ + ".old";
+    old = temp + ".old";
     register_temp_path(old);
     if (std::rename(target_.c_str(), old.c_str()) != 0) {
       unregister_temp_path(old);
       fail(Status::Io, "cannot move '{}' aside to replace it: {}", target_, std::strerror(errno));
     }
   }
-  if (std::rename(temp_.c_str(), target_.c_str()) != 0) {
+  if (std::rename(temp.c_str(), target_.c_str()) != 0) {
     const int e = errno;
     if (!old.empty()) std::rename(old.c_str(), target_.c_str());  // put the old one back
-    fail(Status::Io, "cannot move '{}' onto '{}': {}", temp_, target_, std::strerror(e));
+    fail(Status::Io, "cannot move '{}' onto '{}': {}", temp, target_, std::strerror(e));
   }
-  committed_ = true;
-  unregister_temp_path(temp_);
   if (!old.empty()) {
     fs::remove_all(old, ec);
     unregister_temp_path(old);

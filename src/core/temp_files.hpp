@@ -24,23 +24,42 @@ std::string temp_stem(const std::string& target, const char* prefix);
 // which no process can clean up after), so that they do not pile up. Never touches a live one.
 void remove_stale_temps(const std::string& target, const char* prefix);
 
-// RAII for a temporary directory that becomes `target` on commit() (the whole directory at once):
-// the directory is created next to the target (hidden: ".<name>.tmp.<pid>.XXXXXX"), registered,
-// and removed with its contents unless committed. commit() replaces an existing target only when
-// `replace` was given.
+// `base` (0666 for a file, 0777 for a directory) less this process's umask: the permissions a
+// plain open() or mkdir() would have given what mkstemp/mkdtemp created as 0600/0700.
+unsigned usual_permissions(unsigned base);
+
+// A scratch directory beside `target` (hidden: ".<name>.tmp.<pid>.XXXXXX", so on the target's file
+// system), registered for signal cleanup and removed with its contents when destroyed. Stale ones
+// of dead writers of the same target are removed first.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& target);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A directory that becomes `target` on commit(), whole: files are written into a ScratchDir,
+// which commit() renames onto the target (replacing an existing one only when `replace` was
+// given). Without commit() it is removed.
 class AtomicDir {
  public:
   AtomicDir(std::string target, bool replace);
-  ~AtomicDir();
   AtomicDir(const AtomicDir&) = delete;
   AtomicDir& operator=(const AtomicDir&) = delete;
 
-  const std::string& path() const { return temp_; }  // write the directory's files here
+  const std::string& path() const { return scratch_.path(); }  // write the directory's files here
   void commit();
 
  private:
-  std::string target_, temp_;
-  bool replace_ = false, committed_ = false;
+  std::string target_;
+  bool replace_ = false;
+  ScratchDir scratch_;
 };
 
 }  // namespace sf

@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/temp_files.hpp"
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
 
@@ -157,6 +158,14 @@ OptConfig write_tiny_opt(const std::string& dir_str, const SynthOptions& o) {
   write_atomic(dir / "vocab.json", builtin_vocab_json());
   write_atomic(dir / "merges.txt", builtin_merges_txt());
   return c;
+}
+
+ConvertReport write_tiny_opt_sf(const std::string& path, const SynthOptions& o,
+                                const ConvertOptions& co) {
+  const ScratchDir scratch(path);
+  write_tiny_opt(scratch.path(), o);
+  const auto m = Model::open(scratch.path());
+  return convert_to_sf(*m, path, co);
 }
 
 }  // namespace sf::model

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "model/convert.hpp"
 #include "model/weights.hpp"
 
 namespace sf::model {
@@ -47,6 +48,11 @@ OptConfig synth_config(const SynthOptions& o);
 // shards and model.safetensors.index.json), vocab.json, merges.txt. Every file is written
 // atomically. Same options and seed -> the same bytes on every machine.
 OptConfig write_tiny_opt(const std::string& dir, const SynthOptions& o);
+
+// The same model as one .sf file at `path`: the checkpoint is written into a scratch directory
+// beside it (removed on every exit path, signals included) and converted with `co`.
+ConvertReport write_tiny_opt_sf(const std::string& path, const SynthOptions& o,
+                                const ConvertOptions& co);
 
 // The built-in tokenizer (tests/data/tokenizer/{vocab.json,merges.txt} at build time).
 std::string_view builtin_vocab_json();
