@@ -37,6 +37,13 @@ float apply_activation(Activation a, float v) {
     case Activation::ReLU: return v < 0.0f ? 0.0f : v;  // NaN passes through (poison stays visible)
     case Activation::GELU: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
     case Activation::SiLU: return v / (1.0f + std::exp(-v));
+    case Activation::GELUTanh: {
+      // 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)): the same function without 1 + tanh's cancellation
+      // for negative v (at v = -5 that cost 3 of fp32's 24 bits). v^3 overflows beyond |v| ~ 7e12,
+      // where exp(-2u) = 0 or Inf still gives v or -0.
+      const float u2 = 1.5957691216057308f * (v + 0.044715f * v * v * v);  // 2 sqrt(2/pi) (...)
+      return v / (1.0f + std::exp(-u2));
+    }
   }
   return v;
 }

@@ -94,7 +94,10 @@ std::optional<BadMetadata> find_bad_metadata(std::span<const uint32_t> meta, int
                                              int64_t cols_padded);
 
 // ---- CPU GEMM ------------------------------------------------------------------------------
-enum class Activation { None = 0, ReLU = 1, GELU = 2, SiLU = 3 };  // GELU: exact erf form
+// GELU is the exact erf form (HF "gelu"); GELUTanh is the tanh approximation GPT-2 was trained
+// with (HF "gelu_new" / "gelu_pytorch_tanh"): 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))).
+// SiLU (Llama's gate activation) is v * sigmoid(v). 0..3 are the C ABI's sf_activation codes.
+enum class Activation { None = 0, ReLU = 1, GELU = 2, SiLU = 3, GELUTanh = 4 };
 
 struct Epilogue {
   const void* bias = nullptr;      // [N], dtype bias_dtype, optional

@@ -13,7 +13,8 @@ namespace sf::s24 {
 namespace {
 
 const DType kTypes[3] = {DType::F32, DType::F16, DType::BF16};
-const Activation kActs[4] = {Activation::None, Activation::ReLU, Activation::GELU, Activation::SiLU};
+const Activation kActs[5] = {Activation::None, Activation::ReLU, Activation::GELU, Activation::SiLU,
+                             Activation::GELUTanh};
 const int64_t kMs[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 255, 256, 300};
 
 std::vector<uint8_t> random_buf(size_t n, DType dt, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
@@ -29,6 +30,12 @@ double act_ref(Activation a, double v) {
     case Activation::ReLU: return v < 0 ? 0 : v;
     case Activation::GELU: return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
     case Activation::SiLU: return v / (1.0 + std::exp(-v));
+    case Activation::GELUTanh: {
+      // 0.5 v (1 + tanh(u)) written as v / (1 + exp(-2u)): even fp64's 1 + tanh(u) rounds to 0
+      // below u ~ -19, and the tails are what the fp32 kernels are checked on.
+      const double u = std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v);
+      return v / (1.0 + std::exp(-2.0 * u));
+    }
   }
   return v;
 }
@@ -66,7 +73,7 @@ void check(const Case& cs, const std::vector<uint8_t>& wdense, const std::vector
       const double got = load_as_float(y.data(), cs.ydt, size_t(i * cs.n + j));
       // fp32 accumulation of K products: rounding errors grow like sqrt(K) * eps32 relative to
       // sum |x w| (4x margin for the tail of the distribution); the activations have slope <= 1.13
-      // (GELU), so 1.2x carries it through; bias/activation/residual each add a few fp32 ulps;
+      // (GELU; GELU-tanh and SiLU stay below 1.13 too), so 1.2x carries it through; bias/activation/residual each add a few fp32 ulps;
       // a 16-bit output adds half an ulp of its format (2^-11 fp16, 2^-8 bf16), and fp16's
       // subnormal spacing 2^-24 bounds the absolute part.
       const double tol = 1.2 * 4.0 * std::sqrt(double(cs.k)) * eps32 * mag +
@@ -107,7 +114,7 @@ void sweep(int64_t n, int64_t k, DType wdt, const std::vector<int64_t>& ms, bool
       const DType bdt = kTypes[(combo + 1) % 3], rdt = kTypes[(combo + 2) % 3];
       auto bias = random_buf(size_t(n), bdt, rng, -0.5f, 0.5f);
       auto res = random_buf(size_t(m * n), rdt, rng);
-      cs.ep.act = kActs[combo % 4];
+      cs.ep.act = kActs[combo % 5];
       if (combo % 2 == 0) cs.ep.bias = bias.data(), cs.ep.bias_dtype = bdt;
       if (combo % 5 < 2) cs.ep.residual = res.data(), cs.ep.residual_dtype = rdt;
       std::vector<uint8_t> y(size_t(m * n) * dtype_size(cs.ydt));
@@ -181,6 +188,44 @@ TEST(GemmCpu, ActivationFunctions) {
   EXPECT_NEAR(apply_activation(Activation::GELU, 1.0f), 0.8413447460685429, 1e-6);  // Phi(1)
   EXPECT_NEAR(apply_activation(Activation::GELU, -1.0f), -0.15865525393145707, 1e-6);
   EXPECT_NEAR(apply_activation(Activation::SiLU, 2.0f), 2.0 / (1.0 + std::exp(-2.0)), 1e-6);
+  EXPECT_NEAR(apply_activation(Activation::GELUTanh, 1.0f), 0.8411919906082768, 1e-6);
+  EXPECT_NEAR(apply_activation(Activation::GELUTanh, -1.0f), -0.15880800939172324, 1e-6);
+}
+
+// Every activation against its fp64 definition over [-40, 40], both tails included: GELU-tanh
+// and SiLU compute v * sigmoid(.), which must neither cancel nor overflow for large negative v.
+// Relative tolerance: a few fp32 ulps for exp/erf/tanh and the arithmetic, times the argument of
+// the exponential (the fp32 rounding of that argument is amplified by it: exp(a(1+d)) = exp(a)
+// (1 + a d)). The erf form of GELU also cancels in 1 + erf(v / sqrt 2) for negative v, an absolute
+// error up to an ulp of 1 times |v| / 2: that is the form the GELU contract names, so it is allowed.
+// Results below 1e-37 may flush to -0 (exp(-2u) overflows to Inf there; fp32's normal range ends
+// at 1.2e-38).
+TEST(GemmCpu, ActivationsMatchFp64Definitions) {
+  const double eps32 = std::ldexp(1.0, -24);
+  for (Activation a : kActs) {
+    int bad = 0;
+    for (int i = -40000; i <= 40000; ++i) {
+      const float v = float(i) * 1e-3f;
+      const double dv = v;
+      const double ref = act_ref(a, dv);
+      const double got = apply_activation(a, v);
+      const double arg = a == Activation::SiLU       ? std::fabs(dv)
+                         : a == Activation::GELUTanh ? 1.6 * std::fabs(dv + 0.044715 * dv * dv * dv)
+                         : a == Activation::GELU     ? 0.5 * dv * dv
+                                                     : 0.0;
+      const double tol = 8.0 * eps32 * std::fabs(ref) * (1.0 + arg) +
+                         (a == Activation::GELU ? eps32 * std::fabs(dv) : 0.0) + 1e-37;
+      if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
+        ADD_FAILURE() << "act " << int(a) << " v " << v << " got " << got << " ref " << ref << " tol " << tol;
+    }
+    EXPECT_EQ(bad, 0) << "act " << int(a);
+    // Huge and infinite inputs: +-1e20 cubes to +-Inf inside GELU-tanh.
+    const bool passes = a == Activation::None;
+    EXPECT_EQ(apply_activation(a, 1e20f), 1e20f) << "act " << int(a);
+    EXPECT_EQ(apply_activation(a, INFINITY), INFINITY) << "act " << int(a);
+    EXPECT_EQ(apply_activation(a, -1e20f), passes ? -1e20f : 0.0f) << "act " << int(a);
+    EXPECT_TRUE(std::isnan(apply_activation(a, NAN))) << "act " << int(a);
+  }
 }
 
 }  // namespace

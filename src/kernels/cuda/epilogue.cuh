@@ -14,7 +14,7 @@ struct EpilogueParams {
   const void* residual = nullptr;
   void* y = nullptr;
   int bias_dt = 0, residual_dt = 0, y_dt = 0;
-  int act = 0;  // s24::Activation
+  int act = 0;  // s24::Activation: 0 none, 1 ReLU, 2 GELU (erf), 3 SiLU, 4 GELU (tanh)
   int64_t ldy = 0;  // = N
 };
 
@@ -38,6 +38,12 @@ __device__ __forceinline__ float activate(int act, float v) {
     case 1: return fmaxf(v, 0.0f);
     case 2: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));  // exact (erf) GELU
     case 3: return v / (1.0f + __expf(-v));
+    case 4: {  // GELU, tanh form (GPT-2's "gelu_new"), as v * sigmoid(2u) = 0.5 v (1 + tanh(u)):
+               // no cancellation in 1 + tanh for negative v. expf, not __expf: this runs once per
+               // output, and __expf's error grows with |2u|.
+      const float u2 = 1.5957691216057308f * (v + 0.044715f * v * v * v);
+      return v / (1.0f + expf(-u2));
+    }
     default: return v;
   }
 }
