@@ -11,6 +11,8 @@
 //    broadcast FMAs. A group of 4 weight rows is decoded once
 //    per 256-column K block into a small scratch (fp32 values + xT offsets), then reused for
 //    every 64-lane slice of M, so each weight byte is read once per 256 rows of x.
+// A gated epilogue (fused gate/up rows 2j, 2j + 1, sparse24.hpp) changes only the stores: store_row
+// keeps a gate row's sums until its up row arrives, which every path produces next.
 // Kernels exist for AVX-512F (+F16C semantics built in), AVX2+FMA+F16C and portable C++;
 // dispatch is at run time (__builtin_cpu_supports), overridable with set_cpu_isa() for tests.
 #include <immintrin.h>
@@ -95,7 +97,7 @@ namespace {
 struct Out {
   void* y;
   DType ydt;
-  int64_t m, n;  // y is [m, n]
+  int64_t m, n;  // y is [m, n] (n = N / 2 with a gated epilogue)
   const Epilogue* ep;
 };
 
@@ -107,6 +109,34 @@ inline void store_out(const Out& o, int64_t mi, int64_t ni, float acc) {
   const size_t at = size_t(mi) * size_t(o.n) + size_t(ni);
   if (ep.residual) v += load_as_float(ep.residual, ep.residual_dtype, at);
   store_from_float(o.y, o.ydt, at, v);
+}
+
+// Gated: fused rows ni (gate) and ni + 1 (up) of token mi become y[mi, ni / 2].
+inline void store_gated(const Out& o, int64_t mi, int64_t ni, float gate, float up) {
+  const Epilogue& ep = *o.ep;
+  if (ep.bias) {
+    gate += load_as_float(ep.bias, ep.bias_dtype, size_t(ni));
+    up += load_as_float(ep.bias, ep.bias_dtype, size_t(ni + 1));
+  }
+  float v = apply_activation(ep.act, gate) * up;
+  const size_t at = size_t(mi) * size_t(o.n) + size_t(ni / 2);
+  if (ep.residual) v += load_as_float(ep.residual, ep.residual_dtype, at);
+  store_from_float(o.y, o.ydt, at, v);
+}
+
+// Output row ni of W for tokens m0 .. m0 + cnt - 1 (acc[0 .. cnt)). With a gated epilogue an even
+// (gate) row waits in pending[0 .. cnt) for its up row, which every kernel here produces next in
+// the same work item: each emits rows in increasing order from an even first row (the work items
+// are 8 or 16 rows, N is even).
+inline void store_row(const Out& o, int64_t ni, int64_t m0, int64_t cnt, const float* acc,
+                      float* pending) {
+  if (!o.ep->gated) {
+    for (int64_t i = 0; i < cnt; ++i) store_out(o, m0 + i, ni, acc[i]);
+  } else if ((ni & 1) == 0) {
+    std::copy(acc, acc + cnt, pending);
+  } else {
+    for (int64_t i = 0; i < cnt; ++i) store_gated(o, m0 + i, ni - 1, pending[i], acc[i]);
+  }
 }
 
 // Copy rows [m0, m0 + mc) of x [m, k] to fp32 dst [mc, ld], zero-filling columns k..ld.
@@ -136,6 +166,7 @@ inline __attribute__((always_inline)) void rows_generic(const Compressed& w, con
                                                         int64_t n0, int64_t n1, const Out& o) {
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t half = size_t(kp / 2);
+  float pending[kMaxM];  // a gate row's sums (gated epilogue)
   for (int64_t n = n0; n < n1; ++n) {
     float acc[kMaxM] = {};
     for (int64_t kb = 0; kb < kblocks; ++kb) {
@@ -153,7 +184,7 @@ inline __attribute__((always_inline)) void rows_generic(const Compressed& w, con
         acc[i] += s;
       }
     }
-    for (int64_t i = 0; i < m; ++i) store_out(o, i, n, acc[i]);
+    store_row(o, n, 0, m, acc, pending);
   }
 }
 
@@ -243,6 +274,7 @@ __attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const f
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t es = dtype_size(w.dtype);
   const size_t half = size_t(kp / 2);
+  float pending[kM];  // a gate row's sums (gated epilogue)
   for (int64_t n = n0; n < n1; ++n) {
     __m512 acc[kM];
     for (int i = 0; i < kM; ++i) acc[i] = _mm512_setzero_ps();
@@ -257,7 +289,9 @@ __attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const f
         acc[i] = _mm512_fmadd_ps(wv, g, acc[i]);
       }
     }
-    for (int i = 0; i < kM; ++i) store_out(o, i, n, hsum16(acc[i]));
+    float sums[kM];
+    for (int i = 0; i < kM; ++i) sums[i] = hsum16(acc[i]);
+    store_row(o, n, 0, kM, sums, pending);
   }
 }
 
@@ -360,6 +394,12 @@ constexpr int64_t kRowsPathMaxM = 15;
 
 void check_gemm_args(const void* x, DType xdt, int64_t m, int64_t k, void* y, DType ydt, int64_t n,
                      const Epilogue& ep, const char* what) {
+  if (ep.gated && n % 2 != 0)
+    fail(Status::InvalidArgument,
+         "{}: a gated epilogue takes a fused gate/up weight (rows 2j, 2j + 1: gate and up of "
+         "output j), so an even number of rows; this one has {}. Build it with s24::fuse_gate_up",
+         what, n);
+  if (ep.gated) n /= 2;  // y is [m, N / 2]
   auto is_act_type = [](DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; };
   if (m < 0) fail(Status::InvalidArgument, "{}: expected M >= 0, found {}", what, m);
   if (!is_act_type(xdt) || !is_act_type(ydt))
@@ -391,7 +431,7 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
   check_gemm_args(x, x_dtype, m, w.cols, y, y_dtype, w.rows, ep, "gemm_cpu");
   if (m == 0) return;
   const CpuIsa isa = cpu_isa();
-  const Out o{y, y_dtype, m, w.rows, &ep};
+  const Out o{y, y_dtype, m, ep.gated ? w.rows / 2 : w.rows, &ep};
   const int64_t kp = w.cols_padded, n_rows = w.rows;
 
   if (m <= kRowsPathMaxM) {
@@ -415,6 +455,7 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
     alignas(64) float wbuf[kNBlock][kKBlock / 2];     // decoded weights of the N block, fp32
     alignas(64) int32_t obuf[kNBlock][kKBlock / 2];   // their xT offsets (column * mp)
     std::vector<float> ctile(size_t(kNBlock) * kMChunk);  // [kNBlock, mp] fp32 accumulators
+    std::vector<float> pending(ep.gated ? size_t(kMChunk) : 0);  // a gate row (store_row)
     for (int64_t m0 = 0; m0 < m; m0 += kMChunk) {
       const int64_t mc = std::min<int64_t>(kMChunk, m - m0);
       const int64_t mp = (mc + 15) / 16 * 16;
@@ -453,8 +494,7 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
           }
         }
         for (int64_t n = nb0; n < std::min(nb1, n_rows); ++n)
-          for (int64_t i = 0; i < mc; ++i)
-            store_out(o, m0 + i, n, ctile[size_t(n - nb0) * size_t(mp) + size_t(i)]);
+          store_row(o, n, m0, mc, ctile.data() + size_t(n - nb0) * size_t(mp), pending.data());
       }
       // (implicit barrier before xT is rebuilt)
     }
@@ -497,11 +537,12 @@ inline void row_to_f32_scalar(const MatrixView& w, size_t base, float* out) {
   for (int64_t j = 0; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
 }
 
+// pending: m floats, a gate row's sums (gated epilogue, store_row).
 template <typename RowToF32>
 inline __attribute__((always_inline)) void dense_rows_body(const MatrixView& w, const float* xf,
                                                            int64_t m, int64_t n0, int64_t n1,
-                                                           float* wrow, const Out& o,
-                                                           RowToF32 row_to_f32) {
+                                                           float* wrow, float* pending,
+                                                           const Out& o, RowToF32 row_to_f32) {
   for (int64_t n = n0; n < n1; ++n) {
     const size_t base = size_t(n) * size_t(w.cols);
     row_to_f32(w, base, wrow);
@@ -509,7 +550,7 @@ inline __attribute__((always_inline)) void dense_rows_body(const MatrixView& w, 
       float s[4];
       const int cnt = int(std::min<int64_t>(4, m - i));
       dot4(wrow, xf + size_t(i) * size_t(w.cols), w.cols, cnt, w.cols, s);
-      for (int t = 0; t < cnt; ++t) store_out(o, i + t, n, s[t]);
+      store_row(o, n, i, cnt, s, pending + i);
     }
   }
 }
@@ -544,17 +585,19 @@ __attribute__((target("avx2,fma,f16c"))) void row_to_f32_avx2(const MatrixView& 
 
 __attribute__((target("avx512f"))) void dense_rows_avx512(const MatrixView& w, const float* xf,
                                                           int64_t m, int64_t n0, int64_t n1,
-                                                          float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_avx512);
+                                                          float* wrow, float* pending,
+                                                          const Out& o) {
+  dense_rows_body(w, xf, m, n0, n1, wrow, pending, o, row_to_f32_avx512);
 }
 __attribute__((target("avx2,fma,f16c"))) void dense_rows_avx2(const MatrixView& w, const float* xf,
-                                                               int64_t m, int64_t n0, int64_t n1,
-                                                               float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_avx2);
+                                                              int64_t m, int64_t n0, int64_t n1,
+                                                              float* wrow, float* pending,
+                                                              const Out& o) {
+  dense_rows_body(w, xf, m, n0, n1, wrow, pending, o, row_to_f32_avx2);
 }
 void dense_rows_portable(const MatrixView& w, const float* xf, int64_t m, int64_t n0, int64_t n1,
-                         float* wrow, const Out& o) {
-  dense_rows_body(w, xf, m, n0, n1, wrow, o, row_to_f32_scalar);
+                         float* wrow, float* pending, const Out& o) {
+  dense_rows_body(w, xf, m, n0, n1, wrow, pending, o, row_to_f32_scalar);
 }
 
 }  // namespace
@@ -569,7 +612,7 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
   check_gemm_args(x, x_dtype, m, w.cols, y, y_dtype, w.rows, ep, "gemm_dense_cpu");
   if (m == 0) return;
   const CpuIsa isa = cpu_isa();
-  const Out o{y, y_dtype, m, w.rows, &ep};
+  const Out o{y, y_dtype, m, ep.gated ? w.rows / 2 : w.rows, &ep};
   std::vector<float> xf(size_t(m) * size_t(w.cols));  // [m, K] fp32
   rows_to_f32(x, x_dtype, w.cols, 0, m, w.cols, xf.data());
   constexpr int64_t kChunk = 8;
@@ -579,15 +622,16 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
 #pragma omp parallel if (parallel)
   {
     std::vector<float> wrow(size_t(w.cols));
+    std::vector<float> pending(ep.gated ? size_t(m) : 0);
 #pragma omp for schedule(dynamic, 2)
     for (int64_t ci = 0; ci < chunks; ++ci) {
       const int64_t n0 = ci * kChunk, n1 = std::min(w.rows, n0 + kChunk);
       if (isa == CpuIsa::Avx512)
-        dense_rows_avx512(w, xf.data(), m, n0, n1, wrow.data(), o);
+        dense_rows_avx512(w, xf.data(), m, n0, n1, wrow.data(), pending.data(), o);
       else if (isa == CpuIsa::Avx2)
-        dense_rows_avx2(w, xf.data(), m, n0, n1, wrow.data(), o);
+        dense_rows_avx2(w, xf.data(), m, n0, n1, wrow.data(), pending.data(), o);
       else
-        dense_rows_portable(w, xf.data(), m, n0, n1, wrow.data(), o);
+        dense_rows_portable(w, xf.data(), m, n0, n1, wrow.data(), pending.data(), o);
     }
   }
 }

@@ -37,6 +37,18 @@ inline uint32_t row_block_indices(const uint32_t* meta, int64_t cols_padded, int
   return ((t[0] >> sh) & 0xffffu) | (((t[1] >> sh) & 0xffffu) << 16);
 }
 
+// The inverse of row_block_indices: writes row r's 16 index pairs of block kb, leaving row r ^ 8's
+// halves of the shared words as they are.
+inline void set_row_block_indices(uint32_t* meta, int64_t cols_padded, int64_t r, int64_t kb,
+                                  uint32_t word) {
+  const int64_t rr = r & 15;
+  uint32_t* t = meta + size_t((r >> 4) * (cols_padded / 32) + kb) * 16 + 2 * (rr & 7);
+  const int sh = int(16 * (rr >> 3));
+  const uint32_t keep = ~(0xffffu << sh);
+  t[0] = (t[0] & keep) | ((word & 0xffffu) << sh);
+  t[1] = (t[1] & keep) | ((word >> 16) << sh);
+}
+
 // Every group stores indices (0, 1) until compress overwrites it: nibble 0b0100 in all 8 places.
 constexpr uint32_t kPaddingMetaWord = 0x44444444u;
 

@@ -103,12 +103,19 @@ struct Epilogue {
   const void* bias = nullptr;      // [N], dtype bias_dtype, optional
   DType bias_dtype = DType::F32;
   Activation act = Activation::None;
-  const void* residual = nullptr;  // [M, N], dtype residual_dtype, optional; added after act
+  const void* residual = nullptr;  // [M, N] ([M, N / 2] when gated), dtype residual_dtype,
+                                   // optional; added after act
   DType residual_dtype = DType::F32;
+  // W is a fused gate/up weight (fuse_gate_up below: row 2j gate j, row 2j + 1 up j), v = x W^T,
+  // and y is [M, N / 2]:
+  //   y[m, j] = act(v[m, 2j] + bias[2j]) * (v[m, 2j + 1] + bias[2j + 1]) + residual[m, j].
+  // N must be even; a bias is in the fused row order (fuse it as a one-column matrix).
+  bool gated = false;
 };
 
-// y[M, N] = act(x[M, K] W^T + bias) + residual, fp32 accumulation. x is x_dtype (F32/F16/BF16),
-// y is y_dtype (F32/F16/BF16). Multithreaded (OpenMP) and vectorized. x and y must not alias.
+// y[M, N] = act(x[M, K] W^T + bias) + residual, fp32 accumulation (y [M, N / 2] with ep.gated). x
+// is x_dtype (F32/F16/BF16), y is y_dtype (F32/F16/BF16). Multithreaded (OpenMP) and vectorized. x
+// and y must not alias.
 void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void* y, DType y_dtype,
               const Epilogue& ep = {});
 
@@ -117,6 +124,25 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
                     DType y_dtype, const Epilogue& ep = {});
 
 float apply_activation(Activation a, float v);
+
+// ---- gated products (SwiGLU, GeGLU) ----------------------------------------------------------
+// A gated MLP's first half, act(x gate^T) * (x up^T) with gate and up [F, H], runs as one product
+// over a fused [2F, H] weight whose rows alternate: row 2j is gate row j, row 2j + 1 is up row j.
+// Pairs of adjacent rows, not tiles, because that pair lands together in every kernel without
+// changing its inner loop: in one thread (CPU kernels: rows in order within a work item that starts
+// at an even row; GEMV bulk), in two lanes of one warp (mma fragments hold rows g and g + 8 per
+// lane, so row 2j + 1 is lane ^ 4), in adjacent elements of a shared-memory output tile, or in
+// adjacent warps of a block (GEMV, one warp per row). docs/KERNELS.md lists where each kernel pairs
+// them.
+//
+// Dense: writes the fused [2F, cols] matrix (gate's dtype) to out. gate and up must agree in dtype
+// (F32/F16/BF16) and shape. A bias [F] fuses the same way, as a one-column matrix.
+void fuse_gate_up(const MatrixView& gate, const MatrixView& up, void* out);
+// 2:4: the fused weight straight from the compressed gate and up (same dtype, rows and cols). The
+// 2:4 groups run along K = H, so pruning gate and up separately and interleaving their compressed
+// rows and metadata fields is exact: it decompresses to fuse_gate_up of the two decompressed
+// inputs (and, for inputs compress() made, equals compress() of that fused matrix bit for bit).
+Compressed fuse_gate_up(const Compressed& gate, const Compressed& up);
 
 // Which CPU kernels gemm_cpu / gemm_dense_cpu use. Auto picks the best the CPU supports
 // (AVX-512F, else AVX2+FMA+F16C, else portable C++); tests force the others to cover them.
