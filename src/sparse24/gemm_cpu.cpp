@@ -166,7 +166,7 @@ inline __attribute__((always_inline)) void rows_generic(const Compressed& w, con
                                                         int64_t n0, int64_t n1, const Out& o) {
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t half = size_t(kp / 2);
-  float pending[kMaxM];  // a gate row's sums (gated epilogue)
+  float pending[kMaxM] = {};  // a gate row's sums (gated epilogue)
   for (int64_t n = n0; n < n1; ++n) {
     float acc[kMaxM] = {};
     for (int64_t kb = 0; kb < kblocks; ++kb) {
@@ -274,7 +274,7 @@ __attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const f
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t es = dtype_size(w.dtype);
   const size_t half = size_t(kp / 2);
-  float pending[kM];  // a gate row's sums (gated epilogue)
+  float pending[kM] = {};  // a gate row's sums (gated epilogue)
   for (int64_t n = n0; n < n1; ++n) {
     __m512 acc[kM];
     for (int i = 0; i < kM; ++i) acc[i] = _mm512_setzero_ps();

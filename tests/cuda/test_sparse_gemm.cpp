@@ -74,6 +74,8 @@ double act_ref(s24::Activation a, double v) {
     case s24::Activation::ReLU: return v > 0 ? v : 0;
     case s24::Activation::GELU: return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
     case s24::Activation::SiLU: return v / (1.0 + std::exp(-v));
+    case s24::Activation::GELUTanh:  // 0.5 v (1 + tanh(u)), without 1 + tanh's cancellation
+      return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
     default: return v;
   }
 }
@@ -182,15 +184,16 @@ TEST_F(SparseGemmTest, HostMetadataFeedsMmaSp) {
 }
 
 TEST_F(SparseGemmTest, SweepMAllEpilogues) {
-  const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU, s24::Activation::GELU,
-                                  s24::Activation::SiLU};
+  const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU,
+                                  s24::Activation::GELU, s24::Activation::SiLU,
+                                  s24::Activation::GELUTanh};
   const DType outs[] = {DType::F16, DType::BF16, DType::F32};
   const std::vector<int64_t> ms = {1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 24, 31, 32, 33, 47, 63, 64, 65, 100, 129, 300};
   int i = 0;
   for (DType dt : {DType::F16, DType::BF16})
     for (const int64_t m : ms) {
       Case c{136, 320, m, dt, outs[i % 3]};
-      c.act = acts[(i / 3) % 4];
+      c.act = acts[(i / 3) % 5];
       c.bias = (i % 2) == 0;
       c.residual = (i % 5) < 2;
       c.bias_dt = outs[(i + 1) % 3];
@@ -268,8 +271,9 @@ TEST_F(SparseGemmTest, HopperPrefillMatchesTheReference) {
     KernelChoice h{GemmPath::PrefillSm90, 0, 0};
     h.tile_m = rows;
     SCOPED_TRACE(testing::Message() << "rows per block " << rows);
-    const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU, s24::Activation::GELU,
-                                    s24::Activation::SiLU};
+    const s24::Activation acts[] = {s24::Activation::None, s24::Activation::ReLU,
+                                    s24::Activation::GELU, s24::Activation::SiLU,
+                                    s24::Activation::GELUTanh};
     const DType outs[] = {DType::F16, DType::BF16, DType::F32};
     int i = 0;
     for (DType dt : {DType::F16, DType::BF16})
@@ -277,7 +281,7 @@ TEST_F(SparseGemmTest, HopperPrefillMatchesTheReference) {
                              {136, 520, 300}, {16, 8, 777}, {250, 1028, 65}, {200, 264, 1100}, {1, 4, 200}}) {
         Case c{n, k, m, dt, outs[i % 3]};
         c.force = &h;
-        c.act = acts[i % 4];
+        c.act = acts[i % 5];
         c.bias = i % 2 == 0;
         c.residual = i % 3 != 1;
         c.bias_dt = outs[(i + 1) % 3];

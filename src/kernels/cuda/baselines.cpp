@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/decode_kernels.hpp"
 
 namespace sf::cuda {
 
@@ -25,6 +26,23 @@ void DenseGemm::run(const void* w, const void* x, void* y, int64_t m, int64_t n,
   SF_CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m),
                                int(k), &alpha, w, t, int(k), x, t, int(k), &beta, y, t, int(n),
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+namespace {
+void check_gated(int64_t n, const EpilogueParams& ep, const char* what) {
+  if (n % 2 != 0 || !ep.gated || ep.ldy != n / 2)
+    fail(Status::InvalidArgument,
+         "{}: expected a fused gate/up weight (an even N, found {}) and a gated epilogue "
+         "writing N / 2 columns (ep.gated = 1, ep.ldy = {}; found gated {}, ldy {})",
+         what, n, n / 2, ep.gated, ep.ldy);
+}
+}  // namespace
+
+void DenseGemm::run_gated(const void* w, const void* x, void* gate_up, int64_t m, int64_t n,
+                          int64_t k, DType dtype, const EpilogueParams& ep) {
+  check_gated(n, ep, "DenseGemm::run_gated");
+  run(w, x, gate_up, m, n, k, dtype);
+  launch_epilogue(gate_up, int(dtype), m, n, ep, stream_);
 }
 
 #ifdef SF_WITH_CUSPARSELT
@@ -47,7 +65,10 @@ bool CusparseLtGemm::available() { return true; }
 
 CusparseLtGemm::CusparseLtGemm(int64_t m, int64_t n, int64_t k, DType dtype, cudaStream_t stream)
     : impl_(new Impl) {
+  m_ = m;
   m_pad_ = (m + 15) / 16 * 16;
+  n_ = n;
+  dtype_ = dtype;
   Impl& s = *impl_;
   s.stream = stream;
   const cudaDataType t = dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
@@ -119,6 +140,13 @@ void CusparseLtGemm::run(const void* wc, const void* x, void* y) {
   SF_CUSPARSELT_CHECK(cusparseLtMatmul(&s.handle, &s.plan, &alpha, wc, x, &beta, y, y, s.workspace, &s.stream, 1));
 }
 
+void CusparseLtGemm::run_gated(const void* wc, const void* x, void* gate_up,
+                               const EpilogueParams& ep) {
+  check_gated(n_, ep, "CusparseLtGemm::run_gated");
+  run(wc, x, gate_up);  // D^T column-major [N, padded_m] = row-major [padded_m, N]
+  launch_epilogue(gate_up, int(dtype_), m_, n_, ep, impl_->stream);
+}
+
 #else  // !SF_WITH_CUSPARSELT
 
 struct CusparseLtGemm::Impl {};
@@ -131,6 +159,7 @@ size_t CusparseLtGemm::compressed_bytes() const { return 0; }
 void* CusparseLtGemm::compress(const void*) { return nullptr; }
 void CusparseLtGemm::search(const void*, const void*, void*) {}
 void CusparseLtGemm::run(const void*, const void*, void*) {}
+void CusparseLtGemm::run_gated(const void*, const void*, void*, const EpilogueParams&) {}
 
 #endif
 

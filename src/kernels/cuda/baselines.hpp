@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dtype.hpp"
+#include "kernels/cuda/epilogue.cuh"
 
 namespace sf::cuda {
 
@@ -19,6 +20,11 @@ class DenseGemm {
   DenseGemm(const DenseGemm&) = delete;
   DenseGemm& operator=(const DenseGemm&) = delete;
   void run(const void* w, const void* x, void* y, int64_t m, int64_t n, int64_t k, DType dtype);
+  // Gated (w a fused gate/up weight, rows 2j, 2j + 1; n even): the product into gate_up [m, n]
+  // (dtype), then the gated epilogue kernel writes ep.y [m, n / 2] (ep.gated, ep.ldy = n / 2):
+  // cuBLAS has no epilogue over two output columns.
+  void run_gated(const void* w, const void* x, void* gate_up, int64_t m, int64_t n, int64_t k,
+                 DType dtype, const EpilogueParams& ep);
 
  private:
   cudaStream_t stream_;
@@ -43,11 +49,16 @@ class CusparseLtGemm {
   // Picks the fastest algorithm on these buffers (once), then runs.
   void search(const void* wc, const void* x, void* y);
   void run(const void* wc, const void* x, void* y);
+  // Gated (W a fused gate/up weight, rows 2j, 2j + 1; N even): the product into gate_up [padded_m,
+  // N] (the dtype), then the gated epilogue kernel writes ep.y [m, N / 2] for the first m rows
+  // (ep.gated, ep.ldy = N / 2): cuSPARSELt has no epilogue over two output columns.
+  void run_gated(const void* wc, const void* x, void* gate_up, const EpilogueParams& ep);
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  int64_t m_pad_ = 0;
+  int64_t m_ = 0, m_pad_ = 0, n_ = 0;
+  DType dtype_ = DType::F16;
 };
 
 }  // namespace sf::cuda

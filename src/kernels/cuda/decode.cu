@@ -8,6 +8,11 @@
 // and the last block of the 16-row block to arrive sums the partials in split order (so the
 // result does not depend on arrival order), applies the epilogue and resets the counter.
 //
+// A gated epilogue (fused gate/up rows 2j, 2j + 1, epilogue.cuh) changes only the stores: the
+// shared-memory tiles and split-K partials hold rows along the fastest index, so a thread takes the
+// pair (2j, 2j + 1) instead of one element; the shared-x kernel's registers hold row g in lane
+// 4g + t, so the up row is one __shfl_xor(4) away.
+//
 // Launched with programmatic dependent launch (pdl.cuh): the first step of W values and metadata
 // (constant) is loaded before pdl_wait(); x, the split-K partials and counters and the epilogue's
 // inputs and outputs only after it, so on sm_90+ the weights start streaming while the kernel that
@@ -123,15 +128,20 @@ __device__ __forceinline__ void tile_to_shared(float (&red)[WARPS][MT * 128], co
 }
 
 // The warps' tiles summed in warp order and stored through the epilogue (one split: the result).
+// Gated: a thread takes the row pair (i, i + 1), i even.
 template <int MT, int WARPS>
 __device__ __forceinline__ void store_tile(const float (&red)[WARPS][MT * 128], const DecodeLaunch& p, int tok0,
                                            int rb) {
-  for (int i = threadIdx.x; i < MT * 128; i += WARPS * 32) {
-    float v = 0.0f;
+  const int step = p.ep.gated ? 2 : 1;
+  for (int i = threadIdx.x * step; i < MT * 128; i += WARPS * 32 * step) {
+    float v = 0.0f, u = 0.0f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) v += red[w][i];
+    if (step == 2)
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) u += red[w][i + 1];
     const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
-    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+    if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v, u);
   }
 }
 
@@ -192,10 +202,12 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(const DecodeLaunch p
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int i = threadIdx.x; i < kTile; i += WARPS * 32) {
+  const int step = p.ep.gated ? 2 : 1;  // gated: the row pair (i, i + 1)
+  for (int i = threadIdx.x * step; i < kTile; i += WARPS * 32 * step) {
     const float v = sum_splits(part + i, kTile, int(gridDim.y));
+    const float u = step == 2 ? sum_splits(part + i + 1, kTile, int(gridDim.y)) : 0.0f;
     const int tok = tok0 + i / 16, n = rb * 16 + i % 16;
-    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+    if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v, u);
   }
   if (threadIdx.x == 0) p.counters[tile_id] = 0;  // ready for the next launch on this workspace
 }
@@ -343,12 +355,16 @@ __global__ void __launch_bounds__((WARPS + 1) * 32) decode_bulk_kernel(const Dec
       red[warp][tk * 16 + g + 8] = acc[2];
       red[warp][(tk + 1) * 16 + g + 8] = acc[3];
       ptx::named_barrier_sync(1, WARPS * 32);
-      for (int e = threadIdx.x; e < 128; e += WARPS * 32) {
-        float v = 0.0f;
+      const int step = p.ep.gated ? 2 : 1;  // gated: the row pair (e, e + 1)
+      for (int e = threadIdx.x * step; e < 128; e += WARPS * 32 * step) {
+        float v = 0.0f, u = 0.0f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) v += red[w][e];
+        if (step == 2)
+#pragma unroll
+          for (int w = 0; w < WARPS; ++w) u += red[w][e + 1];
         const int tok = e / 16, n = rb * 16 + e % 16;
-        if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+        if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v, u);
       }
       ptx::named_barrier_sync(1, WARPS * 32);  // red is free for the next 16-row block
       acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
@@ -490,13 +506,19 @@ __global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaun
   // Lane (g, t) of a k-group-0 warp holds rows g, g + 8 of its 16-row block for tokens 8 mt + 2 t, + 1.
   const size_t tile_id = size_t(blockIdx.z) * gridDim.x + blockIdx.x;
   if (gridDim.y == 1) {
-    if (!active || kg != 0) return;
+    if (!active || kg != 0) return;  // (whole warps: the shuffle below has all 32 lanes)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int tok = tok0 + mt * 8 + 2 * t + (i & 1), n = rb * 16 + g + 8 * (i >> 1);
-        if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, acc[mt][i]);
+        if (p.ep.gated) {  // row n + 1 (g + 1) is in lane + 4; the even-g lanes store the pair
+          const float up = __shfl_xor_sync(0xffffffffu, acc[mt][i], 4);
+          if ((g & 1) == 0 && tok < p.m && n < p.n)
+            epilogue_store_gated(p.ep, tok, n >> 1, acc[mt][i], up);
+        } else if (tok < p.m && n < p.n) {
+          epilogue_store(p.ep, tok, n, acc[mt][i]);
+        }
       }
     return;
   }
@@ -516,12 +538,16 @@ __global__ void __launch_bounds__(R * KG * 32) decode_sx_kernel(const DecodeLaun
   __syncthreads();
   if (!last) return;
   __threadfence();
-  // The whole block sums the partials, element e = (r, mt, i, lane) of the tile per thread.
-  for (int e = threadIdx.x; e < kTile; e += kThreads) {
+  // The whole block sums the partials, element e = (r, mt, i, lane) of the tile per thread. Gated:
+  // the elements of even g (bit 2 of e clear), each with its up row at e + 4 (lane + 4).
+  const bool gated = p.ep.gated;
+  for (int h = threadIdx.x; h < (gated ? kTile / 2 : kTile); h += kThreads) {
+    const int e = gated ? (h >> 2) * 8 + (h & 3) : h;
     const float v = sum_splits(part + e, kTile, int(gridDim.y));
+    const float u = gated ? sum_splits(part + e + 4, kTile, int(gridDim.y)) : 0.0f;
     const int r = e / kWarpTile, mi = (e % kWarpTile) / 32, ln = e % 32;
     const int tok = tok0 + (mi / 4) * 8 + 2 * (ln & 3) + (mi & 1), n = (blockIdx.x * R + r) * 16 + (ln >> 2) + 8 * ((mi % 4) >> 1);
-    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, v);
+    if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v, u);
   }
   if (threadIdx.x == 0) p.counters[tile_id] = 0;
 }

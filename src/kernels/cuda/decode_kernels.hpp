@@ -64,7 +64,12 @@ inline size_t decode_counter_count(int m, int row_blocks, int mt) {
 // Dense [n, k] row-major copy of W (for the dense fallback and the tests).
 void launch_decompress(const void* values, const void* meta, int64_t n, int64_t k, int64_t k_tiles,
                        void* dense, cudaStream_t stream);
-// y = epilogue(acc) elementwise, acc [m, n] fp32.
+// y = epilogue(acc) elementwise, acc [m, n] fp32 (ep.gated: y [m, n / 2] from the row pairs).
 void launch_epilogue(const float* acc, int64_t m, int64_t n, const EpilogueParams& ep, cudaStream_t stream);
+// The same over acc in acc_dt (0 fp32, 1 fp16, 2 bf16): the gated epilogue after a library product
+// (cuBLASLt, cuSPARSELt) that wrote the fused gate/up output [m, n] to a workspace, since neither
+// library has an epilogue that combines two output columns.
+void launch_epilogue(const void* acc, int acc_dt, int64_t m, int64_t n, const EpilogueParams& ep,
+                     cudaStream_t stream);
 
 }  // namespace sf::cuda

@@ -1,5 +1,6 @@
 // Kernels of the dense fallback: W decompressed from the device layout into a dense scratch
 // matrix (for cuBLAS), and the elementwise epilogue over cuBLAS's fp32 output.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/check.hpp"
@@ -40,13 +41,38 @@ __global__ void decompress_kernel(const uint4* __restrict__ values, const uint32
   }
 }
 
-// On the decode path after cuBLAS at M > 8, so launched with PDL (pdl.cuh): nothing before the wait.
-__global__ void epilogue_kernel(const float* __restrict__ acc, int64_t m, int64_t n, EpilogueParams ep) {
+// clang-format off
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+// clang-format on
+
+// On the decode path after cuBLAS at M > 8, so launched with PDL (pdl.cuh): nothing before the
+// wait. acc [m, n] in T (fp32, or the 16-bit output of a library product: cuBLASLt, cuSPARSELt).
+// Gated: one thread per output, reading the pair acc[r, 2j], acc[r, 2j + 1].
+template <typename T>
+__global__ void epilogue_kernel(const T* __restrict__ acc, int64_t m, int64_t n,
+                                EpilogueParams ep) {
   pdl_launch_dependents();
   pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= m * n) return;
-  epilogue_store(ep, i / n, i % n, acc[i]);
+  if (!ep.gated) {
+    if (i < m * n) epilogue_store(ep, i / n, i % n, to_float(acc[i]));
+    return;
+  }
+  const int64_t half = n / 2;
+  if (i >= m * half) return;
+  const int64_t r = i / half, j = i % half;
+  epilogue_store_gated(ep, r, j, to_float(acc[r * n + 2 * j]), to_float(acc[r * n + 2 * j + 1]));
+}
+
+template <typename T>
+void launch_epilogue_t(const T* acc, int64_t m, int64_t n, const EpilogueParams& ep,
+                       cudaStream_t stream) {
+  const int64_t outputs = ep.gated ? m * (n / 2) : m * n;
+  if (outputs == 0) return;
+  launch_pdl(epilogue_kernel<T>, unsigned((outputs + 255) / 256), 256, 0, stream, acc, m, n, ep);
+  SF_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -62,9 +88,15 @@ void launch_decompress(const void* values, const void* meta, int64_t n, int64_t 
 }
 
 void launch_epilogue(const float* acc, int64_t m, int64_t n, const EpilogueParams& ep, cudaStream_t stream) {
-  if (m * n == 0) return;
-  launch_pdl(epilogue_kernel, unsigned((m * n + 255) / 256), 256, 0, stream, acc, m, n, ep);
-  SF_CUDA_CHECK_LAUNCH();
+  launch_epilogue_t(acc, m, n, ep, stream);
+}
+
+void launch_epilogue(const void* acc, int acc_dt, int64_t m, int64_t n, const EpilogueParams& ep,
+                     cudaStream_t stream) {
+  if (acc_dt == 1) return launch_epilogue_t(static_cast<const __half*>(acc), m, n, ep, stream);
+  if (acc_dt == 2)
+    return launch_epilogue_t(static_cast<const __nv_bfloat16*>(acc), m, n, ep, stream);
+  launch_epilogue_t(static_cast<const float*>(acc), m, n, ep, stream);
 }
 
 }  // namespace sf::cuda

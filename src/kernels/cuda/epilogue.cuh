@@ -1,4 +1,7 @@
 // The fused epilogue shared by the kernels: v -> act(v + bias[n]) + residual[m, n] -> y[m, n].
+// Gated (ep.gated, a fused gate/up weight: rows 2j, 2j + 1 = gate j, up j; sparse24.hpp): the pair
+// (gate, up) = (v[m, 2j], v[m, 2j + 1]) -> act(gate + bias[2j]) * (up + bias[2j + 1])
+// + residual[m, j] -> y[m, j].
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -15,7 +18,8 @@ struct EpilogueParams {
   void* y = nullptr;
   int bias_dt = 0, residual_dt = 0, y_dt = 0;
   int act = 0;  // s24::Activation: 0 none, 1 ReLU, 2 GELU (erf), 3 SiLU, 4 GELU (tanh)
-  int64_t ldy = 0;  // = N
+  int64_t ldy = 0;  // = N (N / 2 when gated)
+  int gated = 0;    // 1: each kernel hands rows 2j, 2j + 1 to epilogue_store_gated together
 };
 
 // The device side, for nvcc only: host compilers include this header for EpilogueParams alone.
@@ -57,6 +61,29 @@ static __device__ __noinline__ void epilogue_store(const EpilogueParams& ep, int
   const int64_t i = m * ep.ldy + n;
   if (ep.residual) v += load_elem(ep.residual, ep.residual_dt, i);
   store_elem(ep.y, ep.y_dt, i, v);
+}
+
+// The gated store (not inlined, as above): `gate` and `up` are fused rows 2j and 2j + 1 of token m.
+static __device__ __noinline__ void epilogue_store_gated(const EpilogueParams& ep, int64_t m,
+                                                         int64_t j, float gate, float up) {
+  if (ep.bias) {
+    gate += load_elem(ep.bias, ep.bias_dt, 2 * j);
+    up += load_elem(ep.bias, ep.bias_dt, 2 * j + 1);
+  }
+  float v = activate(ep.act, gate) * up;
+  const int64_t i = m * ep.ldy + j;
+  if (ep.residual) v += load_elem(ep.residual, ep.residual_dt, i);
+  store_elem(ep.y, ep.y_dt, i, v);
+}
+
+// The store of a kernel that, gated, visits the fused rows in pairs: rows n (even) and n + 1 as
+// (v, u); otherwise row n alone as v (u unused).
+__device__ __forceinline__ void epilogue_store_step(const EpilogueParams& ep, int64_t m, int64_t n,
+                                                    float v, float u) {
+  if (ep.gated)
+    epilogue_store_gated(ep, m, n >> 1, v, u);
+  else
+    epilogue_store(ep, m, n, v);
 }
 
 #endif  // __CUDACC__

@@ -7,7 +7,9 @@
 
 #include <fmt/format.h>
 
+#include "core/error.hpp"
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/decode_kernels.hpp"
 
 namespace sf::cuda {
 namespace {
@@ -148,6 +150,32 @@ LtLinear::Plan LtLinear::choose(const LtProduct& p, const Descs& ds, void* works
 }
 
 bool LtLinear::run(const LtProduct& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (p.gated) {
+    if (p.relu || !p.gate_up || p.out % 2 != 0 || (p.gate_up_dt != 0 && p.gate_up_dt != p.act_dt))
+      fail(Status::InvalidArgument,
+           "LtLinear: a gated product needs an even number of outputs (gate/up pairs; found {}), a "
+           "gate_up "
+           "workspace in fp32 or the activation type (found {}, dtype code {}) and relu off (found "
+           "{}); the "
+           "activation goes in gated_act",
+           p.out, p.gate_up ? "one" : "none", p.gate_up_dt, p.relu);
+    LtProduct q = p;  // the plain product (with its bias) into the workspace
+    q.gated = false;
+    q.residual = nullptr;
+    q.y = p.gate_up;
+    q.y_dt = p.gate_up_dt;
+    if (!run(q, workspace, workspace_bytes, stream)) return false;
+    EpilogueParams ep;
+    ep.act = p.gated_act;
+    ep.gated = 1;
+    ep.residual = p.residual;
+    ep.residual_dt = 0;
+    ep.y = p.y;
+    ep.y_dt = p.y_dt;
+    ep.ldy = p.out / 2;
+    launch_epilogue(p.gate_up, p.gate_up_dt, p.m, p.out, ep, stream);
+    return true;
+  }
   if (p.act_dt != 1 && p.act_dt != 2) return false;
   if (p.residual && p.y_dt != 0) return false;
   if (p.y_dt != 0 && p.y_dt != p.act_dt) return false;

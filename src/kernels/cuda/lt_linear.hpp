@@ -21,8 +21,18 @@ struct LtProduct {
                                    // epilogues only: OPT's fc1, ReLU + bias into fp16, wants a 16-bit bias)
   bool relu = false;
   const float* residual = nullptr; // [m, out] fp32 or null (then y_dt must be fp32; may alias y)
-  void* y = nullptr;               // [m, out]
-  int y_dt = 0;                    // 0 fp32, else act_dt
+  void* y = nullptr;               // [m, out] ([m, out / 2] gated)
+  int y_dt = 0;                    // 0 fp32, else act_dt (gated: any of 0, 1, 2)
+  // Gated: w is a fused gate/up weight (rows 2j, 2j + 1 = gate j, up j; s24::fuse_gate_up) and
+  // y[m, j] = act(gate + bias[2j]) * (up + bias[2j + 1]) (+ residual [m, out / 2], fp32). cuBLASLt
+  // has no epilogue that combines two output columns, so the product (with its bias) goes to the
+  // caller's gate_up workspace [m, out] and a small kernel (launch_epilogue) writes y: one more
+  // pass over [m, out] than a fused epilogue. relu must be false; gated_act is the activation.
+  bool gated = false;
+  int gated_act = 0;        // s24::Activation code (3 SiLU: SwiGLU; 4 GELU-tanh: GeGLU)
+  void* gate_up = nullptr;  // [m, out] workspace, gate_up_dt
+  int gate_up_dt = 0;       // 0 fp32, else act_dt (rounds gate and up to 16 bits first, as
+                            // PyTorch does; halves the workspace)
 };
 
 class LtLinear {

@@ -159,11 +159,14 @@ __global__ void __launch_bounds__(64 * WT) prefill_kernel(const PrefillLaunch p)
       }
   __syncthreads();
   const int n0 = rb0 * 16;
+  // Gated (fused gate/up rows 2j, 2j + 1): a thread takes the row pair (nl, nl + 1), nl even.
+  const int step = p.ep.gated ? 2 : 1;
 #pragma unroll 1
-  for (int e = threadIdx.x; e < BM * 128; e += kThreads) {
+  for (int e = threadIdx.x * step; e < BM * 128; e += kThreads * step) {
     const int tl = e / 128, nl = e % 128;
     const int tok = tok0 + tl, n = n0 + nl;
-    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, tile[tl * kLd + nl]);
+    const float* v = tile + tl * kLd + nl;
+    if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v[0], step == 2 ? v[1] : 0.0f);
   }
 }
 

@@ -213,11 +213,14 @@ __global__ void __launch_bounds__(Shape<CW>::kThreads, 1)
   }
   __syncthreads();
   const int n0 = rb0 * 16;
+  // Gated (fused gate/up rows 2j, 2j + 1): a thread takes the row pair (nl, nl + 1), nl even.
+  const int step = p.ep.gated ? 2 : 1;
 #pragma unroll 1
-  for (int i = threadIdx.x; i < kTokens * S::kRows; i += kThreads) {
+  for (int i = threadIdx.x * step; i < kTokens * S::kRows; i += kThreads * step) {
     const int tl = i / S::kRows, nl = i % S::kRows;
     const int tok = tok0 + tl, n = n0 + nl;
-    if (tok < p.m && n < p.n) epilogue_store(p.ep, tok, n, tile[tl * kLd + nl]);
+    const float* v = tile + tl * kLd + nl;
+    if (tok < p.m && n < p.n) epilogue_store_step(p.ep, tok, n, v[0], step == 2 ? v[1] : 0.0f);
   }
 #else
   (void)p;  // never launched where it was not built for sm_90a (prefill_sm90_available)

@@ -78,6 +78,11 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr));
 }
 
+// Barrier `id` (1..15) for `threads` threads of the block (a multiple of 32): a subset of the warps.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Hopper's bulk copies and transaction barriers (sm_90+; the callers compile them for sm_90+ only).
 // An mbarrier is a 64-bit word in shared memory, given here by its shared-window address.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -112,10 +117,6 @@ __device__ __forceinline__ void cp_async_bulk_g2s(uint32_t dst, const void* src,
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
-}
-// Barrier `id` (1..15) for `threads` threads of the block (a multiple of 32): a subset of the warps.
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 #endif
 

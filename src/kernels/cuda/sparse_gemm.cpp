@@ -289,7 +289,8 @@ EpilogueParams to_params(const DeviceEpilogue& ep, void* y, DType y_dtype, int64
   p.act = int(ep.act);
   p.y = y;
   p.y_dt = int(y_dtype);
-  p.ldy = n;
+  p.gated = ep.gated ? 1 : 0;
+  p.ldy = ep.gated ? n / 2 : n;
   return p;
 }
 
@@ -312,6 +313,15 @@ void SparseGemm::run_with(const KernelChoice& choice, const DeviceWeight24& w, c
   check_dtype(y_dtype, "the output dtype");
   if (ep.bias) check_dtype(ep.bias_dtype, "the bias dtype");
   if (ep.residual) check_dtype(ep.residual_dtype, "the residual dtype");
+  if (ep.gated && w.n % 2 != 0)
+    fail(Status::InvalidArgument,
+         "sparse GEMM: a gated epilogue takes a fused gate/up weight (rows 2j, 2j + 1: gate and up "
+         "of "
+         "output j), so an even number of rows; this one has {}. Build it with s24::fuse_gate_up",
+         w.n);
+  if (int(ep.act) < 0 || int(ep.act) > int(s24::Activation::GELUTanh))
+    fail(Status::InvalidArgument, "sparse GEMM: activation code {} is not an s24::Activation",
+         int(ep.act));
   if (m > INT_MAX / 2 || w.n > INT_MAX / 2 || w.k > INT_MAX / 2)
     fail(Status::UnsupportedShape, "sparse GEMM: M={} N={} K={} exceeds the 32-bit index range", m, w.n, w.k);
   // x is read as 4-byte pairs: its rows must start 4-byte aligned (k % 4 == 0 keeps them so).
@@ -404,7 +414,7 @@ void SparseGemm::run_dense(const DeviceWeight24& w, const void* x, int64_t m, vo
   auto h = static_cast<cublasHandle_t>(cublas_);
   SF_CUBLAS_CHECK(cublasSetStream(h, stream_));
   const bool fused_none = !ep.bias && !ep.residual && ep.act == s24::Activation::None &&
-                          (y_dtype == w.dtype || y_dtype == DType::F32);
+                          !ep.gated && (y_dtype == w.dtype || y_dtype == DType::F32);
   const size_t wbytes = size_t(w.n) * size_t(w.k) * 2;
   const size_t wbytes_al = (wbytes + 255) / 256 * 256;
   const size_t acc_bytes = fused_none ? 0 : size_t(m) * size_t(w.n) * 4;

@@ -46,8 +46,13 @@ struct DeviceEpilogue {
   const void* bias = nullptr;      // [N] on the device, optional
   DType bias_dtype = DType::F32;
   s24::Activation act = s24::Activation::None;
-  const void* residual = nullptr;  // [M, N] on the device, optional; added after the activation
+  const void* residual = nullptr;  // [M, N] ([M, N / 2] gated) on the device, optional; added after
+                                   // the activation
   DType residual_dtype = DType::F32;
+  // W is a fused gate/up weight (s24::fuse_gate_up: rows 2j, 2j + 1 = gate j, up j; N even) and y
+  // is [M, N / 2] (SwiGLU with SiLU, GeGLU with GELU); every path runs it, in its own epilogue:
+  //   y[m, j] = act(v[m, 2j] + bias[2j]) * (v[m, 2j + 1] + bias[2j + 1]) + residual[m, j].
+  bool gated = false;
 };
 
 // How one product is computed; docs/KERNELS.md describes each path.
@@ -78,7 +83,8 @@ class SparseGemm {
   SparseGemm(const SparseGemm&) = delete;
   SparseGemm& operator=(const SparseGemm&) = delete;
 
-  // y = act(x W^T + bias) + residual. x, y, bias, residual are device pointers; y must not alias x.
+  // y = act(x W^T + bias) + residual (or the gated form, DeviceEpilogue::gated). x, y, bias,
+  // residual are device pointers; y must not alias x.
   void run(const DeviceWeight24& w, const void* x, int64_t m, void* y, DType y_dtype,
            const DeviceEpilogue& ep = {});
   // Same, with the path forced (the tuner and the benchmark use this).

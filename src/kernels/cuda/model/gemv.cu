@@ -8,6 +8,11 @@
 // at most 8 x 16384 x 2 bytes, read by every warp of the block). The fused epilogue (bias,
 // activation, fp32 residual, output type) saves cuBLAS's extra pass over y.
 //
+// A gated epilogue (W's rows 2j, 2j + 1 = gate j, up j, epilogue.cuh) changes only the stores:
+// warps 2i and 2i + 1 of a block own such a pair (row = block * kWarps + warp, kWarps even) and
+// the up warp hands its sums to the gate warp through shared memory; the bulk kernel's block runs
+// its rows in order (an even number of them); the tensor-core kernel's tile has the pair adjacent.
+//
 // Launched with programmatic dependent launch (pdl.cuh): each warp issues its first UNROLL loads of
 // W (constant) before pdl_wait(), so on sm_90+ the first wave streams weights while the previous
 // kernel (the layer norm or attention that writes x) drains; x, the residual and y come after.
@@ -49,6 +54,10 @@ __device__ __forceinline__ void dot_tail(float (&acc)[M], const uint4* wr, const
 // Every lane ends with every token's sum (butterfly); lane m keeps token m's, so the epilogue (bias,
 // activation, residual, three output types) is inlined once per kernel, not M times: with M copies
 // in each of the 24 instantiations cicc and ptxas took minutes per architecture.
+//
+// Gated: the warp pair (2i, 2i + 1) holds rows (2j, 2j + 1), both live or both past N (N is even).
+// The up warp leaves its sums in shared memory; a named barrier per pair (ids 1..4, 64 threads)
+// lets the gate warp read them, and a second one frees the slot for the pair's next row.
 template <int M>
 __device__ __forceinline__ void store_row(const float (&acc)[M], int lane, int row, const EpilogueParams& ep) {
   float mine = 0.0f;
@@ -58,7 +67,16 @@ __device__ __forceinline__ void store_row(const float (&acc)[M], int lane, int r
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     if (lane == m) mine = v;
   }
-  if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
+  if (!ep.gated) {
+    if (lane < M) epilogue_store(ep, lane, row, mine);  // one lane per token row
+    return;
+  }
+  __shared__ float up[kWarps / 2][M];
+  const int warp = int(threadIdx.x) / 32, pair = warp / 2;
+  if ((warp & 1) && lane < M) up[pair][lane] = mine;
+  ptx::named_barrier_sync(1 + pair, 64);
+  if (!(warp & 1) && lane < M) epilogue_store_gated(ep, lane, row >> 1, mine, up[pair][lane]);
+  ptx::named_barrier_sync(1 + pair, 64);
 }
 
 template <typename T, int M>
@@ -201,6 +219,7 @@ __global__ void __launch_bounds__((kWarps + 1) * 32) gemv_bulk_kernel(const uint
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  float gate = 0.0f;  // gated: the even row's sum of token threadIdx.x, until its up row is done
   for (int i = 0; i < items; ++i) {
     const int s = i % kBulkStages, part = i % parts;
     ptx::mbarrier_wait(full0 + 8 * s, uint32_t(i / kBulkStages) & 1u);
@@ -225,7 +244,13 @@ __global__ void __launch_bounds__((kWarps + 1) * 32) gemv_bulk_kernel(const uint
         float v = 0.0f;
 #pragma unroll
         for (int q = 0; q < kWarps; ++q) v += red[q][threadIdx.x];
-        epilogue_store(ep, int(threadIdx.x), row0 + i / parts, v);
+        const int row = row0 + i / parts;  // gated: rows_per_block and so row0 are even
+        if (!ep.gated)
+          epilogue_store(ep, int(threadIdx.x), row, v);
+        else if ((row & 1) == 0)
+          gate = v;
+        else
+          epilogue_store_gated(ep, int(threadIdx.x), row >> 1, gate, v);
       }
       ptx::named_barrier_sync(1, kWarps * 32);  // red is free for the next row
     }
@@ -266,7 +291,8 @@ void launch_bulk(const uint4* w, const uint4* x, int64_t n, int kv, int chunk_wo
     return std::max(b, 1);
   }();
   const int64_t resident = int64_t(per_sm) * sf::cuda::sm_count();
-  const int rows_per_block = int((n + resident - 1) / resident);
+  int rows_per_block = int((n + resident - 1) / resident);
+  if (ep.gated) rows_per_block += rows_per_block & 1;  // whole gate/up pairs per block
   const unsigned grid = unsigned((n + rows_per_block - 1) / rows_per_block);
   launch_pdl(gemv_bulk_kernel<T, M>, grid, (kWarps + 1) * 32, 0, stream, w, x, int(n), kv, rows_per_block, chunk_words,
              ep);
@@ -356,13 +382,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const uint4* __re
   red[warp][g + 8][2 * t] = c[2];
   red[warp][g + 8][2 * t + 1] = c[3];
   __syncthreads();
-  if (threadIdx.x < 128) {
-    const int r = int(threadIdx.x) / 8, j = int(threadIdx.x) % 8;
+  const int step = ep.gated ? 2 : 1;  // gated: a thread takes the row pair (r, r + 1)
+  if (int(threadIdx.x) < 128 / step) {
+    const int r = step * (int(threadIdx.x) / 8), j = int(threadIdx.x) % 8;
     if (j < m && row0 + r < n) {
-      float v = 0.0f;
+      float v = 0.0f, u = 0.0f;
 #pragma unroll
       for (int q = 0; q < kWarps; ++q) v += red[q][r][j];
-      epilogue_store(ep, j, row0 + r, v);
+      if (step == 2)
+#pragma unroll
+        for (int q = 0; q < kWarps; ++q) u += red[q][r + 1][j];
+      epilogue_store_step(ep, j, row0 + r, v, u);
     }
   }
 }
@@ -445,8 +475,9 @@ bool launch_gemv(const void* w, int w_dt, const void* x, int64_t m, int64_t n, i
                  cudaStream_t stream, const L2Prefetch& next) {
   const int64_t elem = w_dt == 0 ? 4 : 2;
   const int64_t per16 = 16 / elem;
-  if (m < 1 || m > kGemvMaxM || k % per16 != 0 || n > (int64_t(1) << 30) || k / per16 > (int64_t(1) << 30) ||
-      reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0)
+  if (m < 1 || m > kGemvMaxM || k % per16 != 0 || n > (int64_t(1) << 30) ||
+      k / per16 > (int64_t(1) << 30) || reinterpret_cast<uintptr_t>(w) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0 || (ep.gated && n % 2 != 0))
     return false;
   const int kv = int(k / per16);
   if (w_dt == 1) launch_t<__half>(w, x, m, n, kv, ep, next, stream);

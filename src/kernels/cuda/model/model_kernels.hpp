@@ -44,6 +44,8 @@ void launch_cast(const float* x, int64_t n, void* out, int act_dt, cudaStream_t 
 // in `w_dt` (F32/F16/BF16), x [M, K] in the same type. One warp per output row, 16-byte loads of W
 // streamed once, x re-read from L1/L2. Needs K % (16 / sizeof) == 0 and 16-byte aligned W and x
 // rows; returns false (launching nothing) otherwise so the caller can use cuBLAS instead.
+// ep.gated: W is a fused gate/up weight (rows 2j, 2j + 1; s24::fuse_gate_up), n = 2F its rows, and
+// y [m, F] (ep.ldy = F); an odd n returns false.
 inline constexpr int kGemvMaxM = 8;
 // `next`: the head of the next product's weights, which the blocks of the last waves ask to be
 // prefetched into L2 (decode; empty: none).
