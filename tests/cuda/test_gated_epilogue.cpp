@@ -84,6 +84,20 @@ double act_ref(Activation a, double v) {
   return v;
 }
 
+// What computing act(g) in fp32 may cost: a few ulps of the result, times the argument of the
+// exponential inside (its fp32 rounding is amplified by it: exp(a (1 + d)) = exp(a) (1 + a d));
+// __expf (SiLU) stays within that. The erf form of GELU also cancels in 1 + erf(g / sqrt 2) for
+// negative g: an ulp of 1 times |g|.
+double act_error(Activation a, double g) {
+  const double eps32 = std::ldexp(1.0, -24);
+  const double arg = a == Activation::SiLU       ? std::fabs(g)
+                     : a == Activation::GELUTanh ? 1.6 * std::fabs(g + 0.044715 * g * g * g)
+                     : a == Activation::GELU     ? 0.5 * g * g
+                                                 : 0.0;
+  return 8.0 * eps32 * (1.0 + arg) * std::fabs(act_ref(a, g)) +
+         (a == Activation::GELU ? 2.0 * eps32 * std::fabs(g) : 0.0);
+}
+
 double half_ulp(DType t) {
   return t == DType::F16    ? std::ldexp(1.0, -11)
          : t == DType::BF16 ? std::ldexp(1.0, -8)
@@ -189,9 +203,9 @@ EpilogueParams params(const Problem& p, const Spec& s, const Buffers& d) {
 // round-to-nearest) is off by at most 2 K eps32 sum |x w| (eps32 = 2^-24): dv. A library path that
 // rounds v to 16 bits first adds half an ulp of that format, |v| u16. That error reaches y through
 // the epilogue as 1.2 |up| dg + |act(g)| du (|act'| <= 1.13 for every activation here; the up
-// factor is 1 when not gated); the activation itself costs a few fp32 ulps of its value, times the
-// argument of its exponential (8 eps32 (1 + |g|) |act(g)|, __expf for SiLU included), the product,
-// bias and residual additions one ulp each of what they touch; the output rounds to half an ulp of
+// factor is 1 when not gated); the activation itself costs act_error(g) (a few fp32 ulps of its
+// value, times the argument of its exponential), the product, bias and residual additions an ulp
+// each of what they touch; the output rounds to half an ulp of
 // y's format, and fp16's subnormal step 2^-24 is the absolute floor.
 void check(const Problem& p, const Spec& s, const Buffers& d) {
   SCOPED_TRACE(::testing::Message()
@@ -228,7 +242,7 @@ void check(const Problem& p, const Spec& s, const Buffers& d) {
           s.residual ? load_as_float(d.res.data(), s.res_dt, size_t(i * cols + j)) : 0.0;
       const double ref = a * u + r;
       double tol = 1.2 * std::fabs(u) * dg + std::fabs(a) * du +
-                   8.0 * eps32 * (1.0 + std::fabs(g)) * std::fabs(a * u) +
+                   act_error(s.act, g) * std::fabs(u) +
                    2.0 * eps32 * (std::fabs(a * u) + std::fabs(r));
       tol += half_ulp(s.y_dt) * (std::fabs(ref) + tol) + (s.y_dt == DType::F16 ? eps32 : 1e-30);
       const double got = load_as_float(y.data(), s.y_dt, size_t(i * cols + j));

@@ -49,6 +49,19 @@ double act_ref(Activation a, double v) {
   return v;
 }
 
+// What computing act(g) in fp32 may cost: a few ulps of the result, times the argument of the
+// exponential inside (its fp32 rounding is amplified by it: exp(a (1 + d)) = exp(a) (1 + a d)).
+// The erf form of GELU also cancels in 1 + erf(g / sqrt 2) for negative g: an ulp of 1 times |g|.
+double act_error(Activation a, double g) {
+  const double eps32 = std::ldexp(1.0, -24);
+  const double arg = a == Activation::SiLU       ? std::fabs(g)
+                     : a == Activation::GELUTanh ? 1.6 * std::fabs(g + 0.044715 * g * g * g)
+                     : a == Activation::GELU     ? 0.5 * g * g
+                                                 : 0.0;
+  return 8.0 * eps32 * (1.0 + arg) * std::fabs(act_ref(a, g)) +
+         (a == Activation::GELU ? 2.0 * eps32 * std::fabs(g) : 0.0);
+}
+
 double half_ulp(DType t) {
   return t == DType::F16    ? std::ldexp(1.0, -11)
          : t == DType::BF16 ? std::ldexp(1.0, -8)
@@ -68,12 +81,12 @@ struct Gated {
 };
 
 // y (poisoned before the call) against the unfused fp64 reference from the same rounded inputs.
-// Tolerance: gate and up are fp32 sums of K products, each off by at most ~4 sqrt(K) eps32 sum |x
-// w| (the rounding walk, 4x margin); that error reaches y through the product as |act'(g)| |u| dg +
-// |act(g)| du, with |act'| <= 1.13 for every activation here (1.2 used); the activation, the
-// product, the bias and the residual add a few fp32 ulps of what they touch (the exponentials'
-// arguments amplify theirs: 8 eps32 (1 + |g|) of act(g)); the output rounds to half an ulp of its
-// format, and fp16's subnormal step 2^-24 is the absolute floor.
+// Tolerance: gate and up are fp32 sums of K products, each off by at most ~4 sqrt(K) eps32
+// sum |x w| (the rounding walk, 4x margin); that error reaches y through the product as
+// |act'(g)| |u| dg + |act(g)| du, with |act'| <= 1.13 for every activation here (1.2 used); the
+// activation costs act_error(g), the product, bias and residual a few fp32 ulps of what they
+// touch; the output rounds to half an ulp of its format, and fp16's subnormal step 2^-24 is the
+// absolute floor.
 void check(const Gated& c, const std::vector<uint8_t>& gate, const std::vector<uint8_t>& up,
            const std::vector<uint8_t>& x, const std::vector<uint8_t>& bias,
            const std::vector<uint8_t>& res, const std::vector<uint8_t>& y,
@@ -99,11 +112,10 @@ void check(const Gated& c, const std::vector<uint8_t>& gate, const std::vector<u
       ref += r;
       const double got = load_as_float(y.data(), c.ydt, size_t(i * c.f + j));
       const double walk = 4.0 * std::sqrt(double(c.k)) * eps32;
-      const double tol =
-          1.2 * std::fabs(u) * walk * gmag + std::fabs(a) * walk * umag +
-          8.0 * eps32 *
-              ((1.0 + std::fabs(g)) * std::fabs(a * u) + std::fabs(g * u) + std::fabs(r)) +
-          half_ulp(c.ydt) * std::fabs(ref) + (c.ydt == DType::F16 ? eps32 : 1e-30);
+      const double tol = 1.2 * std::fabs(u) * walk * gmag + std::fabs(a) * walk * umag +
+                         act_error(c.act, g) * std::fabs(u) +
+                         8.0 * eps32 * (std::fabs(a * u) + std::fabs(r)) +
+                         half_ulp(c.ydt) * std::fabs(ref) + (c.ydt == DType::F16 ? eps32 : 1e-30);
       if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
         ADD_FAILURE() << what << " y[" << i << ", " << j << "] = " << got << ", expected " << ref
                       << " (tol " << tol << ")";
