@@ -794,7 +794,7 @@ kk::AttentionArgs OptCudaEngine::Impl::attention_args(int64_t li) const {
   a.pos = d_pos;
   a.batch = batch;
   a.capacity = cap;
-  a.hidden = H;
+  a.kv_heads = heads;  // OPT: multi-head attention, q_dim == kv_dim == H
   a.heads = heads;
   a.head_dim = hd;
   a.scale = 1.0f / std::sqrt(float(hd));

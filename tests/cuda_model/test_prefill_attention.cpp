@@ -64,7 +64,7 @@ void run_case(const Case& c, std::mt19937_64& rng) {
   a.out = dout.p;
   a.batch = batch;
   a.capacity = cap;
-  a.hidden = H;
+  a.kv_heads = heads;
   a.heads = heads;
   a.head_dim = c.head_dim;
   a.act_dt = c.act_dt;
@@ -193,7 +193,7 @@ TEST(CudaPrefillAttention, QkvToCache) {
         a.pos = static_cast<const int*>(dpos.p);
         a.batch = batch;
         a.capacity = cap;
-        a.hidden = H;
+        a.kv_heads = 1;
         a.heads = 1;
         a.head_dim = H;
         a.scale = 0.25f;

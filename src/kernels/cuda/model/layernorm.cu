@@ -1,4 +1,5 @@
-// Layer norm over rows of the fp32 residual stream, writing fp32 and/or the activation type.
+// Layer norm and RMSNorm over rows of the fp32 residual stream, writing fp32 and/or the activation
+// type. One kernel for both: RMSNorm skips the mean (NormKind::Rms, a template flag).
 //
 // Decode runs it 2 x layers + 1 times per token on 1..64 rows of 768..12288 floats: a launch is all
 // latency (the first version, one 256-thread block per row making three fp64 passes over the row in
@@ -12,9 +13,16 @@
 // block adds those partials in two 32-wide trees (warp, then the warps' sums), so a sum carries at
 // most ~(15 + 10) fp32 roundings of sum |x| (~1.5e-6 relative), and the variance is taken around
 // the mean (no cancellation). That is far below the fp16/bf16 rounding of the output and the 1e-3
-// perplexity tolerance against the CPU, and it keeps fp64 (1/64 rate on sm_86/89) out of the kernel.
+// perplexity tolerance against the CPU, and it keeps fp64 (1/64 rate on sm_86/89) out of the
+// kernel.
+//
+// RMSNorm rounds as HF's LlamaRMSNorm does with the activation type as its input dtype:
+// x * rsqrt(mean(x^2) + eps) in fp32 (rsqrtf, as torch.rsqrt on CUDA), rounded to act, times w,
+// rounded again (model_kernels.hpp); the fp32 output is the same without the roundings.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <string>
 
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/epilogue.cuh"
@@ -88,13 +96,20 @@ __device__ __forceinline__ void store_v(void* out, int dt, int64_t i, const floa
   }
 }
 
+__device__ __forceinline__ float round_to(float v, int dt) {
+  if (dt == 1) return __half2float(__float2half_rn(v));
+  if (dt == 2) return __bfloat162float(__float2bfloat16_rn(v));
+  return v;
+}
+
 // One block per row; thread t owns accesses t, t + blockDim.x, ... (PT of them, V floats each), so
 // every load and store is coalesced. x is not __restrict__: out_f32 may be x. Each thread writes
-// exactly the elements it read, and only after both barriers, so the in-place case is safe.
-template <int V, int PT>
-__global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim, const float* __restrict__ w,
-                                                         const float* __restrict__ b, float eps, float* out_f32,
-                                                         void* out_act, int act_dt, L2Prefetch pf) {
+// exactly the elements it read, and only after the barriers, so the in-place case is safe.
+template <int V, int PT, bool RMS>
+__global__ void __launch_bounds__(1024)
+    layernorm_kernel(const float* x, int dim, const float* __restrict__ w,
+                     const float* __restrict__ b, float eps, float* out_f32, void* out_act,
+                     int act_dt, L2Prefetch pf) {
   __shared__ float red[2][32];
   pdl_launch_dependents();
   if (threadIdx.x < 32) issue_l2_prefetch(pf, blockIdx.x, gridDim.x, threadIdx.x);  // constant weights: early
@@ -106,7 +121,7 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim
       const int a = int(threadIdx.x) + p * int(blockDim.x);
       if (a < accesses) {
         load_v<V>(w, a, gw[p]);
-        load_v<V>(b, a, gb[p]);
+        if (b) load_v<V>(b, a, gb[p]);
       }
     }
   }
@@ -119,7 +134,26 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim
     const int a = int(threadIdx.x) + p * int(blockDim.x);
     if (a < accesses) load_v<V>(x + row, a, v[p]);
 #pragma unroll
-    for (int e = 0; e < V; ++e) s += v[p][e];  // zeros past the row
+    for (int e = 0; e < V; ++e) s += RMS ? v[p][e] * v[p][e] : v[p][e];  // zeros past the row
+  }
+  if constexpr (RMS) {
+    const float inv = rsqrtf(block_sum(s, red[0]) / float(dim) + eps);
+#pragma unroll
+    for (int p = 0; p < PT; ++p) {
+      const int a = int(threadIdx.x) + p * int(blockDim.x);
+      if (a >= accesses) continue;
+      float ya[V], yf[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float y = v[p][e] * inv;
+        ya[e] = w ? gw[p][e] * round_to(y, act_dt) : y;  // store_v rounds the product
+        yf[e] = w ? y * gw[p][e] : y;
+      }
+      const int64_t i = row + int64_t(a) * V;
+      if (out_act) store_v<V>(out_act, act_dt, i, ya);
+      if (out_f32) store_v<V>(out_f32, 0, i, yf);
+    }
+    return;
   }
   const float mean = block_sum(s, red[0]) / float(dim);
   float q = 0.0f;
@@ -143,7 +177,7 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       y[e] = (v[p][e] - mean) * inv;
-      if (w) y[e] = y[e] * gw[p][e] + gb[p][e];
+      if (w) y[e] = y[e] * gw[p][e] + gb[p][e];  // gb stays 0 without a bias
     }
     const int64_t i = row + int64_t(a) * V;
     if (out_act) store_v<V>(out_act, act_dt, i, y);
@@ -151,8 +185,8 @@ __global__ void __launch_bounds__(1024) layernorm_kernel(const float* x, int dim
   }
 }
 
-// Rows wider than the register kernels take (no OPT model): strided passes over global memory,
-// mean and centred variance in fp64.
+// Rows wider than the register kernels take (no model we run): strided passes over global memory,
+// mean and centred variance (RMSNorm: the mean square) in fp64.
 constexpr int kStridedThreads = 1024;
 
 __device__ double block_sum_f64(double v, double* red) {
@@ -166,19 +200,22 @@ __device__ double block_sum_f64(double v, double* red) {
   return s;
 }
 
-__global__ void __launch_bounds__(kStridedThreads) layernorm_strided_kernel(const float* x, int64_t dim,
-                                                                            const float* __restrict__ w,
-                                                                            const float* __restrict__ b, float eps,
-                                                                            float* out_f32, void* out_act, int act_dt,
-                                                                            L2Prefetch pf) {
+template <bool RMS>
+__global__ void __launch_bounds__(kStridedThreads)
+    layernorm_strided_kernel(const float* x, int64_t dim, const float* __restrict__ w,
+                             const float* __restrict__ b, float eps, float* out_f32, void* out_act,
+                             int act_dt, L2Prefetch pf) {
   __shared__ double red[kStridedThreads / 32];
   pdl_launch_dependents();
   if (threadIdx.x < 32) issue_l2_prefetch(pf, blockIdx.x, gridDim.x, threadIdx.x);
   pdl_wait();
   const float* xr = x + int64_t(blockIdx.x) * dim;
-  double s = 0.0;
-  for (int64_t j = threadIdx.x; j < dim; j += kStridedThreads) s += xr[j];
-  const double mean = block_sum_f64(s, red) / double(dim);
+  double mean = 0.0;
+  if (!RMS) {
+    double s = 0.0;
+    for (int64_t j = threadIdx.x; j < dim; j += kStridedThreads) s += xr[j];
+    mean = block_sum_f64(s, red) / double(dim);
+  }
   double v = 0.0;
   for (int64_t j = threadIdx.x; j < dim; j += kStridedThreads) {
     const double d = xr[j] - mean;
@@ -188,10 +225,16 @@ __global__ void __launch_bounds__(kStridedThreads) layernorm_strided_kernel(cons
   const float inv = float(1.0 / sqrt(var + double(eps)));
   const float meanf = float(mean);
   for (int64_t j = threadIdx.x; j < dim; j += kStridedThreads) {
-    float y = (xr[j] - meanf) * inv;
-    if (w) y = y * w[j] + b[j];
+    const float yn = (xr[j] - meanf) * inv;
+    float y = yn, ya = yn;
+    if (RMS && w) {
+      y = yn * w[j];
+      ya = w[j] * round_to(yn, act_dt);
+    } else if (w) {
+      y = ya = yn * w[j] + (b ? b[j] : 0.0f);
+    }
     const int64_t i = int64_t(blockIdx.x) * dim + j;
-    if (out_act) store_elem(out_act, act_dt, i, y);
+    if (out_act) store_elem(out_act, act_dt, i, ya);
     if (out_f32) out_f32[i] = y;  // after every read of xr[j] by this thread (out_f32 may be x)
   }
 }
@@ -215,26 +258,38 @@ void launch_cast(const float* x, int64_t n, void* out, int act_dt, cudaStream_t 
   SF_CUDA_CHECK_LAUNCH();
 }
 
-void launch_layernorm(const float* x, int64_t rows, int64_t dim, const float* w, const float* b, float eps,
-                      float* out_f32, void* out_act, int act_dt, cudaStream_t stream, const L2Prefetch& pf) {
+void launch_norm(NormKind kind, const float* x, int64_t rows, int64_t dim, const float* w,
+                 const float* b, float eps, float* out_f32, void* out_act, int act_dt,
+                 cudaStream_t stream, const L2Prefetch& pf) {
   if (rows == 0 || dim == 0) return;
+  const bool rms = kind == NormKind::Rms;
+  if (rms && b)
+    detail::throw_status(1 /*InvalidArgument*/,
+                         "RMSNorm takes no bias: pass b = null (got a bias pointer)");
+  if (!rms && kind != NormKind::Layer)
+    detail::throw_status(
+        1, "norm: unknown kind " + std::to_string(int(kind)) + " (0 LayerNorm, 1 RMSNorm)");
   const uintptr_t act_bytes = act_dt == 0 ? 4 : 2;
   const bool vec = dim % 4 == 0 && aligned(x, 16) && aligned(out_f32, 16) && aligned(out_act, 4 * act_bytes) &&
                    aligned(w, 16) && aligned(b, 16);  // null pointers count as aligned
   const unsigned grid = unsigned(rows);
   auto threads = [](int64_t accesses, int pt) { return unsigned((accesses + 32 * pt - 1) / (32 * pt) * 32); };
   const int d = int(dim);
+  auto launch = [&](auto kernel, unsigned block) {
+    launch_pdl(kernel, grid, block, 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
+  };
   if (vec && dim <= kVec2MaxDim)
-    launch_pdl(layernorm_kernel<4, 2>, grid, threads(dim / 4, 2), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt,
-               pf);
+    rms ? launch(layernorm_kernel<4, 2, true>, threads(dim / 4, 2))
+        : launch(layernorm_kernel<4, 2, false>, threads(dim / 4, 2));
   else if (vec && dim <= kVec4MaxDim)
-    launch_pdl(layernorm_kernel<4, 4>, grid, threads(dim / 4, 4), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt,
-               pf);
+    rms ? launch(layernorm_kernel<4, 4, true>, threads(dim / 4, 4))
+        : launch(layernorm_kernel<4, 4, false>, threads(dim / 4, 4));
   else if (dim <= kScalarMaxDim)
-    launch_pdl(layernorm_kernel<1, 8>, grid, threads(dim, 8), 0, stream, x, d, w, b, eps, out_f32, out_act, act_dt, pf);
+    rms ? launch(layernorm_kernel<1, 8, true>, threads(dim, 8))
+        : launch(layernorm_kernel<1, 8, false>, threads(dim, 8));
   else
-    launch_pdl(layernorm_strided_kernel, grid, kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt,
-               pf);
+    launch_pdl(rms ? layernorm_strided_kernel<true> : layernorm_strided_kernel<false>, grid,
+               kStridedThreads, 0, stream, x, dim, w, b, eps, out_f32, out_act, act_dt, pf);
   SF_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,26 +1,30 @@
-// Fused causal attention for prefill (fp16 / bf16 activations, head_dim 64, 80 or 128): one block per
-// (64 queries, head) of one sequence walks the key tiles in order with an online softmax (flash
-// attention), so the [heads, n, len] scores and probabilities never reach global memory. The unfused
-// path (cuBLAS scores, causal softmax, cuBLAS P.V) writes and re-reads ~0.3 GB per layer at n = 2046
-// and spends 14.5 of the 50.9 ms of an OPT-6.7B prefill in attention on an H200
+// Fused causal attention for prefill (fp16 / bf16 activations, head_dim 64, 80, 96 or 128): one
+// block per (64 queries, query head) of one sequence walks the key tiles of the head's KV head (h /
+// group: grouped-query attention) in order with an online softmax (flash attention), so the [heads,
+// n, len] scores and probabilities never reach global memory. The unfused path (cuBLAS scores,
+// causal softmax, cuBLAS P.V) writes and re-reads ~0.3 GB per layer at n = 2046 and spends 14.5 of
+// the 50.9 ms of an OPT-6.7B prefill in attention on an H200
 // (bench/results/2026-12-03-NVIDIA-H200-opt-6.7b-prefill-2046.md).
 //
 // Version 3, FlashAttention-2's register layout on mma.sync (m16n8k16, fp32 accumulate). The first
 // two versions kept S, P and O in shared memory through WMMA and measured slower than the unfused
-// path (23.6 ms against 14.5 at n = 2046); here nothing but the Q, K and V tiles touches shared memory:
+// path (23.6 ms against 14.5 at n = 2046); here nothing but the Q, K and V tiles touches shared
+// memory:
 //   - 4 warps; warp w owns query rows 16w..16w+15 of the block; its Q fragments stay in registers.
 //   - K/V tiles of 64 keys, double-buffered with cp.async (zero-filled past the sequence: the cache
 //     beyond it holds stale data, possibly NaN, and 0 * NaN would leak), rows padded by 16 bytes so
 //     that ldmatrix's eight row addresses fall on distinct banks.
 //   - S = Q K^T accumulates in registers (8 m16n8 tiles per warp); the causal mask applies only on
-//     tiles that cross the diagonal; the running max and sum of a row live in the 4 lanes that hold it
-//     (two shuffles per reduction).
+//     tiles that cross the diagonal; the running max and sum of a row live in the 4 lanes that hold
+//     it (two shuffles per reduction).
 //   - P = exp(S - m), rounded to the activation type, is re-used in place as the A operand of P V
-//     (the m16n8 accumulator layout of two adjacent key tiles is the m16k16 A layout); V's B operand
-//     comes from ldmatrix.trans.
+//     (the m16n8 accumulator layout of two adjacent key tiles is the m16k16 A layout); V's B
+//     operand comes from ldmatrix.trans.
 //   - O / l is written from the accumulators, two elements per 32-bit store.
-// q carries the head_dim^-0.5 scale (launch_qkv_to_cache). Blocks with the most key tiles (the last
-// queries) are scheduled first.
+// q carries the scale and the rotation, k the rotation (launch_qkv_to_cache). Blocks with the most
+// key tiles (the last queries) are scheduled first; blockIdx.y is the query head, so the heads
+// sharing a KV head run side by side and their K/V tiles come from L2 after the first (loading a
+// tile once per group, with the group's heads stacked as rows of one block, is not done yet).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -105,24 +109,26 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Rows [row0, row0 + 64) of a [*, hidden] matrix (the head slice at column col0, D wide) into the
+// Rows [row0, row0 + 64) of a [*, ld] matrix (the head slice at column col0, D wide) into the
 // shared tile [64][kLd<D>]; rows at or past `rows` are zero-filled. One commit group per call site.
 template <int D, typename T>
-__device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t hidden, int64_t col0, int64_t row0,
-                                                int64_t rows) {
+__device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t ld, int64_t col0,
+                                                int64_t row0, int64_t rows) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   for (int i = threadIdx.x; i < kKTile * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
     const bool valid = row0 + r < rows;
-    const T* s = valid ? src + (row0 + r) * hidden + col0 + c * 8 : src;
+    const T* s = valid ? src + (row0 + r) * ld + col0 + c * 8 : src;
     cp_async16(dst + r * kLd<D> + c * 8, s, valid);
   }
 }
 
+// q, out [n, q_ld]; the caches [*, kv_ld]; query head blockIdx.y reads KV head blockIdx.y / group.
 template <int D, typename T>
 __global__ void __launch_bounds__(kThreads)
-    flash_prefill_kernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-                         T* __restrict__ out, int64_t hidden, int64_t n, int64_t past) {
+    flash_prefill_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
+                         const T* __restrict__ v_cache, T* __restrict__ out, int64_t q_ld,
+                         int64_t kv_ld, int group, int64_t n, int64_t past) {
   constexpr int LD = kLd<D>;
   constexpr int kSteps = D / 16;     // k-steps of Q K^T
   constexpr int kDimTiles = D / 8;   // n-tiles of O
@@ -134,14 +140,15 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tq = lane % 4;  // accumulator row (and row + 8), column pair
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kQTile;  // the longest blocks first
-  const int64_t col0 = int64_t(blockIdx.y) * D;
+  const int64_t col0 = int64_t(blockIdx.y) * D;                     // q and out
+  const int64_t kv_col0 = int64_t(blockIdx.y / group) * D;          // k and v
   const int64_t len = past + n;
   const int64_t last_query = q0 + kQTile - 1 < n ? q0 + kQTile - 1 : n - 1;
   const int tiles = int((past + last_query) / kKTile) + 1;  // key tiles the block's last query sees
 
-  load_tile_async<D>(Qs, q, hidden, col0, q0, n);
-  load_tile_async<D>(Ks, k_cache, hidden, col0, 0, len);
-  load_tile_async<D>(Vs, v_cache, hidden, col0, 0, len);
+  load_tile_async<D>(Qs, q, q_ld, col0, q0, n);
+  load_tile_async<D>(Ks, k_cache, kv_ld, kv_col0, 0, len);
+  load_tile_async<D>(Vs, v_cache, kv_ld, kv_col0, 0, len);
   cp_async_commit();
 
   // This lane's two rows: query indices (a row past n acts as the last query; it is not written).
@@ -159,8 +166,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < tiles; ++j) {
     const int buf = j & 1;
     if (j + 1 < tiles) {  // prefetch the next tile into the other buffer (free since the last barrier)
-      load_tile_async<D>(Ks + (buf ^ 1) * kKTile * LD, k_cache, hidden, col0, int64_t(j + 1) * kKTile, len);
-      load_tile_async<D>(Vs + (buf ^ 1) * kKTile * LD, v_cache, hidden, col0, int64_t(j + 1) * kKTile, len);
+      load_tile_async<D>(Ks + (buf ^ 1) * kKTile * LD, k_cache, kv_ld, kv_col0,
+                         int64_t(j + 1) * kKTile, len);
+      load_tile_async<D>(Vs + (buf ^ 1) * kKTile * LD, v_cache, kv_ld, kv_col0,
+                         int64_t(j + 1) * kKTile, len);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -270,9 +279,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int dt = 0; dt < kDimTiles; ++dt) {
     const int64_t c = col0 + dt * 8 + tq * 2;
     if (row_q0 < n)
-      *reinterpret_cast<uint32_t*>(out + row_q0 * hidden + c) = pack2<T>(o[dt][0] * inv0, o[dt][1] * inv0);
+      *reinterpret_cast<uint32_t*>(out + row_q0 * q_ld + c) =
+          pack2<T>(o[dt][0] * inv0, o[dt][1] * inv0);
     if (row_q1 < n)
-      *reinterpret_cast<uint32_t*>(out + row_q1 * hidden + c) = pack2<T>(o[dt][2] * inv1, o[dt][3] * inv1);
+      *reinterpret_cast<uint32_t*>(out + row_q1 * q_ld + c) =
+          pack2<T>(o[dt][2] * inv1, o[dt][3] * inv1);
   }
 }
 
@@ -283,11 +294,13 @@ void launch_t(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, cons
   // prefill makes one launch per layer, so the call costs nothing that matters).
   SF_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      int(smem)));
-  const size_t seq_off = size_t(seq) * size_t(a.capacity) * size_t(a.hidden);
+  const int64_t q_dim = a.heads * D, kv_dim = a.kv_heads * D;
+  const size_t seq_off = size_t(seq) * size_t(a.capacity) * size_t(kv_dim);
   const dim3 grid(unsigned((n + kQTile - 1) / kQTile), unsigned(a.heads));
   flash_prefill_kernel<D, T><<<grid, kThreads, smem, stream>>>(
-      static_cast<const T*>(q), static_cast<const T*>(a.k_cache) + seq_off, static_cast<const T*>(a.v_cache) + seq_off,
-      static_cast<T*>(a.out), a.hidden, n, past);
+      static_cast<const T*>(q), static_cast<const T*>(a.k_cache) + seq_off,
+      static_cast<const T*>(a.v_cache) + seq_off, static_cast<T*>(a.out), q_dim, kv_dim,
+      int(a.heads / a.kv_heads), n, past);
   SF_CUDA_CHECK_LAUNCH();
 }
 
@@ -296,6 +309,8 @@ void launch_d(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, cons
   switch (a.head_dim) {
     case 64: return launch_t<64, T>(a, seq, n, past, q, stream);
     case 80: return launch_t<80, T>(a, seq, n, past, q, stream);
+    case 96:
+      return launch_t<96, T>(a, seq, n, past, q, stream);
     case 128: return launch_t<128, T>(a, seq, n, past, q, stream);
     default: break;
   }
@@ -303,16 +318,27 @@ void launch_d(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, cons
 
 }  // namespace
 
-bool fused_prefill_attention_supported(int act_dt, int64_t head_dim, int64_t hidden) {
-  return (act_dt == 1 || act_dt == 2) && (head_dim == 64 || head_dim == 80 || head_dim == 128) && hidden % 8 == 0;
+bool fused_prefill_attention_supported(int act_dt, int64_t head_dim, int64_t row_width) {
+  return (act_dt == 1 || act_dt == 2) &&
+         (head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 128) &&
+         row_width % 8 == 0;
 }
 
-void launch_prefill_attention(const AttentionArgs& a, int64_t seq, int64_t n, int64_t past, const void* q,
-                              cudaStream_t stream) {
+void launch_prefill_attention(const AttentionArgs& args, int64_t seq, int64_t n, int64_t past,
+                              const void* q, cudaStream_t stream) {
   if (n == 0) return;
-  if (!fused_prefill_attention_supported(a.act_dt, a.head_dim, a.hidden) || !a.out)
-    detail::throw_status(2 /*UnsupportedShape*/, "fused prefill attention needs fp16/bf16 activations and head_dim "
-                                                 "64, 80 or 128, got head_dim " + std::to_string(a.head_dim));
+  const AttentionArgs a = checked_attention_args(args, "fused prefill attention");
+  if (!fused_prefill_attention_supported(a.act_dt, a.head_dim, a.heads * a.head_dim) || !a.out)
+    detail::throw_status(2 /*UnsupportedShape*/,
+                         "fused prefill attention needs fp16/bf16 activations, an output "
+                         "and head_dim 64, 80, 96 or 128, got head_dim " +
+                             std::to_string(a.head_dim) + ", act_dt " + std::to_string(a.act_dt));
+  if (seq < 0 || seq >= a.batch || past < 0 || past + n > a.capacity)
+    detail::throw_status(1 /*InvalidArgument*/,
+                         "fused prefill attention: sequence " + std::to_string(seq) +
+                             " positions " + std::to_string(past) + ".." +
+                             std::to_string(past + n) + " outside the batch " +
+                             std::to_string(a.batch) + " x capacity " + std::to_string(a.capacity));
   if (a.act_dt == 1) launch_d<__half>(a, seq, n, past, q, stream);
   else launch_d<__nv_bfloat16>(a, seq, n, past, q, stream);
 }
