@@ -8,6 +8,7 @@ namespace sf::tok {
 namespace {
 
 #include "tokenizer/unicode_tables.inc"
+#include "tokenizer/word_tables.inc"
 
 bool in_ranges(std::span<const CodepointRange> ranges, char32_t cp) {
   // First range whose end is >= cp; cp is in the set iff that range starts at or before it.
@@ -44,6 +45,22 @@ CharClass char_class(char32_t cp) {
   if (in_ranges(kNumberRanges, cp)) return CharClass::Number;
   if (in_ranges(kWhitespaceRanges, cp)) return CharClass::Whitespace;
   return CharClass::Other;
+}
+
+bool is_word_char(char32_t cp) {
+  if (cp < 128) {
+    return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') ||
+           cp == '_';
+  }
+  return in_ranges(kWordRanges, cp);
+}
+
+Decoded decode_utf8_before(std::string_view s, size_t end) {
+  size_t start = end - 1;
+  while (start > 0 && end - start < 4 && is_continuation(static_cast<uint8_t>(s[start]))) --start;
+  Decoded d = decode_utf8(s, start);
+  if (start + d.len != end) d = {kReplacementChar, 1, false};  // not valid UTF-8 there
+  return d;
 }
 
 Decoded decode_utf8(std::string_view s, size_t pos) {

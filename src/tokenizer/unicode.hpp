@@ -20,6 +20,10 @@ enum class CharClass : uint8_t { Letter, Number, Whitespace, Other };
 
 CharClass char_class(char32_t cp);
 
+// \w as the Rust regex crate has it (Alphabetic, marks, decimal digits, connector punctuation,
+// ZWNJ/ZWJ): what HF's added-token matching calls a word character (single_word).
+bool is_word_char(char32_t cp);
+
 inline constexpr char32_t kReplacementChar = 0xFFFD;
 
 struct Decoded {
@@ -30,6 +34,10 @@ struct Decoded {
 
 // Decodes one code point starting at s[pos] (pos < s.size()).
 Decoded decode_utf8(std::string_view s, size_t pos);
+
+// Decodes the code point that ends at s[end - 1] (0 < end <= s.size(), s valid UTF-8); its first
+// byte is at end - result.len.
+Decoded decode_utf8_before(std::string_view s, size_t end);
 
 void append_utf8(std::string& out, char32_t cp);
 
