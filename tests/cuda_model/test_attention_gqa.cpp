@@ -432,6 +432,13 @@ TEST(CudaAttentionGqa, DecodeMatchesFp64Reference) {
       for (int64_t pos : {0, 37, 4000}) run_decode(s, act, pos, rng);
   for (int64_t pos : {37, 4000}) run_decode(shapes()[1], 0, pos, rng);  // fp32: <4, 1, multi>
   run_decode(shapes()[8], 0, 37, rng);                                  // fp32, one pass
+  // head_dim 20: not whole 16-byte words, the element-by-element kernels (one pass and several).
+  const Shape words_off[] = {
+      {3, 3, 20, make_rope(RopeParams::None, 20, 1e4), "3/3 heads of 20, rope 20"},
+      {6, 2, 20, make_rope(RopeParams::Linear, 12, 1e4), "6/2 heads of 20, partial 12"}};
+  for (const Shape& s : words_off)
+    for (int act : {1, 2})
+      for (int64_t pos : {5, 300}) run_decode(s, act, pos, rng);
 }
 
 TEST(CudaAttentionGqa, RefusesBadShapes) {
