@@ -20,7 +20,7 @@
 #include "core/output_path.hpp"
 #include "core/progress.hpp"
 #include "model/convert.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
 

@@ -58,7 +58,7 @@ void run_synth(const SynthArgs& a) {
     po.layers = a.layers;
     if (a.format == "sf" && fs::is_directory(a.output))
       fail(Status::InvalidArgument, "--output '{}' is a directory; --format sf writes a file", a.output);
-    model::OptConfig c;
+    arch::ModelDesc c;
     if (a.format == "hf") {  // a directory: written whole beside the target, then renamed
       AtomicDir dir(a.output, a.force);
       c = offload::write_profiled_opt(dir.path(), po);

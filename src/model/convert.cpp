@@ -6,6 +6,8 @@
 #include <memory>
 #include <optional>
 
+#include <fmt/ranges.h>
+
 #include "core/error.hpp"
 #include "format/hf_config.hpp"
 #include "format/sf_file.hpp"
@@ -22,9 +24,9 @@ std::span<const uint8_t> as_bytes(const std::vector<uint32_t>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(uint32_t)};
 }
 
-// "model.decoder.layers.12.fc1.weight" -> 12; -1 for tensors outside the decoder layers.
-int64_t layer_of(const std::string& name) {
-  const std::string key = "model.decoder.layers.";
+// "model.layers.12.mlp.up_proj.weight" -> 12; -1 for tensors outside the decoder layers.
+int64_t layer_of(const arch::ModelDesc& c, const std::string& name) {
+  const std::string key = c.names.layer.substr(0, c.names.layer.find("{}"));
   if (name.rfind(key, 0) != 0) return -1;
   return std::stoll(name.substr(key.size()));
 }
@@ -52,7 +54,7 @@ FfnSource ffn_source(const Model& src, int64_t l, DType dt) {
       }
       store_from_float(f.b1.data(), dt, size_t(s), load_as_float(b + L.bias_offset, nm->dtype, 0));
     }
-    if (!src.config().enable_bias) f.b1.clear();
+    if (!src.config().mlp_bias) f.b1.clear();
   } else {
     f.w1 = convert_elements(src.tensor(p + "fc1.weight"), dt);
     f.w2 = convert_elements(src.tensor(p + "fc2.weight"), dt);
@@ -100,6 +102,10 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
          "dense in this build (the 2:4 bundle kind ffn_neurons_s24 is specified in docs/FORMAT.md but not written). "
          "Write a dense neuron-major file for offloading, or a row-major 2:4 file.");
   const bool wanda = prune && opt.method == "wanda";
+  if (opt.neuron_major && src.config().arch != "opt")
+    fail(Status::UnsupportedShape, "--neuron-major writes OPT's ReLU FFN as neuron bundles for offloading; this "
+         "is a \"{}\" model. Activation-sparse offloading of other architectures is not built yet: convert "
+         "without --neuron-major", src.config().arch);
   if (src.is_sparse())
     fail(Status::UnsupportedShape, "the input model is already 2:4-compressed; convert from the dense "
          "checkpoint instead");
@@ -109,9 +115,9 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   if (opt.dtype && *opt.dtype != DType::F16 && *opt.dtype != DType::BF16 && *opt.dtype != DType::F32)
     fail(Status::InvalidArgument, "--dtype {} is not a weight type; use fp16, bf16 or fp32", dtype_name(*opt.dtype));
 
-  const OptConfig& c = src.config();
+  const arch::ModelDesc& c = src.config();
   const int64_t F = c.ffn_dim;
-  const auto expected = opt_expected_tensors(c, !c.tie_word_embeddings);
+  const auto expected = arch::expected_tensors(c, !c.tie_word_embeddings);
   const DType model_dt = opt.dtype.value_or(src.dtype());
 
   // Per layer: which source neuron each output position holds (empty = the same), and the
@@ -156,7 +162,7 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
     return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
   };
   for (const auto& e : expected) {
-    const int64_t layer = layer_of(e.name);
+    const int64_t layer = layer_of(c, e.name);
     const bool ffn_part = layer >= 0 && (ends_with(e.name, fc1w) || ends_with(e.name, fc1b) || ends_with(e.name, fc2w));
     int64_t numel = 1;
     for (auto d : e.shape) numel *= d;
@@ -192,7 +198,7 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       } else {  // neuron-major source -> row-major: fc1.weight, fc1.bias, fc2.weight in original order
         const std::string p = e.name.substr(0, e.name.size() - fc1w.size());
         std::vector<sff::EntrySpec> specs = {sff::dense_spec(p + fc1w, dt, {F, c.hidden_size})};
-        if (c.enable_bias) specs.push_back(sff::dense_spec(p + fc1b, dt, {F}));
+        if (c.mlp_bias) specs.push_back(sff::dense_spec(p + fc1b, dt, {F}));
         specs.push_back(sff::dense_spec(p + fc2w, dt, {c.hidden_size, F}));
         auto shared = std::make_shared<FfnSource>();
         for (size_t k = 0; k < specs.size(); ++k) {
@@ -240,7 +246,7 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                          w.write(p.compressed.values);
                          w.write(as_bytes(p.compressed.meta));
                          written += p.compressed.compressed_bytes();
-                         rep.linears.push_back({e.name, layer_of(e.name), p.relative_error, p.norm_sq, p.dropped_sq});
+                         rep.linears.push_back({e.name, layer_of(c, e.name), p.relative_error, p.norm_sq, p.dropped_sq});
                        }, true});
     } else {
       items.push_back({sff::dense_spec(e.name, dt, e.shape), [&, e, dt](sff::Writer& w, uint64_t& written) {
@@ -265,7 +271,16 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                        written += n;
                      }, false});
   }
-  const bool tokenizer = !src.vocab_json().empty() && !src.merges_txt().empty();
+  auto add_bytes = [&](const char* name, const std::string& text) {
+    items.push_back({sff::bytes_spec(name, text.size()), [&text](sff::Writer& w, uint64_t& written) {
+                       w.write(as_bytes(text));
+                       written += text.size();
+                     }, false});
+  };
+  const bool tokenizer_json = !src.tokenizer_json().empty();
+  if (tokenizer_json) add_bytes("tokenizer.json", src.tokenizer_json());
+  if (!src.chat_template().empty()) add_bytes("tokenizer.chat_template", src.chat_template());
+  const bool tokenizer = !tokenizer_json && !src.vocab_json().empty() && !src.merges_txt().empty();
   if (tokenizer) {
     items.push_back({sff::bytes_spec("tokenizer.vocab.json", src.vocab_json().size()),
                      [&](sff::Writer& w, uint64_t& written) {
@@ -289,10 +304,12 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       {"sparseflow.converter_version", kConverterVersion},
       {"sparsity.pattern", prune ? "2:4" : "none"},
       {"sparsity.method", prune ? opt.method : "none"},
-      {"sparsity.pruned", prune ? "q_proj, k_proj, v_proj, out_proj, fc1, fc2 of every decoder layer" : ""},
+      {"sparsity.pruned", prune ? fmt::format("{} of every decoder layer", fmt::join(c.layer_linears(), ", ")) : ""},
       {"weights.dtype", std::string(dtype_name(out_dtype_first.value_or(DType::F16)))},
-      {"tokenizer.type", tokenizer ? "gpt2-byte-level-bpe" : "none"},
+      {"tokenizer.type", tokenizer_json ? "hf-tokenizer-json" : tokenizer ? "gpt2-byte-level-bpe" : "none"},
   };
+  if (!src.bos_token().empty()) meta["tokenizer.bos_token"] = src.bos_token();
+  if (!src.eos_token().empty()) meta["tokenizer.eos_token"] = src.eos_token();
   for (const auto& [k, v] : src.metadata().items())
     if (k.rfind("source.", 0) == 0 || k.rfind("weights.", 0) == 0 || k.rfind("profile.", 0) == 0 ||
         k.rfind("predictor.", 0) == 0 || k.rfind("synth.", 0) == 0)
@@ -307,7 +324,7 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   if (prune) requires_features.push_back("s24");
   if (opt.neuron_major) requires_features.push_back(offload::kFeatureNeuronMajor);
 
-  sff::Writer w(output, "opt", format::opt_config_to_json(c), meta, specs, requires_features);
+  sff::Writer w(output, c.arch, format::hf_config_json(c), meta, specs, requires_features);
   uint64_t written = 0, total = 0;  // progress counts tensor bytes
   for (const auto& sp : specs)
     for (const auto& part : sp.parts) total += part.second;

@@ -1,4 +1,4 @@
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 
 #include <omp.h>
 
@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.hpp"
+#include "model/rope_params.hpp"
 #include "offload/ffn_bundles_cpu.hpp"
 #include "offload/neuron_store.hpp"
 
@@ -15,7 +16,6 @@ namespace sf::model {
 
 namespace {
 
-constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm's default, which OPT uses
 // Below this many elements of work a loop runs on one thread: a parallel region's fork and barrier
 // cost microseconds (far more when cores are oversubscribed), more than the loop itself.
 constexpr int64_t kParallelMinWork = 1 << 15;
@@ -43,6 +43,20 @@ void expect_shape(const Tensor& t, const std::string& name, std::vector<int64_t>
          dtype_name(t.dtype));
 }
 
+s24::Activation s24_activation(arch::Act a) {
+  switch (a) {
+    case arch::Act::ReLU:
+      return s24::Activation::ReLU;
+    case arch::Act::GELU:
+      return s24::Activation::GELU;
+    case arch::Act::GELUTanh:
+      return s24::Activation::GELUTanh;
+    case arch::Act::SiLU:
+      return s24::Activation::SiLU;
+  }
+  return s24::Activation::ReLU;
+}
+
 void expect_linear(const Linear& l, const std::string& name, int64_t out, int64_t in, bool bias) {
   if (l.out_features != out || l.in_features != in)
     fail(Status::Format, "linear {} is [{}, {}], expected [{}, {}] from the model's config.", name,
@@ -51,7 +65,7 @@ void expect_linear(const Linear& l, const std::string& name, int64_t out, int64_
     fail(Status::Format, "linear {} has no weight (neither dense nor 2:4).", name);
   if (bias && !l.bias)
     fail(Status::NotFound,
-         "linear {} has no bias, but config.json says enable_bias=true. Missing tensor: "
+         "linear {} has no bias, but the model's config says it has one. Missing tensor: "
          "{}.bias",
          name, name);
   if (l.bias) expect_shape(*l.bias, name + ".bias", {out});
@@ -67,107 +81,98 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 }  // namespace
 
-KvCache::KvCache(const OptConfig& c, int64_t capacity_tokens)
-    : layers(c.num_hidden_layers), capacity(capacity_tokens), hidden(c.hidden_size) {
+KvCache::KvCache(const arch::ModelDesc& c, int64_t capacity_tokens)
+    : layers(c.num_hidden_layers), capacity(capacity_tokens), width(c.kv_dim()) {
   if (capacity_tokens <= 0)
     fail(Status::InvalidArgument, "KV cache capacity must be positive, got {}", capacity_tokens);
-  k.assign(size_t(layers * capacity * hidden), 0.0f);
-  v.assign(size_t(layers * capacity * hidden), 0.0f);
+  k.assign(size_t(layers * capacity * width), 0.0f);
+  v.assign(size_t(layers * capacity * width), 0.0f);
 }
 
-OptCpu::OptCpu(const Model& model) : model_(model), cfg_(model.config()) {
+CpuEngine::CpuEngine(const Model& model) : model_(model), cfg_(model.config()) {
+  arch::validate(cfg_, "the model's description");
   const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim,
-                V = cfg_.vocab_size;
-  if (H <= 0 || F <= 0 || V <= 0 || E <= 0 || cfg_.num_hidden_layers <= 0 ||
-      cfg_.num_attention_heads <= 0 || cfg_.max_position_embeddings <= 0)
-    fail(Status::Format,
-         "OPT config has a non-positive size (hidden {}, ffn {}, vocab {}, word_embed_proj_dim {}, "
-         "layers {}, heads {}, max_position_embeddings {}).",
-         H, F, V, E, cfg_.num_hidden_layers, cfg_.num_attention_heads,
-         cfg_.max_position_embeddings);
-  if (H % cfg_.num_attention_heads != 0)
-    fail(Status::Format, "hidden_size {} is not divisible by num_attention_heads {}.", H,
-         cfg_.num_attention_heads);
-  head_dim_ = H / cfg_.num_attention_heads;
-  if (cfg_.activation_function == "relu")
-    act_ = s24::Activation::ReLU;
-  else if (cfg_.activation_function == "gelu")
-    act_ = s24::Activation::GELU;
-  else
-    fail(Status::UnsupportedShape,
-         "activation_function \"{}\" is not supported by the CPU backend; expected "
-         "\"relu\" (every OPT checkpoint) or \"gelu\".",
-         cfg_.activation_function);
+                V = cfg_.vocab_size, Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+  const arch::TensorNames& nm = cfg_.names;
+  act_ = s24_activation(cfg_.act);
 
-  const std::string d = "model.decoder.";
-  embed_tokens_ = &model.tensor(d + "embed_tokens.weight");
-  expect_shape(*embed_tokens_, d + "embed_tokens.weight", {V, E});
-  embed_pos_ = &model.tensor(d + "embed_positions.weight");
-  expect_shape(*embed_pos_, d + "embed_positions.weight",
-               {cfg_.max_position_embeddings + OptConfig::kPositionOffset, H});
+  embed_tokens_ = &model.tensor(nm.embed + ".weight");
+  expect_shape(*embed_tokens_, nm.embed + ".weight", {V, E});
+  if (cfg_.positions == arch::Positions::Learned) {
+    embed_pos_ = &model.tensor(nm.positions + ".weight");
+    expect_shape(*embed_pos_, nm.positions + ".weight",
+                 {cfg_.max_position_embeddings + cfg_.position_offset, H});
+  } else {
+    inv_freq_ = cpu::rope_inv_freq(rope_params(cfg_));
+    rope_attention_factor_ = cpu::rope_attention_factor(rope_params(cfg_));
+  }
   lm_head_ = &model.lm_head();
   expect_shape(*lm_head_, "lm_head.weight", {V, E});
-  if (E != H) {
-    project_in_ = model.linear(d + "project_in");
-    expect_linear(*project_in_, d + "project_in", H, E, false);
-    project_out_ = model.linear(d + "project_out");
-    expect_linear(*project_out_, d + "project_out", E, H, false);
+  if (cfg_.has_projections()) {
+    project_in_ = model.linear(nm.project_in);
+    expect_linear(*project_in_, nm.project_in, H, E, false);
+    project_out_ = model.linear(nm.project_out);
+    expect_linear(*project_out_, nm.project_out, E, H, false);
   }
 
-  auto load_ln = [&](const std::string& prefix) {
-    LayerNormW ln;
-    if (!cfg_.layer_norm_elementwise_affine) return ln;
-    const Tensor& w = model.tensor(prefix + ".weight");
-    const Tensor& b = model.tensor(prefix + ".bias");
-    expect_shape(w, prefix + ".weight", {H});
-    expect_shape(b, prefix + ".bias", {H});
-    ln.weight = to_f32(w);
-    ln.bias = to_f32(b);
-    return ln;
+  auto load_norm = [&](const std::string& prefix) {
+    NormW w;
+    if (!cfg_.norm_affine) return w;
+    const Tensor& t = model.tensor(prefix + ".weight");
+    expect_shape(t, prefix + ".weight", {H});
+    w.weight = to_f32(t);
+    if (cfg_.norm == arch::Norm::LayerNorm) {
+      const Tensor& b = model.tensor(prefix + ".bias");
+      expect_shape(b, prefix + ".bias", {H});
+      w.bias = to_f32(b);
+    }
+    return w;
   };
-  // HF builds final_layer_norm only for pre-LN models not marked _remove_final_layer_norm.
-  has_final_ln_ = cfg_.has_final_layer_norm();
-  if (has_final_ln_) final_ln_ = load_ln(d + "final_layer_norm");
+  if (cfg_.final_norm) final_norm_ = load_norm(nm.final_norm);
 
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) {
     Layer L;
-    L.prefix = d + "layers." + std::to_string(i) + ".";
-    L.attn_ln = load_ln(L.prefix + "self_attn_layer_norm");
-    L.ffn_ln = load_ln(L.prefix + "final_layer_norm");
-    const std::pair<Linear*, const char*> attn[] = {{&L.q, "self_attn.q_proj"},
-                                                    {&L.k, "self_attn.k_proj"},
-                                                    {&L.v, "self_attn.v_proj"},
-                                                    {&L.out, "self_attn.out_proj"}};
-    for (auto [lin, name] : attn) {
-      *lin = model.linear(L.prefix + name);
-      expect_linear(*lin, L.prefix + name, H, H, cfg_.enable_bias);
-    }
-    if (const NeuronMajorFfn* nm = model.ffn_neurons(i)) {
+    L.prefix = cfg_.layer_prefix(i);
+    L.attn_norm = load_norm(L.prefix + nm.attn_norm);
+    L.ffn_norm = load_norm(L.prefix + nm.ffn_norm);
+    auto load = [&](Linear& lin, const std::string& name, int64_t out, int64_t in, bool bias) {
+      lin = model.linear(L.prefix + name);
+      expect_linear(lin, L.prefix + name, out, in, bias);
+    };
+    load(L.q, nm.q, Q, H, cfg_.qkv_bias);
+    load(L.k, nm.k, KV, H, cfg_.qkv_bias);
+    load(L.v, nm.v, KV, H, cfg_.qkv_bias);
+    load(L.o, nm.o, H, Q, cfg_.o_bias);
+    if (const NeuronMajorFfn* nmf = model.ffn_neurons(i)) {
       // Neuron-major: fc1 rows, fc1 biases and fc2 columns live in bundles (ffn_bundles_cpu.hpp).
-      if (nm->ffn != F || nm->hidden != H)
-        fail(Status::Format, "{}ffn_neurons holds {} neurons of hidden {}, expected {} of {}", L.prefix, nm->ffn,
-             nm->hidden, F, H);
-      L.neurons = nm;
-      const auto layout = offload::BundleLayout::make(H, nm->dtype);
+      if (cfg_.is_gated())
+        fail(Status::Format, "{}: neuron-major FFN bundles hold plain (fc1/fc2) MLPs only",
+             L.prefix);
+      if (nmf->ffn != F || nmf->hidden != H)
+        fail(Status::Format, "{}ffn_neurons holds {} neurons of hidden {}, expected {} of {}",
+             L.prefix, nmf->ffn, nmf->hidden, F, H);
+      L.neurons = nmf;
+      const auto layout = offload::BundleLayout::make(H, nmf->dtype);
       L.neuron_b1.resize(size_t(F));
       for (int64_t b = 0; b < F; ++b)
-        L.neuron_b1[size_t(b)] = load_as_float(nm->bundles + uint64_t(b) * nm->stride + layout.bias_offset, nm->dtype, 0);
-      L.fc2_bias = model.find(L.prefix + "fc2.bias");
-      if (cfg_.enable_bias && !L.fc2_bias)
-        fail(Status::NotFound, "missing tensor {}fc2.bias (config.json says enable_bias=true)", L.prefix);
-      if (L.fc2_bias) expect_shape(*L.fc2_bias, L.prefix + "fc2.bias", {H});
+        L.neuron_b1[size_t(b)] = load_as_float(
+            nmf->bundles + uint64_t(b) * nmf->stride + layout.bias_offset, nmf->dtype, 0);
+      L.fc2_bias = model.find(L.prefix + nm.down + ".bias");
+      if (cfg_.mlp_bias && !L.fc2_bias)
+        fail(Status::NotFound, "missing tensor {}{}.bias (the config has MLP biases)", L.prefix,
+             nm.down);
+      if (L.fc2_bias) expect_shape(*L.fc2_bias, L.prefix + nm.down + ".bias", {H});
     } else {
-      L.fc1 = model.linear(L.prefix + "fc1");
-      expect_linear(L.fc1, L.prefix + "fc1", F, H, cfg_.enable_bias);
-      L.fc2 = model.linear(L.prefix + "fc2");
-      expect_linear(L.fc2, L.prefix + "fc2", H, F, cfg_.enable_bias);
+      if (cfg_.is_gated()) load(L.gate, nm.gate, F, H, cfg_.mlp_bias);
+      load(L.up, nm.up, F, H, cfg_.mlp_bias);
+      load(L.down, nm.down, H, F, cfg_.mlp_bias);
     }
     layers_.push_back(std::move(L));
   }
 }
 
-void OptCpu::linear(const Linear& l, const std::string& name, const float* x, int64_t rows,
-                    float* y, const float* residual, bool activate) {
+void CpuEngine::linear(const Linear& l, const std::string& name, const float* x, int64_t rows,
+                       float* y, const float* residual, bool activate) {
   if (observer_) observer_(name, x, rows, l.in_features);
   s24::Epilogue ep;
   if (l.bias) {
@@ -187,32 +192,50 @@ void OptCpu::linear(const Linear& l, const std::string& name, const float* x, in
   }
 }
 
-// y = (x - mean) / sqrt(var + eps) * weight + bias per row; x may equal y. Statistics in fp64 so
-// the only fp32 rounding is in the output, as close to the exact value as fp32 allows.
-void OptCpu::layer_norm(const LayerNormW& ln, const float* x, float* y, int64_t rows,
-                        int64_t dim) const {
+// LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias; RMSNorm: x / sqrt(mean(x^2) + eps) *
+// weight. Per row, x may equal y. Statistics in fp64 so the only fp32 rounding is in the output, as
+// close to the exact value as fp32 allows.
+void CpuEngine::norm(const NormW& w, const float* x, float* y, int64_t rows) const {
+  const int64_t dim = cfg_.hidden_size;
+  const bool rms = cfg_.norm == arch::Norm::RMSNorm;
+  const double eps = cfg_.norm_eps;
 #pragma omp parallel for schedule(static) if (rows > 1 && rows * dim >= kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     float* yr = y + r * dim;
     double mean = 0.0, var = 0.0;
-    for (int64_t j = 0; j < dim; ++j) mean += xr[j];
-    mean /= double(dim);
+    if (!rms) {
+      for (int64_t j = 0; j < dim; ++j) mean += xr[j];
+      mean /= double(dim);
+    }
     for (int64_t j = 0; j < dim; ++j) var += (xr[j] - mean) * (xr[j] - mean);
     var /= double(dim);  // biased, like torch
-    const double inv = 1.0 / std::sqrt(var + double(kLayerNormEps));
+    const double inv = 1.0 / std::sqrt(var + eps);
     for (int64_t j = 0; j < dim; ++j) {
-      const float norm = float((xr[j] - mean) * inv);
-      yr[j] = ln.weight.empty() ? norm : norm * ln.weight[size_t(j)] + ln.bias[size_t(j)];
+      float v = float((xr[j] - mean) * inv);
+      if (!w.weight.empty()) v *= w.weight[size_t(j)];
+      if (!w.bias.empty()) v += w.bias[size_t(j)];
+      yr[j] = v;
     }
   }
 }
 
+// Rotary positions on `heads` heads of each of `rows` rows (row r at position first_pos + r, the
+// heads side by side, row stride ld).
+void CpuEngine::rotate(float* x, int64_t rows, int64_t heads, int64_t ld, int64_t first_pos) const {
+#pragma omp parallel for schedule(static) if (rows * heads * cfg_.head_dim >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r)
+    cpu::apply_rope_cpu(x + r * ld, heads, cfg_.head_dim, first_pos + r, inv_freq_,
+                        rope_attention_factor_);
+}
+
 // Causal multi-head attention of n new queries (positions past..past+n-1) over the cached keys and
-// values 0..past+n-1. q is already scaled. q, out: [n, hidden]; head h owns columns [h*d, (h+1)*d).
-void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
-                       float* out) const {
-  const int64_t H = cfg_.hidden_size, heads = cfg_.num_attention_heads, d = head_dim_;
+// values 0..past+n-1 (the last sliding_window of them when the model has a window). q is already
+// scaled. q, out: [n, q_dim], head h owns columns [h*d, (h+1)*d) and reads KV head h / group.
+void CpuEngine::attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
+                          float* out) const {
+  const int64_t Q = cfg_.q_dim(), W = cache.width, heads = cfg_.num_attention_heads,
+                d = cfg_.head_dim, group = cfg_.group(), window = cfg_.sliding_window;
   const float* K = cache.key(layer, 0);
   const float* V = cache.value(layer, 0);
   const int64_t work = n * heads * (past + n) * d;  // multiply-adds of QK^T (and as many for PV)
@@ -222,25 +245,27 @@ void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t pa
 #pragma omp for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t h = 0; h < heads; ++h) {
-        const float* qi = q + i * H + h * d;
-        const int64_t len =
+        const float* qi = q + i * Q + h * d;
+        const int64_t kv = (h / group) * d;
+        const int64_t end =
             past + i + 1;  // the causal mask: key j is visible iff j <= query position
+        const int64_t begin = window > 0 ? std::max<int64_t>(0, end - window) : 0;
         float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < len; ++j) {
-          p[size_t(j)] = dot(qi, K + j * H + h * d, d);
+        for (int64_t j = begin; j < end; ++j) {
+          p[size_t(j)] = dot(qi, K + j * W + kv, d);
           mx = std::max(mx, p[size_t(j)]);
         }
         float sum = 0.0f;
-        for (int64_t j = 0; j < len; ++j) {
+        for (int64_t j = begin; j < end; ++j) {
           p[size_t(j)] = std::exp(p[size_t(j)] - mx);
           sum += p[size_t(j)];
         }
         const float inv = 1.0f / sum;
-        float* o = out + i * H + h * d;
+        float* o = out + i * Q + h * d;
         std::fill(o, o + d, 0.0f);
-        for (int64_t j = 0; j < len; ++j) {
+        for (int64_t j = begin; j < end; ++j) {
           const float w = p[size_t(j)] * inv;
-          const float* vj = V + j * H + h * d;
+          const float* vj = V + j * W + kv;
 #pragma omp simd
           for (int64_t c = 0; c < d; ++c) o[c] += w * vj[c];
         }
@@ -249,21 +274,57 @@ void OptCpu::attention(const float* q, KvCache& cache, int64_t layer, int64_t pa
   }
 }
 
-std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cache,
-                                   bool all_logits) {
+// h_out = h + mlp(x): plain down(act(up x)) (fused into up's epilogue unless an observer must see
+// the pre-activation, or the layer is neuron-major), or gated down(act(gate x) * up x).
+void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const float* x,
+                    const float* attn_in, float* h, float* out) {
+  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim;
+  const arch::TensorNames& nm = cfg_.names;
+  std::vector<float> ff(size_t(n * F));  // [n, ffn] the input of down
+  if (cfg_.is_gated()) {
+    std::vector<float> up(size_t(n * F));
+    linear(L.gate, L.prefix + nm.gate, x, n, ff.data(), nullptr, /*activate=*/true);
+    linear(L.up, L.prefix + nm.up, x, n, up.data());
+#pragma omp parallel for schedule(static) if (n * F >= kParallelMinWork)
+    for (int64_t i = 0; i < n * F; ++i) ff[size_t(i)] *= up[size_t(i)];
+    linear(L.down, L.prefix + nm.down, ff.data(), n, out, /*residual=*/h);
+    return;
+  }
+  // With an observer the activation runs after it sees the pre-activation: the same fp32 values
+  // as the fused epilogue (bias, then activation), so the output does not change.
+  const bool fuse_act = !ffn_observer_ && !L.neurons;
+  if (L.neurons) {
+    if (observer_) observer_(L.prefix + nm.up, x, n, H);
+    offload::bundles_fc1_cpu(*L.neurons, L.neuron_b1.data(), x, n, ff.data());
+  } else {
+    linear(L.up, L.prefix + nm.up, x, n, ff.data(), nullptr, /*activate=*/fuse_act);
+  }
+  if (ffn_observer_) ffn_observer_({l, n, H, F, past, attn_in, ff.data()});
+  if (!fuse_act)
+    for (auto& e : ff) e = s24::apply_activation(act_, e);
+  if (L.neurons) {
+    if (observer_) observer_(L.prefix + nm.down, ff.data(), n, F);
+    offload::bundles_fc2_cpu(*L.neurons, ff.data(), n, L.fc2_bias ? L.fc2_bias->data : nullptr,
+                             L.fc2_bias ? L.fc2_bias->dtype : DType::F32, h, out);
+  } else {
+    linear(L.down, L.prefix + nm.down, ff.data(), n, out, /*residual=*/h);
+  }
+}
+
+std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& cache,
+                                      bool all_logits) {
   const int64_t n = int64_t(tokens.size()), past = cache.length;
-  const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim,
-                V = cfg_.vocab_size;
+  const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size,
+                Q = cfg_.q_dim();
   if (n == 0) fail(Status::InvalidArgument, "forward() got no tokens; pass at least one token id.");
-  if (cache.layers != cfg_.num_hidden_layers || cache.hidden != H)
+  if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim())
     fail(Status::InvalidArgument,
-         "KV cache is for {} layers x {} hidden, the model has {} x {}; make it with "
-         "OptCpu::make_cache().",
-         cache.layers, cache.hidden, cfg_.num_hidden_layers, H);
+         "KV cache is for {} layers x {} KV width, the model has {} x {}; make it with "
+         "CpuEngine::make_cache().",
+         cache.layers, cache.width, cfg_.num_hidden_layers, cfg_.kv_dim());
   if (past + n > cache.capacity)
     fail(Status::InvalidArgument,
-         "sequence of {} tokens does not fit the KV cache of {} tokens; make a larger "
-         "cache.",
+         "sequence of {} tokens does not fit the KV cache of {} tokens; make a larger cache.",
          past + n, cache.capacity);
   if (past + n > cfg_.max_position_embeddings)
     fail(Status::InvalidArgument,
@@ -275,17 +336,16 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
       fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
            tokens[size_t(i)], i, V);
 
+  const arch::TensorNames& nm = cfg_.names;
   std::vector<float> h(size_t(n * H));     // [n, hidden] the residual stream
-  std::vector<float> x(size_t(n * H));     // [n, hidden] layer-norm output
+  std::vector<float> x(size_t(n * H));     // [n, hidden] norm output
   std::vector<float> tmp(size_t(n * H));   // [n, hidden] next residual stream
-  std::vector<float> q(size_t(n * H));     // [n, hidden] scaled queries
-  std::vector<float> attn(size_t(n * H));  // [n, hidden] attention output, heads side by side
-  std::vector<float> ff(size_t(n * F));    // [n, ffn] fc1 output after the activation
+  std::vector<float> q(size_t(n * Q));     // [n, q_dim] scaled queries
+  std::vector<float> attn(size_t(n * Q));  // [n, q_dim] attention output, heads side by side
   std::vector<float> attn_copy;            // [n, hidden] attention input, kept for ffn_observer_
 
   // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
-  // Without
-  //    padding HF's cumsum(attention_mask) - 1 is just the position, and the table is offset by 2.
+  //    Without padding, HF's position ids are just the positions.
   {
     std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
 #pragma omp parallel for schedule(static) if (n * E >= kParallelMinWork)
@@ -294,82 +354,69 @@ std::vector<float> OptCpu::forward(std::span<const int32_t> tokens, KvCache& cac
         emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
                                                size_t(tokens[size_t(i)] * E + j));
     if (project_in_)
-      linear(*project_in_, "model.decoder.project_in", emb.data(), n, h.data());
+      linear(*project_in_, nm.project_in, emb.data(), n, h.data());
     else
       h = std::move(emb);
+    if (embed_pos_) {
 #pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t pos = past + i + OptConfig::kPositionOffset;
-      for (int64_t j = 0; j < H; ++j)
-        h[size_t(i * H + j)] +=
-            load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t pos = past + i + cfg_.position_offset;
+        for (int64_t j = 0; j < H; ++j)
+          h[size_t(i * H + j)] +=
+              load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
+      }
     }
   }
 
-  // 2. Decoder layers. Pre-LN (do_layer_norm_before): x + f(LN(x)); post-LN: LN(x + f(x)).
-  const bool pre = cfg_.do_layer_norm_before;
-  const float scaling = 1.0f / std::sqrt(float(head_dim_));
+  // 2. Decoder layers. Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)).
+  const bool pre = cfg_.pre_norm;
+  const float scaling = cfg_.scale();
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const Layer& L = layers_[size_t(l)];
     // Self-attention. k and v go straight into the cache rows past..past+n-1.
     const float* a_in = h.data();
     if (pre) {
-      layer_norm(L.attn_ln, h.data(), x.data(), n, H);
+      norm(L.attn_norm, h.data(), x.data(), n);
       a_in = x.data();
     }
     if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
-    linear(L.q, L.prefix + "self_attn.q_proj", a_in, n, q.data());
-    linear(L.k, L.prefix + "self_attn.k_proj", a_in, n, cache.key(l, past));
-    linear(L.v, L.prefix + "self_attn.v_proj", a_in, n, cache.value(l, past));
-    // HF scales q_proj's output (bias included) before QK^T, in this order.
+    linear(L.q, L.prefix + nm.q, a_in, n, q.data());
+    linear(L.k, L.prefix + nm.k, a_in, n, cache.key(l, past));
+    linear(L.v, L.prefix + nm.v, a_in, n, cache.value(l, past));
+    if (!inv_freq_.empty()) {
+      rotate(q.data(), n, cfg_.num_attention_heads, Q, past);
+      rotate(cache.key(l, past), n, cfg_.num_key_value_heads, cache.width, past);
+    }
+    // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
+    // differs by one fp32 rounding.
     for (auto& e : q) e *= scaling;
     attention(q.data(), cache, l, past, n, attn.data());
-    linear(L.out, L.prefix + "self_attn.out_proj", attn.data(), n, tmp.data(),
-           /*residual=*/h.data());
+    linear(L.o, L.prefix + nm.o, attn.data(), n, tmp.data(), /*residual=*/h.data());
     std::swap(h, tmp);
-    if (!pre) layer_norm(L.attn_ln, h.data(), h.data(), n, H);
+    if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
 
-    // Feed-forward: fc2(relu(fc1(x))) + residual.
     const float* f_in = h.data();
     if (pre) {
-      layer_norm(L.ffn_ln, h.data(), x.data(), n, H);
+      norm(L.ffn_norm, h.data(), x.data(), n);
       f_in = x.data();
     }
-    // With an observer the activation runs after it sees the pre-activation: the same fp32 values
-    // as the fused epilogue (bias, then activation), so the output does not change.
-    const bool fuse_act = !ffn_observer_ && !L.neurons;
-    if (L.neurons) {
-      if (observer_) observer_(L.prefix + "fc1", f_in, n, H);
-      offload::bundles_fc1_cpu(*L.neurons, L.neuron_b1.data(), f_in, n, ff.data());
-    } else {
-      linear(L.fc1, L.prefix + "fc1", f_in, n, ff.data(), nullptr, /*activate=*/fuse_act);
-    }
-    if (ffn_observer_) ffn_observer_({l, n, H, F, past, attn_copy.data(), ff.data()});
-    if (!fuse_act)
-      for (auto& e : ff) e = s24::apply_activation(act_, e);
-    if (L.neurons) {
-      if (observer_) observer_(L.prefix + "fc2", ff.data(), n, F);
-      offload::bundles_fc2_cpu(*L.neurons, ff.data(), n, L.fc2_bias ? L.fc2_bias->data : nullptr,
-                               L.fc2_bias ? L.fc2_bias->dtype : DType::F32, h.data(), tmp.data());
-    } else {
-      linear(L.fc2, L.prefix + "fc2", ff.data(), n, tmp.data(), /*residual=*/h.data());
-    }
+    mlp(L, l, past, n, f_in, attn_copy.data(), h.data(), tmp.data());
     std::swap(h, tmp);
-    if (!pre) layer_norm(L.ffn_ln, h.data(), h.data(), n, H);
+    if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
   }
   cache.length = past + n;
 
-  // 3. Head: final_layer_norm (pre-LN only), project_out, lm_head; only the rows asked for.
+  // 3. Head: final norm, project_out, lm_head; only the rows asked for.
   const int64_t rows = all_logits ? n : 1;
   const float* last = h.data() + (n - rows) * H;
-  if (has_final_ln_) {
-    layer_norm(final_ln_, last, x.data(), rows, H);
+  if (cfg_.final_norm) {
+    norm(final_norm_, last, x.data(), rows);
     last = x.data();
   }
   std::vector<float> out_e;  // [rows, word_embed_proj_dim]
   if (project_out_) {
     out_e.resize(size_t(rows * E));
-    linear(*project_out_, "model.decoder.project_out", last, rows, out_e.data());
+    linear(*project_out_, nm.project_out, last, rows, out_e.data());
     last = out_e.data();
   }
   std::vector<float> logits(size_t(rows * V));  // [rows, vocab]
@@ -383,7 +430,7 @@ std::map<std::string, std::vector<float>> collect_activation_norms(
   if (tokens.empty())
     fail(Status::InvalidArgument,
          "Wanda calibration needs at least one token; the calibration text is empty.");
-  OptCpu opt(model);
+  CpuEngine opt(model);
   std::map<std::string, std::vector<double>> sumsq;
   opt.set_observer([&](const std::string& prefix, const float* x, int64_t rows, int64_t in) {
     auto& acc = sumsq[prefix];

@@ -15,7 +15,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
+GenerateResult generate(CpuEngine& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
                         Sampler& sampler, const std::function<void(int32_t)>& on_token) {
   const auto& cfg = opt.config();
   if (prompt.empty())
@@ -52,7 +52,7 @@ double PerplexityResult::perplexity() const {
   return std::exp(mean_nll());
 }
 
-PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context,
+PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_t context,
                             const std::function<void(std::span<const float> logits, size_t len)>& on_window) {
   const auto& cfg = opt.config();
   if (context == 0) context = cfg.max_position_embeddings;

@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "model/sampling.hpp"
 
 namespace sf::model {
@@ -24,7 +24,7 @@ struct GenerateResult {
 // Generates up to max_new_tokens after `prompt` (used exactly as given), stopping after EOS
 // (config.eos_token_id) like HF's generate(). on_token is called with each token as it is chosen.
 // Throws Error(InvalidArgument) when prompt + max_new_tokens exceeds max_position_embeddings.
-GenerateResult generate(OptCpu& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
+GenerateResult generate(CpuEngine& opt, std::span<const int32_t> prompt, int64_t max_new_tokens,
                         Sampler& sampler, const std::function<void(int32_t)>& on_token = {});
 
 struct PerplexityResult {
@@ -39,7 +39,7 @@ struct PerplexityResult {
 // scores each window independently. Throws Error(InvalidArgument) when fewer than 2 tokens would be
 // scored or context exceeds max_position_embeddings. on_window, when set, sees each window's logits
 // [len, vocab] (row i predicts token i + 1; the last row predicts nothing) after they were scored.
-PerplexityResult perplexity(OptCpu& opt, std::span<const int32_t> ids, int64_t context = 0,
+PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_t context = 0,
                             const std::function<void(std::span<const float> logits, size_t len)>& on_window = {});
 
 }  // namespace sf::model

@@ -102,7 +102,7 @@ class OptCudaEngine final : public OptCuda {
   OptCudaEngine(const OptCudaEngine&) = delete;
   OptCudaEngine& operator=(const OptCudaEngine&) = delete;
 
-  const OptConfig& config() const override;
+  const arch::ModelDesc& config() const override;
   const Model& model() const override;
   void reset(int64_t capacity, int64_t batch = 1) override;
   int64_t length() const override;
@@ -158,7 +158,7 @@ struct DLayer {
 struct OptCudaEngine::Impl {
   const Model& model;
   CudaOptions opt;
-  OptConfig cfg;
+  arch::ModelDesc cfg;
   int64_t H = 0, F = 0, E = 0, V = 0, L = 0, heads = 0, hd = 0;
   DType act = DType::F16;
   int act_dt = 1;
@@ -511,9 +511,9 @@ void OptCudaEngine::Impl::load() {
     fail(Status::Format, "OPT config has an invalid size (hidden {}, ffn {}, vocab {}, word_embed_proj_dim {}, "
          "layers {}, heads {}); hidden must be a multiple of heads.", H, F, V, E, L, heads);
   hd = H / heads;
-  if (cfg.activation_function != "relu")
-    fail(Status::UnsupportedShape, "activation_function \"{}\" is not supported by the CUDA backend; expected "
-         "\"relu\" (every OPT checkpoint). Use --device cpu.", cfg.activation_function);
+  if (cfg.arch != "opt" || cfg.act != arch::Act::ReLU)
+    fail(Status::UnsupportedShape, "the CUDA engine runs OPT with ReLU so far; this model is {}. Use --device cpu.",
+         arch::summary(cfg));
   act = opt.fp32_compute ? DType::F32 : model.dtype();
   if (act != DType::F16 && act != DType::BF16 && act != DType::F32)
     fail(Status::UnsupportedShape, "the CUDA backend computes in fp16, bf16 or fp32; the model's weights are {}.",
@@ -523,8 +523,8 @@ void OptCudaEngine::Impl::load() {
   if (opt.attention_host_layers < 0 || opt.attention_host_layers > L)
     fail(Status::InvalidArgument, "attention_host_layers {} must be in [0, {}] (the model's layers).",
          opt.attention_host_layers, L);
-  pre = cfg.do_layer_norm_before;
-  has_final_ln = cfg.has_final_layer_norm();
+  pre = cfg.pre_norm;
+  has_final_ln = cfg.final_norm;
 
   SF_CUDA_CHECK(cudaSetDevice(opt.device));
   cudaDeviceProp prop{};
@@ -561,7 +561,7 @@ void OptCudaEngine::Impl::load() {
   const Tensor& tok = model.tensor(d + "embed_tokens.weight");
   expect_shape(tok, d + "embed_tokens.weight", {V, E});
   const Tensor& pos = model.tensor(d + "embed_positions.weight");
-  expect_shape(pos, d + "embed_positions.weight", {cfg.max_position_embeddings + OptConfig::kPositionOffset, H});
+  expect_shape(pos, d + "embed_positions.weight", {cfg.max_position_embeddings + cfg.position_offset, H});
   const Tensor& head_t = model.lm_head();
   expect_shape(head_t, "lm_head.weight", {V, E});
   embed_tokens = upload_act(tok, "embed_tokens");
@@ -578,7 +578,7 @@ void OptCudaEngine::Impl::load() {
     project_out = make_linear({pout}, d + "project_out", false);
   }
   auto load_ln = [&](const std::string& prefix, float** w, float** b) {
-    if (!cfg.layer_norm_elementwise_affine) return;
+    if (!cfg.norm_affine) return;
     const Tensor& tw = model.tensor(prefix + ".weight");
     const Tensor& tb = model.tensor(prefix + ".bias");
     expect_shape(tw, prefix + ".weight", {H});
@@ -597,7 +597,7 @@ void OptCudaEngine::Impl::load() {
       if (l.out_features != out || l.in_features != in)
         fail(Status::Format, "linear {}{} is [{}, {}], expected [{}, {}] from the model's config.", p, name,
              l.out_features, l.in_features, out, in);
-      if (cfg.enable_bias && !l.bias)
+      if (cfg.qkv_bias && !l.bias)
         fail(Status::NotFound, "linear {}{} has no bias, but config.json says enable_bias=true.", p, name);
       if (l.bias) expect_shape(*l.bias, p + name + ".bias", {out});
       return l;
@@ -1042,7 +1042,7 @@ OptCudaEngine::OptCudaEngine(const Model& model, const CudaOptions& options)
 }
 OptCudaEngine::~OptCudaEngine() = default;
 
-const OptConfig& OptCudaEngine::config() const {
+const arch::ModelDesc& OptCudaEngine::config() const {
   return impl_->cfg;
 }
 const Model& OptCudaEngine::model() const {

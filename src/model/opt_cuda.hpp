@@ -1,4 +1,4 @@
-// The OPT forward pass on one CUDA GPU, mirroring OptCpu (opt_cpu.hpp) stage by stage with the
+// The OPT forward pass on one CUDA GPU, mirroring CpuEngine (opt_cpu.hpp) stage by stage with the
 // same Hugging Face semantics. An interface of plain C++ types (no CUDA headers), so the CLI
 // includes it in every build; the engine behind it (opt_cuda.cpp) exists only in builds with the
 // CUDA backend, and backend::cuda() is the way to it from code that builds either way.
@@ -114,17 +114,17 @@ class OptCuda {
  public:
   virtual ~OptCuda() = default;
 
-  virtual const OptConfig& config() const = 0;
+  virtual const arch::ModelDesc& config() const = 0;
   virtual const Model& model() const = 0;
 
   // Makes an empty KV cache for `batch` sequences of up to `capacity` tokens (reallocating only when
-  // the shape changes). Like OptCpu::make_cache, but the cache lives inside the engine.
+  // the shape changes). Like CpuEngine::make_cache, but the cache lives inside the engine.
   virtual void reset(int64_t capacity, int64_t batch = 1) = 0;
   virtual int64_t length() const = 0;  // tokens cached per sequence
   virtual int64_t capacity() const = 0;
   virtual int64_t batch() const = 0;
 
-  // OptCpu::forward for a batch-1 cache: runs `tokens` at positions length().., appends their keys
+  // CpuEngine::forward for a batch-1 cache: runs `tokens` at positions length().., appends their keys
   // and values, returns logits [n, vocab] when all_logits, else the last position's [vocab] (fp32,
   // copied to the host). One token runs the decode path (graph when enabled), more the prefill.
   virtual std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits = false) = 0;
@@ -185,7 +185,7 @@ class OptCuda {
 
 // The engine on one GPU: uploads the model (which must outlive it). Throws Error(NoDevice) without
 // a usable GPU, Error(OutOfMemory) naming what was needed and what is free, Error(Format) like
-// OptCpu. Defined by the CUDA backend only: host code that must also build without CUDA opens it
+// CpuEngine. Defined by the CUDA backend only: host code that must also build without CUDA opens it
 // through backend::require_cuda(...).open_model (backend/backends.hpp).
 std::unique_ptr<OptCuda> make_opt_cuda(const Model& model, const CudaOptions& options = {});
 

@@ -71,9 +71,9 @@ const SynthShape& find_synth_shape(std::string_view name) {
   fail(Status::InvalidArgument, "unknown synthetic architecture \"{}\"; known: {}", name, known);
 }
 
-OptConfig synth_config(const SynthOptions& o) {
+arch::ModelDesc synth_config(const SynthOptions& o) {
   const SynthShape& s = find_synth_shape(o.arch);
-  OptConfig c;
+  arch::ModelDesc c = arch::preset("opt");
   if (s.vocab > 0) {
     c.vocab_size = s.vocab;
   } else {
@@ -88,24 +88,25 @@ OptConfig synth_config(const SynthOptions& o) {
   c.num_attention_heads = s.heads;
   c.max_position_embeddings = s.max_positions;
   c.word_embed_proj_dim = o.word_embed_proj_dim.value_or(s.word_embed_proj_dim);
-  c.do_layer_norm_before = o.do_layer_norm_before.value_or(s.do_layer_norm_before);
+  c.pre_norm = o.pre_norm.value_or(s.pre_norm);
   c.tie_word_embeddings = o.tie_word_embeddings;
+  arch::complete(c);
   return c;
 }
 
-OptConfig write_tiny_opt(const std::string& dir_str, const SynthOptions& o) {
+arch::ModelDesc write_tiny_opt(const std::string& dir_str, const SynthOptions& o) {
   if (!dtype_is_float(o.dtype) || o.dtype == DType::F64)
     fail(Status::InvalidArgument, "synthetic weights are fp16, bf16 or fp32, not {}", dtype_name(o.dtype));
   if (o.shards < 1 || o.shards > 99999)
     fail(Status::InvalidArgument, "shards must be 1 to 99999, found {}", o.shards);
-  const OptConfig c = synth_config(o);
+  const arch::ModelDesc c = synth_config(o);
   const fs::path dir(dir_str);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail(Status::Io, "cannot create directory '{}': {}", dir_str, ec.message());
 
   // Weights: N(0, std); layer-norm scales around 1 so that a swapped weight/bias shows in tests.
-  const auto expected = opt_expected_tensors(c, !c.tie_word_embeddings);
+  const auto expected = arch::expected_tensors(c, !c.tie_word_embeddings);
   std::vector<std::vector<uint8_t>> bufs;
   std::vector<st::TensorToWrite> tensors;
   bufs.reserve(expected.size());
@@ -148,7 +149,7 @@ OptConfig write_tiny_opt(const std::string& dir_str, const SynthOptions& o) {
     write_atomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
   }
 
-  nlohmann::json cj = format::opt_config_to_json(c);
+  nlohmann::json cj = format::hf_config_json(c);
   if (!o.model_prefix) cj["architectures"] = {"OPTModel"};
   cj["torch_dtype"] = o.dtype == DType::F32 ? "float32" : o.dtype == DType::BF16 ? "bfloat16" : "float16";
   cj["init_std"] = o.init_std;

@@ -19,7 +19,7 @@ namespace sf::model {
 struct SynthShape {
   std::string_view name;
   int64_t hidden, layers, heads, ffn, max_positions, word_embed_proj_dim, vocab;
-  bool do_layer_norm_before;
+  bool pre_norm;
 };
 // Shapes from the published OPT configs belong here (issue 6 adds opt-125m ... opt-30b rows).
 inline constexpr SynthShape kSynthShapes[] = {
@@ -35,19 +35,19 @@ struct SynthOptions {
   float init_std = 0.02f;  // N(0, std) weights, as HF's OPT initialisation
   // Variants of the checkpoint layout (the loader's tests use every one):
   std::optional<int64_t> word_embed_proj_dim;  // != hidden adds project_in / project_out
-  std::optional<bool> do_layer_norm_before;    // false: post-layernorm
+  std::optional<bool> pre_norm;    // false: post-layernorm
   bool tie_word_embeddings = true;             // false: a separate lm_head.weight
   bool model_prefix = true;                    // "model.decoder.*" (OPTForCausalLM) or "decoder.*" (OPTModel)
   int shards = 1;                              // > 1: model-0000i-of-0000n.safetensors + index json
 };
 
 // The config the options describe (vocab from the built-in tokenizer when the shape says 0).
-OptConfig synth_config(const SynthOptions& o);
+arch::ModelDesc synth_config(const SynthOptions& o);
 
 // Writes an HF checkpoint directory (created when absent): config.json, model.safetensors (or
 // shards and model.safetensors.index.json), vocab.json, merges.txt. Every file is written
 // atomically. Same options and seed -> the same bytes on every machine.
-OptConfig write_tiny_opt(const std::string& dir, const SynthOptions& o);
+arch::ModelDesc write_tiny_opt(const std::string& dir, const SynthOptions& o);
 
 // The same model as one .sf file at `path`: the checkpoint is written into a scratch directory
 // beside it (removed on every exit path, signals included) and converted with `co`.

@@ -58,8 +58,8 @@ void fill_values(const std::string& name, uint64_t seed, DType dtype, int64_t p0
   }
 }
 
-OptConfig large_config(const LargeOptShape& s) {
-  OptConfig c;
+arch::ModelDesc large_config(const LargeOptShape& s) {
+  arch::ModelDesc c = arch::preset("opt");
   c.vocab_size = 50272;
   c.hidden_size = s.hidden;
   c.num_hidden_layers = s.layers;
@@ -67,6 +67,7 @@ OptConfig large_config(const LargeOptShape& s) {
   c.num_attention_heads = s.heads;
   c.max_position_embeddings = 2048;
   c.word_embed_proj_dim = s.hidden;
+  arch::complete(c);
   return c;
 }
 
@@ -90,18 +91,18 @@ const LargeOptShape* find_large_opt_shape(std::string_view name) {
   return nullptr;
 }
 
-OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, uint64_t seed, DType dtype) {
+arch::ModelDesc write_large_opt_hf(const std::string& dir_str, std::string_view arch, uint64_t seed, DType dtype) {
   const LargeOptShape* s = find_large_opt_shape(arch);
   if (!s) fail(Status::InvalidArgument, "unknown OPT architecture \"{}\"", arch);
   check_synth_dtype(dtype);
-  const OptConfig c = large_config(*s);
+  const arch::ModelDesc c = large_config(*s);
   const fs::path dir(dir_str);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail(Status::Io, "cannot create directory '{}': {}", dir_str, ec.message());
 
   // The safetensors header is known from the shapes alone, so it goes first and the data follows.
-  const auto tensors = opt_expected_tensors(c, /*untied_lm_head=*/false);
+  const auto tensors = arch::expected_tensors(c, /*untied_lm_head=*/false);
   const size_t elem = dtype_size(dtype);
   nlohmann::ordered_json header;
   header["__metadata__"] = {{"format", "pt"},
@@ -139,7 +140,7 @@ OptConfig write_large_opt_hf(const std::string& dir_str, std::string_view arch, 
   f.commit();
   bar.finish();
 
-  nlohmann::json cj = format::opt_config_to_json(c);
+  nlohmann::json cj = format::hf_config_json(c);
   cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::BF16 ? "bfloat16" : "float16";
   cj["init_std"] = 0.02;
   cj["sparseflow_synthetic"] = synthetic_info(arch, seed);
@@ -156,8 +157,8 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
   check_synth_dtype(dtype);
   LargeSfReport rep;
   rep.config = large_config(*s);
-  const OptConfig& c = rep.config;
-  const auto tensors = opt_expected_tensors(c, /*untied_lm_head=*/false);
+  const arch::ModelDesc& c = rep.config;
+  const auto tensors = arch::expected_tensors(c, /*untied_lm_head=*/false);
   const std::string vocab = synth_vocab_json(c.vocab_size), merges(builtin_merges_txt());
   std::vector<sff::EntrySpec> specs;
   for (const auto& t : tensors) {
@@ -184,7 +185,7 @@ LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch,
       {"weights.synthetic_info", synthetic_info(arch, seed)}};
   std::vector<std::string> features;
   if (sparse24) features.push_back("s24");
-  sff::Writer w(path, "opt", format::opt_config_to_json(c), meta, specs, features);
+  sff::Writer w(path, "opt", format::hf_config_json(c), meta, specs, features);
   const size_t elem = dtype_size(dtype);
   std::vector<uint8_t> buf;
   Progress bar("synth", double(rep.parameters) * double(elem), "MiB", double(1 << 20));

@@ -28,7 +28,7 @@ const LargeOptShape* find_large_opt_shape(std::string_view name);  // null when 
 
 // Writes dir/{config.json, model.safetensors, vocab.json, merges.txt}. Same arch, seed and dtype:
 // the same bytes on every machine (the thread count does not change the values).
-OptConfig write_large_opt_hf(const std::string& dir, std::string_view arch, uint64_t seed, DType dtype);
+arch::ModelDesc write_large_opt_hf(const std::string& dir, std::string_view arch, uint64_t seed, DType dtype);
 
 // The same weights written straight into a .sf file (`synth --format sf`), one tensor in memory at a
 // time (the largest, the embeddings: 0.7 GB for opt-30b) and no checkpoint in between, dense or with
@@ -36,7 +36,7 @@ OptConfig write_large_opt_hf(const std::string& dir, std::string_view arch, uint
 // write_large_opt_hf followed by `sparseflow convert [--sparsity 2:4]`. Written to a temporary file
 // and renamed when complete.
 struct LargeSfReport {
-  OptConfig config;
+  arch::ModelDesc config;
   uint64_t parameters = 0, file_bytes = 0;
 };
 LargeSfReport write_large_opt_sf(const std::string& path, std::string_view arch, uint64_t seed, DType dtype,

@@ -26,13 +26,84 @@ namespace {
 
 constexpr const char* kVocabTensor = "tokenizer.vocab.json";
 constexpr const char* kMergesTensor = "tokenizer.merges.txt";
+constexpr const char* kTokenizerJsonTensor = "tokenizer.json";
+constexpr const char* kChatTemplateTensor = "tokenizer.chat_template";
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-// HF saves "model.decoder.*" from OPTForCausalLM and "decoder.*" from OPTModel.
-std::string normalize_name(const std::string& n) {
-  if (n.rfind("decoder.", 0) == 0) return "model." + n;
-  return n;
+// The checkpoint's name of a tensor -> the description's: HF saves the base model's tensors
+// without the causal-LM wrapper's prefix when it saves the base class (OPTModel: "decoder.*",
+// LlamaModel: "layers.*", GPT2Model: "h.*").
+std::string normalize_name(const arch::ModelDesc& c, const std::string& n) {
+  const std::string root = c.names.embed.substr(0, c.names.embed.find('.') + 1);  // "model." / "transformer."
+  if (n.rfind(root, 0) == 0 || n.rfind("lm_head.", 0) == 0) return n;
+  if (c.arch == "opt") return n.rfind("decoder.", 0) == 0 ? "model." + n : n;
+  return root + n;
+}
+
+// Buffers some exports save beside the parameters (rotary tables, GPT-2's causal mask): derived
+// from the config, never read.
+bool is_derived_buffer(const arch::ModelDesc& c, const std::string& n) {
+  auto ends = [&](std::string_view s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+  if (c.positions == arch::Positions::Rotary && ends(".rotary_emb.inv_freq")) return true;
+  return c.arch == "gpt2" && (ends(".attn.bias") || ends(".attn.masked_bias"));
+}
+
+// GPT-2's Conv1D layers store [in, out]; the engines read linear layers as [out, in], and q, k, v
+// as three of them. Rewrites the transformer.h.N.attn.c_attn / c_proj and mlp.c_fc / c_proj
+// entries of `by_name` in place, into buffers kept alive by `keep`.
+void gpt2_to_linear(const arch::ModelDesc& c, std::map<std::string, Tensor>& by_name,
+                    std::vector<std::shared_ptr<void>>& keep) {
+  const int64_t H = c.hidden_size;
+  auto transposed = [&](const Tensor& t, int64_t col0, int64_t cols) {
+    // t is [in, out_total]; returns columns [col0, col0 + cols) as [cols, in].
+    const int64_t in = t.shape[0], total = t.shape[1];
+    const size_t e = dtype_size(t.dtype);
+    auto buf = std::make_shared<std::vector<uint8_t>>(size_t(in * cols) * e);
+    const auto* src = static_cast<const uint8_t*>(t.data);
+    for (int64_t o = 0; o < cols; ++o)
+      for (int64_t i = 0; i < in; ++i)
+        std::memcpy(buf->data() + size_t(o * in + i) * e, src + size_t(i * total + col0 + o) * e, e);
+    keep.push_back(buf);
+    return Tensor{t.dtype, {cols, in}, buf->data()};
+  };
+  auto slice = [&](const Tensor& b, int64_t first, int64_t n) {
+    const size_t e = dtype_size(b.dtype);
+    return Tensor{b.dtype, {n}, static_cast<const uint8_t*>(b.data) + size_t(first) * e};
+  };
+  auto conv = [&](const std::string& name, int64_t in, int64_t out) -> const Tensor& {
+    const auto it = by_name.find(name);
+    if (it == by_name.end()) fail(Status::NotFound, "the GPT-2 checkpoint has no tensor '{}'", name);
+    if (it->second.shape != std::vector<int64_t>{in, out})
+      fail(Status::Format, "GPT-2 tensor '{}' has shape {}, expected the Conv1D shape [{}, {}] from the config", name,
+           shape_str(it->second.shape), in, out);
+    return it->second;
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = c.layer_prefix(l);
+    const Tensor qkv = conv(p + "attn.c_attn.weight", H, 3 * H);
+    const char* parts[] = {"attn.q_proj", "attn.k_proj", "attn.v_proj"};
+    for (int64_t k = 0; k < 3; ++k) by_name[p + parts[k] + ".weight"] = transposed(qkv, k * H, H);
+    by_name.erase(p + "attn.c_attn.weight");
+    if (const auto b = by_name.find(p + "attn.c_attn.bias"); b != by_name.end()) {
+      const Tensor bias = b->second;
+      if (bias.shape != std::vector<int64_t>{3 * H})
+        fail(Status::Format, "GPT-2 tensor '{}attn.c_attn.bias' has shape {}, expected [{}]", p, shape_str(bias.shape),
+             3 * H);
+      for (int64_t k = 0; k < 3; ++k) by_name[p + parts[k] + ".bias"] = slice(bias, k * H, H);
+      by_name.erase(b);
+    }
+    by_name[p + "attn.c_proj.weight"] = transposed(conv(p + "attn.c_proj.weight", H, H), 0, H);
+    by_name[p + "mlp.c_fc.weight"] = transposed(conv(p + "mlp.c_fc.weight", H, c.ffn_dim), 0, c.ffn_dim);
+    by_name[p + "mlp.c_proj.weight"] = transposed(conv(p + "mlp.c_proj.weight", c.ffn_dim, H), 0, H);
+  }
+}
+
+// A special-token entry of tokenizer_config.json: a string, or an AddedToken object.
+std::string token_string(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
+  return {};
 }
 
 bool is_float16_or_32(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
@@ -56,21 +127,21 @@ std::optional<int64_t> layer_after(const std::string& name, const std::string& p
 }
 
 // What the config says the model is, for messages about tensors that do not fit it.
-std::string describe_config(const OptConfig& c) {
-  return fmt::format(
-      "num_hidden_layers {} (model.decoder.layers.0 to {}), hidden_size {}, ffn_dim {}, "
-      "vocab_size {}, word_embed_proj_dim {}, {}, {}, {}",
-      c.num_hidden_layers, c.num_hidden_layers - 1, c.hidden_size, c.ffn_dim, c.vocab_size,
-      c.word_embed_proj_dim, c.enable_bias ? "with biases" : "no biases",
-      c.has_final_layer_norm() ? "a final layer norm" : "no final layer norm",
-      c.tie_word_embeddings ? "lm_head tied to embed_tokens" : "an untied lm_head.weight");
+std::string describe_config(const arch::ModelDesc& c) {
+  return fmt::format("num_hidden_layers {} ({} to {}), {}, {}, {}, {}", c.num_hidden_layers, c.layer_prefix(0),
+                     c.layer_prefix(c.num_hidden_layers - 1), arch::summary(c), c.has_bias() ? "with biases" : "no biases",
+                     c.final_norm ? "a final norm" : "no final norm",
+                     c.tie_word_embeddings ? "lm_head tied to the token embedding" : "an untied lm_head.weight");
 }
+
+// "model.layers." of "model.layers.{}.": the part of the layer prefix before the index.
+std::string layers_stem(const arch::ModelDesc& c) { return c.names.layer.substr(0, c.names.layer.find("{}")); }
 
 // Refuses a set of tensors that is not the model the config describes: tensors it implies that
 // are absent (Error(NotFound)), and tensors nothing reads (Error(Format)), which would otherwise be
 // dropped without a word (a config that says 1 layer over weights of 2 converts to a 1-layer
 // model).
-void check_tensor_set(const OptConfig& c, const std::vector<std::string>& missing,
+void check_tensor_set(const arch::ModelDesc& c, const std::vector<std::string>& missing,
                       const std::vector<std::string>& unexpected,
                       const std::vector<std::string>& present, const std::string& where,
                       const std::string& config_name) {
@@ -85,7 +156,7 @@ void check_tensor_set(const OptConfig& c, const std::vector<std::string>& missin
                        list_some(unexpected));
   int64_t layers = 0;
   for (const auto& n : present)
-    if (const auto l = layer_after(n, "model.decoder.layers.")) layers = std::max(layers, *l + 1);
+    if (const auto l = layer_after(n, layers_stem(c))) layers = std::max(layers, *l + 1);
   if (layers != c.num_hidden_layers)
     msg += fmt::format(" The weights hold decoder layers 0 to {} ({} layers) where {} says {}.",
                        layers - 1, layers, config_name, c.num_hidden_layers);
@@ -95,41 +166,6 @@ void check_tensor_set(const OptConfig& c, const std::vector<std::string>& missin
 }
 
 }  // namespace
-
-std::vector<ExpectedTensor> opt_expected_tensors(const OptConfig& c, bool untied_lm_head) {
-  const int64_t h = c.hidden_size, w = c.word_embed_proj_dim, f = c.ffn_dim;
-  std::vector<ExpectedTensor> v;
-  const std::string d = "model.decoder.";
-  v.push_back({d + "embed_tokens.weight", {c.vocab_size, w}, false});
-  v.push_back({d + "embed_positions.weight", {c.max_position_embeddings + OptConfig::kPositionOffset, h}, false});
-  if (c.has_projections()) {
-    v.push_back({d + "project_in.weight", {h, w}, false});
-    v.push_back({d + "project_out.weight", {w, h}, false});
-  }
-  auto layer_norm = [&](const std::string& p) {
-    if (!c.layer_norm_elementwise_affine) return;
-    v.push_back({p + ".weight", {h}, false});
-    v.push_back({p + ".bias", {h}, false});
-  };
-  auto linear = [&](const std::string& p, int64_t out, int64_t in) {
-    v.push_back({p + ".weight", {out, in}, true});
-    if (c.enable_bias) v.push_back({p + ".bias", {out}, false});
-  };
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string l = fmt::format("{}layers.{}.", d, i);
-    linear(l + "self_attn.q_proj", h, h);
-    linear(l + "self_attn.k_proj", h, h);
-    linear(l + "self_attn.v_proj", h, h);
-    linear(l + "self_attn.out_proj", h, h);
-    layer_norm(l + "self_attn_layer_norm");
-    linear(l + "fc1", f, h);
-    linear(l + "fc2", h, f);
-    layer_norm(l + "final_layer_norm");
-  }
-  if (c.has_final_layer_norm()) layer_norm(d + "final_layer_norm");
-  if (untied_lm_head) v.push_back({"lm_head.weight", {c.vocab_size, w}, false});
-  return v;
-}
 
 std::vector<uint8_t> convert_elements(const Tensor& t, DType dtype) {
   if (!is_float16_or_32(t.dtype) && t.dtype != DType::F64)
@@ -219,7 +255,7 @@ Linear Model::linear(const std::string& prefix) const {
 const Tensor& Model::lm_head() const {
   if (!config_.tie_word_embeddings)
     if (const Tensor* t = find("lm_head.weight")) return *t;
-  return tensor("model.decoder.embed_tokens.weight");
+  return tensor(config_.names.embed + ".weight");
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -237,11 +273,37 @@ class ModelBuilder {
   // and a float dtype; sets dtype_ from the linear weights.
   // Any other tensor is refused (Error(Format)), beside the auxiliary ones a .sf file may hold.
   static void check_complete(Model& m, const std::string& where, const std::string& config_name);
+  // chat_template, bos_token and eos_token of an HF tokenizer_config.json, when it exists.
+  static void read_tokenizer_config(Model& m, const fs::path& path);
   // A "model.decoder.layers.N.ffn_neurons" entry (docs/FORMAT.md, neuron-major FFN).
   static void load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e);
   // Points each neuron-major layer at its neuron_order tensor and checks it is a permutation.
   static void link_neuron_orders(Model& m, const std::string& path);
 };
+
+void ModelBuilder::read_tokenizer_config(Model& m, const fs::path& path) {
+  if (!fs::exists(path)) return;
+  json j;
+  try {
+    j = json::parse(read_text_file(path.string(), "tokenizer_config.json"));
+  } catch (const json::exception& e) {
+    fail(Status::Format, "'{}' is not valid JSON: {}", path.string(), e.what());
+  }
+  if (!j.is_object()) fail(Status::Format, "'{}': expected a JSON object", path.string());
+  if (const auto it = j.find("chat_template"); it != j.end() && !it->is_null()) {
+    if (it->is_string()) {
+      m.chat_template_ = it->get<std::string>();
+    } else if (it->is_array()) {  // named templates: the "default" one is what apply_chat_template uses
+      for (const auto& t : *it)
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+          m.chat_template_ = t["template"].get<std::string>();
+    } else {
+      fail(Status::Format, "'{}': \"chat_template\" is {}, expected a string", path.string(), it->dump());
+    }
+  }
+  if (const auto it = j.find("bos_token"); it != j.end()) m.bos_token_ = token_string(*it);
+  if (const auto it = j.find("eos_token"); it != j.end()) m.eos_token_ = token_string(*it);
+}
 
 void ModelBuilder::load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e) {
   const std::string where = fmt::format("'{}': tensor '{}'", file.path(), e.name);
@@ -299,7 +361,7 @@ void ModelBuilder::link_neuron_orders(Model& m, const std::string& path) {
 
 void ModelBuilder::check_complete(Model& m, const std::string& where,
                                   const std::string& config_name) {
-  const auto expected = opt_expected_tensors(m.config_, !m.config_.tie_word_embeddings);
+  const auto expected = arch::expected_tensors(m.config_, !m.config_.tie_word_embeddings);
   std::vector<std::string> missing;
   bool first_linear = true;
   // Neuron-major layers hold fc1.weight, fc1.bias and fc2.weight inside their bundles.
@@ -378,13 +440,15 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
     fail(Status::InvalidArgument, "'{}' is a .sf file: its sparsity was fixed by `sparseflow convert`; "
          "--sparsity {} applies only to HF checkpoint directories", path, opt.sparsity);
   auto file = std::make_shared<sff::File>(sff::File::open(path, {opt.verify_checksums}));
-  if (file->architecture() != "opt")
-    fail(Status::UnsupportedShape, "'{}' holds a \"{}\" model; this build runs \"opt\" only", path,
-         file->architecture());
   auto m = std::unique_ptr<Model>(new Model());
-  m->config_ = format::parse_opt_config_json(file->config(), path + " (header config)");
+  m->config_ = format::parse_hf_config_json(file->config(), path + " (header config)");
+  if (file->architecture() != m->config_.arch)
+    fail(Status::Format, "'{}' says its architecture is \"{}\" but its header config describes a \"{}\" model; "
+         "the file is inconsistent: convert the checkpoint again", path, file->architecture(), m->config_.arch);
   m->source_format_ = "sf";
   m->metadata_ = file->metadata();
+  m->bos_token_ = m->metadata_.value("tokenizer.bos_token", "");
+  m->eos_token_ = m->metadata_.value("tokenizer.eos_token", "");
   m->metadata_["sf.format_version"] = file->version();
   m->metadata_["sf.checksums_verified"] = file->checksums_verified();
   for (const auto& e : file->entries()) {
@@ -394,6 +458,10 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
         m->vocab_json_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       } else if (e.name == kMergesTensor) {
         m->merges_txt_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else if (e.name == kTokenizerJsonTensor) {
+        m->tokenizer_json_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else if (e.name == kChatTemplateTensor) {
+        m->chat_template_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       } else {
         m->dense_[e.name] = Tensor{e.dtype, e.shape, bytes.data()};
       }
@@ -447,17 +515,17 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
          "too and {} does not exist. Put the checkpoint's config.json next to it, or pass --config FILE",
          weights_file, cfg_path.string());
   if (!fs::exists(cfg_path))
-    fail(Status::NotFound, "'{}' has no config.json: expected a Hugging Face OPT checkpoint directory "
-         "(config.json, model.safetensors, vocab.json, merges.txt)", dir_str);
+    fail(Status::NotFound, "'{}' has no config.json: expected a Hugging Face checkpoint directory "
+         "(config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt)", dir_str);
   auto m = std::unique_ptr<Model>(new Model());
   json cfg_json;
   try {
     cfg_json = json::parse(read_text_file(cfg_path.string(), "config.json"));
   } catch (const json::exception& e) {
-    fail(Status::Format, "{} is not valid JSON: {}. Expected a Hugging Face OPT config.json.", cfg_path.string(),
+    fail(Status::Format, "{} is not valid JSON: {}. Expected a Hugging Face config.json.", cfg_path.string(),
          e.what());
   }
-  m->config_ = format::parse_opt_config_json(cfg_json, cfg_path.string());
+  m->config_ = format::parse_hf_config_json(cfg_json, cfg_path.string());
   m->source_format_ = "hf";
 
   // Which files hold which tensors: views into safetensors files, or into torch.save() archives
@@ -472,7 +540,8 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   std::vector<std::shared_ptr<pt::Checkpoint>> torch_files;
   std::map<std::string, Tensor> by_name;
   auto add_tensor = [&](const std::string& name, Tensor t, const fs::path& p) {
-    const std::string n = normalize_name(name);
+    if (is_derived_buffer(m->config_, name)) return;
+    const std::string n = normalize_name(m->config_, name);
     if (!by_name.emplace(n, std::move(t)).second)
       fail(Status::Format, "tensor '{}' appears twice in the checkpoint '{}' (second time in '{}')", n, dir_str,
            p.filename().string());
@@ -511,7 +580,7 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
     }
     for (const auto& s : shards) add_file(dir / s);
     for (const auto& [name, shard] : wm->items())
-      if (!by_name.count(normalize_name(name)))
+      if (!is_derived_buffer(m->config_, name) && !by_name.count(normalize_name(m->config_, name)))
         fail(Status::Format, "'{}' says tensor '{}' is in '{}', but that shard does not hold it", index.string(),
              name, shard.get<std::string>());
   } else if (fs::exists(single)) {
@@ -521,10 +590,20 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
          "pytorch_model.bin or pytorch_model.bin.index.json", dir_str);
   }
 
+  if (m->config_.arch == "gpt2") gpt2_to_linear(m->config_, by_name, m->keep_alive_);
+  if (const fs::path gen = dir / "generation_config.json"; fs::exists(gen)) {
+    try {
+      format::apply_generation_config(m->config_, json::parse(read_text_file(gen.string(), "generation config")),
+                                      gen.string());
+    } catch (const json::exception& e) {
+      fail(Status::Format, "'{}' is not valid JSON: {}", gen.string(), e.what());
+    }
+  }
+
   // lm_head: a config that does not tie it needs lm_head.weight; one that ties it ignores a stored
   // copy, as HF does.
   const bool untied = !m->config_.tie_word_embeddings;
-  const auto expected = opt_expected_tensors(m->config_, untied);
+  const auto expected = arch::expected_tensors(m->config_, untied);
   std::vector<std::string> missing, unexpected, present;
   std::set<std::string> wanted;
   for (const auto& e : expected) {
@@ -562,10 +641,13 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   for (auto& f : files) m->keep_alive_.push_back(f);
   for (auto& f : torch_files) m->keep_alive_.push_back(f);
 
-  if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
+  if (fs::exists(dir / "tokenizer.json")) {
+    m->tokenizer_json_ = read_text_file((dir / "tokenizer.json").string(), "tokenizer file");
+  } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
     m->vocab_json_ = read_text_file((dir / "vocab.json").string(), "tokenizer file");
     m->merges_txt_ = read_text_file((dir / "merges.txt").string(), "tokenizer file");
   }
+  read_tokenizer_config(*m, dir / "tokenizer_config.json");
   m->metadata_ = {{"source.format", "hf"},
                   {"source.path", dir_str},
                   {"sparsity.pattern", prune ? "2:4" : "none"},

@@ -1,4 +1,4 @@
-// A loaded OPT model: its configuration, tokenizer files and weights, whether it came from a `.sf`
+// A loaded model: its description (arch/model_desc.hpp), tokenizer files and weights, whether it came from a `.sf`
 // file (memory-mapped) or a Hugging Face checkpoint directory (converted in memory).
 // Tensor names are Hugging Face's ("model.decoder.layers.0.self_attn.q_proj.weight", ...), with the
 // "model." prefix always present (checkpoints saved without it are normalised on load).
@@ -12,42 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "arch/model_desc.hpp"
 #include "core/dtype.hpp"
 #include "sparse24/sparse24.hpp"
 
 namespace sf::model {
-
-// The fields of an HF OPTConfig that the forward pass uses.
-struct OptConfig {
-  int64_t vocab_size = 0;
-  int64_t hidden_size = 0;
-  int64_t num_hidden_layers = 0;
-  int64_t ffn_dim = 0;
-  int64_t num_attention_heads = 0;
-  int64_t max_position_embeddings = 0;
-  int64_t word_embed_proj_dim = 0;      // == hidden_size unless project_in/project_out exist
-  bool do_layer_norm_before = true;     // false: post-layernorm (OPT-350m)
-  bool remove_final_layer_norm = false; // HF "_remove_final_layer_norm" (old OPT-350m configs)
-  bool enable_bias = true;
-  bool layer_norm_elementwise_affine = true;
-  bool tie_word_embeddings = true;      // lm_head.weight == embed_tokens.weight
-  std::string activation_function = "relu";
-  int64_t pad_token_id = 1, bos_token_id = 2, eos_token_id = 2;
-  static constexpr int64_t kPositionOffset = 2;  // OPT's learned positions start at index 2
-  // HF builds model.decoder.final_layer_norm only in this case (modeling_opt.py OPTDecoder).
-  bool has_final_layer_norm() const { return do_layer_norm_before && !remove_final_layer_norm; }
-  bool has_projections() const { return word_embed_proj_dim != hidden_size; }
-};
-
-// One tensor an OPT checkpoint holds, with the shape the config implies.
-struct ExpectedTensor {
-  std::string name;             // with the "model." prefix
-  std::vector<int64_t> shape;
-  bool prunable = false;        // a decoder linear weight (q,k,v,out_proj,fc1,fc2): 2:4 candidate
-};
-// Every tensor of an OPT model in a canonical order (embeddings, layers, final norm, lm_head).
-// lm_head.weight is listed only when `untied_lm_head`.
-std::vector<ExpectedTensor> opt_expected_tensors(const OptConfig& c, bool untied_lm_head);
 
 struct OpenOptions {
   std::string sparsity = "none";  // HF directories: "none" or "2:4" (magnitude pruning in memory)
@@ -96,9 +65,17 @@ class Model {
   static std::unique_ptr<Model> open(const std::string& path, const std::string& sparsity = "none");
   static std::unique_ptr<Model> open(const std::string& path, const OpenOptions& options);
 
-  const OptConfig& config() const { return config_; }
+  const arch::ModelDesc& config() const { return config_; }
+  // The tokenizer the model carries: an HF tokenizer.json (every Llama-family model, GGUF
+  // conversions), or GPT-2's vocab.json + merges.txt (OPT checkpoints); empty when it has none.
+  const std::string& tokenizer_json() const { return tokenizer_json_; }
   const std::string& vocab_json() const { return vocab_json_; }
   const std::string& merges_txt() const { return merges_txt_; }
+  // The model's chat template (Jinja source from tokenizer_config.json or the GGUF metadata) and
+  // the special-token strings it refers to; empty for base models.
+  const std::string& chat_template() const { return chat_template_; }
+  const std::string& bos_token() const { return bos_token_; }
+  const std::string& eos_token() const { return eos_token_; }
   // Throws Error(NotFound) naming the tensor.
   const Tensor& tensor(const std::string& name) const;
   const Tensor* find(const std::string& name) const;
@@ -119,8 +96,9 @@ class Model {
   const std::map<std::string, s24::Compressed>& sparse_tensors() const { return sparse_; }
 
  protected:
-  OptConfig config_;
-  std::string vocab_json_, merges_txt_;
+  arch::ModelDesc config_;
+  std::string tokenizer_json_, vocab_json_, merges_txt_;
+  std::string chat_template_, bos_token_, eos_token_;
   DType dtype_ = DType::F16;
   std::string source_format_;
   nlohmann::json metadata_ = nlohmann::json::object();

@@ -12,7 +12,7 @@
 #include "backend/backends.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/profile.hpp"
 
@@ -269,7 +269,7 @@ std::vector<int64_t> calibration_layers(const std::vector<int64_t>& asked, int64
 CollectedActivations collect_activations_cpu(const model::Model& model, std::span<const int32_t> tokens,
                                              const PredictorFitOptions& opt) {
   check_fit_options(opt);
-  model::OptCpu cpu(model);
+  model::CpuEngine cpu(model);
   const auto& c = cpu.config();
   CollectedActivations col;
   col.hidden = c.hidden_size;

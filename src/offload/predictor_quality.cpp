@@ -11,7 +11,7 @@
 
 #include "core/error.hpp"
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "offload/neuron_store.hpp"
 
 namespace sf::offload {
@@ -23,7 +23,7 @@ struct Pass {
 };
 
 // model::perplexity, keeping each window's logits for the positions it scored (0..len-2).
-Pass run_pass(model::OptCpu& opt, std::span<const int32_t> ids, int64_t context) {
+Pass run_pass(model::CpuEngine& opt, std::span<const int32_t> ids, int64_t context) {
   Pass p;
   const int64_t V = opt.config().vocab_size;
   p.nll = model::perplexity(opt, ids, context, [&](std::span<const float> logits, size_t len) {
@@ -58,7 +58,7 @@ PredictorQuality measure_predictor_quality(const model::Model& model, const Neur
     fail(Status::InvalidArgument, "the model has no activation predictors: run `sparseflow calibrate --model M "
          "--calibration TEXT` first.");
   const auto& cfg = model.config();
-  model::OptCpu opt(model);
+  model::CpuEngine opt(model);
   const Pass full = run_pass(opt, ids, context);  // checks the context and the token count
 
   std::vector<WidePredictor> preds;

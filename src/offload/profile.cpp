@@ -9,7 +9,7 @@
 
 #include "core/error.hpp"
 #include "format/sf_file.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/synth_profile.hpp"
 
@@ -98,7 +98,7 @@ ProfileResult profile_activations(const model::Model& model, std::span<const int
          opt.device);
   if (tokens.size() < 2)
     fail(Status::InvalidArgument, "profiling needs at least 2 calibration tokens, got {}; give more text", tokens.size());
-  model::OptCpu cpu(model);
+  model::CpuEngine cpu(model);
   const auto& c = cpu.config();
   std::vector<LayerCounts> counts(size_t(c.num_hidden_layers), LayerCounts(c.ffn_dim));
   cpu.set_ffn_observer([&](const model::FfnObservation& o) {

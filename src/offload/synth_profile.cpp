@@ -117,7 +117,7 @@ int64_t layer_of(const std::string& name) {
 
 class Generator {
  public:
-  Generator(const model::OptConfig& c, uint64_t seed, DType dt, const ActivationProfileSpec& p)
+  Generator(const arch::ModelDesc& c, uint64_t seed, DType dt, const ActivationProfileSpec& p)
       : c_(c), seed_(seed), dt_(dt), p_(p) {
     d_ = c.hidden_size;
     F_ = c.ffn_dim;
@@ -154,7 +154,7 @@ class Generator {
   }
 
   // A non-FFN tensor in fp32.
-  std::vector<float> dense(const model::ExpectedTensor& e) {
+  std::vector<float> dense(const arch::ExpectedTensor& e) {
     int64_t n = 1;
     for (auto x : e.shape) n *= x;
     std::vector<float> v(static_cast<size_t>(n), 0.0f);
@@ -250,7 +250,7 @@ class Generator {
   }
 
  private:
-  model::OptConfig c_;
+  arch::ModelDesc c_;
   uint64_t seed_;
   DType dt_;
   ActivationProfileSpec p_;
@@ -260,9 +260,9 @@ class Generator {
   std::vector<float> basis_;  // [d, k], entries N(0, 1/k): B B' has a unit diagonal on average
 };
 
-model::OptConfig config_for(const std::string& arch) {
+arch::ModelDesc config_for(const std::string& arch) {
   if (const model::LargeOptShape* s = model::find_large_opt_shape(arch)) {
-    model::OptConfig c;  // as write_large_opt_hf: the published facebook/opt-* configs
+    arch::ModelDesc c = arch::preset("opt");  // as write_large_opt_hf: the published facebook/opt-* configs
     c.vocab_size = 50272;
     c.hidden_size = s->hidden;
     c.num_hidden_layers = s->layers;
@@ -270,6 +270,7 @@ model::OptConfig config_for(const std::string& arch) {
     c.num_attention_heads = s->heads;
     c.max_position_embeddings = 2048;
     c.word_embed_proj_dim = s->hidden;
+    arch::complete(c);
     return c;
   }
   model::SynthOptions so;
@@ -423,14 +424,14 @@ FiringRateFit fit_firing_rates(const ActivationProfileSpec& spec, int64_t ffn) {
 
 // ---- writers -------------------------------------------------------------------------------------
 
-model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSynthOptions& o) {
+arch::ModelDesc write_profiled_opt(const std::string& output, const ProfiledSynthOptions& o) {
   if (o.dtype != DType::F16 && o.dtype != DType::BF16 && o.dtype != DType::F32)
     fail(Status::InvalidArgument, "synthetic weights are fp16, bf16 or fp32, not {}", dtype_name(o.dtype));
   if (o.format != "sf" && o.format != "hf")
     fail(Status::InvalidArgument, "--format {}: expected hf or sf", o.format);
   if (o.neuron_major && o.format != "sf")
     fail(Status::InvalidArgument, "--neuron-major writes a .sf file; add --format sf");
-  model::OptConfig c = config_for(o.arch);
+  arch::ModelDesc c = config_for(o.arch);
   if (o.layers != 0) {
     if (o.layers < 1 || o.layers > c.num_hidden_layers)
       fail(Status::InvalidArgument, "--layers {}: {} has {} decoder layers; give 1..{} (or leave it out for all)",
@@ -438,7 +439,7 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
     c.num_hidden_layers = o.layers;
   }
   Generator gen(c, o.seed, o.dtype, o.profile);
-  const auto expected = model::opt_expected_tensors(c, /*untied_lm_head=*/false);
+  const auto expected = arch::expected_tensors(c, /*untied_lm_head=*/false);
   const int64_t F = c.ffn_dim, H = c.hidden_size;
   nlohmann::json synth_info = {{"random_weights", true}, {"arch", o.arch}, {"seed", o.seed},
                                {"layers", c.num_hidden_layers},
@@ -456,7 +457,7 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
     }
     return ffn;
   };
-  auto tensor_bytes = [&](const model::ExpectedTensor& e) -> std::vector<uint8_t> {
+  auto tensor_bytes = [&](const arch::ExpectedTensor& e) -> std::vector<uint8_t> {
     const int64_t l = layer_of(e.name);
     if (l >= 0 && ends_with(e.name, ".fc1.weight")) return to_dtype(layer_ffn(l).w1.data(), F * H, o.dtype);
     if (l >= 0 && ends_with(e.name, ".fc1.bias")) return to_dtype(layer_ffn(l).b1.data(), F, o.dtype);
@@ -495,7 +496,7 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
       f.write(b.data(), b.size());
     }
     f.commit();
-    nlohmann::json cj = format::opt_config_to_json(c);
+    nlohmann::json cj = format::hf_config_json(c);
     cj["torch_dtype"] = o.dtype == DType::F32 ? "float32" : o.dtype == DType::BF16 ? "bfloat16" : "float16";
     cj["sparseflow_synthetic"] = synth_info;
     for (const auto& [name, text] : {std::pair<std::string, std::string>{"config.json", cj.dump(2) + "\n"},
@@ -544,7 +545,7 @@ model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSyn
     meta["ffn.neuron_order"] = "identity";
     req.push_back(kFeatureNeuronMajor);
   }
-  sff::Writer w(output, "opt", format::opt_config_to_json(c), meta, specs, req);
+  sff::Writer w(output, "opt", format::hf_config_json(c), meta, specs, req);
   std::vector<int32_t> identity(static_cast<size_t>(F));
   std::iota(identity.begin(), identity.end(), 0);
   for (const auto& e : expected) {

@@ -68,6 +68,6 @@ struct ProfiledSynthOptions {
   int64_t layers = 0;
 };
 // Streams the checkpoint to `output` (one layer's FFN in memory at a time; atomic). Returns the config.
-model::OptConfig write_profiled_opt(const std::string& output, const ProfiledSynthOptions& o);
+arch::ModelDesc write_profiled_opt(const std::string& output, const ProfiledSynthOptions& o);
 
 }  // namespace sf::offload

@@ -7,7 +7,7 @@
 
 #include "backend/backends.hpp"
 #include "core/error.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
 #include "session/model_tokenizer.hpp"
@@ -70,7 +70,7 @@ struct Session::Impl {
   std::string device;  // resolved: "cpu" or "cuda"
   int64_t context_reserved = 0;
   // Exactly one engine once started.
-  std::unique_ptr<model::OptCpu> cpu;
+  std::unique_ptr<model::CpuEngine> cpu;
   std::unique_ptr<model::OptCuda> cuda;
   std::unique_ptr<offload::OffloadedOpt> off;
 
@@ -134,7 +134,7 @@ void Session::start(int64_t context_tokens) {
   if (m.started()) return;
   const auto& cfg = m.model->config();
   if (m.device == "cpu") {
-    m.cpu = std::make_unique<model::OptCpu>(*m.model);
+    m.cpu = std::make_unique<model::CpuEngine>(*m.model);
     return;
   }
   if (!m.options.offload.enabled()) {

@@ -28,7 +28,7 @@
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "model/opt_cuda.hpp"
 #include "model/synth_large.hpp"
 #include "test_models.hpp"
@@ -152,7 +152,7 @@ TEST_P(CudaFixture, FullSequenceLogitsAndDecodeEqualPrefill) {
 TEST_P(CudaFixture, PerplexityEqualsCpu) {
   const auto& e = expected_["perplexity"];
   const auto tokens = ids(e["ids"]);
-  OptCpu cpu(*model_);
+  CpuEngine cpu(*model_);
   // The CPU backend computes in fp32. 1e-3 relative in fp32 mode and for fp16 weights (issue 5); a
   // bf16 native run rounds every GEMM input to 8 bits of mantissa, and HF's own bf16 run of this
   // fixture is 2.4e-3 from its fp32 one, so bf16 native is held to twice HF's own deviation.
@@ -190,7 +190,7 @@ TEST_P(Cuda24, MatchesCpu24) {
   auto gpu_engine = model::make_opt_cuda(*m, o);
   auto& gpu = *gpu_engine;
   EXPECT_EQ(gpu.sparse(), !GetParam().fp32);  // fp32 mode decompresses; native runs the 2:4 kernels
-  OptCpu cpu(*m);
+  CpuEngine cpu(*m);
   const double tol = GetParam().fp32 ? 1e-4 : m->dtype() == DType::BF16 ? 1.5e-2 : 3e-3;
   const auto tokens = ids(expected["perplexity"]["ids"]);
   KvCache cache = cpu.make_cache(int64_t(tokens.size()));
@@ -252,7 +252,7 @@ TEST(CudaSampling, SeededTopKTopP) {
   k1.top_p = 1.0f;
   EXPECT_EQ(gpu.generate(prompt, 16, k1).ids, gpu.generate(prompt, 16, SamplingParams{}).ids);
   // Every sampled id lies in the top-k of the logits that produced it.
-  OptCpu cpu(*m);
+  CpuEngine cpu(*m);
   std::vector<int32_t> seq = prompt;
   for (int32_t t : a.ids) {
     KvCache cache = cpu.make_cache(int64_t(seq.size()));
@@ -629,7 +629,7 @@ TEST_P(CudaSynthOpt125m, PrefillAttentionAgreesWithDecodeAndCpu) {
   const double err_chunked = rel_err(chunked, full);
   EXPECT_LT(err_chunked, 1.5e-3);
 
-  OptCpu cpu(*model);
+  CpuEngine cpu(*model);
   const auto want = perplexity(cpu, tokens, 0);
   const auto got = gpu.perplexity(tokens, 0);
   EXPECT_NEAR(got.perplexity(), want.perplexity(), 1e-3 * want.perplexity());

@@ -15,7 +15,7 @@
 #include "format/safetensors.hpp"
 #include "format/torch_checkpoint.hpp"
 #include "model/convert.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "model/weights.hpp"
 
 using namespace std::string_literals;
@@ -180,7 +180,7 @@ TEST(TorchCheckpoint, LogitsFromThePtMatchHuggingFace) {
   std::ifstream f(kDir / "opt/expected.json");
   const auto e = nlohmann::json::parse(f);
   const auto ids = e["ids"].get<std::vector<int32_t>>();
-  model::OptCpu opt(*m);
+  model::CpuEngine opt(*m);
   auto cache = opt.make_cache(int64_t(ids.size()));
   const auto logits = opt.forward(ids, cache, /*all_logits=*/true);
   std::vector<float> want;

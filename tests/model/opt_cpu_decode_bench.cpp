@@ -19,7 +19,7 @@
 #include <string>
 
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "sparse24/sparse24.hpp"
 #include "test_models.hpp"
 
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "built both models in {:.1f} s\n",
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
-  model::OptCpu d(*dense), s(*sparse);
+  model::CpuEngine d(*dense), s(*sparse);
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int i = 0; i < prompt; ++i)
     ids[size_t(i)] = i == 0 ? 2 : int32_t((i * 7919) % spec.config.vocab_size);
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   Result rd, rs;
   model::Sampler greedy(model::SamplingParams{});
   // Ignore EOS so every run decodes the same number of tokens.
-  auto run = [&](model::OptCpu& opt, Result& r) {
+  auto run = [&](model::CpuEngine& opt, Result& r) {
     model::KvCache cache = opt.make_cache(prompt + tokens);
     auto t = std::chrono::steady_clock::now();
     auto logits = opt.forward(ids, cache);

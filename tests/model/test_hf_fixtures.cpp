@@ -23,7 +23,7 @@
 #include <sstream>
 
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "test_models.hpp"
 #include "tokenizer/bpe.hpp"
 
@@ -71,13 +71,13 @@ class HfFixture : public ::testing::TestWithParam<const char*> {
   void SetUp() override {
     expected_ = load_expected(GetParam());
     model_ = Model::open(kRoot + GetParam());
-    opt_ = std::make_unique<OptCpu>(*model_);
+    opt_ = std::make_unique<CpuEngine>(*model_);
   }
   std::vector<int32_t> ids(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
 
   nlohmann::json expected_;
   std::unique_ptr<Model> model_;
-  std::unique_ptr<OptCpu> opt_;
+  std::unique_ptr<CpuEngine> opt_;
 };
 
 TEST_P(HfFixture, ConfigAndDtypeAsSaved) {
@@ -86,7 +86,7 @@ TEST_P(HfFixture, ConfigAndDtypeAsSaved) {
   EXPECT_EQ(c.vocab_size, e["vocab_size"].get<int64_t>());
   EXPECT_EQ(c.hidden_size, e["hidden_size"].get<int64_t>());
   EXPECT_EQ(c.word_embed_proj_dim, e["word_embed_proj_dim"].get<int64_t>());
-  EXPECT_EQ(c.do_layer_norm_before, e["do_layer_norm_before"].get<bool>());
+  EXPECT_EQ(c.pre_norm, e["do_layer_norm_before"].get<bool>());
   EXPECT_EQ(c.tie_word_embeddings, e["tie_word_embeddings"].get<bool>());
   const std::string dt = expected_["dtype"];
   EXPECT_EQ(model_->dtype(), dt == "float16"    ? DType::F16
@@ -178,7 +178,7 @@ TEST_P(HfFixture, TokenizerIdsIdenticalToHf) {
 TEST_P(HfFixture, Pruned24DecodeEqualsRecomputeAndDenseTwin) {
   auto sparse = Model::open(kRoot + GetParam(), "2:4");
   ASSERT_TRUE(sparse->is_sparse());
-  OptCpu s(*sparse);
+  CpuEngine s(*sparse);
   const auto tokens = ids(expected_["perplexity"]["ids"]);
   KvCache full_cache = s.make_cache(int64_t(tokens.size()));
   const auto full = s.forward(tokens, full_cache, true);
@@ -192,7 +192,7 @@ TEST_P(HfFixture, Pruned24DecodeEqualsRecomputeAndDenseTwin) {
 
   auto twin = test::MemModel::densified(*sparse);
   ASSERT_FALSE(twin->is_sparse());
-  OptCpu d(*twin);
+  CpuEngine d(*twin);
   KvCache tc = d.make_cache(int64_t(tokens.size()));
   EXPECT_LT(rel_err(d.forward(tokens, tc, true), full), 3e-5);
 

@@ -88,8 +88,8 @@ std::vector<std::string> MemModel::linear_prefixes() const {
   return out;
 }
 
-model::OptConfig tiny_config() {
-  model::OptConfig c;
+arch::ModelDesc tiny_config() {
+  arch::ModelDesc c = arch::preset("opt");
   c.vocab_size = 61;
   c.hidden_size = 32;
   c.num_hidden_layers = 2;
@@ -97,11 +97,12 @@ model::OptConfig tiny_config() {
   c.num_attention_heads = 4;
   c.max_position_embeddings = 40;
   c.word_embed_proj_dim = 32;
+  arch::complete(c);
   return c;
 }
 
-model::OptConfig opt125m_config() {
-  model::OptConfig c;
+arch::ModelDesc opt125m_config() {
+  arch::ModelDesc c = arch::preset("opt");
   c.vocab_size = 50272;
   c.hidden_size = 768;
   c.num_hidden_layers = 12;
@@ -109,11 +110,13 @@ model::OptConfig opt125m_config() {
   c.num_attention_heads = 12;
   c.max_position_embeddings = 2048;
   c.word_embed_proj_dim = 768;
+  arch::complete(c);
   return c;
 }
 
 std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
-  const auto& c = spec.config;
+  arch::ModelDesc c = spec.config;
+  arch::complete(c);  // the variants edit sizes after tiny_config()
   auto m = std::make_unique<MemModel>();
   m->set_config(c);
   m->set_dtype(spec.dtype);
@@ -142,7 +145,7 @@ std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
     if (bias) m->add_dense(prefix + ".bias", dt, {out}, randn(r, out, 0.1f));
   };
   auto add_ln = [&](const std::string& prefix) {
-    if (!c.layer_norm_elementwise_affine) return;
+    if (!c.norm_affine) return;
     m->add_dense(prefix + ".weight", dt, {H}, randn(r, H, 0.1f, 1.0f));
     m->add_dense(prefix + ".bias", dt, {H}, randn(r, H, 0.1f));
   };
@@ -150,16 +153,16 @@ std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
     add_linear(d + "project_in", H, E, false, false);
     add_linear(d + "project_out", E, H, false, false);
   }
-  if (c.do_layer_norm_before) add_ln(d + "final_layer_norm");
+  if (c.pre_norm) add_ln(d + "final_layer_norm");
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = d + "layers." + std::to_string(l) + ".";
     add_ln(p + "self_attn_layer_norm");
     add_ln(p + "final_layer_norm");
     for (const char* n :
          {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"})
-      add_linear(p + n, H, H, c.enable_bias, true);
-    add_linear(p + "fc1", F, H, c.enable_bias, true);
-    add_linear(p + "fc2", H, F, c.enable_bias, true);
+      add_linear(p + n, H, H, c.qkv_bias, true);
+    add_linear(p + "fc1", F, H, c.mlp_bias, true);
+    add_linear(p + "fc2", H, F, c.mlp_bias, true);
   }
   return m;
 }
@@ -192,7 +195,7 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
   };
   auto ln = [&](const std::string& prefix, const std::vector<double>& x) {
     std::vector<double> w(size_t(H), 1.0), b(size_t(H), 0.0);
-    if (c.layer_norm_elementwise_affine) {
+    if (c.norm_affine) {
       w = get(prefix + ".weight");
       b = get(prefix + ".bias");
     }
@@ -223,7 +226,7 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = d + "layers." + std::to_string(l) + ".";
     std::vector<double> res = h;
-    std::vector<double> x = c.do_layer_norm_before ? ln(p + "self_attn_layer_norm", h) : h;
+    std::vector<double> x = c.pre_norm ? ln(p + "self_attn_layer_norm", h) : h;
     auto q = lin(p + "self_attn.q_proj", x, H, H);
     auto k = lin(p + "self_attn.k_proj", x, H, H);
     auto v = lin(p + "self_attn.v_proj", x, H, H);
@@ -248,16 +251,16 @@ std::vector<double> reference_forward(const MemModel& m, const std::vector<int32
       }
     auto o = lin(p + "self_attn.out_proj", a, H, H);
     for (size_t i = 0; i < h.size(); ++i) h[i] = res[i] + o[i];
-    if (!c.do_layer_norm_before) h = ln(p + "self_attn_layer_norm", h);
+    if (!c.pre_norm) h = ln(p + "self_attn_layer_norm", h);
     res = h;
-    x = c.do_layer_norm_before ? ln(p + "final_layer_norm", h) : h;
+    x = c.pre_norm ? ln(p + "final_layer_norm", h) : h;
     auto f1 = lin(p + "fc1", x, H, F);
     for (auto& t : f1) t = std::max(t, 0.0);
     auto f2 = lin(p + "fc2", f1, F, H);
     for (size_t i = 0; i < h.size(); ++i) h[i] = res[i] + f2[i];
-    if (!c.do_layer_norm_before) h = ln(p + "final_layer_norm", h);
+    if (!c.pre_norm) h = ln(p + "final_layer_norm", h);
   }
-  if (c.do_layer_norm_before) h = ln(d + "final_layer_norm", h);
+  if (c.pre_norm) h = ln(d + "final_layer_norm", h);
   if (E != H) h = lin(d + "project_out", h, H, E);
   const auto head = get(c.tie_word_embeddings ? d + "embed_tokens.weight" : "lm_head.weight");
   std::vector<double> logits(size_t(n * V));

@@ -13,7 +13,7 @@ namespace sf::test {
 
 class MemModel : public model::Model {
  public:
-  void set_config(const model::OptConfig& c) { config_ = c; }
+  void set_config(const arch::ModelDesc& c) { config_ = c; }
   void set_dtype(DType t) { dtype_ = t; }
   // Stores `values` converted to `dtype` under `name`.
   void add_dense(const std::string& name, DType dtype, std::vector<int64_t> shape,
@@ -30,7 +30,7 @@ class MemModel : public model::Model {
 };
 
 struct RandomSpec {
-  model::OptConfig config;
+  arch::ModelDesc config;
   DType dtype = DType::F16;
   bool sparse24 = false;  // magnitude-prune and compress every decoder linear
   uint64_t seed = 1;
@@ -39,12 +39,12 @@ struct RandomSpec {
 std::unique_ptr<MemModel> random_opt(const RandomSpec& spec);
 
 // A tiny config: hidden 32, 2 layers, 4 heads, ffn 64, vocab 61, 40 positions.
-model::OptConfig tiny_config();
+arch::ModelDesc tiny_config();
 // OPT-125m's shapes: hidden 768, 12 layers, 12 heads, ffn 3072, vocab 50272, 2048 positions.
-model::OptConfig opt125m_config();
+arch::ModelDesc opt125m_config();
 
 // Reference forward in fp64 with plain loops, written from HF's modeling_opt.py independently of
-// src/model/opt_cpu.cpp. Returns logits [tokens, vocab]. When `inputs` is given it receives each
+// src/model/cpu_engine.cpp. Returns logits [tokens, vocab]. When `inputs` is given it receives each
 // decoder linear's input ([tokens, in] row-major) by prefix.
 std::vector<double> reference_forward(const MemModel& m, const std::vector<int32_t>& tokens,
                                       std::map<std::string, std::vector<double>>* inputs = nullptr);

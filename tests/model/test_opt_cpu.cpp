@@ -16,7 +16,7 @@
 
 #include "core/error.hpp"
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "test_models.hpp"
 
 namespace sf::model {
@@ -38,18 +38,18 @@ std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed = 7) {
 struct Variant {
   const char* name;
   DType dtype;
-  void (*edit)(OptConfig&);
+  void (*edit)(arch::ModelDesc&);
 };
 
 const Variant kVariants[] = {
-    {"pre_ln_fp16", DType::F16, [](OptConfig&) {}},
-    {"post_ln_fp16", DType::F16, [](OptConfig& c) { c.do_layer_norm_before = false; }},
-    {"proj_bf16", DType::BF16, [](OptConfig& c) { c.word_embed_proj_dim = 16; }},
-    {"untied_fp32", DType::F32, [](OptConfig& c) { c.tie_word_embeddings = false; }},
+    {"pre_ln_fp16", DType::F16, [](arch::ModelDesc&) {}},
+    {"post_ln_fp16", DType::F16, [](arch::ModelDesc& c) { c.pre_norm = false; }},
+    {"proj_bf16", DType::BF16, [](arch::ModelDesc& c) { c.word_embed_proj_dim = 16; }},
+    {"untied_fp32", DType::F32, [](arch::ModelDesc& c) { c.tie_word_embeddings = false; }},
     {"no_bias_no_affine_fp16", DType::F16,
-     [](OptConfig& c) {
-       c.enable_bias = false;
-       c.layer_norm_elementwise_affine = false;
+     [](arch::ModelDesc& c) {
+       c.qkv_bias = c.o_bias = c.mlp_bias = false;
+       c.norm_affine = false;
      }},
 };
 
@@ -61,7 +61,7 @@ TEST_P(OptCpuVariants, FullForwardMatchesFp64Reference) {
   GetParam().edit(spec.config);
   spec.dtype = GetParam().dtype;
   auto m = test::random_opt(spec);
-  OptCpu opt(*m);
+  CpuEngine opt(*m);
   const auto tokens = some_tokens(23, spec.config.vocab_size);
   KvCache cache = opt.make_cache(spec.config.max_position_embeddings);
   const auto logits = opt.forward(tokens, cache, /*all_logits=*/true);
@@ -81,7 +81,7 @@ TEST_P(OptCpuVariants, IncrementalDecodeEqualsFullRecompute) {
   GetParam().edit(spec.config);
   spec.dtype = GetParam().dtype;
   auto m = test::random_opt(spec);
-  OptCpu opt(*m);
+  CpuEngine opt(*m);
   const int64_t V = spec.config.vocab_size;
   const auto tokens = some_tokens(30, V, 11);
   KvCache full_cache = opt.make_cache(30);
@@ -118,7 +118,7 @@ TEST(OptCpu24, DecodeWithCacheEqualsRecomputeAndDecompressedDense) {
   auto dense = sparse->densified();
   ASSERT_FALSE(dense->is_sparse());
 
-  OptCpu s(*sparse), d(*dense);
+  CpuEngine s(*sparse), d(*dense);
   const auto tokens = some_tokens(25, spec.config.vocab_size, 5);
   KvCache sc = s.make_cache(25), dc = d.make_cache(25);
   const auto s_full = s.forward(tokens, sc, true);
@@ -135,11 +135,11 @@ TEST(OptCpu24, DecodeWithCacheEqualsRecomputeAndDecompressedDense) {
   EXPECT_LT(test::rel_l2(got, s_full), kTol);
 }
 
-TEST(OptCpu, RejectsBadInput) {
+TEST(CpuEngine, RejectsBadInput) {
   test::RandomSpec spec;
   spec.config = test::tiny_config();
   auto m = test::random_opt(spec);
-  OptCpu opt(*m);
+  CpuEngine opt(*m);
   KvCache cache = opt.make_cache(spec.config.max_position_embeddings);
   const std::vector<int32_t> bad_id = {2, int32_t(spec.config.vocab_size)};
   EXPECT_THROW(opt.forward(bad_id, cache), Error);
@@ -161,7 +161,7 @@ TEST(OptCpu, RejectsBadInput) {
   EXPECT_THROW(opt.forward(some_tokens(5, spec.config.vocab_size), small), Error);
 }
 
-TEST(OptCpu, RejectsModelWithWrongShape) {
+TEST(CpuEngine, RejectsModelWithWrongShape) {
   test::RandomSpec spec;
   spec.config = test::tiny_config();
   auto m = test::random_opt(spec);
@@ -169,7 +169,7 @@ TEST(OptCpu, RejectsModelWithWrongShape) {
   cfg.ffn_dim = 48;  // the weights say 64
   m->set_config(cfg);
   try {
-    OptCpu opt(*m);
+    CpuEngine opt(*m);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("fc1"), std::string::npos) << e.what();
@@ -214,7 +214,7 @@ TEST(Generate, GreedyEqualsArgmaxOfFullRecomputeAndStopsAtEos) {
   test::RandomSpec spec;
   spec.config = test::tiny_config();
   auto m = test::random_opt(spec);
-  OptCpu opt(*m);
+  CpuEngine opt(*m);
   const auto prompt = some_tokens(5, spec.config.vocab_size, 9);
   Sampler greedy(SamplingParams{});
   std::vector<int32_t> streamed;
@@ -237,7 +237,7 @@ TEST(Generate, GreedyEqualsArgmaxOfFullRecomputeAndStopsAtEos) {
   auto cfg = spec.config;
   cfg.eos_token_id = want[0];
   m->set_config(cfg);
-  OptCpu opt2(*m);
+  CpuEngine opt2(*m);
   const auto res2 = generate(opt2, prompt, 12, greedy);
   EXPECT_EQ(res2.ids, std::vector<int32_t>{want[0]});
   EXPECT_THROW(generate(opt2, prompt, spec.config.max_position_embeddings, greedy), Error);
@@ -247,7 +247,7 @@ TEST(Perplexity, MatchesReferenceLogSoftmaxWholeAndWindowed) {
   test::RandomSpec spec;
   spec.config = test::tiny_config();
   auto m = test::random_opt(spec);
-  OptCpu opt(*m);
+  CpuEngine opt(*m);
   const auto ids = some_tokens(21, spec.config.vocab_size, 4);
   const int64_t V = spec.config.vocab_size;
   auto nll = [&](const std::vector<int32_t>& w) {

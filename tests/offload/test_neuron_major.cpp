@@ -6,7 +6,7 @@
 
 #include "format/sf_file.hpp"
 #include "model/convert.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "model/synth.hpp"
 #include "model/weights.hpp"
 #include "offload/neuron_store.hpp"
@@ -30,7 +30,7 @@ class NeuronMajorTest : public sftest::ScratchTest {
 };
 
 std::vector<float> run(const Model& m, const std::vector<int32_t>& prompt, int steps) {
-  OptCpu opt(m);
+  CpuEngine opt(m);
   KvCache cache = opt.make_cache(int64_t(prompt.size()) + steps);
   std::vector<float> all = opt.forward(prompt, cache, /*all_logits=*/true);
   int32_t next = 7;

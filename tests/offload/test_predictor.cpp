@@ -8,7 +8,7 @@
 #include "model/weights.hpp"
 #include "offload/neuron_store.hpp"
 #include "model/generate.hpp"
-#include "model/opt_cpu.hpp"
+#include "model/cpu_engine.hpp"
 #include "offload/predictor_fit.hpp"
 #include "offload/predictor_quality.hpp"
 #include "offload/synth_profile.hpp"
@@ -120,7 +120,7 @@ TEST_F(PredictorTest, QualityOfPredictedFfnIsMeasured) {
   {
     const auto m = model::Model::open(path("m.sf"));
     q_all = measure_predictor_quality(*m, NeuronStore::from_model(*m), eval, 128);
-    model::OptCpu cpu(*m);
+    model::CpuEngine cpu(*m);
     cpu_ppl = model::perplexity(cpu, eval, 128).perplexity();
   }
   EXPECT_DOUBLE_EQ(q_all.ppl_full, cpu_ppl);

@@ -43,7 +43,7 @@ class ModelLoadTest : public sftest::ScratchTest {};
 TEST_F(ModelLoadTest, SingleFileCheckpoint) {
   SynthOptions o;
   o.seed = 5;
-  const OptConfig c = write_tiny_opt(path("ck"), o);
+  const arch::ModelDesc c = write_tiny_opt(path("ck"), o);
   const auto m = Model::open(path("ck"));
   EXPECT_EQ(m->config().hidden_size, 64);
   EXPECT_EQ(m->config().num_hidden_layers, 2);
@@ -57,7 +57,7 @@ TEST_F(ModelLoadTest, SingleFileCheckpoint) {
   EXPECT_EQ(m->vocab_json(), builtin_vocab_json());
   EXPECT_EQ(m->merges_txt(), builtin_merges_txt());
   EXPECT_EQ(&m->lm_head(), &m->tensor("model.decoder.embed_tokens.weight"));  // tied
-  EXPECT_EQ(m->dense_tensors().size(), opt_expected_tensors(m->config(), false).size());
+  EXPECT_EQ(m->dense_tensors().size(), arch::expected_tensors(m->config(), false).size());
   const Linear l = m->linear("model.decoder.layers.1.fc1");
   ASSERT_NE(l.dense, nullptr);
   EXPECT_EQ(l.sparse, nullptr);
@@ -124,11 +124,11 @@ TEST_F(ModelLoadTest, UntiedLmHeadAndProjections) {
 
 TEST_F(ModelLoadTest, PostLayerNormHasNoFinalLayerNorm) {
   SynthOptions o;
-  o.do_layer_norm_before = false;
+  o.pre_norm = false;
   write_tiny_opt(path("ck"), o);
   const auto m = Model::open(path("ck"));
-  EXPECT_FALSE(m->config().do_layer_norm_before);
-  EXPECT_FALSE(m->config().has_final_layer_norm());
+  EXPECT_FALSE(m->config().pre_norm);
+  EXPECT_FALSE(m->config().final_norm);
   EXPECT_EQ(m->find("model.decoder.final_layer_norm.weight"), nullptr);
   EXPECT_NE(m->find("model.decoder.layers.0.final_layer_norm.weight"), nullptr);
 }
@@ -178,8 +178,8 @@ TEST_F(ModelLoadTest, ShapeThatDisagreesWithConfigIsRefused) {
 }
 
 TEST(HfConfig, RefusesWhatIsNotAnOptModel) {
-  const std::string good = format::opt_config_to_json(synth_config({})).dump();
-  EXPECT_EQ(format::parse_opt_config(good).hidden_size, 64);
+  const std::string good = format::hf_config_json(synth_config({})).dump();
+  EXPECT_EQ(format::parse_hf_config(good).hidden_size, 64);
   auto with = [&](const char* key, nlohmann::json v) {
     auto j = nlohmann::json::parse(good);
     if (v.is_discarded()) j.erase(key); else j[key] = v;
@@ -190,7 +190,7 @@ TEST(HfConfig, RefusesWhatIsNotAnOptModel) {
   const Case cases[] = {
       {"{\"model_type\": ", Status::Format, "not valid JSON"},
       {"[1, 2]", Status::Format, "expected a JSON object"},
-      {with("model_type", "gpt2"), Status::UnsupportedShape, "model_type is \"gpt2\""},
+      {with("model_type", "bert"), Status::UnsupportedShape, "model_type is \"bert\""},
       {with("model_type", erase), Status::Format, "\"model_type\" is missing"},
       {with("architectures", {"OPTForSequenceClassification"}), Status::UnsupportedShape, "OPTForSequenceClassification"},
       {with("hidden_size", erase), Status::Format, "\"hidden_size\" is missing"},
@@ -203,7 +203,7 @@ TEST(HfConfig, RefusesWhatIsNotAnOptModel) {
       {with("bos_token_id", 1500), Status::UnsupportedShape, "\"bos_token_id\" is 1500"},
   };
   for (const auto& c : cases) {
-    const Error e = catch_error([&] { format::parse_opt_config(c.text); });
+    const Error e = catch_error([&] { format::parse_hf_config(c.text); });
     EXPECT_EQ(e.status(), c.status) << c.text << "\n" << e.what();
     EXPECT_NE(std::string(e.what()).find(c.needle), std::string::npos) << e.what();
   }
@@ -212,10 +212,10 @@ TEST(HfConfig, RefusesWhatIsNotAnOptModel) {
   for (const char* k : {"word_embed_proj_dim", "do_layer_norm_before", "enable_bias", "tie_word_embeddings",
                         "activation_function", "architectures"})
     j.erase(k);
-  const OptConfig c = format::parse_opt_config(j.dump());
+  const arch::ModelDesc c = format::parse_hf_config(j.dump());
   EXPECT_EQ(c.word_embed_proj_dim, 64);
-  EXPECT_TRUE(c.do_layer_norm_before && c.enable_bias && c.tie_word_embeddings);
-  EXPECT_EQ(c.activation_function, "relu");
+  EXPECT_TRUE(c.pre_norm && c.qkv_bias && c.o_bias && c.mlp_bias && c.tie_word_embeddings);
+  EXPECT_EQ(c.act, arch::Act::ReLU);
 }
 
 TEST_F(ModelLoadTest, DtypeConversionAndInMemory24) {
@@ -345,7 +345,7 @@ TEST_F(ModelLoadTest, SfLoaderSkipsUnknownKindsAndRefusesDamage) {
   extra.parts = {{"bundles", 256 * 128 * 2}};
   specs.push_back(extra);
   {
-    sff::Writer w(path("future.sf"), "opt", format::opt_config_to_json(hf->config()), nlohmann::json::object(), specs);
+    sff::Writer w(path("future.sf"), "opt", format::hf_config_json(hf->config()), nlohmann::json::object(), specs);
     for (const auto& [name, t] : hf->dense_tensors())
       w.write({static_cast<const uint8_t*>(t.data), size_t(t.numel()) * dtype_size(t.dtype)});
     w.write(std::vector<uint8_t>(256 * 128 * 2, 0x3c));
@@ -359,7 +359,7 @@ TEST_F(ModelLoadTest, SfLoaderSkipsUnknownKindsAndRefusesDamage) {
   // The loader demands what the config implies: drop one tensor and it names it.
   specs.erase(specs.begin());
   {
-    sff::Writer w(path("short.sf"), "opt", format::opt_config_to_json(hf->config()), nlohmann::json::object(), specs);
+    sff::Writer w(path("short.sf"), "opt", format::hf_config_json(hf->config()), nlohmann::json::object(), specs);
     bool first = true;
     for (const auto& [name, t] : hf->dense_tensors()) {
       if (first) { first = false; continue; }
@@ -500,7 +500,7 @@ TEST_F(ModelLoadTest, TensorsThatTheConfigDoesNotDescribeAreRefused) {
 TEST_F(ModelLoadTest, SfTensorsThatTheConfigDoesNotDescribeAreRefused) {
   write_tiny_opt(path("ck"), {});
   const auto hf = Model::open(path("ck"));
-  OptConfig one = hf->config();
+  arch::ModelDesc one = hf->config();
   one.num_hidden_layers = 1;
   std::vector<sff::EntrySpec> specs;
   for (const auto& [name, t] : hf->dense_tensors())
@@ -508,7 +508,7 @@ TEST_F(ModelLoadTest, SfTensorsThatTheConfigDoesNotDescribeAreRefused) {
   specs.push_back(
       sff::dense_spec("profile.layers.0.firing_rate", DType::F32, {256}));  // a profile is fine
   {
-    sff::Writer w(path("m.sf"), "opt", format::opt_config_to_json(one), nlohmann::json::object(),
+    sff::Writer w(path("m.sf"), "opt", format::hf_config_json(one), nlohmann::json::object(),
                   specs);
     for (const auto& [name, t] : hf->dense_tensors())
       w.write({static_cast<const uint8_t*>(t.data), size_t(t.numel()) * dtype_size(t.dtype)});
