@@ -279,6 +279,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   };
   const bool tokenizer_json = !src.tokenizer_json().empty();
   if (tokenizer_json) add_bytes("tokenizer.json", src.tokenizer_json());
+  if (tokenizer_json && !src.tokenizer_config_json().empty())
+    add_bytes("tokenizer.config.json", src.tokenizer_config_json());
   if (!src.chat_template().empty()) add_bytes("tokenizer.chat_template", src.chat_template());
   const bool tokenizer = !tokenizer_json && !src.vocab_json().empty() && !src.merges_txt().empty();
   if (tokenizer) {

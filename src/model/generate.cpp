@@ -39,7 +39,7 @@ GenerateResult generate(CpuEngine& opt, std::span<const int32_t> prompt, int64_t
     const int32_t next = sampler.sample(logits);
     res.ids.push_back(next);
     if (on_token) on_token(next);
-    if (next == cfg.eos_token_id || int64_t(res.ids.size()) == max_new_tokens) break;
+    if (cfg.is_eos(next) || int64_t(res.ids.size()) == max_new_tokens) break;
     t0 = std::chrono::steady_clock::now();
     logits = opt.forward(std::span<const int32_t>(&next, 1), cache);
     res.decode_ms += ms_since(t0);

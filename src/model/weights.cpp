@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/input_file.hpp"
 #include "format/hf_config.hpp"
+#include "model/gguf_model.hpp"
 #include "format/safetensors.hpp"
 #include "format/sf_file.hpp"
 #include "format/torch_checkpoint.hpp"
@@ -28,6 +29,7 @@ constexpr const char* kVocabTensor = "tokenizer.vocab.json";
 constexpr const char* kMergesTensor = "tokenizer.merges.txt";
 constexpr const char* kTokenizerJsonTensor = "tokenizer.json";
 constexpr const char* kChatTemplateTensor = "tokenizer.chat_template";
+constexpr const char* kTokenizerConfigTensor = "tokenizer.config.json";
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
@@ -263,6 +265,7 @@ const Tensor& Model::lm_head() const {
 class ModelBuilder {
  public:
   static std::unique_ptr<Model> from_sf(const std::string& path, const OpenOptions& opt);
+  static std::unique_ptr<Model> from_gguf(const std::string& path, const OpenOptions& opt);
   // `weights_file`: read the weights from this one file (a bare torch.save() checkpoint) instead
   // of finding them in `dir`.
   static std::unique_ptr<Model> from_hf(const std::string& dir, const OpenOptions& opt,
@@ -275,6 +278,7 @@ class ModelBuilder {
   static void check_complete(Model& m, const std::string& where, const std::string& config_name);
   // chat_template, bos_token and eos_token of an HF tokenizer_config.json, when it exists.
   static void read_tokenizer_config(Model& m, const fs::path& path);
+  static void parse_tokenizer_config(Model& m, const std::string& text, const std::string& where);
   // A "model.decoder.layers.N.ffn_neurons" entry (docs/FORMAT.md, neuron-major FFN).
   static void load_ffn_neurons(Model& m, const sff::File& file, const sff::Entry& e);
   // Points each neuron-major layer at its neuron_order tensor and checks it is a permutation.
@@ -283,12 +287,18 @@ class ModelBuilder {
 
 void ModelBuilder::read_tokenizer_config(Model& m, const fs::path& path) {
   if (!fs::exists(path)) return;
+  m.tokenizer_config_json_ = read_text_file(path.string(), "tokenizer_config.json");
+  parse_tokenizer_config(m, m.tokenizer_config_json_, path.string());
+}
+
+void ModelBuilder::parse_tokenizer_config(Model& m, const std::string& text, const std::string& where) {
   json j;
   try {
-    j = json::parse(read_text_file(path.string(), "tokenizer_config.json"));
+    j = json::parse(text);
   } catch (const json::exception& e) {
-    fail(Status::Format, "'{}' is not valid JSON: {}", path.string(), e.what());
+    fail(Status::Format, "'{}' is not valid JSON: {}", where, e.what());
   }
+  const fs::path path(where);
   if (!j.is_object()) fail(Status::Format, "'{}': expected a JSON object", path.string());
   if (const auto it = j.find("chat_template"); it != j.end() && !it->is_null()) {
     if (it->is_string()) {
@@ -460,6 +470,8 @@ std::unique_ptr<Model> ModelBuilder::from_sf(const std::string& path, const Open
         m->merges_txt_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       } else if (e.name == kTokenizerJsonTensor) {
         m->tokenizer_json_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else if (e.name == kTokenizerConfigTensor) {
+        m->tokenizer_config_json_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       } else if (e.name == kChatTemplateTensor) {
         m->chat_template_.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       } else {
@@ -662,6 +674,44 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
   return m;
 }
 
+std::unique_ptr<Model> ModelBuilder::from_gguf(const std::string& path, const OpenOptions& opt) {
+  if (opt.sparsity != "none" && opt.sparsity != "2:4" && !opt.sparsity.empty())
+    fail(Status::InvalidArgument, "sparsity \"{}\" is not supported; use \"none\" or \"2:4\"", opt.sparsity);
+  GgufModel g = load_gguf(path, opt.dtype.value_or(DType::F16));
+  auto m = std::unique_ptr<Model>(new Model());
+  m->config_ = g.desc;
+  m->source_format_ = "gguf";
+  const bool prune = opt.sparsity == "2:4";
+  std::set<std::string> prunable;
+  for (const auto& e : arch::expected_tensors(m->config_, !m->config_.tie_word_embeddings))
+    if (e.prunable) prunable.insert(e.name);
+  for (auto& [name, t] : g.tensors) {
+    const Tensor view{t.dtype, t.shape, t.data->data()};
+    if (prune && prunable.count(name)) {
+      m->sparse_.emplace(name, prune_24(view, t.dtype).compressed);
+    } else {
+      m->dense_[name] = view;
+      m->keep_alive_.push_back(t.data);
+    }
+  }
+  check_complete(*m, "'" + path + "'", "its GGUF metadata");
+  m->tokenizer_json_ = std::move(g.tokenizer_json);
+  m->tokenizer_config_json_ = std::move(g.tokenizer_config_json);
+  if (!m->tokenizer_config_json_.empty()) parse_tokenizer_config(*m, m->tokenizer_config_json_, path + " (tokenizer)");
+  m->chat_template_ = std::move(g.chat_template);
+  std::map<std::string, int> types;
+  for (const auto& [name, type] : g.types) ++types[type];
+  json tj = json::object();
+  for (const auto& [type, n] : types) tj[type] = n;
+  m->metadata_ = {{"source.format", "gguf"},
+                  {"source.path", path},
+                  {"source.gguf_tensor_types", tj},
+                  {"source.gguf_dequantized_to", std::string(dtype_name(opt.dtype.value_or(DType::F16)))},
+                  {"sparsity.pattern", prune ? "2:4" : "none"},
+                  {"sparsity.method", prune ? "magnitude" : "none"}};
+  return m;
+}
+
 std::unique_ptr<Model> Model::open(const std::string& path, const std::string& sparsity) {
   OpenOptions o;
   o.sparsity = sparsity;
@@ -675,6 +725,7 @@ std::unique_ptr<Model> Model::open(const std::string& path, const OpenOptions& o
     fail(Status::NotFound, "model '{}' does not exist: pass a .sf file or a Hugging Face checkpoint directory",
          path);
   if (fs::is_directory(st)) return ModelBuilder::from_hf(path, options);
+  if (looks_like_gguf(path)) return ModelBuilder::from_gguf(path, options);
   // A bare torch.save() state dict (model.pt, pytorch_model.bin): its config sits beside it.
   if (pt::looks_like_torch_file(path)) {
     const fs::path dir = fs::path(path).parent_path();

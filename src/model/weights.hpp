@@ -58,8 +58,9 @@ struct Linear {
 
 class Model {
  public:
-  // `path` is a .sf file, an HF checkpoint directory, or a bare torch.save() state dict (model.pt,
-  // with config.json beside it). Throws sf::Error with a message naming
+  // `path` is a .sf file, an HF checkpoint directory, a GGUF file (dequantized into
+  // OpenOptions::dtype, fp16 by default), or a bare torch.save() state dict (model.pt, with
+  // config.json beside it). Throws sf::Error with a message naming
   // what is missing or damaged. `sparsity` applies only to HF directories ("none" or "2:4",
   // magnitude pruning in memory).
   static std::unique_ptr<Model> open(const std::string& path, const std::string& sparsity = "none");
@@ -69,6 +70,8 @@ class Model {
   // The tokenizer the model carries: an HF tokenizer.json (every Llama-family model, GGUF
   // conversions), or GPT-2's vocab.json + merges.txt (OPT checkpoints); empty when it has none.
   const std::string& tokenizer_json() const { return tokenizer_json_; }
+  // tokenizer_config.json beside tokenizer.json (special tokens, add_bos_token); may be empty.
+  const std::string& tokenizer_config_json() const { return tokenizer_config_json_; }
   const std::string& vocab_json() const { return vocab_json_; }
   const std::string& merges_txt() const { return merges_txt_; }
   // The model's chat template (Jinja source from tokenizer_config.json or the GGUF metadata) and
@@ -97,7 +100,7 @@ class Model {
 
  protected:
   arch::ModelDesc config_;
-  std::string tokenizer_json_, vocab_json_, merges_txt_;
+  std::string tokenizer_json_, tokenizer_config_json_, vocab_json_, merges_txt_;
   std::string chat_template_, bos_token_, eos_token_;
   DType dtype_ = DType::F16;
   std::string source_format_;

@@ -1,5 +1,5 @@
-// The tokenizer a model carries (vocab.json + merges.txt in the checkpoint or the .sf file), and
-// the prompt convention the engine follows for it.
+// The tokenizer a model carries (tokenizer.json + tokenizer_config.json, or OPT's vocab.json +
+// merges.txt, in the checkpoint, the GGUF metadata or the .sf file).
 #pragma once
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
@@ -8,5 +8,6 @@ namespace sf::session {
 
 // Throws Error(NotFound) saying what to add when the model carries no tokenizer.
 tok::Tokenizer model_tokenizer(const model::Model& m);
+bool model_has_tokenizer(const model::Model& m);
 
 }  // namespace sf::session

@@ -124,8 +124,7 @@ std::unique_ptr<Session> Session::open(const std::string& path, const SessionOpt
               : dev == "auto" ? "cuda"
                               : dev;
   m->model = model::Model::open(path, options.open);
-  if (!m->model->vocab_json().empty() && !m->model->merges_txt().empty())
-    m->tok.emplace(model_tokenizer(*m->model));
+  if (model_has_tokenizer(*m->model)) m->tok.emplace(model_tokenizer(*m->model));
   return std::unique_ptr<Session>(new Session(std::move(m)));
 }
 
@@ -212,7 +211,7 @@ Generation Session::generate_ids(std::span<const int32_t> prompt, const Generate
     g.prefill_ms = r.prefill_ms;  // the engine's own timing leaves out the hook's work
     g.decode_ms = r.decode_ms;
     g.decode_steps = r.decode_steps;
-    const bool eos = !g.ids.empty() && g.ids.back() == int32_t(m.model->config().eos_token_id);
+    const bool eos = !g.ids.empty() && m.model->config().is_eos(g.ids.back());
     g.stopped_by = eos ? StopReason::Eos : StopReason::MaxTokens;
   } catch (const StopRequested&) {
     g.decode_steps = g.ids.empty() ? 0 : int64_t(g.ids.size()) - 1;
@@ -242,6 +241,9 @@ bool Session::has_tokenizer() const {
 
 std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) const {
   const auto& t = impl_->tokenizer();
+  // OPT's vocab.json tokenizers always start with BOS ("</s>"), as HF's does; a tokenizer.json's
+  // post-processor and tokenizer_config decide, as in HF's encode(add_special_tokens=True).
+  if (!impl_->model->tokenizer_json().empty()) return t.encode(text, add_bos);
   return add_bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
                  : t.encode(text);
 }
