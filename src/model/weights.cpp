@@ -725,7 +725,7 @@ std::unique_ptr<Model> Model::open(const std::string& path, const OpenOptions& o
     fail(Status::NotFound, "model '{}' does not exist: pass a .sf file or a Hugging Face checkpoint directory",
          path);
   if (fs::is_directory(st)) return ModelBuilder::from_hf(path, options);
-  if (looks_like_gguf(path)) return ModelBuilder::from_gguf(path, options);
+  if (fs::is_regular_file(st) && looks_like_gguf(path)) return ModelBuilder::from_gguf(path, options);
   // A bare torch.save() state dict (model.pt, pytorch_model.bin): its config sits beside it.
   if (pt::looks_like_torch_file(path)) {
     const fs::path dir = fs::path(path).parent_path();
