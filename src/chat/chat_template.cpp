@@ -5,8 +5,8 @@
 #include "chat/jinja_ast.hpp"
 #include "chat/jinja_eval.hpp"
 #include "chat/jinja_lexer.hpp"
+#include "chat/pystr.hpp"
 #include "core/error.hpp"
-#include "tokenizer/unicode.hpp"
 
 namespace sf::chat {
 
@@ -69,7 +69,7 @@ nlohmann::ordered_json parse_json(const std::string& text, const char* what) {
 }  // namespace
 
 ChatTemplate ChatTemplate::parse(std::string_view source) {
-  if (!sf::tok::is_valid_utf8(source)) {
+  if (!py::is_valid_utf8(source)) {
     sf::fail(Status::Format,
              "chat template is not valid UTF-8; expected the template text from "
              "tokenizer_config.json or the GGUF's tokenizer.chat_template");
@@ -83,7 +83,7 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
                                  const ChatContext& ctx) const {
   std::unordered_map<std::string, Value> vars;
   auto put_token = [&](const std::string& name, const std::string& value) {
-    if (!sf::tok::is_valid_utf8(value)) {
+    if (!py::is_valid_utf8(value)) {
       sf::fail(Status::InvalidArgument, "chat template variable '{}' is not valid UTF-8", name);
     }
     if (!value.empty()) vars[name] = Value::string(value);
@@ -108,7 +108,7 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
   jinja::ValueList msgs;
   for (size_t k = 0; k < messages.size(); ++k) {
     const auto& m = messages[k];
-    if (!sf::tok::is_valid_utf8(m.role) || !sf::tok::is_valid_utf8(m.content)) {
+    if (!py::is_valid_utf8(m.role) || !py::is_valid_utf8(m.content)) {
       sf::fail(Status::InvalidArgument, "chat message {} is not valid UTF-8", k);
     }
     jinja::Dict d;

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "tokenizer/unicode.hpp"
 
@@ -102,6 +103,48 @@ bool is_ascii(std::string_view s) {
   return true;
 }
 
+bool is_valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    // Prompts are mostly ASCII: skip it eight bytes at a time.
+    while (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;  // no surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return false;
+    for (size_t k = 2; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 size_t length(std::string_view s) {
   size_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
@@ -192,20 +235,29 @@ std::string capitalize(std::string_view s) {
 }
 
 std::string strip(std::string_view s, const std::optional<std::string>& chars, Side side) {
-  const auto cps = decode(s);
   std::vector<char32_t> set;
   if (chars) set = decode(*chars);
   auto strippable = [&](char32_t c) {
     return chars ? std::find(set.begin(), set.end(), c) != set.end() : is_space(c);
   };
-  size_t b = 0, e = cps.size();
+  // Walk in from both ends only: contents can be long, their edges are short.
+  size_t b = 0, e = s.size();
   if (side != Side::Right) {
-    while (b < e && strippable(cps[b])) ++b;
+    while (b < e) {
+      const auto d = sf::tok::decode_utf8(s, b);
+      if (!strippable(d.cp)) break;
+      b += d.len;
+    }
   }
   if (side != Side::Left) {
-    while (e > b && strippable(cps[e - 1])) --e;
+    while (e > b) {
+      size_t k = e - 1;
+      while (k > b && (static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) --k;
+      if (!strippable(sf::tok::decode_utf8(s, k).cp)) break;
+      e = k;
+    }
   }
-  return encode(std::vector<char32_t>(cps.begin() + b, cps.begin() + e));
+  return std::string(s.substr(b, e - b));
 }
 
 std::vector<std::string> split_whitespace(std::string_view s, int64_t maxsplit) {

@@ -13,6 +13,9 @@ namespace sf::chat::py {
 bool is_space(char32_t cp);      // str.isspace() of one character (also what re's \s matches)
 bool is_printable(char32_t cp);  // str.isprintable() of one character
 
+// Well-formed UTF-8 (what Python would decode): no overlongs, surrogates or values past U+10FFFF.
+bool is_valid_utf8(std::string_view s);
+
 // Number of code points (Python len()).
 size_t length(std::string_view s);
 bool is_ascii(std::string_view s);
