@@ -36,9 +36,17 @@ BpeModel::~BpeModel() = default;
 
 BpeModel::BpeModel(Vocab vocab, const std::vector<MergeRule>& merges, BpeOptions options)
     : vocab_(std::move(vocab)), options_(options), cache_(std::make_unique<Cache>()) {
+  std::vector<const std::string*> spelling;
+  if (!options_.byte_level) {
+    for (const auto& [token, id] : vocab_) {
+      if (spelling.size() <= static_cast<size_t>(id)) spelling.resize(static_cast<size_t>(id) + 1);
+      spelling[id] = &token;
+    }
+  }
   for (int32_t rank = 0; rank < static_cast<int32_t>(merges.size()); ++rank) {
     const MergeRule& m = merges[rank];
     merges_[pair_key(m.left, m.right)] = Merge{rank, m.merged};
+    if (!options_.byte_level) merged_.push_back(*spelling.at(m.merged));
   }
   byte_ids_.assign(256, -1);
   for (int b = 0; b < 256; ++b) {
@@ -149,7 +157,42 @@ void BpeModel::merge(std::vector<int32_t>& ids) const {
   for (int32_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
 }
 
+bool BpeModel::split_words_at(std::string_view marker) {
+  if (options_.byte_level || options_.ignore_merges || marker.empty() || !vocab_.contains(marker)) {
+    return false;
+  }
+  const auto only_markers = [&](std::string_view t) {
+    for (; t.starts_with(marker); t.remove_prefix(marker.size())) {
+    }
+    return t.empty();
+  };
+  for (const std::string& token : merged_) {
+    if (token.find(marker, 1) != std::string::npos && !only_markers(token)) return false;
+  }
+  marker_ = marker;
+  merged_ = {};
+  return true;
+}
+
 void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (marker_.empty()) {
+    encode_piece(word, out);
+    return;
+  }
+  // Pieces start where a run of markers does.
+  size_t start = 0;
+  for (size_t hit = word.find(marker_, 1); hit != std::string_view::npos;) {
+    const size_t next = word.find(marker_, hit + marker_.size());
+    if (hit < marker_.size() || word.substr(hit - marker_.size(), marker_.size()) != marker_) {
+      encode_piece(word.substr(start, hit - start), out);
+      start = hit;
+    }
+    hit = next;
+  }
+  encode_piece(word.substr(start), out);
+}
+
+void BpeModel::encode_piece(std::string_view word, std::vector<int32_t>& out) const {
   if (word.empty()) return;
   if (options_.ignore_merges) {
     const Vocab& whole = options_.byte_level ? raw_words_ : vocab_;

@@ -52,6 +52,14 @@ class BpeModel {
   // Appends the ids of one word: raw bytes (byte-level) or UTF-8 text. Thread-safe.
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
 
+  // A SentencePiece-style word is a whole stretch of text ("▁The▁cat"), too long to cache. When
+  // every merge that makes a token with `marker` ("▁") after its first character makes a run of
+  // markers only (Llama's "▁▁▁▁"), no merge joins across the start of a run of markers, so
+  // encoding the pieces that start there separately gives the same ids, and those pieces recur.
+  // Turns that on when it holds (and the model is not byte-level and has no ignore_merges, which
+  // would look the whole word up); returns whether it did.
+  bool split_words_at(std::string_view marker);
+
   const Vocab& vocab() const { return vocab_; }
   const BpeOptions& options() const { return options_; }
   int64_t num_merges() const { return static_cast<int64_t>(merges_.size()); }
@@ -63,14 +71,17 @@ class BpeModel {
   struct Cache;
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;
   void merge(std::vector<int32_t>& ids) const;
+  void encode_piece(std::string_view word, std::vector<int32_t>& out) const;
   const Merge* find_merge(int32_t left, int32_t right) const;
 
   Vocab vocab_;
   BpeOptions options_;
   std::unordered_map<uint64_t, Merge> merges_;  // key: (left << 32) | right
-  std::vector<int32_t> byte_ids_;   // [256]: the byte's token (byte-level) or <0xXX> (-1: none)
-  std::vector<int32_t> ascii_ids_;  // [128]: the one-character token of each ASCII character
-  Vocab raw_words_;                 // byte-level with ignore_merges: a token's bytes -> id
+  std::vector<int32_t> byte_ids_;    // [256]: the byte's token (byte-level) or <0xXX> (-1: none)
+  std::vector<int32_t> ascii_ids_;   // [128]: the one-character token of each ASCII character
+  Vocab raw_words_;                  // byte-level with ignore_merges: a token's bytes -> id
+  std::string marker_;               // split_words_at; empty: words are encoded whole
+  std::vector<std::string> merged_;  // each merge's result, until split_words_at checks them
   std::unique_ptr<Cache> cache_;
 };
 

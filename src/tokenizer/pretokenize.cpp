@@ -52,6 +52,12 @@ size_t match_end(const std::vector<Char>& c, size_t i) {
 }  // namespace
 
 std::vector<Piece> pretokenize(std::string_view text) {
+  std::vector<Piece> pieces;
+  pretokenize(text, pieces);
+  return pieces;
+}
+
+void pretokenize(std::string_view text, std::vector<Piece>& pieces) {
   std::vector<Char> chars;
   chars.reserve(text.size());
   for (size_t pos = 0; pos < text.size();) {
@@ -59,14 +65,12 @@ std::vector<Piece> pretokenize(std::string_view text) {
     chars.push_back({d.cp, char_class(d.cp), pos});
     pos += d.len;
   }
-  std::vector<Piece> pieces;
   for (size_t i = 0; i < chars.size();) {
     const size_t j = match_end(chars, i);
     const size_t end = j < chars.size() ? chars[j].offset : text.size();
     pieces.push_back({chars[i].offset, end});
     i = j;
   }
-  return pieces;
 }
 
 }  // namespace sf::tok

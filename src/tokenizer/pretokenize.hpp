@@ -14,5 +14,6 @@ struct Piece {
 
 // `text` must be valid UTF-8 (see to_valid_utf8). The pieces cover the text in order, no gaps.
 std::vector<Piece> pretokenize(std::string_view text);
+void pretokenize(std::string_view text, std::vector<Piece>& out);  // appends to out
 
 }  // namespace sf::tok

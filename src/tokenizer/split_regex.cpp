@@ -119,8 +119,7 @@ std::string_view split_regex_pattern(SplitRegex regex) {
 
 void split_with_regex(SplitRegex regex, std::string_view text, std::vector<Piece>& out) {
   if (regex == SplitRegex::Gpt2) {
-    const std::vector<Piece> pieces = pretokenize(text);
-    out.insert(out.end(), pieces.begin(), pieces.end());
+    pretokenize(text, out);
     return;
   }
   const size_t max_digits = regex == SplitRegex::Llama3 ? 3 : 1;

@@ -501,6 +501,7 @@ Tokenizer Tokenizer::from_tokenizer_json(std::string_view tokenizer_json,
   } catch (const Error& e) {
     throw Error(e.status(), fmt::format("tokenizer.json model: {}", e.what()));
   }
+  impl->model.split_words_at("\u2581");
   impl->added = AddedTokens(parse_added_tokens(j.value("added_tokens", json())), impl->normalizer);
   Frame frame = parse_post_processor(j.value("post_processor", json()), "post_processor");
   impl->finish();

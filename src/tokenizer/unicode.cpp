@@ -19,27 +19,9 @@ bool in_ranges(std::span<const CodepointRange> ranges, char32_t cp) {
 
 bool is_continuation(uint8_t b) { return (b & 0xC0) == 0x80; }
 
-// ASCII dominates real text: classify it with one table lookup.
-constexpr std::array<CharClass, 128> make_ascii_classes() {
-  std::array<CharClass, 128> t{};
-  for (int c = 0; c < 128; ++c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-      t[c] = CharClass::Letter;
-    } else if (c >= '0' && c <= '9') {
-      t[c] = CharClass::Number;
-    } else if (c == ' ' || (c >= 0x09 && c <= 0x0D)) {
-      t[c] = CharClass::Whitespace;
-    } else {
-      t[c] = CharClass::Other;
-    }
-  }
-  return t;
-}
-constexpr auto kAsciiClasses = make_ascii_classes();
-
 }  // namespace
 
-CharClass char_class(char32_t cp) {
+CharClass char_class_slow(char32_t cp) {
   if (cp < 128) return kAsciiClasses[cp];
   if (in_ranges(kLetterRanges, cp)) return CharClass::Letter;
   if (in_ranges(kNumberRanges, cp)) return CharClass::Number;
@@ -63,7 +45,7 @@ Decoded decode_utf8_before(std::string_view s, size_t end) {
   return d;
 }
 
-Decoded decode_utf8(std::string_view s, size_t pos) {
+Decoded decode_utf8_slow(std::string_view s, size_t pos) {
   const auto byte = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
   const uint8_t b0 = byte(pos);
   if (b0 < 0x80) return {b0, 1, true};

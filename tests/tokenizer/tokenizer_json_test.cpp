@@ -1,8 +1,8 @@
 // tokenizer.json and GGUF tokenizers against Hugging Face. The references (ids, ids with special
 // tokens, decoded strings) come from tests/data/tokenizer/make_llama_cases.py: the `tokenizers`
-// library for the five tiny tokenizer.json files (Llama 3 and Qwen2 byte-level BPE, GPT-2 with
-// SmolLM2's Digits pre-tokenizer, Llama 2 and Mistral SentencePiece BPE), and transformers' GGUF
-// loader for the two tiny GGUF files.
+// library for the six tiny tokenizer.json files (Llama 3 and Qwen2 byte-level BPE, GPT-2 with
+// SmolLM2's Digits pre-tokenizer, Llama 2, Mistral and older Metaspace-split SentencePiece BPE),
+// and transformers' GGUF loader for the two tiny GGUF files.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -65,7 +65,8 @@ INSTANTIATE_TEST_SUITE_P(Families, TokenizerJson,
                                            Family{"qwen2_bpe", Streaming::Exact},
                                            Family{"gpt2_digits_bpe", Streaming::Exact},
                                            Family{"llama2_sp", Streaming::StripsOneSpace},
-                                           Family{"mistral_sp", Streaming::NotCompared}),
+                                           Family{"mistral_sp", Streaming::StripsOneSpace},
+                                           Family{"metaspace_split_sp", Streaming::NotCompared}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(TokenizerJson, SpecialTokensBosAndEos) {
@@ -128,6 +129,29 @@ TEST(TokenizerJson, StreamingSentencePieceTokens) {
   const auto ids = t.encode("\u4e2d x");  // a CJK character not in the vocabulary: 3 byte tokens
   EXPECT_EQ(t.decode_bytes(ids), " \u4e2d x");
   EXPECT_EQ(t.decode(ids), "\u4e2d x");  // HF's Strip of the first space
+}
+
+TEST(TokenizerJson, SentencePieceWordsSplitExactly) {
+  // BpeModel::split_words_at encodes a SentencePiece stretch piece by piece (cacheable). A merge
+  // that never applies but makes a token with "▁" inside turns it off: the ids must not change.
+  for (const char* name : {"llama2_sp", "mistral_sp"}) {
+    json j = tokenizer_file(name);
+    const int64_t next = static_cast<int64_t>(j["model"]["vocab"].size()) + 1000;
+    j["model"]["vocab"]["zzq"] = next;
+    j["model"]["vocab"]["zzq\u2581"] = next + 1;
+    j["model"]["merges"].push_back({"zzq", "\u2581"});
+    const Tokenizer whole = Tokenizer::from_tokenizer_json(j.dump());
+    const Tokenizer split = load(name);
+    std::vector<std::string> texts;
+    for (const auto& t : llama_cases().at("texts")) texts.push_back(t.at("text"));
+    for (const char* t : {"a  b   c    d     e", "  x", "\u2581\u2581\u2581y", " \u2581 \u2581z ",
+                          "\u2581", "x\u2581", "\u2581\u2581", "\t \t\u4e2d \u2581a"}) {
+      texts.push_back(t);
+    }
+    for (const std::string& text : texts) {
+      EXPECT_EQ(split.encode(text), whole.encode(text)) << name << ": " << text;
+    }
+  }
 }
 
 TEST(TokenizerJson, LongInputsAreLinear) {

@@ -9,7 +9,8 @@
                           ByteLevel(add_prefix_space) as SmolLM2's tokenizer.json, Roberta post-processor
      llama2_sp.json       SentencePiece-style BPE with byte fallback, Llama 2's legacy normalizer
                           (Prepend + Replace), Replace/ByteFallback/Fuse/Strip decoder
-     mistral_sp.json      the same vocabulary behind a Metaspace pre-tokenizer and decoder
+     mistral_sp.json      the same vocabulary behind a Metaspace pre-tokenizer (Mistral's newer files)
+     metaspace_split_sp.json  the same with Metaspace splitting words and the Metaspace decoder
    Each has added tokens exercising special / lstrip / rstrip / normalized / single_word.
 2. Writes two tiny GGUF files with the `gguf` package, llama_sp.gguf (a "llama" SentencePiece
    vocabulary without merges) and llama3_bpe.gguf (a "gpt2" one with pre "llama-bpe"), and reads
@@ -23,7 +24,7 @@
    add_special_tokens), and decode(ids, skip_special_tokens=False); plus decodes of id sequences
    that no encode produces (lone byte-fallback tokens, specials mid-text).
 
-Outputs: the five tokenizer.json files, llama_cases.json (all tokenizer.json references), the two
+Outputs: the six tokenizer.json files, llama_cases.json (all tokenizer.json references), the two
 tiny GGUFs and gguf_cases.json (their GgufTokenizerData as the `gguf` package reads it, and
 references), smollm2_cases.json (the
 SmolLM2 references), and /tmp/sparseflow_smollm2_gguf_tokenizer.json (SmolLM2's GgufTokenizerData,
@@ -230,7 +231,8 @@ def sp_vocab_and_merges():
     """SentencePiece-BPE-like vocabulary: <unk> <s> </s>, the 256 byte tokens, then pieces
     learned within "\u2581"-prefixed words. Only the 120 most frequent characters are learned, so
     that rare ones (most CJK, emoji) are not in the vocabulary and take the byte-fallback path.
-    (The trainer's own limit_alphabet breaks ties between equally frequent characters at random.)"""
+    (The trainer's own limit_alphabet breaks ties between equally frequent characters at random.)
+    Then, as in Llama's vocabulary, runs of "\u2581" merged first."""
     corpus = open(CORPUS, encoding="utf-8").read()
     counts = {}
     for c in corpus:
@@ -247,10 +249,15 @@ def sp_vocab_and_merges():
                                                 special_tokens=SP_SPECIALS + BYTE_TOKENS,
                                                 show_progress=False))
     j = json.loads(tok.to_str())
-    return j["model"]["vocab"], j["model"]["merges"]
+    vocab, merges = j["model"]["vocab"], j["model"]["merges"]
+    # Llama's vocabulary has runs of "\u2581" (indentation), made by its first merges.
+    for run in ["\u2581" * 2, "\u2581" * 4]:
+        vocab[run] = len(vocab)
+    merges = [["\u2581", "\u2581"], ["\u2581" * 2, "\u2581" * 2]] + merges
+    return vocab, merges
 
 
-def sp_tokenizer(vocab, merges, metaspace):
+def sp_tokenizer(vocab, merges, style):
     j = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
         "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None,
@@ -258,19 +265,26 @@ def sp_tokenizer(vocab, merges, metaspace):
                   "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
                   "byte_fallback": True, "ignore_merges": False, "vocab": vocab, "merges": merges},
     }
-    if metaspace:  # Mistral's newer files
+    llama_decoder = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    if style == "mistral":  # Mistral's newer files: Metaspace instead of the normalizer
         j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
                               "prepend_scheme": "first", "split": False}
-        j["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first",
-                        "split": False}
-    else:  # Llama 2's file, as the legacy converter wrote it
+        j["decoder"] = llama_decoder
+    elif style == "llama2":  # Llama 2's file, as the legacy converter wrote it
         j["normalizer"] = {"type": "Sequence", "normalizers": [
             {"type": "Prepend", "prepend": "\u2581"},
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        j["decoder"] = llama_decoder
+    else:  # older converters: Metaspace splitting words, and its decoder
+        j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                              "prepend_scheme": "always", "split": True}
         j["decoder"] = {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
-            {"type": "ByteFallback"}, {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+            {"type": "ByteFallback"},
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+             "split": True}]}
     tok = Tokenizer.from_str(json.dumps(j))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SP_SPECIALS])
     tok.add_tokens([AddedToken("<tool>", rstrip=True, normalized=False),
@@ -510,8 +524,9 @@ def main():
         "llama3_bpe": llama3_bpe(),
         "qwen2_bpe": qwen2_bpe(),
         "gpt2_digits_bpe": gpt2_digits_bpe(),
-        "llama2_sp": sp_tokenizer(sp_vocab, sp_merges, metaspace=False),
-        "mistral_sp": sp_tokenizer(sp_vocab, sp_merges, metaspace=True),
+        "llama2_sp": sp_tokenizer(sp_vocab, sp_merges, "llama2"),
+        "mistral_sp": sp_tokenizer(sp_vocab, sp_merges, "mistral"),
+        "metaspace_split_sp": sp_tokenizer(sp_vocab, sp_merges, "split"),
     }
     shared = [{"name": n, "text": t} for n, t in base]
     cases = {"generator": "tests/data/tokenizer/make_llama_cases.py",
