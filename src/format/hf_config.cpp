@@ -74,10 +74,12 @@ class Fields {
       fail(Status::Format, "{}: \"{}\" is {}, expected a string", where_, key, it->dump());
     return it->get<std::string>();
   }
-  // An id, a list of ids (the first is the id, the rest go to `extra`), or absent.
+  // An id, a list of ids (the first is the id, the rest go to `extra`), null (HF's None: no such
+  // token, -1) or absent (the config class's default, `fallback`).
   int64_t token(const char* key, int64_t fallback, std::vector<int64_t>* extra = nullptr) const {
     const auto it = j_.find(key);
-    if (it == j_.end() || it->is_null()) return fallback;
+    if (it == j_.end()) return fallback;
+    if (it->is_null()) return -1;
     auto one = [&](const json& v) {
       if (!v.is_number_integer())
         fail(Status::Format, "{}: \"{}\" holds {}, expected a token id", where_, key, v.dump());
@@ -272,7 +274,10 @@ void parse_llama_family(const Fields& f, arch::ModelDesc& d, const std::string& 
   }
   parse_rope(f, d, 10000.0);
   if (mistral) {
-    d.sliding_window = f.integer("sliding_window", 4096, 0);
+    // null (Mistral 7B v0.2 and later) is no window; absent, MistralConfig's default of 4096.
+    const auto sw = f.raw().find("sliding_window");
+    d.sliding_window =
+        sw != f.raw().end() && sw->is_null() ? 0 : f.integer("sliding_window", 4096, 0);
   } else if (qwen2 && f.boolean("use_sliding_window", false)) {
     // Qwen2 applies the window only to layers from max_window_layers on; the engines have one
     // attention for every layer.
