@@ -19,7 +19,7 @@
 
 #include "core/dtype.hpp"
 #include "kernels/cuda/cuda_api.hpp"
-#include "model/opt_cuda.hpp"
+#include "model/cuda_engine.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/predictor_fit.hpp"
 #include "sparse24/sparse24.hpp"
@@ -73,9 +73,10 @@ class CudaBackend {
   // "" when the 2:4 kernels can run (a device of sm_80 or newer), else why not.
   virtual std::string sparse_kernels_unavailable_reason() const = 0;
 
-  // The OPT engine on one GPU (model must outlive it). Throws like OptCuda's contract.
-  virtual std::unique_ptr<model::OptCuda> open_model(const model::Model& model,
-                                                     const model::CudaOptions& options) const = 0;
+  // The engine on one GPU, every architecture of arch::ModelDesc (model must outlive it). Throws
+  // like make_cuda_engine.
+  virtual std::unique_ptr<model::CudaEngine> open_model(
+      const model::Model& model, const model::CudaOptions& options) const = 0;
   // The engine with neuron-level offloading of the FFN under a GPU memory budget.
   virtual std::unique_ptr<offload::OffloadedOpt> open_offloaded(
       const model::Model& model, const offload::OffloadOptions& options,

@@ -14,9 +14,9 @@ class Cuda final : public CudaBackend {
     return cuda::unavailable_reason();
   }
 
-  std::unique_ptr<model::OptCuda> open_model(const model::Model& model,
-                                             const model::CudaOptions& options) const override {
-    return model::make_opt_cuda(model, options);
+  std::unique_ptr<model::CudaEngine> open_model(const model::Model& model,
+                                                const model::CudaOptions& options) const override {
+    return model::make_cuda_engine(model, options);
   }
   std::unique_ptr<offload::OffloadedOpt> open_offloaded(
       const model::Model& model, const offload::OffloadOptions& options,

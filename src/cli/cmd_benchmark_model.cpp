@@ -20,7 +20,7 @@
 #include "cli/table.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
-#include "model/opt_cuda.hpp"
+#include "model/cuda_engine.hpp"
 
 namespace sf::cli {
 
@@ -63,10 +63,9 @@ nlohmann::ordered_json print_stages(const std::vector<model::StageProfile>& stag
 }
 }  // namespace
 
-std::pair<nlohmann::ordered_json, nlohmann::ordered_json> print_decode_profile(model::OptCuda& gpu,
-                                                                                int64_t prompt_tokens,
-                                                                                int64_t new_tokens, double bw,
-                                                                                std::FILE* human) {
+std::pair<nlohmann::ordered_json, nlohmann::ordered_json> print_decode_profile(
+    model::CudaEngine& gpu, int64_t prompt_tokens, int64_t new_tokens, double bw,
+    std::FILE* human) {
   const int64_t steps = std::clamp<int64_t>(new_tokens - 1, 1, 32);
   auto eager = print_stages(gpu.profile_decode(prompt_tokens, steps, 1), bw, human,
                             fmt::format("decode step by stage (batch 1, {} eager steps after a {}-token prompt, an "
@@ -97,7 +96,7 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
   const double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   t0 = std::chrono::steady_clock::now();
   const auto engine = backend::require_cuda("benchmark --model").open_model(*model, {});
-  model::OptCuda& gpu = *engine;
+  model::CudaEngine& gpu = *engine;
   const double upload_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto& c = gpu.config();
   if (prompt_tokens + new_tokens > c.max_position_embeddings)
@@ -113,13 +112,6 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
              gpu.device_name(), upload_s);
   fmt::print(human, "HBM read: {:.0f} GB/s (a streaming kernel; device-to-device copy {:.0f} GB/s read + written); "
              "weight bytes per decode step: {:.3f} GB\n", bw / 1e9, copy_bw / 1e9, double(wbytes) / 1e9);
-  fmt::print(human, "programmatic dependent launch: {}\n",
-             gpu.pdl() ? "on (SPARSEFLOW_PDL=1)" : "off (SPARSEFLOW_PDL=1 on an sm_90+ device turns it on)");
-  fmt::print(human, "decode L2 prefetch of the next weights: {}\n",
-             gpu.decode_l2_prefetch_bytes()
-                 ? fmt::format("{} MiB per layer from attention, heads of up to 16 MiB from layer norms and GEMV "
-                               "tails (SPARSEFLOW_L2_PREFETCH)", gpu.decode_l2_prefetch_bytes() >> 20)
-                 : std::string("off (SPARSEFLOW_L2_PREFETCH=MiB turns it on, sm_90+)"));
 
   // Where, when and how (read by `sparseflow audit` as the measurement's provenance).
   char date[16] = "";
@@ -136,8 +128,6 @@ void run_model_benchmark(const std::string& model_path, const std::string& devic
                                    {"dtype", std::string(dtype_name(model->dtype()))},
                                    {"layers", c.num_hidden_layers},
                                    {"hidden", c.hidden_size},
-                                   {"pdl", gpu.pdl()},
-                                   {"decode_l2_prefetch_bytes", gpu.decode_l2_prefetch_bytes()},
                                    {"copy_bandwidth_GBps", copy_bw / 1e9},
                                    {"read_bandwidth_GBps", bw / 1e9},
                                    {"weight_bytes_per_step", wbytes},

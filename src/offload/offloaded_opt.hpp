@@ -1,8 +1,8 @@
-// The offloaded OPT engine (issue 6): the CUDA engine (model/opt_cuda.hpp) with every layer's FFN
-// computed by the neuron-level offload runtime (src/offload/cuda/): hot neurons pinned on the GPU,
-// an LRU cache of neuron bundles, predicted-active neurons fetched from mapped pinned host memory
-// while attention runs, the sparse FFN over cache slots. Plain C++ interface (no CUDA types), so
-// the CLI includes it in every build.
+// The offloaded OPT engine (issue 6): the CUDA engine (model/cuda_engine.hpp) with every layer's
+// FFN computed by the neuron-level offload runtime (src/offload/cuda/): hot neurons pinned on the
+// GPU, an LRU cache of neuron bundles, predicted-active neurons fetched from mapped pinned host
+// memory while attention runs, the sparse FFN over cache slots. Plain C++ interface (no CUDA
+// types), so the CLI includes it in every build.
 //
 // Policies (OffloadOptions::policy): fetch (above), stream (the naive baseline: every non-resident
 // layer's FFN bundles copied whole each token, then the dense FFN), cpu (cold neurons computed on
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "model/cuda_engine.hpp"
 #include "model/generate.hpp"
-#include "model/opt_cuda.hpp"
 #include "offload/offload_options.hpp"
 #include "offload/planner.hpp"
 
@@ -66,11 +66,11 @@ class OffloadedOpt {
  public:
   virtual ~OffloadedOpt() = default;
 
-  virtual model::OptCuda& engine() = 0;  // forward / perplexity / reset go through it unchanged
+  virtual model::CudaEngine& engine() = 0;  // forward / perplexity / reset go through it unchanged
   virtual const Plan& plan() const = 0;
   virtual const NeuronStore& store() const = 0;
   virtual const OffloadProbe& probe() const = 0;
-  // Generation as OptCuda::generate (batch 1), collecting stats per decode step when opt.stats.
+  // Generation as CudaEngine::generate (batch 1), collecting stats per decode step when opt.stats.
   virtual model::GenerateResult generate(std::span<const int32_t> prompt, int64_t max_new_tokens,
                                          const model::SamplingParams& sampling,
                                          const std::function<void(int32_t)>& on_token = {}) = 0;

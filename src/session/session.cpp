@@ -71,7 +71,7 @@ struct Session::Impl {
   int64_t context_reserved = 0;
   // Exactly one engine once started.
   std::unique_ptr<model::CpuEngine> cpu;
-  std::unique_ptr<model::OptCuda> cuda;
+  std::unique_ptr<model::CudaEngine> cuda;
   std::unique_ptr<offload::OffloadedOpt> off;
 
   // "generate --device cuda" in the CLI's messages, the options' names elsewhere.
@@ -293,7 +293,7 @@ nlohmann::ordered_json Session::info() const {
       {"threads", m.options.threads > 0 ? m.options.threads : omp_get_max_threads()},
       {"started", m.started()},
       {"offloaded", offloaded()}};
-  model::OptCuda* gpu = m.cuda ? m.cuda.get() : m.off ? &m.off->engine() : nullptr;
+  model::CudaEngine* gpu = m.cuda ? m.cuda.get() : m.off ? &m.off->engine() : nullptr;
   if (gpu) {
     j["device_name"] = gpu->device_name();
     const auto r = gpu->memory();

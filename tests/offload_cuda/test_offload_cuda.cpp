@@ -24,7 +24,7 @@
 
 #include "core/error.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
-#include "model/opt_cuda.hpp"
+#include "model/cuda_engine.hpp"
 #include "offload/cuda/lru_policy.hpp"
 #include "offload/cuda/offload_kernels.hpp"
 #include "offload/neuron_store.hpp"
@@ -459,7 +459,7 @@ std::vector<int32_t> spread_tokens(const model::Model& m, int n) {
   return toks;
 }
 
-std::vector<std::vector<float>> stepwise(model::OptCuda& e, const std::vector<int32_t>& toks) {
+std::vector<std::vector<float>> stepwise(model::CudaEngine& e, const std::vector<int32_t>& toks) {
   e.reset(int64_t(toks.size()) + 1);
   std::vector<std::vector<float>> out;
   for (int32_t t : toks) out.push_back(e.forward(std::span<const int32_t>(&t, 1)));
@@ -501,7 +501,7 @@ class OffloadEngine : public ::testing::TestWithParam<EngineCase> {
     const std::string n = GetParam().name;
     model_ = n == "random" ? tiny_random(DType::F16, 5) : model::Model::open(std::string(SF_TEST_DATA_DIR) + "/opt/" + n);
     toks_ = spread_tokens(*model_, 14);
-    auto ref_engine = model::make_opt_cuda(*model_);
+    auto ref_engine = model::make_cuda_engine(*model_);
     auto& ref = *ref_engine;
     want_ = stepwise(ref, toks_);
     ref_ids_ = ref.generate(std::span<const int32_t>(toks_.data(), 3), 10, {}).ids;
@@ -573,7 +573,7 @@ TEST(OffloadConcurrent, PredictEverythingEqualsResidentWhileFetchesOverlapAttent
   SKIP_WITHOUT_GPU();
   auto m = with_predictors(-1e30f, 8, 9);
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  auto ref_engine = model::make_opt_cuda(*m);
+  auto ref_engine = model::make_cuda_engine(*m);
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   for (const auto& [hot, lru] : {std::pair<int64_t, int64_t>{16, 64}, {0, 256}, {32, 224}}) {
@@ -705,7 +705,7 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
   std::vector<int32_t> toks = {2, 9, 14, 27, 3, 50};
-  auto ref_engine = model::make_opt_cuda(*m);
+  auto ref_engine = model::make_cuda_engine(*m);
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   const NeuronStore st = NeuronStore::from_model(*m);
@@ -762,7 +762,7 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   auto m = four_layers(false);
   const auto& c = m->config();
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  auto ref_engine = model::make_opt_cuda(*m);
+  auto ref_engine = model::make_cuda_engine(*m);
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   ref.reset(int64_t(toks.size()));
@@ -772,7 +772,7 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   for (int64_t k : {c.num_hidden_layers, int64_t(1)}) {
     model::CudaOptions o;
     o.attention_host_layers = k;
-    auto e_engine = model::make_opt_cuda(*m, o);
+    auto e_engine = model::make_cuda_engine(*m, o);
     auto& e = *e_engine;
     EXPECT_EQ(e.memory().host_weights, size_t(k) * per_layer);
     EXPECT_EQ(e.memory().weights + e.memory().host_weights, ref.memory().weights);
@@ -786,7 +786,7 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
   model::CudaOptions bad;
   bad.attention_host_layers = c.num_hidden_layers + 1;
   try {
-    auto e_engine = model::make_opt_cuda(*m, bad);
+    auto e_engine = model::make_cuda_engine(*m, bad);
     auto& e = *e_engine;
     ADD_FAILURE() << "attention_host_layers beyond the model's layers was accepted";
   } catch (const Error& err) {
@@ -801,7 +801,7 @@ TEST(AttentionOnHost, SparseAttentionIsRefusedWithAReason) {
   model::CudaOptions o;
   o.attention_host_layers = 1;
   try {
-    auto e_engine = model::make_opt_cuda(*m, o);
+    auto e_engine = model::make_cuda_engine(*m, o);
     auto& e = *e_engine;
     ADD_FAILURE() << "2:4 attention on the host was accepted";
   } catch (const Error& err) {
@@ -818,7 +818,7 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
   auto m = four_layers(false);
   const auto& c = m->config();
   const std::vector<int32_t> toks = spread_tokens(*m, 14);
-  auto ref_engine = model::make_opt_cuda(*m);
+  auto ref_engine = model::make_cuda_engine(*m);
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   const auto want_ids = ref.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
@@ -866,7 +866,7 @@ TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
   const std::vector<int32_t> toks = spread_tokens(*m, 10);
-  auto ref_engine = model::make_opt_cuda(*m);
+  auto ref_engine = model::make_cuda_engine(*m);
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   for (PredictorMode pm : {PredictorMode::Exact, PredictorMode::Model}) {

@@ -3,9 +3,9 @@
 // pass (OPT-6.7B: 20 s for 192 tokens on 16 CPU threads; the fit needs thousands of tokens, several
 // per hidden dimension, to generalise: bench/results/2026-12-03-cpu-predictor-quality-opt-125m.md).
 //
-// OptCuda runs the model with every layer's FFN handed to the collector (an FfnProvider). Per layer
-// and window, the collector uploads the layer's neuron bundles (one device buffer, reused: any
-// model size fits), computes z = x W1^T + b1 with cuBLAS straight from the bundles (fc1 rows at
+// CudaEngine runs the model with every layer's FFN handed to the collector (an FfnProvider). Per
+// layer and window, the collector uploads the layer's neuron bundles (one device buffer, reused:
+// any model size fits), computes z = x W1^T + b1 with cuBLAS straight from the bundles (fc1 rows at
 // stride bytes apart), copies z and the attention input to host memory, and finishes the FFN like
 // the resident engine: relu(z) W2^T + b2 + residual, fc2 columns read from the same bundles.
 #include <cublas_v2.h>
@@ -20,7 +20,7 @@
 #include "core/progress.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
-#include "model/opt_cuda.hpp"
+#include "model/cuda_engine.hpp"
 #include "model/weights.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/predictor_fit.hpp"
@@ -211,8 +211,8 @@ CollectedActivations collect_activations_cuda(const model::Model& model,
   const DType act = model.dtype();
   Collector collector(store, col, act);
   o.ffn_provider = &collector;
-  const auto engine = model::make_opt_cuda(model, o);
-  model::OptCuda& gpu = *engine;
+  const auto engine = model::make_cuda_engine(model, o);
+  model::CudaEngine& gpu = *engine;
   const auto t0 = std::chrono::steady_clock::now();
   Progress bar("forward passes", double(T), "tokens");
   for (int64_t start = 0; start < T; start += window) {

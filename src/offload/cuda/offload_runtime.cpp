@@ -179,7 +179,7 @@ void OffloadRuntime::init(int device) {
   // fetch, overlapping attention) runs at the device's highest priority: its small kernels are forked
   // while the main stream's q/k/v GEMV has the whole GPU queued, and at equal priority they wait for
   // its blocks, so the main stream then waits for them (ffn_wait in benchmark --profile). The decode
-  // graph keeps per-node priorities (OptCuda instantiates it with them).
+  // graph keeps per-node priorities (CudaEngine instantiates it with them).
   int least = 0, greatest = 0;
   SF_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   const char* prio_env = std::getenv("SPARSEFLOW_SIDE_PRIORITY");

@@ -1,13 +1,14 @@
-// The CUDA side of neuron-level offloading: an FfnProvider (model/opt_cuda.hpp) that owns every
-// layer's FFN. Per layer it holds a pool of bundle slots (hot neurons pinned, the rest an LRU cache),
-// the slot map, the predictor, the active list; it runs, per decode token and layer:
+// The CUDA side of neuron-level offloading: an FfnProvider (model/cuda_engine.hpp) that owns every
+// layer's FFN. Per layer it holds a pool of bundle slots (hot neurons pinned, the rest an LRU
+// cache), the slot map, the predictor, the active list; it runs, per decode token and layer:
 //
 //   main stream:  LN1 -> [predictor stage 1] -> qkv, attention, out_proj, LN2 -> wait -> fc1 -> fc2
 //   side stream:          fork -> predictor stage 2 -> lookup (hits, LRU victims) -> fetch -> join
 //
-// so the fetch of missing bundles (a kernel reading mapped pinned host memory) overlaps attention and
-// the whole step stays one CUDA graph. Prefill rows use the exact active set (all fc1 rows), one row
-// at a time through the same kernels, so a prompt of up to 8 tokens matches the resident engine.
+// so the fetch of missing bundles (a kernel reading mapped pinned host memory) overlaps attention
+// and the whole step stays one CUDA graph. Prefill rows use the exact active set (all fc1 rows),
+// one row at a time through the same kernels, so a prompt of up to 8 tokens matches the resident
+// engine.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -17,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "model/opt_cuda.hpp"
+#include "model/cuda_engine.hpp"
 #include "offload/cuda/offload_kernels.hpp"
 #include "offload/neuron_store.hpp"
 #include "offload/offload_options.hpp"
@@ -48,9 +49,10 @@ class OffloadRuntime final : public model::FfnProvider {
   void before_ffn_input(int64_t layer, void* stream) override;
   void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
            void* stream) override;
-  // Profiled decode steps (OptCuda::profile_decode): ffn_predict_wait (before the FFN input overwrites
-  // x, the main stream waits for the predictor to have read it), then the FFN splits into ffn_wait (for
-  // the rest of the side stream's prediction, lookup and fetch), ffn_fc1 and ffn_fc2.
+  // Profiled decode steps (CudaEngine::profile_decode): ffn_predict_wait (before the FFN input
+  // overwrites x, the main stream waits for the predictor to have read it), then the FFN splits
+  // into ffn_wait (for the rest of the side stream's prediction, lookup and fetch), ffn_fc1 and
+  // ffn_fc2.
   void set_stage_marker(std::function<void(const char*, double)> mark) override { mark_ = std::move(mark); }
 
   // After a synchronised decode step: reads its timing events, runs the recall check when due.

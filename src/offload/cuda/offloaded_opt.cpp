@@ -22,7 +22,7 @@ class OffloadedOptEngine final : public OffloadedOpt {
   OffloadedOptEngine(const OffloadedOptEngine&) = delete;
   OffloadedOptEngine& operator=(const OffloadedOptEngine&) = delete;
 
-  model::OptCuda& engine() override;
+  model::CudaEngine& engine() override;
   const Plan& plan() const override;
   const NeuronStore& store() const override;
   const OffloadProbe& probe() const override;
@@ -55,7 +55,7 @@ struct OffloadedOptEngine::Impl {
   OffloadOptions opt;
   OffloadTuning tuning;
   std::unique_ptr<OffloadRuntime> runtime;  // destroyed after the engine (members in reverse order)
-  std::unique_ptr<model::OptCuda> engine;
+  std::unique_ptr<model::CudaEngine> engine;
   OffloadStats last;
 };
 
@@ -76,7 +76,7 @@ OffloadedOptEngine::OffloadedOptEngine(const model::Model& model, const OffloadO
   model::CudaOptions c = cuda;
   c.ffn_provider = m->runtime.get();
   c.attention_host_layers = m->plan.attention_host_layers;  // the budget could not hold all the attention
-  m->engine = model::make_opt_cuda(model, c);
+  m->engine = model::make_cuda_engine(model, c);
   impl_ = std::move(m);
 }
 
@@ -84,7 +84,7 @@ OffloadedOptEngine::~OffloadedOptEngine() {
   if (impl_) impl_->engine.reset();  // its graphs launch into the runtime's buffers
 }
 
-model::OptCuda& OffloadedOptEngine::engine() {
+model::CudaEngine& OffloadedOptEngine::engine() {
   return *impl_->engine;
 }
 const Plan& OffloadedOptEngine::plan() const {
