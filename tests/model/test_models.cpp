@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 
 namespace sf::test {
 
@@ -79,12 +80,8 @@ std::unique_ptr<MemModel> MemModel::densified(const model::Model& m) {
 
 std::vector<std::string> MemModel::linear_prefixes() const {
   std::vector<std::string> out;
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                          "self_attn.out_proj", "fc1", "fc2"})
-      out.push_back(p + n);
-  }
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
+    for (const std::string& n : config_.layer_linears()) out.push_back(config_.layer_prefix(l) + n);
   return out;
 }
 
@@ -114,57 +111,96 @@ arch::ModelDesc opt125m_config() {
   return c;
 }
 
-std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
+namespace {
+
+arch::ModelDesc tiny(std::string_view arch, int64_t hidden, int64_t heads, int64_t kv_heads,
+                     int64_t ffn) {
+  arch::ModelDesc c = arch::preset(arch);
+  c.vocab_size = 96;
+  c.hidden_size = hidden;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.ffn_dim = ffn;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+}  // namespace
+
+arch::ModelDesc tiny_llama_config() {
+  arch::ModelDesc c = tiny("llama", 512, 8, 2, 384);
+  arch::complete(c);
+  return c;
+}
+
+arch::ModelDesc tiny_qwen2_config() {
+  arch::ModelDesc c = tiny("qwen2", 256, 4, 2, 192);
+  c.tie_word_embeddings = true;
+  c.rope.theta = 1e6;
+  arch::complete(c);
+  return c;
+}
+
+arch::ModelDesc tiny_mistral_config() {
+  arch::ModelDesc c = tiny("mistral", 128, 4, 2, 256);
+  c.head_dim = 64;  // q_dim 256, twice the hidden size
+  c.sliding_window = 48;
+  arch::complete(c);
+  return c;
+}
+
+arch::ModelDesc tiny_gpt2_config() {
+  arch::ModelDesc c = tiny("gpt2", 128, 2, 2, 256);
+  c.bos_token_id = c.eos_token_id = 95;  // GPT-2's 50256 is outside the tiny vocabulary
+  arch::complete(c);
+  return c;
+}
+
+std::unique_ptr<MemModel> random_model(const RandomSpec& spec) {
   arch::ModelDesc c = spec.config;
-  arch::complete(c);  // the variants edit sizes after tiny_config()
+  arch::complete(c);  // the variants edit sizes after the tiny configs
   auto m = std::make_unique<MemModel>();
   m->set_config(c);
   m->set_dtype(spec.dtype);
   Rng r{spec.seed};
-  const int64_t H = c.hidden_size, F = c.ffn_dim, E = c.word_embed_proj_dim, V = c.vocab_size;
-  const std::string d = "model.decoder.";
   const DType dt = spec.dtype;
-  m->add_dense(d + "embed_tokens.weight", dt, {V, E}, randn(r, V * E, spec.embed_std));
-  m->add_dense(d + "embed_positions.weight", dt, {c.max_position_embeddings + 2, H},
-               randn(r, (c.max_position_embeddings + 2) * H, 0.5f));
-  if (!c.tie_word_embeddings)
-    m->add_dense("lm_head.weight", dt, {V, E}, randn(r, V * E, spec.embed_std));
-  auto add_linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias,
-                        bool prunable) {
-    std::vector<float> w = randn(r, out * in, 1.0f / std::sqrt(float(in)));
-    if (spec.sparse24 && prunable) {
+  const arch::TensorNames& nm = c.names;
+  for (const arch::ExpectedTensor& t : arch::expected_tensors(c, !c.tie_word_embeddings)) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    const bool is_bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
+    std::vector<float> v;
+    if (t.name == nm.embed + ".weight" || t.name == nm.lm_head + ".weight")
+      v = randn(r, n, spec.embed_std);
+    else if (!nm.positions.empty() && t.name == nm.positions + ".weight")
+      v = randn(r, n, 0.5f);
+    else if (is_bias)
+      v = randn(r, n, 0.1f);
+    else if (t.shape.size() == 1)  // a norm's weight
+      v = randn(r, n, 0.1f, 1.0f);
+    else
+      v = randn(r, n, 1.0f / std::sqrt(float(t.shape[1])));
+    if (spec.sparse24 && t.prunable) {
       // Round to the storage dtype first so the mask is chosen on the values actually stored.
-      std::vector<uint8_t> raw(w.size() * dtype_size(dt));
-      for (size_t i = 0; i < w.size(); ++i) store_from_float(raw.data(), dt, i, w[i]);
+      const int64_t out = t.shape[0], in = t.shape[1];
+      std::vector<uint8_t> raw(v.size() * dtype_size(dt));
+      for (size_t i = 0; i < v.size(); ++i) store_from_float(raw.data(), dt, i, v[i]);
       const s24::MatrixView view{raw.data(), dt, out, in};
       s24::apply_mask(raw.data(), dt, out, in, s24::magnitude_mask(view));
-      m->add_sparse(prefix + ".weight", s24::compress(view));
+      m->add_sparse(t.name, s24::compress(view));
     } else {
-      m->add_dense(prefix + ".weight", dt, {out, in}, w);
+      m->add_dense(t.name, dt, t.shape, v);
     }
-    if (bias) m->add_dense(prefix + ".bias", dt, {out}, randn(r, out, 0.1f));
-  };
-  auto add_ln = [&](const std::string& prefix) {
-    if (!c.norm_affine) return;
-    m->add_dense(prefix + ".weight", dt, {H}, randn(r, H, 0.1f, 1.0f));
-    m->add_dense(prefix + ".bias", dt, {H}, randn(r, H, 0.1f));
-  };
-  if (E != H) {
-    add_linear(d + "project_in", H, E, false, false);
-    add_linear(d + "project_out", E, H, false, false);
-  }
-  if (c.pre_norm) add_ln(d + "final_layer_norm");
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = d + "layers." + std::to_string(l) + ".";
-    add_ln(p + "self_attn_layer_norm");
-    add_ln(p + "final_layer_norm");
-    for (const char* n :
-         {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"})
-      add_linear(p + n, H, H, c.qkv_bias, true);
-    add_linear(p + "fc1", F, H, c.mlp_bias, true);
-    add_linear(p + "fc2", H, F, c.mlp_bias, true);
   }
   return m;
+}
+
+std::unique_ptr<MemModel> random_opt(const RandomSpec& spec) {
+  if (spec.config.arch != "opt")
+    throw std::runtime_error("random_opt: the config is " + spec.config.arch +
+                             "; use random_model");
+  return random_model(spec);
 }
 
 std::vector<double> reference_forward(const MemModel& m, const std::vector<int32_t>& tokens,

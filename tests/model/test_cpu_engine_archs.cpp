@@ -1,0 +1,142 @@
+// The random models of every architecture (test_models.hpp: random_model) on the CPU engine: each
+// one runs, its logits are finite and spread out, incremental decode (a prefill, a chunk, then one
+// token at a time) equals the full forward, and a 2:4 model equals its decompressed dense twin.
+// These are the models the CUDA engine's tests compare against the CPU engine
+// (tests/cuda_model/test_cuda_engine.cpp), so they are checked here where no GPU is needed.
+//
+// Tolerance: both sides run the same fp32 arithmetic on the same stored weights, only the
+// summation order of the products differs (the GEMM's blocking depends on the number of rows).
+// A length-K fp32 dot product is off by about sqrt(K) 2^-24 (K <= 512 here: ~1.4e-6); two layers,
+// norms, the softmax and the MLP's gate compound that by ~10x, so 5e-5 leaves a margin while a
+// wrong position, mask or cache row gives errors of order 1e-1.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "model/cpu_engine.hpp"
+#include "test_models.hpp"
+
+namespace sf::model {
+namespace {
+
+constexpr double kTol = 5e-5;
+
+std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint32_t s = seed;
+  for (auto& e : t) {
+    s = s * 1664525u + 1013904223u;
+    e = int32_t((s >> 8) % uint32_t(vocab));
+  }
+  return t;
+}
+
+struct Arch {
+  const char* name;
+  arch::ModelDesc (*config)();
+};
+
+const Arch kArchs[] = {
+    {"opt", test::tiny_config},         {"llama", test::tiny_llama_config},
+    {"qwen2", test::tiny_qwen2_config}, {"mistral", test::tiny_mistral_config},
+    {"gpt2", test::tiny_gpt2_config},
+};
+
+class CpuEngineArchs : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(CpuEngineArchs, RandomModelHasEveryExpectedTensor) {
+  test::RandomSpec spec;
+  spec.config = GetParam().config();
+  auto m = test::random_model(spec);
+  const auto want = arch::expected_tensors(m->config(), !m->config().tie_word_embeddings);
+  EXPECT_EQ(m->dense_tensors().size(), want.size());
+  for (const auto& t : want) {
+    const Tensor* got = m->find(t.name);
+    ASSERT_NE(got, nullptr) << t.name;
+    EXPECT_EQ(got->shape, t.shape) << t.name;
+  }
+  // The same seed gives the same weights.
+  auto again = test::random_model(spec);
+  EXPECT_EQ(again->values(want.back().name), m->values(want.back().name));
+}
+
+TEST_P(CpuEngineArchs, IncrementalDecodeEqualsFullForward) {
+  for (DType dt : {DType::F16, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    test::RandomSpec spec;
+    spec.config = GetParam().config();
+    spec.dtype = dt;
+    spec.seed = 3;
+    auto m = test::random_model(spec);
+    CpuEngine cpu(*m);
+    const auto& c = cpu.config();
+    const int64_t n = c.max_position_embeddings - 4, V = c.vocab_size;
+    const auto tokens = some_tokens(n, V, 11);
+    KvCache full_cache = cpu.make_cache(n);
+    const auto full = cpu.forward(tokens, full_cache, /*all_logits=*/true);
+    ASSERT_EQ(full.size(), size_t(n * V));
+    double sq = 0;
+    for (float v : full) {
+      ASSERT_TRUE(std::isfinite(v));
+      sq += double(v) * v;
+    }
+    // Not degenerate: logits spread over a few units, so the comparisons below prove something.
+    EXPECT_GT(std::sqrt(sq / double(full.size())), 0.3);
+
+    KvCache cache = cpu.make_cache(n);
+    std::vector<float> got;
+    auto run = [&](size_t begin, size_t end) {
+      auto l = cpu.forward(std::span(tokens).subspan(begin, end - begin), cache, true);
+      got.insert(got.end(), l.begin(), l.end());
+    };
+    run(0, 9);
+    run(9, 14);
+    for (size_t i = 14; i < tokens.size(); ++i) run(i, i + 1);
+    EXPECT_EQ(cache.length, n);
+    EXPECT_LT(test::rel_l2(got, full), kTol);
+  }
+}
+
+TEST_P(CpuEngineArchs, SparseEqualsItsDecompressedTwin) {
+  test::RandomSpec spec;
+  spec.config = GetParam().config();
+  spec.sparse24 = true;
+  spec.seed = 5;
+  auto sparse = test::random_model(spec);
+  ASSERT_TRUE(sparse->is_sparse());
+  auto dense = sparse->densified();
+  CpuEngine s(*sparse), d(*dense);
+  const auto tokens = some_tokens(25, spec.config.vocab_size, 5);
+  KvCache sc = s.make_cache(25), dc = d.make_cache(25);
+  EXPECT_LT(test::rel_l2(s.forward(tokens, sc, true), d.forward(tokens, dc, true)), kTol);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CpuEngineArchs, ::testing::ValuesIn(kArchs),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// The Mistral-like model's window (48 of 64 positions) is in force past 48 tokens: the last logits
+// differ from the same weights without a window, and agree with them within the window.
+TEST(CpuEngineArchs, SlidingWindowMattersOnlyPastTheWindow) {
+  test::RandomSpec spec;
+  spec.config = test::tiny_mistral_config();
+  ASSERT_EQ(spec.config.sliding_window, 48);
+  auto windowed = test::random_model(spec);
+  spec.config.sliding_window = 0;
+  auto open = test::random_model(spec);
+  CpuEngine a(*windowed), b(*open);
+  const auto tokens = some_tokens(60, spec.config.vocab_size, 9);
+  for (int64_t n : {48, 60}) {
+    KvCache ca = a.make_cache(n), cb = b.make_cache(n);
+    const auto la = a.forward(std::span(tokens).subspan(0, size_t(n)), ca);
+    const auto lb = b.forward(std::span(tokens).subspan(0, size_t(n)), cb);
+    if (n <= 48) {
+      EXPECT_EQ(la, lb) << n << " tokens fit the window";
+    } else {
+      EXPECT_GT(test::rel_l2(la, lb), 1e-3) << n << " tokens: the window must change the logits";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sf::model
