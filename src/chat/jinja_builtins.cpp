@@ -582,6 +582,10 @@ Value do_round(const Value& v, CallArgs& a) {
   const std::string method = m ? str_arg(*m, "method") : "common";
   if (!v.is_number()) type_error("type " + type_name(v) + " doesn't define __round__ method");
   const double x = v.kind == Kind::Float ? v.f : static_cast<double>(v.i);
+  if (method == "common" && v.kind != Kind::Float) {
+    if (precision < 0) unsupported("round() of an integer to negative digits");
+    return Value::integer(v.i);  // round(int, n >= 0) is the int itself
+  }
   if (method == "common") {
     if (precision < 0 || precision > 17) unsupported("round() to a precision outside 0..17");
     // Python rounds the exact binary value half-to-even, as glibc's printf does.
@@ -845,7 +849,14 @@ Value apply_filter(Interpreter& in, std::string_view name, Value v, CallArgs& a)
               : std::string(
                     static_cast<size_t>(std::clamp<int64_t>(to_index(*w, "width"), 0, 4096)), ' ');
     }
-    const std::string s = to_str(v) + "\n";
+    if (v.is_undefined()) undefined_error(v);
+    if (!v.is_string()) {
+      // do_indent appends "\n" to its input before splitting it into lines.
+      if (v.kind == Kind::List && !v.tuple)
+        type_error("'list' object has no attribute 'splitlines'");
+      type_error("unsupported operand type(s) for +=: '" + type_name(v) + "' and 'str'");
+    }
+    const std::string s = *v.s + "\n";
     const auto lines = py::splitlines(s, false);
     std::string rv;
     if (b && truthy(*b)) {
@@ -1037,6 +1048,13 @@ bool apply_test(Interpreter& in, std::string_view name, const Value& v, CallArgs
       type_error("test '" + n + "' takes exactly one argument");
     return a.args[0];
   };
+  static const std::set<std::string> with_argument = {
+      "sameas", "divisibleby", "eq",          "equalto", "==", "ne", "!=", "lt", "lessthan",
+      "<",      "gt",          "greaterthan", ">",       "le", "<=", "ge", ">=", "in"};
+  if (!with_argument.count(n) && (!a.args.empty() || !a.kwargs.empty())) {
+    type_error(fmt::format("test_{}() takes 1 positional argument but {} were given", n,
+                           1 + a.args.size() + a.kwargs.size()));
+  }
   if (n == "defined") return !v.is_undefined();
   if (n == "undefined") return v.is_undefined();
   if (n == "none") return v.is_none();
@@ -1250,8 +1268,14 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
   if (!has_step) st = 1;
   if (st == 0) type_error("slice step cannot be zero");
   if (obj.kind != Kind::List && obj.kind != Kind::String) {
-    return Value::undefined("'" + object_repr(obj) + "' cannot be sliced");
+    // Jinja2 subscripts with Python at run time (a TypeError) but folds constant operands at
+    // compile time (an Undefined): which one a template gets depends on its constness.
+    unsupported("slicing a '" + type_name(obj) + "' (only strings, lists and tuples slice)");
   }
+  if (obj.view != Value::View::None && obj.view != Value::View::Range) {
+    type_error("'" + type_name(obj) + "' object is not subscriptable");
+  }
+  if (obj.view == Value::View::Range) unsupported("slicing a range (Python gives a range back)");
   std::vector<size_t> off;
   int64_t n;
   if (obj.kind == Kind::String) {

@@ -481,6 +481,9 @@ Value Interpreter::eval(const Node& n) {
 }
 
 Value Interpreter::binary(const std::string& op, const Value& a, const Value& b) {
+  if (op == "%" && a.is_string()) {
+    unsupported("printf-style string formatting with '%' is outside the supported Jinja subset");
+  }
   if (a.is_undefined()) undefined_error(a);
   if (b.is_undefined()) undefined_error(b);
   const bool nums = a.is_number() && b.is_number();
@@ -583,10 +586,16 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b)
       }
       return Value::integer(r);
     }
-    if (as_double(a) == 0 && as_double(b) < 0) {
-      type_error("0.0 cannot be raised to a negative power");
+    const double x = as_double(a), y = as_double(b);
+    if (x == 0 && y < 0) type_error("0.0 cannot be raised to a negative power");
+    if (x < 0 && std::isfinite(y) && y != std::floor(y)) {
+      unsupported("a power with a complex result");
     }
-    return Value::number(std::pow(as_double(a), as_double(b)));
+    const double r = std::pow(x, y);
+    if (std::isinf(r) && std::isfinite(x) && std::isfinite(y)) {
+      type_error("(34, 'Numerical result out of range')");
+    }
+    return Value::number(r);
   }
   unsupported("internal: unknown operator " + op);
 }

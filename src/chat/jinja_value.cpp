@@ -204,7 +204,14 @@ bool less(const Value& a, const Value& b) {
     return as_ld(a) < as_ld(b);
   }
   if (a.is_string() && b.is_string()) return *a.s < *b.s;  // UTF-8 order is code point order
-  if (a.kind == Kind::List && b.kind == Kind::List && a.tuple == b.tuple) {
+  for (const Value* v : {&a, &b}) {
+    if (v->kind == Kind::List && v->view == Value::View::Range) break;  // unorderable: below
+    if (v->kind == Kind::List && v->view != Value::View::None) {
+      unsupported("ordering a " + type_name(*v) + " (Python compares these as sets)");
+    }
+  }
+  if (a.kind == Kind::List && b.kind == Kind::List && a.tuple == b.tuple &&
+      a.view == Value::View::None && b.view == Value::View::None) {
     const auto& x = *a.list;
     const auto& y = *b.list;
     for (size_t k = 0; k < x.size() && k < y.size(); ++k) {
@@ -219,6 +226,8 @@ bool less(const Value& a, const Value& b) {
 bool is_hashable(const Value& v) {
   if (v.kind == Kind::Dict) return false;
   if (v.kind == Kind::List) {
+    // range and dict_values hash by identity; list, dict_keys and dict_items not at all.
+    if (v.view == Value::View::Range || v.view == Value::View::DictValues) return true;
     if (!v.tuple) return false;
     return std::all_of(v.list->begin(), v.list->end(), is_hashable);
   }
@@ -417,7 +426,8 @@ ValueList iterate(const Value& v) {
       ValueList chars;
       const auto off = py::cp_offsets(*v.s);
       for (size_t k = 0; k + 1 < off.size(); ++k) {
-        chars.push_back(Value::string(v.s->substr(off[k], off[k + 1] - off[k]), v.markup));
+        // Iterating a markupsafe.Markup yields plain str characters.
+        chars.push_back(Value::string(v.s->substr(off[k], off[k + 1] - off[k])));
       }
       return chars;
     }

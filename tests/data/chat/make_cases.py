@@ -194,6 +194,7 @@ SNIPPETS = [
     "{{ dict(a=1, b='x') }} {{ namespace(a=1).a }} {{ range(3) | list }} {{ strftime_now('') }}",
     "{{ messages | map(attribute='content') | map('length') | list }} {{ messages | map('tojson') | first }}",
     "{% set d = {'x': 1} %}{{ d.x }}{{ d['x'] }}{{ d.get('x') }}{{ d.items() | list }}{% for k, v in d | dictsort %}{{ k }}{{ v }}{% endfor %}",
+    "{{ 3 | round }} {{ 2.5 | round }} {{ ('ab' | safe) | list }} {{ range(4) in {'k': 1} }} {{ (-8) ** 2 }} {{ 2 ** 0.5 }}",
 ]
 
 ERROR_SNIPPETS = [
@@ -223,6 +224,11 @@ ERROR_SNIPPETS = [
     "{{ 1 + }}",
     "{% set = 1 %}",
     "{{ (1 }}",
+    "{{ 5 | indent }}",
+    "{{ [1] | indent }}",
+    "{{ 'a' is true 1 }}",
+    "{{ (-3) ** 1e3 }}",
+    "{{ range(3) < [1] }}",
 ]
 
 UNSUPPORTED_SNIPPETS = [
@@ -241,12 +247,13 @@ UNSUPPORTED_SNIPPETS = [
     "{{ '\\N{BULLET}' }}",
     "{{ messages | selectattr('role') }}",
     "{% for m in messages %}{{ loop.changed(m.role) }}{% endfor %}",
+    "{{ (2.5)[::-1] }}",
 ]
 
 # What the C++ side must add for the unsupported snippets: the construct named in the message.
 UNSUPPORTED_NAMES = ["'extends'", "'include'", "'import'", "'block'", "recursive", "'groupby'", "'wordwrap'",
                      "'%'", "*args", "64 bits", "str.encode()", "str.format()", "\\N{...}", "generator",
-                     "loop.changed()"]
+                     "loop.changed()", "slicing a 'float'"]
 # Messages that differ from Jinja2's because Jinja2 reports them through Python's compiler.
 CONTAINS_OVERRIDE = {"{% for x in y %}{% break %}{% endfor %}{% break %}": "'break' outside loop",
                      "{% extends 'base.html' %}": None}
