@@ -22,7 +22,8 @@ namespace sf::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, prompt, ids, device = "cpu";
+  std::string model, prompt, ids, device = "cpu", system;
+  bool chat = false;
   int64_t max_new_tokens = 32;
   bool greedy = false, json = false;
   std::optional<float> temperature, top_p;
@@ -55,8 +56,15 @@ void run_generate(const GenerateOptions& o) {
 
   // --prompt gets BOS (</s>, id 2 for OPT) prepended as HF's OPT tokenizer does; --ids are used as
   // given.
-  const std::vector<int32_t> prompt_ids =
-      o.prompt.empty() ? parse_id_list(o.ids) : s->tokenize(o.prompt);
+  if ((o.chat || !o.system.empty()) && o.prompt.empty())
+    fail(Status::InvalidArgument, "--chat and --system need --prompt (the user's message), not --ids");
+  if (!o.system.empty() && !o.chat) fail(Status::InvalidArgument, "--system goes with --chat");
+  std::vector<chat::ChatMessage> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  messages.push_back({"user", o.prompt});
+  const std::vector<int32_t> prompt_ids = !o.prompt.empty() && o.chat ? s->chat_ids(messages)
+                                          : o.prompt.empty()          ? parse_id_list(o.ids)
+                                                                      : s->tokenize(o.prompt);
   const int64_t max_new = s->room_for(prompt_ids.size(), o.max_new_tokens);
   if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, s->model(),
                                   int64_t(prompt_ids.size()) + max_new))
@@ -78,7 +86,7 @@ void run_generate(const GenerateOptions& o) {
     fmt::print(stderr, "{}", s->plan()->table());
   }
   const bool text = s->has_tokenizer();
-  if (!o.json && text) {
+  if (!o.json && text && !o.chat) {
     std::fputs(o.prompt.empty() ? s->detokenize(prompt_ids).c_str() : o.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
@@ -121,9 +129,14 @@ void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd =
       app.add_subcommand("generate", "Generate text with a model on the CPU (greedy or sampled)");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+  cmd->add_option("--model,-m", o->model, "a .sf file, a GGUF file or a Hugging Face checkpoint directory")
       ->required();
-  auto* p = cmd->add_option("--prompt,-p", o->prompt, "prompt text (BOS is prepended, as HF does)");
+  auto* p = cmd->add_option("--prompt,-p", o->prompt,
+                            "prompt text (tokenized as HF's tokenizer does, BOS included where it adds one)");
+  cmd->add_flag("--chat", o->chat,
+                "the prompt is a user message, rendered with the model's chat template (as HF's "
+                "apply_chat_template); only the answer is printed");
+  cmd->add_option("--system", o->system, "--chat: a system message before the user's");
   auto* i =
       cmd->add_option("--ids", o->ids, "prompt token ids, comma-separated, used exactly as given");
   p->excludes(i);

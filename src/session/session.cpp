@@ -67,6 +67,7 @@ struct Session::Impl {
   SessionOptions options;
   std::unique_ptr<model::Model> model;
   std::optional<tok::Tokenizer> tok;
+  mutable std::optional<chat::ChatTemplate> chat_template;  // parsed on first use
   std::string device;  // resolved: "cpu" or "cuda"
   int64_t context_reserved = 0;
   // Exactly one engine once started.
@@ -246,6 +247,27 @@ std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) cons
   if (!impl_->model->tokenizer_json().empty()) return t.encode(text, add_bos);
   return add_bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
                  : t.encode(text);
+}
+
+bool Session::has_chat_template() const {
+  return !impl_->model->chat_template().empty();
+}
+
+std::string Session::render_chat(std::span<const chat::ChatMessage> messages, bool add_generation_prompt) const {
+  const auto& m = *impl_->model;
+  if (m.chat_template().empty())
+    fail(Status::NotFound,
+         "the model has no chat template (tokenizer_config.json's chat_template or the GGUF's "
+         "tokenizer.chat_template): it is probably a base model. Use generate with a plain prompt.");
+  if (!impl_->chat_template) impl_->chat_template.emplace(chat::ChatTemplate::parse(m.chat_template()));
+  chat::ChatContext ctx;
+  ctx.bos_token = m.bos_token();
+  ctx.eos_token = m.eos_token();
+  return impl_->chat_template->render(messages, add_generation_prompt, ctx);
+}
+
+std::vector<int32_t> Session::chat_ids(std::span<const chat::ChatMessage> messages, bool add_generation_prompt) const {
+  return impl_->tokenizer().encode(render_chat(messages, add_generation_prompt), /*add_special_tokens=*/false);
 }
 
 std::string Session::detokenize(std::span<const int32_t> ids) const {

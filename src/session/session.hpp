@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "chat/chat_template.hpp"
 #include "model/generate.hpp"
 #include "model/sampling.hpp"
 #include "model/weights.hpp"
@@ -105,6 +106,15 @@ class Session {
   // Throw Error(NotFound) when the model has no tokenizer.
   std::vector<int32_t> tokenize(std::string_view text, bool add_bos = true) const;
   std::string detokenize(std::span<const int32_t> ids) const;
+
+  // A conversation as the model's own chat template renders it (as HF's apply_chat_template
+  // does), and its token ids (special tokens written in the text split out, nothing added: HF's
+  // apply_chat_template(tokenize=True)). Throws Error(NotFound) for a model without a chat
+  // template, and what the template's renderer throws (a construct it cannot render, the
+  // template's own raise_exception).
+  bool has_chat_template() const;
+  std::string render_chat(std::span<const chat::ChatMessage> messages, bool add_generation_prompt = true) const;
+  std::vector<int32_t> chat_ids(std::span<const chat::ChatMessage> messages, bool add_generation_prompt = true) const;
 
   const model::Model& model() const;
   std::string device() const;  // "cpu" or "cuda", as resolved from the options
