@@ -132,8 +132,10 @@ tok::GgufTokenizerData tokenizer_data(const GgufFile& f) {
   t.eos = get_int(f, "tokenizer.ggml.eos_token_id", -1);
   t.unk = get_int(f, "tokenizer.ggml.unknown_token_id", -1);
   t.pad = get_int(f, "tokenizer.ggml.padding_token_id", -1);
-  const GgufValue* add_bos = f.find("tokenizer.ggml.add_bos_token");
-  t.add_bos = add_bos ? add_bos->as_bool() : t.model == "llama";
+  // transformers, the reference for a GGUF's ids, starts every encode(add_special_tokens=True)
+  // with BOS whatever tokenizer.ggml.add_bos_token says (SmolLM2's says false; HF still adds
+  // <|im_start|>, measured with transformers 5.x in scripts/hf_smollm2_reference.py).
+  t.add_bos = t.bos >= 0;
   if (const GgufValue* v = f.find("tokenizer.ggml.add_eos_token")) t.add_eos = v->as_bool();
   if (const GgufValue* v = f.find("tokenizer.ggml.add_space_prefix"))
     t.add_space_prefix = v->as_bool();
