@@ -43,7 +43,7 @@ std::string mib(uint64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1 <<
 void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
                           const std::string& output) {
   namespace fs = std::filesystem;
-  if (!src.vocab_json().empty() && !src.merges_txt().empty()) return;
+  if (!src.tokenizer_json().empty() || (!src.vocab_json().empty() && !src.merges_txt().empty())) return;
   std::string looked;
   if (src.source_format() == "hf") {
     // A bare torch.save() file reads its tokenizer from the folder it sits in.
@@ -52,14 +52,12 @@ void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
     for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json"})
       if (fs::exists(dir / f)) found.push_back(f);
     looked =
-        fmt::format("looked for {} and {}; found {}", (dir / "vocab.json").string(),
+        fmt::format("looked for {}, or {} and {}; found {}", (dir / "tokenizer.json").string(), (dir / "vocab.json").string(),
                     (dir / "merges.txt").string(),
                     found.empty() ? "neither" : fmt::format("only {}", fmt::join(found, ", ")));
-    if (std::find(found.begin(), found.end(), "tokenizer.json") != found.end())
-      looked += "; SparseFlow reads the vocab.json + merges.txt pair, not tokenizer.json";
   } else {
     looked = fmt::format(
-        "looked for the tensors tokenizer.vocab.json and tokenizer.merges.txt in {}", input);
+        "looked for tokenizer metadata in {}", input);
   }
   fmt::print(
       stderr,
