@@ -297,12 +297,15 @@ nlohmann::ordered_json Session::info() const {
   nlohmann::ordered_json memory = {{"weight_bytes", weight_bytes(*m.model)}};
   nlohmann::ordered_json j = {
       {"path", m.path},
-      {"architecture", "opt"},
+      {"architecture", c.arch},
+      {"description", arch::summary(c)},
       {"source_format", m.model->source_format()},
       {"layers", c.num_hidden_layers},
       {"hidden", c.hidden_size},
       {"ffn", c.ffn_dim},
       {"heads", c.num_attention_heads},
+      {"kv_heads", c.num_key_value_heads},
+      {"head_dim", c.head_dim},
       {"vocab", c.vocab_size},
       {"max_positions", c.max_position_embeddings},
       {"bos_token_id", c.bos_token_id},
