@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.hpp"
+#include "model/engine_checks.hpp"
 #include "model/rope_params.hpp"
 #include "offload/ffn_bundles_cpu.hpp"
 #include "offload/neuron_store.hpp"
@@ -24,37 +25,6 @@ std::vector<float> to_f32(const Tensor& t) {
   std::vector<float> out(size_t(t.numel()));
   for (size_t i = 0; i < out.size(); ++i) out[i] = load_as_float(t.data, t.dtype, i);
   return out;
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-void expect_shape(const Tensor& t, const std::string& name, std::vector<int64_t> want) {
-  if (t.shape != want)
-    fail(Status::Format,
-         "tensor {} has shape {}, expected {} from the model's config. The checkpoint and its "
-         "config.json disagree: re-export the model or fix config.json.",
-         name, shape_str(t.shape), shape_str(want));
-  if (!dtype_is_float(t.dtype))
-    fail(Status::Format, "tensor {} has dtype {}, expected a float type (F32, F16 or BF16).", name,
-         dtype_name(t.dtype));
-}
-
-s24::Activation s24_activation(arch::Act a) {
-  switch (a) {
-    case arch::Act::ReLU:
-      return s24::Activation::ReLU;
-    case arch::Act::GELU:
-      return s24::Activation::GELU;
-    case arch::Act::GELUTanh:
-      return s24::Activation::GELUTanh;
-    case arch::Act::SiLU:
-      return s24::Activation::SiLU;
-  }
-  return s24::Activation::ReLU;
 }
 
 void expect_linear(const Linear& l, const std::string& name, int64_t out, int64_t in, bool bias) {

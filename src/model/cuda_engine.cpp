@@ -19,6 +19,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "model/engine_checks.hpp"
 #include "core/progress.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
@@ -51,39 +52,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-void expect_shape(const Tensor& t, const std::string& name, const std::vector<int64_t>& want) {
-  if (t.shape != want)
-    fail(Status::Format,
-         "tensor {} has shape {}, expected {} from the model's config. The checkpoint and its "
-         "config.json disagree: re-export the model or fix config.json.",
-         name, shape_str(t.shape), shape_str(want));
-  if (!dtype_is_float(t.dtype))
-    fail(Status::Format, "tensor {} has dtype {}, expected a float type (F32, F16 or BF16).", name,
-         dtype_name(t.dtype));
-}
-
 cudaDataType cuda_type(DType t) {
   return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-}
-
-s24::Activation s24_activation(arch::Act a) {
-  switch (a) {
-    case arch::Act::ReLU:
-      return s24::Activation::ReLU;
-    case arch::Act::GELU:
-      return s24::Activation::GELU;
-    case arch::Act::GELUTanh:
-      return s24::Activation::GELUTanh;
-    case arch::Act::SiLU:
-      return s24::Activation::SiLU;
-  }
-  return s24::Activation::ReLU;
 }
 
 // n elements of src_dt at src as dst_dt at dst, on all cores (the source is usually an mmap, and
