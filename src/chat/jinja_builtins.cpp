@@ -91,32 +91,6 @@ Value unsafe(const Value& obj, const std::string& attr) {
                           "' object is unsafe.");
 }
 
-std::string escape_html(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&#34;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 Value ignore_case(const Value& v) {
   return v.is_string() ? Value::string(py::lower(*v.s)) : v;
 }

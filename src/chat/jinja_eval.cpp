@@ -20,32 +20,6 @@ double as_double(const Value& v) {
   return v.kind == Kind::Float ? v.f : static_cast<double>(v.i);
 }
 
-std::string escape_html(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&#34;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // CPython's float_divmod.
 std::pair<double, double> float_divmod(double vx, double wx) {
   double mod = std::fmod(vx, wx);

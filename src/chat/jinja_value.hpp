@@ -141,5 +141,7 @@ std::string to_json(const Value& v, const JsonOptions& opt);
 ValueList iterate(const Value& v);
 // len(x), TypeError when x has none.
 int64_t py_len(const Value& v);
+// Jinja2's Markup escaping of a string (& < > " '), for |escape and for joining markup with text.
+std::string escape_html(std::string_view s);
 
 }  // namespace sf::chat::jinja
