@@ -466,12 +466,20 @@ std::vector<std::vector<float>> stepwise(model::CudaEngine& e, const std::vector
   return out;
 }
 
-std::unique_ptr<model::Model> tiny_random(DType dt, uint64_t seed) {
+// The tiny OPT widened to hidden 64 and FFN 256 (head_dim derived again: 16, with 4 heads).
+test::RandomSpec wide_spec() {
   test::RandomSpec spec;
   spec.config = test::tiny_config();
   spec.config.hidden_size = 64;
   spec.config.word_embed_proj_dim = 64;
   spec.config.ffn_dim = 256;
+  spec.config.head_dim = 0;
+  arch::complete(spec.config);
+  return spec;
+}
+
+std::unique_ptr<model::Model> tiny_random(DType dt, uint64_t seed) {
+  test::RandomSpec spec = wide_spec();
   spec.dtype = dt;
   spec.seed = seed;
   return test::random_opt(spec);
@@ -547,11 +555,7 @@ INSTANTIATE_TEST_SUITE_P(Models, OffloadEngine,
 
 // A model with predictor tensors: rank-R predictors whose threshold decides what they predict.
 std::unique_ptr<model::Model> with_predictors(float threshold, int64_t rank, uint64_t seed) {
-  test::RandomSpec spec;
-  spec.config = test::tiny_config();
-  spec.config.hidden_size = 64;
-  spec.config.word_embed_proj_dim = 64;
-  spec.config.ffn_dim = 256;
+  test::RandomSpec spec = wide_spec();
   spec.dtype = DType::F16;
   spec.seed = 5;
   auto m = test::random_opt(spec);
@@ -743,11 +747,7 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
 
 // ---- attention weights on the host (CudaOptions::attention_host_layers) ---------------------------
 std::unique_ptr<model::Model> four_layers(bool sparse24) {
-  test::RandomSpec spec;
-  spec.config = test::tiny_config();
-  spec.config.hidden_size = 64;
-  spec.config.word_embed_proj_dim = 64;
-  spec.config.ffn_dim = 256;
+  test::RandomSpec spec = wide_spec();
   spec.config.num_hidden_layers = 4;
   spec.dtype = DType::F16;
   spec.sparse24 = sparse24;

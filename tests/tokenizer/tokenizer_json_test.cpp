@@ -176,7 +176,9 @@ TEST(TokenizerJson, ThreadsShareTheCache) {
   for (int k = 0; k < 4; ++k) {
     threads.emplace_back([&, k] {
       for (size_t i = 0; i < texts.size(); ++i) {
-        if (t.encode(texts[i].at("text").get<std::string>()) != ref[i].at("ids")) ++mismatches[k];
+        if (t.encode(texts[i].at("text").get<std::string>()) !=
+            ref[i].at("ids").get<std::vector<int>>())
+          ++mismatches[k];
       }
     });
   }
@@ -321,18 +323,18 @@ TEST(TokenizerJson, RejectsMalformedFiles) {
 // --- GGUF: the metadata of the two tiny files through tokenizer_json_from_gguf
 
 void expect_same_data(const GgufTokenizerData& d, const json& want) {
-  EXPECT_EQ(d.model, want.at("model"));
-  EXPECT_EQ(d.pre, want.at("pre"));
+  EXPECT_EQ(d.model, want.at("model").get<std::string>());
+  EXPECT_EQ(d.pre, want.at("pre").get<std::string>());
   EXPECT_EQ(d.tokens, want.at("tokens").get<std::vector<std::string>>());
   EXPECT_EQ(d.scores, want.at("scores").get<std::vector<float>>());
   EXPECT_EQ(d.token_types, want.at("token_types").get<std::vector<int32_t>>());
   EXPECT_EQ(d.merges, want.at("merges").get<std::vector<std::string>>());
-  EXPECT_EQ(d.bos, want.at("bos"));
-  EXPECT_EQ(d.eos, want.at("eos"));
-  EXPECT_EQ(d.unk, want.at("unk"));
-  EXPECT_EQ(d.pad, want.at("pad"));
-  EXPECT_EQ(d.add_bos, want.at("add_bos"));
-  EXPECT_EQ(d.add_eos, want.at("add_eos"));
+  EXPECT_EQ(d.bos, want.at("bos").get<decltype(d.bos)>());
+  EXPECT_EQ(d.eos, want.at("eos").get<decltype(d.eos)>());
+  EXPECT_EQ(d.unk, want.at("unk").get<decltype(d.unk)>());
+  EXPECT_EQ(d.pad, want.at("pad").get<decltype(d.pad)>());
+  EXPECT_EQ(d.add_bos, want.at("add_bos").get<bool>());
+  EXPECT_EQ(d.add_eos, want.at("add_eos").get<bool>());
 }
 
 Tokenizer from_gguf(const GgufTokenizerData& d) {
