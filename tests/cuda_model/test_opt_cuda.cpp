@@ -570,7 +570,7 @@ struct TempOpt125m {
   std::filesystem::path dir;
   TempOpt125m(const char* tag, uint64_t seed)
       : dir(std::filesystem::temp_directory_path() / (tag + std::to_string(::getpid()))) {
-    write_large_opt_hf(dir.string(), "opt-125m", seed, DType::F16);
+    write_large_hf(dir.string(), "opt-125m", seed, DType::F16);
   }
   ~TempOpt125m() { std::filesystem::remove_all(dir); }
   TempOpt125m(const TempOpt125m&) = delete;

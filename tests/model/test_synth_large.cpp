@@ -1,4 +1,4 @@
-// `synth --format sf` for the real OPT shapes (write_large_opt_sf) against the two-step route it
+// `synth --format sf` for the real OPT shapes (write_large_sf) against the two-step route it
 // replaces: the same weights as `synth --format hf` followed by `convert`, dense and 2:4, tensor by
 // tensor (opt-125m: 125M parameters, a few seconds).
 #include <gtest/gtest.h>
@@ -10,8 +10,8 @@
 
 #include "core/error.hpp"
 #include "model/convert.hpp"
-#include "model/synth_large.hpp"
 #include "model/synth.hpp"
+#include "model/synth_large.hpp"
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
 
@@ -51,27 +51,79 @@ void expect_same_tensors(const Model& a, const Model& b) {
   EXPECT_EQ(a.merges_txt(), b.merges_txt());
 }
 
-TEST(SynthLargeSf, EqualsTheHfCheckpointConverted) {
+class SynthLargeSf : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SynthLargeSf, EqualsTheHfCheckpointConverted) {
   TempDir tmp;
   const std::string hf = (tmp.path / "hf").string();
-  write_large_opt_hf(hf, "opt-125m", 3, DType::F16);
+  const arch::ModelDesc want = large_config(*find_large_shape(GetParam()));
+  write_large_hf(hf, GetParam(), 3, DType::F16);
+  EXPECT_EQ(Model::open(hf)->config(), want);
   for (const bool sparse : {false, true}) {
     SCOPED_TRACE(sparse ? "2:4" : "dense");
     const std::string direct = (tmp.path / (sparse ? "direct24.sf" : "direct.sf")).string();
     const std::string two_step = (tmp.path / (sparse ? "convert24.sf" : "convert.sf")).string();
-    const auto r = write_large_opt_sf(direct, "opt-125m", 3, DType::F16, sparse);
-    EXPECT_EQ(r.config.hidden_size, 768);
+    const auto r = write_large_sf(direct, GetParam(), 3, DType::F16, sparse);
+    EXPECT_EQ(r.config, want);
     EXPECT_EQ(r.file_bytes, fs::file_size(direct));
     ConvertOptions co;
     co.sparsity = sparse ? "2:4" : "none";
     convert_to_sf(*Model::open(hf), two_step, co);
     const auto a = Model::open(direct), b = Model::open(two_step);
+    EXPECT_EQ(a->config(), want);
     EXPECT_EQ(a->is_sparse(), sparse);
+    EXPECT_EQ(a->metadata().at("sparsity.pruned"), b->metadata().at("sparsity.pruned"));
     EXPECT_EQ(a->metadata().value("sparsity.pattern", ""), sparse ? "2:4" : "none");
-    EXPECT_EQ(a->metadata().at("weights.synthetic_info"), b->metadata().at("weights.synthetic_info"));
+    EXPECT_EQ(a->metadata().at("weights.synthetic_info"),
+              b->metadata().at("weights.synthetic_info"));
     EXPECT_EQ(a->metadata().value("weights.synthetic", false), true);
     expect_same_tensors(*a, *b);
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, SynthLargeSf, ::testing::Values("opt-125m", "smollm2-135m"));
+
+// What the published config.json files say, through the one table.
+TEST(SynthLargeShapes, DescribeThePublishedModels) {
+  const arch::ModelDesc l2 = large_config(*find_large_shape("llama-2-7b"));
+  EXPECT_EQ(l2.arch, "llama");
+  EXPECT_EQ(l2.vocab_size, 32000);
+  EXPECT_EQ(l2.num_key_value_heads, 32);
+  EXPECT_EQ(l2.head_dim, 128);
+  EXPECT_EQ(l2.ffn_dim, 11008);
+  EXPECT_FALSE(l2.tie_word_embeddings);
+  EXPECT_EQ(l2.norm, arch::Norm::RMSNorm);
+  EXPECT_DOUBLE_EQ(l2.norm_eps, 1e-5);
+  EXPECT_TRUE(l2.is_gated());
+  const arch::ModelDesc l3 = large_config(*find_large_shape("llama-3-8b"));
+  EXPECT_EQ(l3.vocab_size, 128256);
+  EXPECT_EQ(l3.num_key_value_heads, 8);
+  EXPECT_EQ(l3.group(), 4);
+  EXPECT_DOUBLE_EQ(l3.rope.theta, 500000.0);
+  const arch::ModelDesc m = large_config(*find_large_shape("mistral-7b"));
+  EXPECT_EQ(m.sliding_window, 4096);
+  EXPECT_EQ(m.arch, "mistral");
+  const arch::ModelDesc q = large_config(*find_large_shape("qwen2-7b"));
+  EXPECT_TRUE(q.qkv_bias);
+  EXPECT_FALSE(q.o_bias);
+  EXPECT_EQ(q.kv_dim(), 512);
+  EXPECT_DOUBLE_EQ(q.norm_eps, 1e-6);
+  EXPECT_EQ(large_config(*find_large_shape("smollm2-135m")).head_dim, 64);
+  // Parameter counts the model cards give (7B: 6.74e9, 8B: 8.03e9, Qwen2 7B: 7.62e9).
+  auto params = [](const arch::ModelDesc& c) {
+    uint64_t n = 0;
+    for (const auto& t : arch::expected_tensors(c, !c.tie_word_embeddings)) {
+      uint64_t k = 1;
+      for (auto d : t.shape) k *= uint64_t(d);
+      n += k;
+    }
+    return double(n);
+  };
+  EXPECT_NEAR(params(l2) / 1e9, 6.74, 0.01);
+  EXPECT_NEAR(params(l3) / 1e9, 8.03, 0.01);
+  EXPECT_NEAR(params(q) / 1e9, 7.62, 0.01);
+  EXPECT_NEAR(params(m) / 1e9, 7.24, 0.01);
+  EXPECT_EQ(find_large_shape("llama-7b"), nullptr);
 }
 
 // The real shapes have 50272 ids against the built-in tokenizer's 1500: the ids it lacks decode to
@@ -79,7 +131,8 @@ TEST(SynthLargeSf, EqualsTheHfCheckpointConverted) {
 TEST(SynthLargeSf, EveryIdOfTheModelDecodes) {
   const std::string vocab = synth_vocab_json(50272);
   const auto tok = tok::Tokenizer::from_json_and_merges(vocab, builtin_merges_txt());
-  const auto builtin = tok::Tokenizer::from_json_and_merges(builtin_vocab_json(), builtin_merges_txt());
+  const auto builtin =
+      tok::Tokenizer::from_json_and_merges(builtin_vocab_json(), builtin_merges_txt());
   EXPECT_EQ(tok.vocab_size(), 50272);
   const std::vector<int32_t> ids = {40489, 50271};
   EXPECT_EQ(tok.decode(ids), "<|synth_40489|><|synth_50271|>");
@@ -92,8 +145,14 @@ TEST(SynthLargeSf, EveryIdOfTheModelDecodes) {
 
 TEST(SynthLargeSf, RejectsWhatItCannotWrite) {
   TempDir tmp;
-  EXPECT_THROW(write_large_opt_sf((tmp.path / "x.sf").string(), "opt-7b", 0, DType::F16, false), Error);
-  EXPECT_THROW(write_large_opt_sf((tmp.path / "x.sf").string(), "opt-125m", 0, DType::I32, false), Error);
+  try {
+    write_large_sf((tmp.path / "x.sf").string(), "opt-7b", 0, DType::F16, false);
+    ADD_FAILURE() << "opt-7b is not a published shape";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("llama-3-8b"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(write_large_sf((tmp.path / "x.sf").string(), "opt-125m", 0, DType::I32, false),
+               Error);
   EXPECT_FALSE(fs::exists(tmp.path / "x.sf"));  // nothing half-written
 }
 
