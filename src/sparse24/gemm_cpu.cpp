@@ -35,10 +35,14 @@ namespace sf::s24 {
 
 float apply_activation(Activation a, float v) {
   switch (a) {
-    case Activation::None: return v;
-    case Activation::ReLU: return v < 0.0f ? 0.0f : v;  // NaN passes through (poison stays visible)
-    case Activation::GELU: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-    case Activation::SiLU: return v / (1.0f + std::exp(-v));
+    case Activation::None:
+      return v;
+    case Activation::ReLU:
+      return v < 0.0f ? 0.0f : v;  // NaN passes through (poison stays visible)
+    case Activation::GELU:
+      return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    case Activation::SiLU:
+      return v / (1.0f + std::exp(-v));
     case Activation::GELUTanh: {
       // 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)): the same function without 1 + tanh's cancellation
       // for negative v (at v = -5 that cost 3 of fp32's 24 bits). v^3 overflows beyond |v| ~ 7e12,
@@ -82,10 +86,14 @@ CpuIsa cpu_isa() {
 
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::Auto: return "auto";
-    case CpuIsa::Generic: return "generic";
-    case CpuIsa::Avx2: return "avx2";
-    case CpuIsa::Avx512: return "avx512";
+    case CpuIsa::Auto:
+      return "auto";
+    case CpuIsa::Generic:
+      return "generic";
+    case CpuIsa::Avx2:
+      return "avx2";
+    case CpuIsa::Avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -140,7 +148,8 @@ inline void store_row(const Out& o, int64_t ni, int64_t m0, int64_t cnt, const f
 }
 
 // Copy rows [m0, m0 + mc) of x [m, k] to fp32 dst [mc, ld], zero-filling columns k..ld.
-void rows_to_f32(const void* x, DType xdt, int64_t k, int64_t m0, int64_t mc, int64_t ld, float* dst) {
+void rows_to_f32(const void* x, DType xdt, int64_t k, int64_t m0, int64_t mc, int64_t ld,
+                 float* dst) {
   for (int64_t i = 0; i < mc; ++i) {
     float* d = dst + size_t(i) * size_t(ld);
     const size_t base = size_t(m0 + i) * size_t(k);
@@ -153,17 +162,22 @@ void rows_to_f32(const void* x, DType xdt, int64_t k, int64_t m0, int64_t mc, in
   }
 }
 
-inline float weight_at(const Compressed& w, size_t i) { return load_as_float(w.values.data(), w.dtype, i); }
+inline float weight_at(const Compressed& w, size_t i) {
+  return load_as_float(w.values.data(), w.dtype, i);
+}
 
 // Column of kept value j (0..15) of a 32-column block, given the row's block index word.
-inline int kept_col(uint32_t word, int j) { return 4 * (j >> 1) + int((word >> (2 * j)) & 3u); }
+inline int kept_col(uint32_t word, int j) {
+  return 4 * (j >> 1) + int((word >> (2 * j)) & 3u);
+}
 
 // ---- portable kernels (also compiled for AVX2 by the wrappers further down) -----------------
 
 // Rows path: output rows [n0, n1), x rows xf [m, Kp] fp32 (padded with zeros).
 template <int kMaxM>
-inline __attribute__((always_inline)) void rows_generic(const Compressed& w, const float* xf, int64_t m,
-                                                        int64_t n0, int64_t n1, const Out& o) {
+inline __attribute__((always_inline)) void rows_generic(const Compressed& w, const float* xf,
+                                                        int64_t m, int64_t n0, int64_t n1,
+                                                        const Out& o) {
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t half = size_t(kp / 2);
   float pending[kMaxM] = {};  // a gate row's sums (gated epilogue)
@@ -188,13 +202,13 @@ inline __attribute__((always_inline)) void rows_generic(const Compressed& w, con
   }
 }
 
-constexpr int kRowsPerPass = 4;    // weight rows accumulated together in the lanes kernel
-constexpr int kKBlock = 64;        // K columns per decode block: a 64-lane xT slice of it is 16 KiB,
-                                   // so it stays in L1 while every row of the N block uses it
-                                   // (256 columns, 64 KiB, ran out of L2 bandwidth: 2x slower)
-constexpr int kNBlock = 16;        // output rows per work item (rows_padded is a multiple of 16)
-constexpr int kMChunk = 256;       // x rows transposed at once
-constexpr int kLaneSlice = 64;     // M lanes accumulated in registers at once
+constexpr int kRowsPerPass = 4;  // weight rows accumulated together in the lanes kernel
+constexpr int kKBlock = 64;      // K columns per decode block: a 64-lane xT slice of it is 16 KiB,
+                                 // so it stays in L1 while every row of the N block uses it
+                                 // (256 columns, 64 KiB, ran out of L2 bandwidth: 2x slower)
+constexpr int kNBlock = 16;      // output rows per work item (rows_padded is a multiple of 16)
+constexpr int kMChunk = 256;     // x rows transposed at once
+constexpr int kLaneSlice = 64;   // M lanes accumulated in registers at once
 
 // Decode kKBlock (or fewer) columns of rows [n, n + kRowsPerPass) into fp32 values and xT offsets
 // (in floats: column within the block * row stride `mp` of the xT slice).
@@ -253,24 +267,27 @@ __attribute__((target("avx512f"))) inline __m512 load16_as_f32(const uint8_t* p,
     case DType::BF16:
       return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(
           kAll16,
-          _mm512_maskz_cvtepu16_epi32(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+          _mm512_maskz_cvtepu16_epi32(kAll16,
+                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
           16));
-    default: return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+    default:
+      return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
   }
 }
 
 // Lane j of the result = column of kept value j within its 32-column block.
 __attribute__((target("avx512f"))) inline __m512i kept_cols16(uint32_t word) {
-  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i shifts =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
-  const __m512i idx = _mm512_and_si512(_mm512_maskz_srlv_epi32(kAll16, _mm512_set1_epi32(int(word)), shifts),
-                                       _mm512_set1_epi32(3));
+  const __m512i idx = _mm512_and_si512(
+      _mm512_maskz_srlv_epi32(kAll16, _mm512_set1_epi32(int(word)), shifts), _mm512_set1_epi32(3));
   return _mm512_add_epi32(idx, base);
 }
 
 template <int kM>
-__attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const float* xf, int64_t n0,
-                                                    int64_t n1, const Out& o) {
+__attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const float* xf,
+                                                    int64_t n0, int64_t n1, const Out& o) {
   const int64_t kp = w.cols_padded, kblocks = kp / 32;
   const size_t es = dtype_size(w.dtype);
   const size_t half = size_t(kp / 2);
@@ -284,8 +301,10 @@ __attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const f
       const __m512 wv = load16_as_f32(vals + size_t(16 * kb) * es, w.dtype);
       for (int i = 0; i < kM; ++i) {
         const float* xr = xf + size_t(i) * size_t(kp) + size_t(32 * kb);
-        // Two-source permute = a 16-lane gather from the block's 32 x values, without gather's cost.
-        const __m512 g = _mm512_permutex2var_ps(_mm512_loadu_ps(xr), cols, _mm512_loadu_ps(xr + 16));
+        // Two-source permute = a 16-lane gather from the block's 32 x values, without gather's
+        // cost.
+        const __m512 g =
+            _mm512_permutex2var_ps(_mm512_loadu_ps(xr), cols, _mm512_loadu_ps(xr + 16));
         acc[i] = _mm512_fmadd_ps(wv, g, acc[i]);
       }
     }
@@ -295,8 +314,8 @@ __attribute__((target("avx512f"))) void rows_avx512(const Compressed& w, const f
   }
 }
 
-__attribute__((target("avx512f"))) void decode_block_avx512(const Compressed& w, int64_t n, int64_t kc0,
-                                                            int kcols, int64_t mp,
+__attribute__((target("avx512f"))) void decode_block_avx512(const Compressed& w, int64_t n,
+                                                            int64_t kc0, int kcols, int64_t mp,
                                                             float (*wbuf)[kKBlock / 2],
                                                             int32_t (*obuf)[kKBlock / 2]) {
   const int64_t kp = w.cols_padded;
@@ -309,8 +328,8 @@ __attribute__((target("avx512f"))) void decode_block_avx512(const Compressed& w,
     __m512i block_base = _mm512_setzero_si512();
     for (int b = 0; b < kcols / 32; ++b) {
       const int64_t kb = kc0 / 32 + b;
-      const __m512i cols = _mm512_add_epi32(kept_cols16(row_block_indices(w.meta.data(), kp, n + r, kb)),
-                                            block_base);
+      const __m512i cols = _mm512_add_epi32(
+          kept_cols16(row_block_indices(w.meta.data(), kp, n + r, kb)), block_base);
       _mm512_storeu_si512(obuf[r] + 16 * b, _mm512_mullo_epi32(cols, mpv));
       _mm512_storeu_ps(wbuf[r] + 16 * b, load16_as_f32(vals + size_t(16 * kb) * es, w.dtype));
       block_base = _mm512_add_epi32(block_base, block_step);
@@ -331,7 +350,8 @@ __attribute__((target("avx512f"))) void lanes_avx512(const float* xt, int cnt, b
     for (int r = 0; r < kRowsPerPass; ++r) {
       const __m512 b = _mm512_set1_ps(wbuf[r][j]);
       const float* p = xt + obuf[r][j];
-      for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_fmadd_ps(b, _mm512_loadu_ps(p + 16 * v), acc[r][v]);
+      for (int v = 0; v < kV; ++v)
+        acc[r][v] = _mm512_fmadd_ps(b, _mm512_loadu_ps(p + 16 * v), acc[r][v]);
     }
   }
   for (int r = 0; r < kRowsPerPass; ++r)
@@ -342,9 +362,9 @@ __attribute__((target("avx512f"))) void lanes_avx512(const float* xt, int cnt, b
 
 template <int kLanes>
 __attribute__((target("avx2,fma,f16c"))) void lanes_avx2(const float* xt, int cnt, bool first,
-                                                          const float (*wbuf)[kKBlock / 2],
-                                                          const int32_t (*obuf)[kKBlock / 2], float* c,
-                                                          int64_t ldc) {
+                                                         const float (*wbuf)[kKBlock / 2],
+                                                         const int32_t (*obuf)[kKBlock / 2],
+                                                         float* c, int64_t ldc) {
   lanes_generic<kLanes>(xt, cnt, first, wbuf, obuf, c, ldc);
 }
 template <int kLanes>
@@ -352,8 +372,9 @@ void lanes_portable(const float* xt, int cnt, bool first, const float (*wbuf)[kK
                     const int32_t (*obuf)[kKBlock / 2], float* c, int64_t ldc) {
   lanes_generic<kLanes>(xt, cnt, first, wbuf, obuf, c, ldc);
 }
-__attribute__((target("avx2,fma,f16c"))) void rows_avx2(const Compressed& w, const float* xf, int64_t m,
-                                                         int64_t n0, int64_t n1, const Out& o) {
+__attribute__((target("avx2,fma,f16c"))) void rows_avx2(const Compressed& w, const float* xf,
+                                                        int64_t m, int64_t n0, int64_t n1,
+                                                        const Out& o) {
   rows_generic<16>(w, xf, m, n0, n1, o);
 }
 void rows_portable(const Compressed& w, const float* xf, int64_t m, int64_t n0, int64_t n1,
@@ -365,7 +386,8 @@ using LanesFn = void (*)(const float*, int, bool, const float (*)[kKBlock / 2],
                          const int32_t (*)[kKBlock / 2], float*, int64_t);
 // Index = number of 16-lane vectors in the slice (1..4).
 LanesFn lanes_kernel(CpuIsa isa, int vecs) {
-  static const LanesFn k512[4] = {lanes_avx512<1>, lanes_avx512<2>, lanes_avx512<3>, lanes_avx512<4>};
+  static const LanesFn k512[4] = {lanes_avx512<1>, lanes_avx512<2>, lanes_avx512<3>,
+                                  lanes_avx512<4>};
   static const LanesFn k2[4] = {lanes_avx2<16>, lanes_avx2<32>, lanes_avx2<48>, lanes_avx2<64>};
   static const LanesFn kp[4] = {lanes_portable<16>, lanes_portable<32>, lanes_portable<48>,
                                 lanes_portable<64>};
@@ -374,8 +396,8 @@ LanesFn lanes_kernel(CpuIsa isa, int vecs) {
   return kp[vecs - 1];
 }
 
-void rows_dispatch(CpuIsa isa, const Compressed& w, const float* xf, int64_t m, int64_t n0, int64_t n1,
-                   const Out& o) {
+void rows_dispatch(CpuIsa isa, const Compressed& w, const float* xf, int64_t m, int64_t n0,
+                   int64_t n1, const Out& o) {
   if (isa == CpuIsa::Avx512) {
     using Fn = void (*)(const Compressed&, const float*, int64_t, int64_t, const Out&);
     static const Fn k[15] = {rows_avx512<1>,  rows_avx512<2>,  rows_avx512<3>,  rows_avx512<4>,
@@ -419,7 +441,8 @@ void check_gemm_args(const void* x, DType xdt, int64_t m, int64_t k, void* y, DT
   const size_t ybytes = size_t(m) * size_t(n) * dtype_size(ydt);
   if (m > 0 && xb < yb + ybytes && yb < xb + xbytes)
     fail(Status::InvalidArgument,
-         "{}: x and y overlap in memory; the kernel reads x while writing y, so give y its own buffer",
+         "{}: x and y overlap in memory; the kernel reads x while writing y, so give y its own "
+         "buffer",
          what);
 }
 
@@ -439,7 +462,7 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
     rows_to_f32(x, x_dtype, w.cols, 0, m, kp, xf.data());
     constexpr int64_t kChunk = 16;  // rows per work item: enough to amortise scheduling
     const int64_t chunks = (n_rows + kChunk - 1) / kChunk;
-    const bool parallel = double(m) * double(n_rows) * double(kp) > 1e6;  // see gemm_dense_cpu
+    const bool parallel = double(m) * double(n_rows) * double(kp) > 1e5;  // see gemm_dense_cpu
 #pragma omp parallel for schedule(dynamic, 4) if (parallel)
     for (int64_t ci = 0; ci < chunks; ++ci)
       rows_dispatch(isa, w, xf.data(), m, ci * kChunk, std::min(n_rows, ci * kChunk + kChunk), o);
@@ -447,13 +470,14 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
   }
 
   const int64_t mc_max = std::min<int64_t>(m, kMChunk);
-  std::vector<float> xt_buf(size_t(kp) * size_t((mc_max + kLaneSlice - 1) / kLaneSlice * kLaneSlice));
+  std::vector<float> xt_buf(size_t(kp) *
+                            size_t((mc_max + kLaneSlice - 1) / kLaneSlice * kLaneSlice));
   float* xt = xt_buf.data();
   const int64_t nblocks = (w.rows_padded + kNBlock - 1) / kNBlock;
 #pragma omp parallel
   {
-    alignas(64) float wbuf[kNBlock][kKBlock / 2];     // decoded weights of the N block, fp32
-    alignas(64) int32_t obuf[kNBlock][kKBlock / 2];   // their xT offsets (column * mp)
+    alignas(64) float wbuf[kNBlock][kKBlock / 2];         // decoded weights of the N block, fp32
+    alignas(64) int32_t obuf[kNBlock][kKBlock / 2];       // their xT offsets (column * mp)
     std::vector<float> ctile(size_t(kNBlock) * kMChunk);  // [kNBlock, mp] fp32 accumulators
     std::vector<float> pending(ep.gated ? size_t(kMChunk) : 0);  // a gate row (store_row)
     for (int64_t m0 = 0; m0 < m; m0 += kMChunk) {
@@ -464,7 +488,8 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
       for (int64_t k0 = 0; k0 < kp; k0 += 64) {
         const int64_t k1 = std::min(kp, k0 + 64);
         for (int64_t lane = 0; lane < mp; ++lane) {
-          float* dst = xt + size_t(lane / kLaneSlice) * size_t(kp) * kLaneSlice + size_t(lane % kLaneSlice);
+          float* dst =
+              xt + size_t(lane / kLaneSlice) * size_t(kp) * kLaneSlice + size_t(lane % kLaneSlice);
           const size_t xrow = size_t(m0 + lane) * size_t(w.cols);
           for (int64_t kk = k0; kk < k1; ++kk)
             dst[size_t(kk) * kLaneSlice] =
@@ -486,11 +511,11 @@ void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void
           }
           // Slice-outer: the slice's xT rows stay in L1 across all rows of the block.
           for (int64_t l0 = 0; l0 < mp; l0 += kLaneSlice) {
-            const LanesFn kern = lanes_kernel(isa, int(std::min<int64_t>(kLaneSlice, mp - l0) / 16));
+            const LanesFn kern =
+                lanes_kernel(isa, int(std::min<int64_t>(kLaneSlice, mp - l0) / 16));
             for (int64_t r = 0; r < nb1 - nb0; r += kRowsPerPass)
               kern(xt + size_t(l0) * size_t(kp) + size_t(kc0) * kLaneSlice, kcols / 2, kc0 == 0,
-                   wbuf + r, obuf + r,
-                   ctile.data() + size_t(r) * size_t(mp) + size_t(l0), mp);
+                   wbuf + r, obuf + r, ctile.data() + size_t(r) * size_t(mp) + size_t(l0), mp);
           }
         }
         for (int64_t n = nb0; n < std::min(nb1, n_rows); ++n)
@@ -508,8 +533,8 @@ namespace {
 typedef float v16f __attribute__((vector_size(64)));
 
 // 4 dot products of length k sharing one weight row (x rows are contiguous fp32).
-inline __attribute__((always_inline)) void dot4(const float* wr, const float* x0, int64_t ldx, int cnt,
-                                                int64_t k, float* out) {
+inline __attribute__((always_inline)) void dot4(const float* wr, const float* x0, int64_t ldx,
+                                                int cnt, int64_t k, float* out) {
   v16f acc[4] = {};
   int64_t j = 0;
   for (; j + 16 <= k; j += 16) {
@@ -556,24 +581,27 @@ inline __attribute__((always_inline)) void dense_rows_body(const MatrixView& w, 
 }
 
 __attribute__((target("avx512f"))) void row_to_f32_avx512(const MatrixView& w, size_t base,
-                                                           float* out) {
+                                                          float* out) {
   const size_t es = dtype_size(w.dtype);
   const uint8_t* p = static_cast<const uint8_t*>(w.data) + base * es;
   int64_t j = 0;
-  for (; j + 16 <= w.cols; j += 16) _mm512_storeu_ps(out + j, load16_as_f32(p + size_t(j) * es, w.dtype));
+  for (; j + 16 <= w.cols; j += 16)
+    _mm512_storeu_ps(out + j, load16_as_f32(p + size_t(j) * es, w.dtype));
   for (; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
 }
 __attribute__((target("avx2,fma,f16c"))) void row_to_f32_avx2(const MatrixView& w, size_t base,
-                                                               float* out) {
+                                                              float* out) {
   const size_t es = dtype_size(w.dtype);
   const uint8_t* p = static_cast<const uint8_t*>(w.data) + base * es;
   int64_t j = 0;
   if (w.dtype == DType::F16) {
     for (; j + 8 <= w.cols; j += 8)
-      _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j))));
+      _mm256_storeu_ps(
+          out + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j))));
   } else if (w.dtype == DType::BF16) {
     for (; j + 8 <= w.cols; j += 8) {
-      const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j)));
+      const __m256i wide =
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * j)));
       _mm256_storeu_ps(out + j, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
     }
   } else {
@@ -581,6 +609,101 @@ __attribute__((target("avx2,fma,f16c"))) void row_to_f32_avx2(const MatrixView& 
     j = w.cols;
   }
   for (; j < w.cols; ++j) out[j] = load_as_float(w.data, w.dtype, base + size_t(j));
+}
+
+// One activation row (decode): 8 weight rows at a time, so 8 independent accumulator chains hide
+// the FMA latency that a single row's dot product waits on, with each row widened straight from
+// memory (no fp32 copy of the row). Each row's arithmetic is dot4's for cnt = 1 (the same lanes,
+// the same order), so decode and prefill agree bit for bit.
+template <typename Load16>
+inline __attribute__((always_inline)) void dense_rows_m1_body(const MatrixView& w, const float* x,
+                                                              int64_t n0, int64_t n1,
+                                                              float* pending, const Out& o,
+                                                              Load16 load16) {
+  constexpr int kRows = 8;
+  const int64_t k = w.cols, k16 = k / 16 * 16;
+  const size_t es = dtype_size(w.dtype);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t n = n0; n < n1; n += kRows) {
+    const int rows = int(std::min<int64_t>(kRows, n1 - n));
+    const uint8_t* wr[kRows];
+    for (int r = 0; r < kRows; ++r)  // a short last group repeats its last row (not stored)
+      wr[r] = base + size_t(n + std::min(r, rows - 1)) * size_t(k) * es;
+    v16f acc[kRows] = {};
+    for (int64_t j = 0; j < k16; j += 16) {
+      v16f xv;
+      std::memcpy(&xv, x + j, 64);
+      for (int r = 0; r < kRows; ++r) {
+        v16f wv;
+        load16(wr[r] + size_t(j) * es, wv);
+        acc[r] += wv * xv;
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      float s = 0.0f;
+      for (int l = 0; l < 16; ++l) s += acc[r][l];
+      for (int64_t t = k16; t < k; ++t)
+        s += load_as_float(w.data, w.dtype, size_t(n + r) * size_t(k) + size_t(t)) * x[t];
+      store_row(o, n + r, 0, 1, &s, pending);
+    }
+  }
+}
+
+// 16 weights of type DT widened to fp32, written to `out` (a v16f return value would change the
+// ABI of the AVX2 build). The type is a template argument so the inner loop has no branch.
+template <DType DT>
+struct Load16Avx512 {
+  __attribute__((target("avx512f"))) void operator()(const uint8_t* p, v16f& out) const {
+    const __m512 v = load16_as_f32(p, DT);
+    std::memcpy(&out, &v, 64);
+  }
+};
+template <DType DT>
+struct Load16Avx2 {
+  __attribute__((target("avx2,fma,f16c"))) void operator()(const uint8_t* p, v16f& out) const {
+    __m256 lo, hi;
+    if constexpr (DT == DType::F16) {
+      lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    } else if constexpr (DT == DType::BF16) {
+      lo = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+      hi = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))), 16));
+    } else {
+      lo = _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+      hi = _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8);
+    }
+    std::memcpy(&out, &lo, 32);
+    std::memcpy(reinterpret_cast<char*>(&out) + 32, &hi, 32);
+  }
+};
+
+template <template <DType> class Load16>
+inline __attribute__((always_inline)) void dense_rows_m1_dispatch(const MatrixView& w,
+                                                                  const float* x, int64_t n0,
+                                                                  int64_t n1, float* pending,
+                                                                  const Out& o) {
+  switch (w.dtype) {
+    case DType::F16:
+      return dense_rows_m1_body(w, x, n0, n1, pending, o, Load16<DType::F16>{});
+    case DType::BF16:
+      return dense_rows_m1_body(w, x, n0, n1, pending, o, Load16<DType::BF16>{});
+    default:
+      return dense_rows_m1_body(w, x, n0, n1, pending, o, Load16<DType::F32>{});
+  }
+}
+
+__attribute__((target("avx512f"))) void dense_rows_m1_avx512(const MatrixView& w, const float* x,
+                                                             int64_t n0, int64_t n1, float* pending,
+                                                             const Out& o) {
+  dense_rows_m1_dispatch<Load16Avx512>(w, x, n0, n1, pending, o);
+}
+__attribute__((target("avx2,fma,f16c"))) void dense_rows_m1_avx2(const MatrixView& w,
+                                                                 const float* x, int64_t n0,
+                                                                 int64_t n1, float* pending,
+                                                                 const Out& o) {
+  dense_rows_m1_dispatch<Load16Avx2>(w, x, n0, n1, pending, o);
 }
 
 __attribute__((target("avx512f"))) void dense_rows_avx512(const MatrixView& w, const float* xf,
@@ -617,8 +740,30 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
   rows_to_f32(x, x_dtype, w.cols, 0, m, w.cols, xf.data());
   constexpr int64_t kChunk = 8;
   const int64_t chunks = (w.rows + kChunk - 1) / kChunk;
-  // Below ~1 MFLOP a parallel region's wake-up costs more than the product (tiny test models).
-  const bool parallel = double(m) * double(w.rows) * double(w.cols) > 5e5;
+  // Below ~50k multiply-adds (a 64 KB fp16 weight read, ~10 us on one core) a parallel region's
+  // wake-up (1-3 us with spinning threads) costs more than it saves. A higher bound, 5e5, left
+  // SmolLM2's 576x576 and 192x576 decode products on one thread: 0.69 of 2.7 s of a 128-token
+  // decode ran serially, and 2 threads were 1.36x one thread instead of 1.8x.
+  const bool parallel = double(m) * double(w.rows) * double(w.cols) > 5e4;
+  if (m == 1 && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2)) {
+    // Decode reads W once and is bound by memory: equal contiguous row ranges per thread (each a
+    // sequential stream the prefetchers follow) in groups of 8 rows, which keeps a gated
+    // product's gate/up row pairs together.
+    const int64_t groups = (w.rows + 7) / 8;
+#pragma omp parallel if (parallel)
+    {
+      float pending = 0.0f;
+#pragma omp for schedule(static)
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t n0 = g * 8, n1 = std::min(w.rows, n0 + 8);
+        if (isa == CpuIsa::Avx512)
+          dense_rows_m1_avx512(w, xf.data(), n0, n1, &pending, o);
+        else
+          dense_rows_m1_avx2(w, xf.data(), n0, n1, &pending, o);
+      }
+    }
+    return;
+  }
 #pragma omp parallel if (parallel)
   {
     std::vector<float> wrow(size_t(w.cols));
