@@ -1,9 +1,9 @@
-// sparseflow convert: a Hugging Face OPT checkpoint directory -> one .sf file, dense or 2:4
-// (magnitude or Wanda pruning). The output appears only when complete (written atomically).
-#include <CLI/CLI.hpp>
+// sparseflow convert: a Hugging Face checkpoint directory or a GGUF file -> one .sf file, dense or
+// 2:4 (magnitude or Wanda pruning). The output appears only when complete (written atomically).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -36,14 +36,17 @@ struct ConvertArgs {
   bool neuron_major = false, keep_order = false;  // issue 6
 };
 
-std::string mib(uint64_t b) { return fmt::format("{:.2f} MiB", double(b) / (1 << 20)); }
+std::string mib(uint64_t b) {
+  return fmt::format("{:.2f} MiB", double(b) / (1 << 20));
+}
 
 // A model without a tokenizer converts, but its .sf file then runs from token ids only; say so now
 // rather than at generate time, with the files that were looked for.
 void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
                           const std::string& output) {
   namespace fs = std::filesystem;
-  if (!src.tokenizer_json().empty() || (!src.vocab_json().empty() && !src.merges_txt().empty())) return;
+  if (!src.tokenizer_json().empty() || (!src.vocab_json().empty() && !src.merges_txt().empty()))
+    return;
   std::string looked;
   if (src.source_format() == "hf") {
     // A bare torch.save() file reads its tokenizer from the folder it sits in.
@@ -52,12 +55,11 @@ void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
     for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json"})
       if (fs::exists(dir / f)) found.push_back(f);
     looked =
-        fmt::format("looked for {}, or {} and {}; found {}", (dir / "tokenizer.json").string(), (dir / "vocab.json").string(),
-                    (dir / "merges.txt").string(),
+        fmt::format("looked for {}, or {} and {}; found {}", (dir / "tokenizer.json").string(),
+                    (dir / "vocab.json").string(), (dir / "merges.txt").string(),
                     found.empty() ? "neither" : fmt::format("only {}", fmt::join(found, ", ")));
   } else {
-    looked = fmt::format(
-        "looked for tokenizer metadata in {}", input);
+    looked = fmt::format("looked for tokenizer metadata in {}", input);
   }
   fmt::print(
       stderr,
@@ -80,12 +82,16 @@ void run_convert(const ConvertArgs& a) {
   if (a.method == "wanda" && a.sparsity != "2:4")
     fail(Status::InvalidArgument, "--method wanda prunes; add --sparsity 2:4");
   if (wanda && a.calibration.empty())
-    fail(Status::InvalidArgument, "--method wanda needs --calibration TEXT_FILE: Wanda weighs each weight by "
-         "the activation norms of its input channel, measured by running the dense model over that text");
+    fail(Status::InvalidArgument,
+         "--method wanda needs --calibration TEXT_FILE: Wanda weighs each weight by "
+         "the activation norms of its input channel, measured by running the dense model over that "
+         "text");
   if (!wanda && !a.calibration.empty())
-    fail(Status::InvalidArgument, "--calibration is used only by --method wanda; drop it or add --method wanda");
+    fail(Status::InvalidArgument,
+         "--calibration is used only by --method wanda; drop it or add --method wanda");
   if (fs::is_directory(a.output))
-    fail(Status::InvalidArgument, "--output '{}' is a directory; give the path of the .sf file to write", a.output);
+    fail(Status::InvalidArgument,
+         "--output '{}' is a directory; give the path of the .sf file to write", a.output);
   check_output({a.output, "--output"},
                {{a.input, "--input"}, {a.calibration, "--calibration"}, {a.config, "--config"}},
                a.force);
@@ -111,9 +117,12 @@ void run_convert(const ConvertArgs& a) {
     auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
     if (int64_t(ids.size()) > a.calibration_tokens) ids.resize(size_t(a.calibration_tokens));
     if (ids.size() < 2)
-      fail(Status::InvalidArgument, "calibration file '{}' gives {} tokens; Wanda needs text (hundreds of tokens "
-           "or more)", a.calibration, ids.size());
-    fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n", ids.size());
+      fail(Status::InvalidArgument,
+           "calibration file '{}' gives {} tokens; Wanda needs text (hundreds of tokens "
+           "or more)",
+           a.calibration, ids.size());
+    fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
+               ids.size());
     co.act_norms = model::collect_activation_norms(*src, ids);
     co.extra_metadata["sparsity.calibration_file"] = fs::path(a.calibration).filename().string();
     co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
@@ -152,9 +161,11 @@ void run_convert(const ConvertArgs& a) {
   }
   fmt::print("wrote {} ({}) in {:.1f} s\n", a.output, mib(rep.file_bytes), secs);
   fmt::print("  parameters     {}\n", rep.parameters);
-  fmt::print("  weights        {} as written, {} dense {} ({:.3f} of dense)\n", mib(rep.weight_bytes),
-             mib(rep.dense_bytes), a.dtype, rep.dense_bytes ? double(rep.weight_bytes) / double(rep.dense_bytes) : 1.0);
-  fmt::print("  sparsity       {}{}\n", a.sparsity, a.sparsity == "2:4" ? " (" + a.method + ")" : "");
+  fmt::print("  weights        {} as written, {} dense {} ({:.3f} of dense)\n",
+             mib(rep.weight_bytes), mib(rep.dense_bytes), a.dtype,
+             rep.dense_bytes ? double(rep.weight_bytes) / double(rep.dense_bytes) : 1.0);
+  fmt::print("  sparsity       {}{}\n", a.sparsity,
+             a.sparsity == "2:4" ? " (" + a.method + ")" : "");
   if (!rep.layer_relative_error.empty()) {
     fmt::print("\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
     Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "all six"});
@@ -162,7 +173,8 @@ void run_convert(const ConvertArgs& a) {
       std::vector<std::string> row = {std::to_string(i)};
       for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"})
         for (const auto& li : rep.linears)
-          if (li.layer == int64_t(i) && li.name.find(std::string(n) + ".weight") != std::string::npos)
+          if (li.layer == int64_t(i) &&
+              li.name.find(std::string(n) + ".weight") != std::string::npos)
             row.push_back(format_number(li.relative_error));
       row.push_back(format_number(rep.layer_relative_error[i]));
       t.add_row(row);
@@ -175,28 +187,39 @@ void run_convert(const ConvertArgs& a) {
 
 void add_convert_command(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
-  auto* c = app.add_subcommand("convert", "Convert a Hugging Face OPT checkpoint directory into a .sf model file, "
-                                          "optionally pruned to 2:4");
-  c->add_option("--input,-i", a->input,
-                "HF checkpoint directory (config.json, *.safetensors or pytorch_model*.bin, vocab.json, "
-                "merges.txt), or a torch.save() state dict (model.pt) with config.json beside it")
+  auto* c = app.add_subcommand(
+      "convert",
+      "Convert a Hugging Face checkpoint directory or a GGUF file into a .sf model file, "
+      "optionally pruned to 2:4");
+  c->add_option(
+       "--input,-i", a->input,
+       "HF checkpoint directory (config.json, *.safetensors or pytorch_model*.bin, tokenizer.json "
+       "or vocab.json + merges.txt), a GGUF file (llama, qwen2; dequantized to --dtype), or a "
+       "torch.save() state dict (model.pt) with config.json beside it")
       ->required();
-  c->add_option("--config", a->config, "the HF config.json to use (default: the one in or beside --input)");
+  c->add_option("--config", a->config,
+                "the HF config.json to use (default: the one in or beside --input)");
   c->add_option("--output,-o", a->output, "the .sf file to write (it appears only when complete)")
       ->required();
   c->add_flag("--force", a->force,
               "replace --output if it exists (the old file stays until the new one is complete)");
-  c->add_option("--sparsity", a->sparsity, "none or 2:4 (prunes q/k/v/out_proj, fc1, fc2)")->capture_default_str();
+  c->add_option("--sparsity", a->sparsity,
+                "none or 2:4 (prunes every decoder linear: attention q/k/v/o and the MLP)")
+      ->capture_default_str();
   c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();
   c->add_option("--calibration", a->calibration, "text file for Wanda's activation norms");
-  c->add_option("--calibration-tokens", a->calibration_tokens, "at most this many calibration tokens")
+  c->add_option("--calibration-tokens", a->calibration_tokens,
+                "at most this many calibration tokens")
       ->capture_default_str();
-  c->add_option("--dtype", a->dtype, "element type of the weights: fp16, bf16 or fp32")->capture_default_str();
+  c->add_option("--dtype", a->dtype, "element type of the weights: fp16, bf16 or fp32")
+      ->capture_default_str();
   c->add_flag("--json", a->json, "print the summary as JSON");
   c->add_flag("--neuron-major", a->neuron_major,
-              "store each FFN layer as neuron bundles (fc1 row, fc2 column, bias) for offloading; ordered by "
+              "store each FFN layer as neuron bundles (fc1 row, fc2 column, bias) for offloading; "
+              "ordered by "
               "hotness when the input .sf has an activation profile (`sparseflow profile`)");
-  c->add_flag("--keep-neuron-order", a->keep_order, "--neuron-major: keep the input's neuron order");
+  c->add_flag("--keep-neuron-order", a->keep_order,
+              "--neuron-major: keep the input's neuron order");
   c->callback([a] { run_convert(*a); });
 }
 

@@ -57,7 +57,8 @@ void run_generate(const GenerateOptions& o) {
   // --prompt gets BOS (</s>, id 2 for OPT) prepended as HF's OPT tokenizer does; --ids are used as
   // given.
   if ((o.chat || !o.system.empty()) && o.prompt.empty())
-    fail(Status::InvalidArgument, "--chat and --system need --prompt (the user's message), not --ids");
+    fail(Status::InvalidArgument,
+         "--chat and --system need --prompt (the user's message), not --ids");
   if (!o.system.empty() && !o.chat) fail(Status::InvalidArgument, "--system goes with --chat");
   std::vector<chat::ChatMessage> messages;
   if (!o.system.empty()) messages.push_back({"system", o.system});
@@ -127,12 +128,14 @@ void run_generate(const GenerateOptions& o) {
 
 void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
-  CLI::App* cmd =
-      app.add_subcommand("generate", "Generate text with a model on the CPU (greedy or sampled)");
-  cmd->add_option("--model,-m", o->model, "a .sf file, a GGUF file or a Hugging Face checkpoint directory")
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Generate text with a model on the CPU or the GPU (greedy or sampled)");
+  cmd->add_option("--model,-m", o->model,
+                  "a .sf file, a GGUF file or a Hugging Face checkpoint directory")
       ->required();
-  auto* p = cmd->add_option("--prompt,-p", o->prompt,
-                            "prompt text (tokenized as HF's tokenizer does, BOS included where it adds one)");
+  auto* p = cmd->add_option(
+      "--prompt,-p", o->prompt,
+      "prompt text (tokenized as HF's tokenizer does, BOS included where it adds one)");
   cmd->add_flag("--chat", o->chat,
                 "the prompt is a user message, rendered with the model's chat template (as HF's "
                 "apply_chat_template); only the answer is printed");

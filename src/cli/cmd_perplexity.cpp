@@ -110,7 +110,9 @@ void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* cmd =
       app.add_subcommand("perplexity", "Perplexity of a text or token sequence on the CPU");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+  cmd->add_option("--model,-m", o->model,
+                  "a .sf file, a GGUF file, or a Hugging Face checkpoint directory (OPT, Llama, "
+                  "Mistral, Qwen2, GPT-2)")
       ->required();
   auto* t = cmd->add_option("--text", o->text_file, "a UTF-8 text file (tokenized with BOS first)");
   auto* i = cmd->add_option("--ids", o->ids, "token ids, comma-separated, used exactly as given");

@@ -67,7 +67,9 @@ void add_tokenize_command(CLI::App& app) {
   auto o = std::make_shared<TokenizeOptions>();
   CLI::App* cmd =
       app.add_subcommand("tokenize", "Show the token ids and pieces of a text (BOS first)");
-  cmd->add_option("--model,-m", o->model, "a .sf file or a Hugging Face OPT checkpoint directory")
+  cmd->add_option("--model,-m", o->model,
+                  "a .sf file, a GGUF file, or a Hugging Face checkpoint directory (OPT, Llama, "
+                  "Mistral, Qwen2, GPT-2)")
       ->required();
   cmd->add_option("--text,-t", o->text, "the text to tokenize")->required();
   cmd->add_flag("--json", o->json, "print one JSON object");
