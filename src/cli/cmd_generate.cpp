@@ -84,7 +84,7 @@ void run_generate(const GenerateOptions& o) {
 
   if (s->offloaded()) {  // neuron-level offloading under --gpu-memory: the plan, then the run
     s->start(int64_t(prompt_ids.size()) + max_new);
-    fmt::print(stderr, "{}", s->plan()->table());
+    if (const auto* plan = s->plan()) fmt::print(stderr, "{}", plan->table());
   }
   const bool text = s->has_tokenizer();
   if (!o.json && text && !o.chat) {
@@ -120,8 +120,8 @@ void run_generate(const GenerateOptions& o) {
       "prefill: {} tokens in {:.1f} ms; decode: {} tokens at {:.2f} tokens/s ({} threads, {})\n",
       prompt_ids.size(), g.prefill_ms, g.decode_steps, g.decode_tokens_per_s(), cpu_threads(),
       s->model().is_sparse() ? "2:4 weights" : "dense weights");
-  if (s->offloaded() && off_opt.stats)
-    fmt::print(stderr, "offload stats: {}\n", s->offload_stats()->to_json().dump());
+  if (const auto st = s->offload_stats(); st && off_opt.stats)
+    fmt::print(stderr, "offload stats: {}\n", st->to_json().dump());
 }
 
 }  // namespace

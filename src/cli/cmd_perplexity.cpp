@@ -76,7 +76,7 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, model, context)) return;
   s->start(context);  // weights uploaded (and for offloading, planned) before the clock starts
-  if (s->offloaded()) fmt::print(stderr, "{}", s->plan()->table());
+  if (const auto* plan = s->plan()) fmt::print(stderr, "{}", plan->table());
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = s->perplexity(ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -100,8 +100,8 @@ void run_perplexity(const PerplexityOptions& o) {
   }
   fmt::print(stderr, "{:.2f} s, {:.1f} tokens/s, {} threads\n", secs, double(ids.size()) / secs,
              cpu_threads());
-  if (s->offloaded() && off_opt.stats)
-    fmt::print(stderr, "offload stats: {}\n", s->offload_stats()->to_json().dump());
+  if (const auto st = s->offload_stats(); st && off_opt.stats)
+    fmt::print(stderr, "offload stats: {}\n", st->to_json().dump());
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "offload/neuron_store.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
+#include "session/layer_streaming.hpp"
 
 namespace sf::cli {
 
@@ -24,7 +25,9 @@ void add_offload_flags(CLI::App* cmd, const std::shared_ptr<OffloadFlags>& f) {
   auto mark = [f](const std::string&) { f->any_set = true; };
   cmd->add_option("--gpu-memory", f->gpu_memory,
                   "run offloaded under this GPU budget (6GiB, 6GB, 6000MiB, or 0.5 = half the model's bytes); "
-                  "needs --device cuda");
+                  "needs --device cuda. ReLU models (OPT) offload cold FFN neurons; gated models (Llama, "
+                  "Mistral, Qwen2: SwiGLU) stream whole layers from host memory, since activation "
+                  "sparsity for SwiGLU is not modelled yet");
   cmd->add_option("--gpu-cache-ratio", f->gpu_cache_ratio,
                   "fraction of the FFN budget used as an LRU neuron cache (the rest pins hot neurons)")
       ->capture_default_str()
@@ -69,6 +72,19 @@ offload::OffloadOptions offload_options(const OffloadFlags& f) {
 bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const OffloadFlags& f, const std::string& device,
                                  const model::Model& model, int64_t context_tokens) {
   if (!o.enabled()) return false;
+  if (model.config().is_gated()) {  // whole-layer streaming (session/layer_streaming.hpp)
+    const auto plan = session::plan_layer_streaming(model, *o.gpu_memory, context_tokens);
+    if (f.plan) {
+      fmt::print("{}\n", plan.summary());
+      return true;
+    }
+    if (device != "cuda")
+      fail(Status::InvalidArgument,
+           "--gpu-memory streams this model's layers through the CUDA engine: add --device cuda. "
+           "On a machine without a GPU, --plan prints the plan; without --gpu-memory the model "
+           "runs on the CPU");
+    return false;
+  }
   if (f.plan) {
     const auto store = offload::NeuronStore::from_model(model);
     const auto plan = offload::plan_placement(offload::planner_input(model, store, context_tokens, o));

@@ -19,7 +19,6 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
-#include "model/engine_checks.hpp"
 #include "core/progress.hpp"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/decode_kernels.hpp"
@@ -27,6 +26,7 @@
 #include "kernels/cuda/membw.hpp"
 #include "kernels/cuda/model/model_kernels.hpp"
 #include "kernels/cuda/sparse_gemm.hpp"
+#include "model/engine_checks.hpp"
 #include "model/rope_params.hpp"
 
 namespace sf::model {
@@ -475,9 +475,9 @@ DLinear CudaEngineImpl::Impl::make_linear(const std::vector<Linear>& parts, cons
       std::all_of(parts.begin(), parts.end(), [](const Linear& p) { return p.sparse != nullptr; });
   if (sparse && weight_on_host)
     fail(Status::UnsupportedShape,
-         "{} is 2:4-sparse, and attention weights on the host are read by the dense kernels "
-         "only (the 2:4 kernels take device memory).\n---> HINT: give the GPU a budget that "
-         "holds all the attention, or use a model with dense attention.",
+         "{} is 2:4-sparse, and weights in host memory are read by the dense kernels only (the "
+         "2:4 kernels take device memory).\n---> HINT: give the GPU a budget that holds the "
+         "2:4 weights, or run a dense model under this budget.",
          name);
   if (sparse) {
     s24::Compressed c;
@@ -611,6 +611,9 @@ void CudaEngineImpl::Impl::load() {
     fail(Status::InvalidArgument,
          "attention_host_layers {} must be in [0, {}] (the model's layers).",
          opt.attention_host_layers, L);
+  if (opt.host_layers < 0 || opt.host_layers > L)
+    fail(Status::InvalidArgument, "host_layers {} must be in [0, {}] (the model's layers).",
+         opt.host_layers, L);
 
   SF_CUDA_CHECK(cudaSetDevice(opt.device));
   cudaDeviceProp prop{};
@@ -676,8 +679,10 @@ void CudaEngineImpl::Impl::load() {
     DLayer Ly;
     Ly.norm1 = load_norm(p + nm.attn_norm);
     Ly.norm2 = load_norm(p + nm.ffn_norm);
-    // issue 6: the last attention_host_layers layers' attention weights in mapped host memory.
-    const bool attn_on_host = i >= L - opt.attention_host_layers;
+    // The last host_layers layers' weights, and the last attention_host_layers layers' attention
+    // weights, in mapped host memory.
+    const bool layer_on_host = i >= L - opt.host_layers;
+    const bool attn_on_host = layer_on_host || i >= L - opt.attention_host_layers;
     Ly.qkv = make_linear({get(p + nm.q, Q, H, cfg.qkv_bias), get(p + nm.k, KV, H, cfg.qkv_bias),
                           get(p + nm.v, KV, H, cfg.qkv_bias)},
                          p + "self_attn.qkv", attn_on_host);
@@ -694,10 +699,10 @@ void CudaEngineImpl::Impl::load() {
       if (gated)
         Ly.up =
             make_linear({get(p + nm.gate, F, H, cfg.mlp_bias), get(p + nm.up, F, H, cfg.mlp_bias)},
-                        p + "mlp.gate_up", false, /*gate_up=*/true);
+                        p + "mlp.gate_up", layer_on_host, /*gate_up=*/true);
       else
-        Ly.up = make_linear({get(p + nm.up, F, H, cfg.mlp_bias)}, p + nm.up);
-      Ly.down = make_linear({get(p + nm.down, H, F, cfg.mlp_bias)}, p + nm.down);
+        Ly.up = make_linear({get(p + nm.up, F, H, cfg.mlp_bias)}, p + nm.up, layer_on_host);
+      Ly.down = make_linear({get(p + nm.down, H, F, cfg.mlp_bias)}, p + nm.down, layer_on_host);
     }
     // The products whose prefill output is 16-bit (a ReLU up; qkv, read back by qkv_to_cache) get
     // a 16-bit copy of their bias: cuBLASLt fuses bias (+ ReLU) into a 16-bit output only with a
@@ -1146,7 +1151,8 @@ cudaGraphExec_t CudaEngineImpl::Impl::capture_step(const SamplingParams& s) {
   return exec;
 }
 
-// ---- CudaEngine ----------------------------------------------------------------------------------
+// ---- CudaEngine
+// ----------------------------------------------------------------------------------
 std::unique_ptr<CudaEngine> make_cuda_engine(const Model& model, const CudaOptions& options) {
   return std::make_unique<CudaEngineImpl>(model, options);
 }

@@ -80,6 +80,12 @@ struct CudaOptions {
   // output. For a GPU budget that cannot hold all the attention (src/offload/planner.hpp).
   // 0..layers.
   int64_t attention_host_layers = 0;
+  // The last `host_layers` layers keep every weight matrix (attention and MLP; dense only) in
+  // mapped host memory, read over PCIe by the same kernels: whole layers streamed each token, for
+  // a GPU budget below the model's size when the model has no neuron-level offloading (gated MLPs:
+  // activation sparsity for SwiGLU is not modelled yet). 0..layers; includes the attention of
+  // those layers whatever attention_host_layers says.
+  int64_t host_layers = 0;
   // Prefill attention through the fused flash-style kernel (fp16/bf16, head_dim 64/80/96/128)
   // instead of cuBLAS scores + causal softmax + cuBLAS P V. On by default: the mma.sync version
   // takes a 2046-token OPT-6.7B prefill from 53.0 to 47.1 ms on an H200 (docs/KERNELS.md); shapes
@@ -92,7 +98,7 @@ struct CudaOptions {
 struct CudaMemoryReport {
   size_t weights = 0;  // every weight, bias and norm parameter in device memory
   size_t host_weights =
-      0;  // attention weights in mapped host memory (CudaOptions::attention_host_layers)
+      0;  // weights in mapped host memory (CudaOptions::attention_host_layers, host_layers)
   size_t kv_cache = 0;
   size_t workspace = 0;  // activations, cuBLAS workspace, attention scratch, logits
   size_t device_total = 0;

@@ -10,6 +10,7 @@
 #include "model/cpu_engine.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
+#include "session/layer_streaming.hpp"
 #include "session/model_tokenizer.hpp"
 #include "tokenizer/utf8_stream.hpp"
 
@@ -68,7 +69,7 @@ struct Session::Impl {
   std::unique_ptr<model::Model> model;
   std::optional<tok::Tokenizer> tok;
   mutable std::optional<chat::ChatTemplate> chat_template;  // parsed on first use
-  std::string device;  // resolved: "cpu" or "cuda"
+  std::string device;                                       // resolved: "cpu" or "cuda"
   int64_t context_reserved = 0;
   // Exactly one engine once started.
   std::unique_ptr<model::CpuEngine> cpu;
@@ -146,6 +147,18 @@ void Session::start(int64_t context_tokens) {
   tuning.context_tokens = context_tokens             ? context_tokens
                           : m.options.context_tokens ? m.options.context_tokens
                                                      : cfg.max_position_embeddings;
+  if (cfg.is_gated()) {
+    // No neuron-level offloading for gated MLPs yet: whole layers stream from host memory.
+    const LayerStreamingPlan plan =
+        plan_layer_streaming(*m.model, *m.options.offload.gpu_memory, tuning.context_tokens);
+    fmt::print(stderr, "{}\n", plan.summary());
+    model::CudaOptions co;
+    co.host_layers = plan.host_layers;
+    m.cuda = backend::require_cuda(m.asking("--gpu-memory", "a GPU memory budget"))
+                 .open_model(*m.model, co);
+    m.context_reserved = tuning.context_tokens;
+    return;
+  }
   m.off =
       backend::require_cuda(m.asking("--gpu-memory", "offloaded inference (a GPU memory budget)"))
           .open_offloaded(*m.model, m.options.offload, {}, tuning, std::nullopt);
@@ -253,21 +266,26 @@ bool Session::has_chat_template() const {
   return !impl_->model->chat_template().empty();
 }
 
-std::string Session::render_chat(std::span<const chat::ChatMessage> messages, bool add_generation_prompt) const {
+std::string Session::render_chat(std::span<const chat::ChatMessage> messages,
+                                 bool add_generation_prompt) const {
   const auto& m = *impl_->model;
   if (m.chat_template().empty())
-    fail(Status::NotFound,
-         "the model has no chat template (tokenizer_config.json's chat_template or the GGUF's "
-         "tokenizer.chat_template): it is probably a base model. Use generate with a plain prompt.");
-  if (!impl_->chat_template) impl_->chat_template.emplace(chat::ChatTemplate::parse(m.chat_template()));
+    fail(
+        Status::NotFound,
+        "the model has no chat template (tokenizer_config.json's chat_template or the GGUF's "
+        "tokenizer.chat_template): it is probably a base model. Use generate with a plain prompt.");
+  if (!impl_->chat_template)
+    impl_->chat_template.emplace(chat::ChatTemplate::parse(m.chat_template()));
   chat::ChatContext ctx;
   ctx.bos_token = m.bos_token();
   ctx.eos_token = m.eos_token();
   return impl_->chat_template->render(messages, add_generation_prompt, ctx);
 }
 
-std::vector<int32_t> Session::chat_ids(std::span<const chat::ChatMessage> messages, bool add_generation_prompt) const {
-  return impl_->tokenizer().encode(render_chat(messages, add_generation_prompt), /*add_special_tokens=*/false);
+std::vector<int32_t> Session::chat_ids(std::span<const chat::ChatMessage> messages,
+                                       bool add_generation_prompt) const {
+  return impl_->tokenizer().encode(render_chat(messages, add_generation_prompt),
+                                   /*add_special_tokens=*/false);
 }
 
 std::string Session::detokenize(std::span<const int32_t> ids) const {

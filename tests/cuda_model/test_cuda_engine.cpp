@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "core/error.hpp"
@@ -303,6 +304,51 @@ TEST(CudaEngineMemory, GateAndUpAreOneCopy) {
   EXPECT_LT(high - low, size_t(c.ffn_dim * c.hidden_size) * 2);
   // What a decode step reads: every matrix once (the tied lm_head is the embedding).
   EXPECT_EQ(gpu->weight_bytes_per_step(), low);
+}
+
+// Whole layers in mapped host memory (CudaOptions::host_layers, the layer streaming of gated
+// models under a GPU budget): the same bytes read by the same kernels over PCIe, so the same
+// logits (prefill and decode) and the same greedy ids, bit for bit, and the bytes counted apart.
+TEST(CudaEngineHostLayers, EqualAllResidentBitForBit) {
+  SKIP_WITHOUT_GPU();
+  auto m = random_of(test::tiny_llama_config());
+  const auto& c = m->config();
+  const auto toks = some_tokens(14, c.vocab_size, 5);
+  auto ref = make_cuda_engine(*m);
+  ref->reset(int64_t(toks.size()));
+  const auto want_prefill = ref->forward(toks, /*all_logits=*/true);
+  ref->reset(int64_t(toks.size()));
+  const auto want_ids = ref->generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids;
+  const size_t per_layer =
+      2 * size_t(c.hidden_size) * size_t(2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.ffn_dim);
+  for (int64_t k : {c.num_hidden_layers, int64_t(1)}) {
+    CudaOptions o;
+    o.host_layers = k;
+    auto e = make_cuda_engine(*m, o);
+    EXPECT_EQ(e->memory().host_weights, size_t(k) * per_layer) << "k " << k;
+    EXPECT_EQ(e->memory().weights + e->memory().host_weights, ref->memory().weights);
+    e->reset(int64_t(toks.size()));
+    const auto got = e->forward(toks, true);
+    ASSERT_EQ(got.size(), want_prefill.size());
+    EXPECT_EQ(0, std::memcmp(got.data(), want_prefill.data(), got.size() * 4))
+        << "prefill, k " << k;
+    e->reset(int64_t(toks.size()));
+    EXPECT_EQ(e->generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids, want_ids)
+        << "k " << k;
+  }
+  CudaOptions bad;
+  bad.host_layers = c.num_hidden_layers + 1;
+  EXPECT_THROW(make_cuda_engine(*m, bad), Error);
+  // 2:4 weights are read by the 2:4 kernels from device memory only: refused with a reason.
+  auto sparse = random_of(test::tiny_llama_config(), DType::F16, /*sparse24=*/true);
+  CudaOptions one;
+  one.host_layers = 1;
+  try {
+    make_cuda_engine(*sparse, one);
+    ADD_FAILURE() << "2:4 weights in host memory were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2:4"), std::string::npos) << e.what();
+  }
 }
 
 // The stage profiles name the gated product, agree between eager and graph, and leave the engine
