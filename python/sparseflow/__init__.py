@@ -7,7 +7,8 @@
     y = c.matmul(np.ones((8, 512), np.float16))         # [8, 256] on the CPU
 
     with sparseflow.Model() as m:                       # the built-in tiny OPT (random weights)
-        print(m.generate("Hello", max_new_tokens=16))   # or a .sf file / HF OPT directory
+        print(m.generate("Hello", max_new_tokens=16))   # or Model(path): a .sf or GGUF file,
+                                                        # an HF OPT/Llama/Mistral/Qwen2/GPT-2 dir
 
 The native library is found on first use (SPARSEFLOW_LIBRARY_DIR, the files installed with the
 package by `pip install .` / `pip install -e .`, or the system); importing never fails for lack of

@@ -7,8 +7,9 @@
             print(piece, end="", flush=True)
 
 The same session object serves `sparseflow generate` and `sparseflow perplexity`, so greedy text
-here equals the command's for the same model and prompt. Text prompts get BOS prepended, as
-Hugging Face's OPT tokenizer does; a list of ids is used as given.
+here equals the command's for the same model and prompt. Text prompts are tokenized as the
+model's Hugging Face tokenizer does with add_special_tokens=True (BOS first where that tokenizer
+adds one, as OPT's and Llama's do); a list of ids is used as given.
 """
 
 import ctypes
@@ -92,12 +93,15 @@ def _sampling(max_new_tokens, temperature, top_k, top_p, seed, greedy):
 
 
 class Model:
-    """A model opened on a device: path is a .sf file or a Hugging Face OPT checkpoint directory
-    (None: the built-in tiny model). device: "auto" (a GPU when usable), "cpu" or "cuda".
+    """A model opened on a device: path is a .sf file, a GGUF file or a Hugging Face checkpoint
+    directory of an OPT, Llama, Mistral, Qwen2 or GPT-2 model (None: the built-in tiny model).
+    device: "auto" (a GPU when usable), "cpu" or "cuda".
 
-    config (a SparseFlowConfig) is checked against the checkpoint (layers, hidden size, ...) and
-    its strategy used unless strategy is given. With a strategy the model runs offloaded when a GPU
-    is usable; on a machine without one it runs on the CPU, not offloaded, and says so once.
+    config (a SparseFlowConfig) is checked against the checkpoint (architecture, layers, hidden
+    size, heads, KV heads, ...) and its strategy used unless strategy is given. With a strategy the
+    model runs offloaded when a GPU is usable (ReLU models neuron by neuron, gated models by
+    streaming whole layers from host memory); on a machine without one it runs on the CPU, not
+    offloaded, and says so once.
 
     A Model is used by one thread at a time (calls from several threads wait for each other); a
     token callback must not call back into its model."""
@@ -271,8 +275,8 @@ class Model:
             t.join()
 
     def perplexity(self, text, context=0):
-        """exp(mean NLL) of text (BOS prepended) or of a list of ids, over non-overlapping windows
-        of `context` tokens (0: max_position_embeddings)."""
+        """exp(mean NLL) of text (the ids tokenize(text) gives) or of a list of ids, over
+        non-overlapping windows of `context` tokens (0: max_position_embeddings)."""
         out = ctypes.c_double()
 
         def run(lib):
@@ -288,7 +292,8 @@ class Model:
         return out.value
 
     def tokenize(self, text, add_bos=True):
-        """The ids of text, BOS first unless add_bos=False."""
+        """The ids of text: with add_bos, the special tokens the model's tokenizer adds (BOS
+        first for OPT and Llama; HF's add_special_tokens=True); without, the text's ids alone."""
         def run(lib):
             n = ctypes.c_size_t()
             raw = text.encode("utf-8")
@@ -311,7 +316,8 @@ class Model:
 
     def offload_stats(self):
         """The offloaded engine's counters for the last generation that ran to its end (tokens,
-        hit_rate, bytes_per_token, ...), or None when the model is not offloaded."""
+        hit_rate, bytes_per_token, ...), or None when the model is not offloaded neuron by neuron
+        (not offloaded at all, or a gated model streaming whole layers, which has no counters)."""
         def run(lib):
             out = ctypes.c_char_p()
             status = lib.sf_session_offload_stats_json(self._h, ctypes.byref(out))

@@ -130,7 +130,7 @@ def test_strategy_maps_to_engine_knobs():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model_type": "llama"}, "'opt'"),
+    ({"model_type": "bert"}, "opt, llama, mistral, qwen2 and gpt2"),
     ({"model_type": None}, "not supported"),
     ({"hidden_size": None}, "lacks hidden_size"),
     ({"num_attention_heads": 7}, "not divisible"),
@@ -266,6 +266,33 @@ def test_config_must_match_the_checkpoint(builtin):
     wrong = SparseFlowConfig.from_transformers_config(OPT_125M)
     with pytest.raises(ValueError, match="does not match the checkpoint"):
         sparseflow.Model(builtin, config=wrong, device="cpu")
+
+
+# HF checkpoints of every architecture (random weights, tests/data), each with its config.json.
+CHECKPOINTS = ["opt/pre_ln", "opt/proj", "llama/llama_gqa_llama3", "llama/mistral_headdim_fp32",
+               "llama/qwen2_tied_bf16_sharded", "llama/gpt2"]
+
+
+@pytest.mark.parametrize("case", CHECKPOINTS)
+def test_config_of_every_architecture_matches_its_checkpoint(case):
+    path = REPO / "tests" / "data" / case
+    hf = json.loads((path / "config.json").read_text())
+    config = SparseFlowConfig.from_transformers_config(hf)
+    with sparseflow.Model(path, config=config, device="cpu") as m:
+        i = m.info
+        assert i["architecture"] == config.model_type == hf["model_type"]
+        assert (i["kv_heads"], i["head_dim"]) == (config.num_key_value_heads, config.head_dim)
+        assert m.perplexity(list(range(1, 9))) > 1
+    # The same shape under another field: one change the check must see per architecture.
+    if config.model_type == "gpt2":
+        change = {"n_inner": hf["n_inner"] * 2}
+    elif config.model_type == "opt":
+        change = {"ffn_dim": hf["ffn_dim"] * 2}
+    else:
+        change = {"num_key_value_heads": 1}
+    wrong = SparseFlowConfig.from_transformers_config(dict(hf, **change))
+    with pytest.raises(ValueError, match="does not match the checkpoint"):
+        sparseflow.Model(path, config=wrong, device="cpu")
 
 
 def test_closed_model_and_bad_arguments(builtin):

@@ -8,7 +8,9 @@ machine without one it runs on the CPU and says so.
 The tiny model is smaller than the GPU memory the offloaded engine needs for its fixed part, so
 its budget defaults to 1GiB, where the whole model is resident: to see neurons move, give a real
 model (calibrated with `sparseflow calibrate`) and a budget below its size, e.g.
-`--model opt-6.7b.sf --gpu-memory 50%`.
+`--model opt-6.7b.sf --gpu-memory 50%`. A gated model (Llama, Mistral, Qwen2) under a budget below
+its size streams whole layers from host memory instead: activation sparsity for SwiGLU is a later
+step.
 """
 
 import argparse
@@ -22,24 +24,36 @@ from sparseflow import OffloadStrategy, SparseFlowConfig
 
 
 def _hf_config(path):
-    """The model's Hugging Face config: config.json of a checkpoint directory, or the shape a .sf
-    file reports (read with a CPU session)."""
+    """The model's Hugging Face config: config.json of a checkpoint directory, or for a .sf or
+    GGUF file the shape it reports (read with a CPU session) under its family's field names;
+    fields the session does not report (rope_theta, norm eps, ...) take their defaults."""
     cfg = os.path.join(path, "config.json")
     if os.path.isdir(path) and os.path.isfile(cfg):
         with open(cfg, encoding="utf-8") as f:
             return json.load(f)
     with sparseflow.Model(path, device="cpu") as probe:
         i = probe.info
-    return {"model_type": i["architecture"], "num_hidden_layers": i["layers"],
-            "hidden_size": i["hidden"], "ffn_dim": i["ffn"], "num_attention_heads": i["heads"],
-            "vocab_size": i["vocab"], "max_position_embeddings": i["max_positions"]}
+    ids = {k: (i[k] if i[k] >= 0 else None) for k in ("bos_token_id", "eos_token_id")}
+    if i["architecture"] == "gpt2":
+        return {"model_type": "gpt2", "n_layer": i["layers"], "n_embd": i["hidden"],
+                "n_inner": i["ffn"], "n_head": i["heads"], "vocab_size": i["vocab"],
+                "n_positions": i["max_positions"], **ids}
+    d = {"model_type": i["architecture"], "num_hidden_layers": i["layers"],
+         "hidden_size": i["hidden"], "num_attention_heads": i["heads"], "vocab_size": i["vocab"],
+         "max_position_embeddings": i["max_positions"], **ids}
+    if i["architecture"] == "opt":
+        d["ffn_dim"] = i["ffn"]
+    else:  # llama, mistral, qwen2
+        d.update(intermediate_size=i["ffn"], num_key_value_heads=i["kv_heads"],
+                 head_dim=i["head_dim"])
+    return d
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sparseflow.examples.demo_generation",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="a .sf file or an HF OPT checkpoint directory (default: the "
-                    "built-in tiny model)")
+    ap.add_argument("--model", help="a .sf file, a GGUF file or an HF checkpoint directory (OPT, "
+                    "Llama, Mistral, Qwen2, GPT-2; default: the built-in tiny model)")
     ap.add_argument("--prompt", default="Sparse models are", help="prompt text")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -87,6 +101,8 @@ def main(argv=None):
         stats = model.offload_stats()
         if stats is not None:
             print(f"offload stats: {json.dumps(stats)}")
+        elif info["offloaded"]:  # a gated model: whole layers streamed, no neuron counters
+            print("offload stats: none (whole-layer streaming has no neuron counters)")
         else:
             print("offload stats: none (not offloaded)")
     return 0
