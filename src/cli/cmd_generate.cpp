@@ -85,6 +85,7 @@ void run_generate(const GenerateOptions& o) {
   if (s->offloaded()) {  // neuron-level offloading under --gpu-memory: the plan, then the run
     s->start(int64_t(prompt_ids.size()) + max_new);
     if (const auto* plan = s->plan()) fmt::print(stderr, "{}", plan->table());
+    if (const auto* ls = s->layer_streaming()) fmt::print(stderr, "{}\n", ls->summary());
   }
   const bool text = s->has_tokenizer();
   if (!o.json && text && !o.chat) {

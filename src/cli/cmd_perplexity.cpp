@@ -77,6 +77,7 @@ void run_perplexity(const PerplexityOptions& o) {
   if (handle_plan_or_require_cuda(off_opt, *o.offload, o.device, model, context)) return;
   s->start(context);  // weights uploaded (and for offloading, planned) before the clock starts
   if (const auto* plan = s->plan()) fmt::print(stderr, "{}", plan->table());
+  if (const auto* ls = s->layer_streaming()) fmt::print(stderr, "{}\n", ls->summary());
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = s->perplexity(ids, context);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

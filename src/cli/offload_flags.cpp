@@ -1,7 +1,7 @@
 #include "cli/offload_flags.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -23,44 +23,57 @@ namespace sf::cli {
 
 void add_offload_flags(CLI::App* cmd, const std::shared_ptr<OffloadFlags>& f) {
   auto mark = [f](const std::string&) { f->any_set = true; };
-  cmd->add_option("--gpu-memory", f->gpu_memory,
-                  "run offloaded under this GPU budget (6GiB, 6GB, 6000MiB, or 0.5 = half the model's bytes); "
-                  "needs --device cuda. ReLU models (OPT) offload cold FFN neurons; gated models (Llama, "
-                  "Mistral, Qwen2: SwiGLU) stream whole layers from host memory, since activation "
-                  "sparsity for SwiGLU is not modelled yet");
-  cmd->add_option("--gpu-cache-ratio", f->gpu_cache_ratio,
-                  "fraction of the FFN budget used as an LRU neuron cache (the rest pins hot neurons)")
+  cmd->add_option(
+      "--gpu-memory", f->gpu_memory,
+      "run offloaded under this GPU budget (6GiB, 6GB, 6000MiB, or 0.5 = half the model's bytes); "
+      "needs --device cuda. ReLU models (OPT) offload cold FFN neurons; gated models (Llama, "
+      "Mistral, Qwen2: SwiGLU) stream whole layers from host memory, since activation "
+      "sparsity for SwiGLU is not modelled yet");
+  cmd->add_option(
+         "--gpu-cache-ratio", f->gpu_cache_ratio,
+         "fraction of the FFN budget used as an LRU neuron cache (the rest pins hot neurons)")
       ->capture_default_str()
       ->each(mark);
   cmd->add_option("--host-memory", f->host_memory,
-                  "host memory for non-resident neurons; below their size they are read from the .sf mapping")
+                  "host memory for non-resident neurons; below their size they are read from the "
+                  ".sf mapping")
       ->each(mark);
   cmd->add_option("--offload-policy", f->policy, "fetch, cpu, auto or stream (the naive baseline)")
       ->capture_default_str()
       ->each(mark);
-  cmd->add_option("--predictor", f->predictor, "model (calibrated predictors in the .sf) or exact (oracle, tests)")
+  cmd->add_option("--predictor", f->predictor,
+                  "model (calibrated predictors in the .sf) or exact (oracle, tests)")
       ->capture_default_str()
       ->each(mark);
-  cmd->add_flag("--stats", f->stats, "offloaded run: per-token PCIe bytes, cache hit rate, recall, time split")
+  cmd->add_flag("--stats", f->stats,
+                "offloaded run: per-token PCIe bytes, cache hit rate, recall, time split")
       ->each(mark);
-  cmd->add_flag("--plan", f->plan, "with --gpu-memory: print the placement plan and exit (any build)")->each(mark);
+  cmd->add_flag("--plan", f->plan,
+                "with --gpu-memory: print the placement plan and exit (any build)")
+      ->each(mark);
 }
 
 offload::OffloadOptions offload_options(const OffloadFlags& f) {
   offload::OffloadOptions o;
   if (f.gpu_memory.empty()) {
     if (f.any_set)
-      fail(Status::InvalidArgument, "--gpu-cache-ratio, --host-memory, --offload-policy, --predictor, --stats and "
-           "--plan configure offloaded inference; add --gpu-memory SIZE (e.g. 6GiB or 0.5 of the model)");
+      fail(Status::InvalidArgument,
+           "--gpu-cache-ratio, --host-memory, --offload-policy, --predictor, --stats and "
+           "--plan configure offloaded inference; add --gpu-memory SIZE (e.g. 6GiB or 0.5 of the "
+           "model)");
     return o;
   }
   o.gpu_memory = offload::parse_size_spec(f.gpu_memory, "--gpu-memory");
-  if (!f.host_memory.empty()) o.host_memory = offload::parse_size_spec(f.host_memory, "--host-memory");
+  if (!f.host_memory.empty())
+    o.host_memory = offload::parse_size_spec(f.host_memory, "--host-memory");
   if (!(f.gpu_cache_ratio >= 0 && f.gpu_cache_ratio <= 1))
-    fail(Status::InvalidArgument, "--gpu-cache-ratio {}: expected a fraction in [0, 1]", f.gpu_cache_ratio);
+    fail(Status::InvalidArgument, "--gpu-cache-ratio {}: expected a fraction in [0, 1]",
+         f.gpu_cache_ratio);
   o.gpu_cache_ratio = f.gpu_cache_ratio;
   const auto pol = offload::policy_from_name(f.policy);
-  if (!pol) fail(Status::InvalidArgument, "--offload-policy {}: expected fetch, cpu, auto or stream", f.policy);
+  if (!pol)
+    fail(Status::InvalidArgument, "--offload-policy {}: expected fetch, cpu, auto or stream",
+         f.policy);
   o.policy = *pol;
   const auto pred = offload::predictor_mode_from_name(f.predictor);
   if (!pred) fail(Status::InvalidArgument, "--predictor {}: expected model or exact", f.predictor);
@@ -69,10 +82,11 @@ offload::OffloadOptions offload_options(const OffloadFlags& f) {
   return o;
 }
 
-bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const OffloadFlags& f, const std::string& device,
-                                 const model::Model& model, int64_t context_tokens) {
+bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const OffloadFlags& f,
+                                 const std::string& device, const model::Model& model,
+                                 int64_t context_tokens) {
   if (!o.enabled()) return false;
-  if (model.config().is_gated()) {  // whole-layer streaming (session/layer_streaming.hpp)
+  if (session::streams_whole_layers(model.config())) {  // session/layer_streaming.hpp
     const auto plan = session::plan_layer_streaming(model, *o.gpu_memory, context_tokens);
     if (f.plan) {
       fmt::print("{}\n", plan.summary());
@@ -87,29 +101,36 @@ bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const Offload
   }
   if (f.plan) {
     const auto store = offload::NeuronStore::from_model(model);
-    const auto plan = offload::plan_placement(offload::planner_input(model, store, context_tokens, o));
+    const auto plan =
+        offload::plan_placement(offload::planner_input(model, store, context_tokens, o));
     fmt::print("{}", plan.table());
     return true;
   }
   if (device != "cuda")
-    fail(Status::InvalidArgument, "--gpu-memory runs the offloaded CUDA engine (neuron-level offloading): add --device "
-         "cuda. On a machine without a GPU, --plan prints the placement plan; without --gpu-memory the model runs on "
+    fail(Status::InvalidArgument,
+         "--gpu-memory runs the offloaded CUDA engine (neuron-level offloading): add --device "
+         "cuda. On a machine without a GPU, --plan prints the placement plan; without --gpu-memory "
+         "the model runs on "
          "the CPU");
   if (o.predictor == offload::PredictorMode::Model && o.policy != offload::OffloadPolicy::Stream) {
     const auto store = offload::NeuronStore::from_model(model);
     if (!store.has_predictor())
-      fail(Status::InvalidArgument, "--predictor model needs predictors in the .sf file: run `sparseflow calibrate "
-           "--model M.sf --calibration TEXT` first, or use --predictor exact (the oracle, for testing)");
+      fail(Status::InvalidArgument,
+           "--predictor model needs predictors in the .sf file: run `sparseflow calibrate "
+           "--model M.sf --calibration TEXT` first, or use --predictor exact (the oracle, for "
+           "testing)");
   }
   return false;
 }
 
-void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o, int64_t prompt_tokens,
-                             int64_t new_tokens, const std::string& json_path, bool profile) {
+void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o,
+                             int64_t prompt_tokens, int64_t new_tokens,
+                             const std::string& json_path, bool profile) {
   const auto model = model::Model::open(model_path);
   const int64_t V = model->config().vocab_size;
   std::vector<int32_t> prompt(size_t(std::max<int64_t>(prompt_tokens, 1)));
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 11) % size_t(std::min<int64_t>(V, 1000)));
+  for (size_t i = 0; i < prompt.size(); ++i)
+    prompt[i] = int32_t((i * 7919 + 11) % size_t(std::min<int64_t>(V, 1000)));
   offload::OffloadTuning tuning;
   tuning.context_tokens = int64_t(prompt.size()) + new_tokens;
   const auto engine =
@@ -136,19 +157,24 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
                               {"attention_host_bytes", off.plan().attention_host_bytes},
                               {"decode_tokens_per_s", res.decode_tokens_per_s()},
                               {"stats", st.to_json()}};
-  fmt::print("offloaded decode: {:.2f} tokens/s ({} policy, {} predictor, budget {}); {:.1f} MB over PCIe per token, "
-             "hit rate {:.3f}, {}\n",
-             res.decode_tokens_per_s(), offload::policy_name(o.policy), offload::predictor_mode_name(o.predictor),
-             o.gpu_memory->text, st.bytes_per_token() / 1e6, st.hit_rate(),
-             st.exact_rows > 0 ? fmt::format("recall {:.4f}, precision {:.4f}", st.recall(), st.precision())
-                               : std::string("recall not checked (--stats checks it)"));
+  fmt::print(
+      "offloaded decode: {:.2f} tokens/s ({} policy, {} predictor, budget {}); {:.1f} MB over PCIe "
+      "per token, "
+      "hit rate {:.3f}, {}\n",
+      res.decode_tokens_per_s(), offload::policy_name(o.policy),
+      offload::predictor_mode_name(o.predictor), o.gpu_memory->text, st.bytes_per_token() / 1e6,
+      st.hit_rate(),
+      st.exact_rows > 0
+          ? fmt::format("recall {:.4f}, precision {:.4f}", st.recall(), st.precision())
+          : std::string("recall not checked (--stats checks it)"));
   // The token's limit: GPU-memory bytes at the HBM read bandwidth, PCIe bytes at the DMA bandwidth.
   const auto& cfg = model->config();
   offload::DecodeLimitInput li;
   li.act_bytes = double(off.store().layout().fc2_offset) / double(cfg.hidden_size);
-  li.head_bytes = off.plan().input.lm_head_bytes
-                      ? off.plan().input.lm_head_bytes
-                      : uint64_t(double(cfg.vocab_size) * double(cfg.word_embed_proj_dim) * li.act_bytes);
+  li.head_bytes =
+      off.plan().input.lm_head_bytes
+          ? off.plan().input.lm_head_bytes
+          : uint64_t(double(cfg.vocab_size) * double(cfg.word_embed_proj_dim) * li.act_bytes);
   const double context = double(prompt.size()) + double(new_tokens);
   li.kv_share = (double(prompt.size()) + 0.5 * double(new_tokens)) / context;
   li.pcie_GBps = off.probe().pcie_dma_GBps;
@@ -161,10 +187,12 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
     }
   }
   if (const auto lim = offload::decode_limit(off.plan(), st, li)) {
-    fmt::print("limit: {:.3f} ms per token ({:.2f} GB from GPU memory at {:.0f} GB/s: {:.3f} ms; {:.1f} MB over PCIe "
-               "at {:.1f} GB/s: {:.3f} ms); this run reached {:.1f}% of it\n",
-               lim->ms(), lim->gpu_bytes / 1e9, li.hbm_GBps, lim->hbm_ms, lim->pcie_bytes / 1e6, li.pcie_GBps,
-               lim->pcie_ms, 100.0 * lim->fraction(res.decode_tokens_per_s()));
+    fmt::print(
+        "limit: {:.3f} ms per token ({:.2f} GB from GPU memory at {:.0f} GB/s: {:.3f} ms; {:.1f} "
+        "MB over PCIe "
+        "at {:.1f} GB/s: {:.3f} ms); this run reached {:.1f}% of it\n",
+        lim->ms(), lim->gpu_bytes / 1e9, li.hbm_GBps, lim->hbm_ms, lim->pcie_bytes / 1e6,
+        li.pcie_GBps, lim->pcie_ms, 100.0 * lim->fraction(res.decode_tokens_per_s()));
     j["limit"] = {{"ms_per_token", lim->ms()},
                   {"gpu_bytes_per_token", lim->gpu_bytes},
                   {"hbm_GBps", li.hbm_GBps},
@@ -176,16 +204,22 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
   } else {
     fmt::print("limit: not computed ({})\n", no_limit);
   }
-  if (profile) {  // eager steps with an event per stage; the FFN split by the runtime (wait, fc1, fc2)
+  if (profile) {  // eager steps with an event per stage; the FFN split by the runtime (wait, fc1,
+                  // fc2)
     std::FILE* human = json_path == "-" ? stderr : stdout;
     auto [eager, graph] = print_decode_profile(off.engine(), int64_t(prompt.size()), new_tokens,
                                                off.engine().measure_read_bandwidth(), human);
     j["profile"] = std::move(eager);
     j["profile_graph"] = std::move(graph);
-    fmt::print(human, "(ffn_predict: the predictor's first product on the main stream, then the fork; the rest of "
-               "the prediction, the cache lookup and the fetch run on a side stream during q/k/v and attention, and "
-               "ffn_wait is what the main stream still waits for them; with SPARSEFLOW_PREDICT_ON_SIDE=1 the first "
-               "product is on the side stream too, and ffn_predict_wait is the wait for its read of the input.)\n");
+    fmt::print(human,
+               "(ffn_predict: the predictor's first product on the main stream, then the fork; the "
+               "rest of "
+               "the prediction, the cache lookup and the fetch run on a side stream during q/k/v "
+               "and attention, and "
+               "ffn_wait is what the main stream still waits for them; with "
+               "SPARSEFLOW_PREDICT_ON_SIDE=1 the first "
+               "product is on the side stream too, and ffn_predict_wait is the wait for its read "
+               "of the input.)\n");
   }
   if (!json_path.empty()) {
     if (json_path == "-") {

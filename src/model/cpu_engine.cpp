@@ -162,6 +162,29 @@ void CpuEngine::linear(const Linear& l, const std::string& name, const float* x,
   }
 }
 
+void CpuEngine::linears(std::initializer_list<Product> ps, const float* x, int64_t rows) {
+  const bool one_pass =
+      rows == 1 && !observer_ && std::all_of(ps.begin(), ps.end(), [](const auto& p) {
+        return p.l->dense != nullptr && p.l->sparse == nullptr;
+      });
+  if (!one_pass) {
+    for (const auto& p : ps) linear(*p.l, *p.name, x, rows, p.y, nullptr, p.activate);
+    return;
+  }
+  std::vector<s24::GemvTarget> t;
+  for (const auto& p : ps) {
+    s24::GemvTarget g{
+        {p.l->dense->data, p.l->dense->dtype, p.l->out_features, p.l->in_features}, p.y, {}};
+    if (p.l->bias) {
+      g.ep.bias = p.l->bias->data;
+      g.ep.bias_dtype = p.l->bias->dtype;
+    }
+    if (p.activate) g.ep.act = act_;
+    t.push_back(g);
+  }
+  s24::gemv_dense_cpu(t, x);
+}
+
 // LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias; RMSNorm: x / sqrt(mean(x^2) + eps) *
 // weight. Per row, x may equal y. Statistics in fp64 so the only fp32 rounding is in the output, as
 // close to the exact value as fp32 allows.
@@ -253,8 +276,8 @@ void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const fl
   std::vector<float> ff(size_t(n * F));  // [n, ffn] the input of down
   if (cfg_.is_gated()) {
     std::vector<float> up(size_t(n * F));
-    linear(L.gate, L.prefix + nm.gate, x, n, ff.data(), nullptr, /*activate=*/true);
-    linear(L.up, L.prefix + nm.up, x, n, up.data());
+    const std::string gn = L.prefix + nm.gate, un = L.prefix + nm.up;
+    linears({{&L.gate, &gn, ff.data(), /*activate=*/true}, {&L.up, &un, up.data()}}, x, n);
 #pragma omp parallel for schedule(static) if (n * F >= kParallelMinWork)
     for (int64_t i = 0; i < n * F; ++i) ff[size_t(i)] *= up[size_t(i)];
     linear(L.down, L.prefix + nm.down, ff.data(), n, out, /*residual=*/h);
@@ -350,9 +373,10 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
       a_in = x.data();
     }
     if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
-    linear(L.q, L.prefix + nm.q, a_in, n, q.data());
-    linear(L.k, L.prefix + nm.k, a_in, n, cache.key(l, past));
-    linear(L.v, L.prefix + nm.v, a_in, n, cache.value(l, past));
+    const std::string qn = L.prefix + nm.q, kn = L.prefix + nm.k, vn = L.prefix + nm.v;
+    linears(
+        {{&L.q, &qn, q.data()}, {&L.k, &kn, cache.key(l, past)}, {&L.v, &vn, cache.value(l, past)}},
+        a_in, n);
     if (!inv_freq_.empty()) {
       rotate(q.data(), n, cfg_.num_attention_heads, Q, past);
       rotate(cache.key(l, past), n, cfg_.num_key_value_heads, cache.width, past);

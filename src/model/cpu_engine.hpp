@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <span>
@@ -87,6 +88,15 @@ class CpuEngine {
   };
   void linear(const Linear& l, const std::string& name, const float* x, int64_t rows, float* y,
               const float* residual = nullptr, bool activate = false);
+  // Several products of the same input (q, k, v; gate, up). One decode row with dense weights
+  // runs them in one parallel pass (s24::gemv_dense_cpu); otherwise one linear() after another.
+  struct Product {
+    const Linear* l;
+    const std::string* name;
+    float* y;
+    bool activate = false;
+  };
+  void linears(std::initializer_list<Product> ps, const float* x, int64_t rows);
   void norm(const NormW& w, const float* x, float* y, int64_t rows) const;
   void rotate(float* x, int64_t rows, int64_t heads, int64_t ld, int64_t first_pos) const;
   void attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,

@@ -13,6 +13,13 @@
 
 namespace sf::session {
 
+// True for models the neuron-level offloader does not run, which stream whole layers instead: a
+// gated MLP, or a plain one whose activation is not ReLU (its sparse FFN kernels apply ReLU; a
+// GELU's small negative outputs are not zeros to skip).
+inline bool streams_whole_layers(const arch::ModelDesc& c) {
+  return c.is_gated() || c.act != arch::Act::ReLU;
+}
+
 struct LayerStreamingPlan {
   int64_t host_layers = 0;       // the last host_layers layers' matrices live in host memory
   uint64_t layer_bytes = 0;      // one layer's weight matrices (what streams per token per layer)

@@ -71,6 +71,7 @@ struct Session::Impl {
   mutable std::optional<chat::ChatTemplate> chat_template;  // parsed on first use
   std::string device;                                       // resolved: "cpu" or "cuda"
   int64_t context_reserved = 0;
+  std::optional<LayerStreamingPlan> streaming;  // set when --gpu-memory streams whole layers
   // Exactly one engine once started.
   std::unique_ptr<model::CpuEngine> cpu;
   std::unique_ptr<model::CudaEngine> cuda;
@@ -147,11 +148,11 @@ void Session::start(int64_t context_tokens) {
   tuning.context_tokens = context_tokens             ? context_tokens
                           : m.options.context_tokens ? m.options.context_tokens
                                                      : cfg.max_position_embeddings;
-  if (cfg.is_gated()) {
-    // No neuron-level offloading for gated MLPs yet: whole layers stream from host memory.
+  if (streams_whole_layers(cfg)) {
+    // No neuron-level offloading for this MLP: whole layers stream from host memory.
     const LayerStreamingPlan plan =
         plan_layer_streaming(*m.model, *m.options.offload.gpu_memory, tuning.context_tokens);
-    fmt::print(stderr, "{}\n", plan.summary());
+    m.streaming = plan;
     model::CudaOptions co;
     co.host_layers = plan.host_layers;
     m.cuda = backend::require_cuda(m.asking("--gpu-memory", "a GPU memory budget"))
@@ -354,6 +355,12 @@ nlohmann::ordered_json Session::info() const {
         {"policy", std::string(offload::policy_name(o.policy))},
         {"predictor", std::string(offload::predictor_mode_name(o.predictor))},
         {"stats", o.stats}};
+    if (m.streaming) {
+      oj["context_tokens"] = m.context_reserved;
+      oj["layer_streaming"] = {{"host_layers", m.streaming->host_layers},
+                               {"layer_bytes", m.streaming->layer_bytes},
+                               {"summary", m.streaming->summary()}};
+    }
     if (m.off) {
       oj["context_tokens"] = m.context_reserved;
       oj["runtime_gpu_bytes"] = m.off->device_bytes();
@@ -363,6 +370,10 @@ nlohmann::ordered_json Session::info() const {
   }
   j["memory"] = std::move(memory);
   return j;
+}
+
+const LayerStreamingPlan* Session::layer_streaming() const {
+  return impl_->streaming ? &*impl_->streaming : nullptr;
 }
 
 const offload::Plan* Session::plan() const {

@@ -23,6 +23,7 @@
 #include "model/sampling.hpp"
 #include "model/weights.hpp"
 #include "offload/offload_options.hpp"
+#include "session/layer_streaming.hpp"
 
 namespace sf::offload {
 struct Plan;
@@ -113,8 +114,10 @@ class Session {
   // template, and what the template's renderer throws (a construct it cannot render, the
   // template's own raise_exception).
   bool has_chat_template() const;
-  std::string render_chat(std::span<const chat::ChatMessage> messages, bool add_generation_prompt = true) const;
-  std::vector<int32_t> chat_ids(std::span<const chat::ChatMessage> messages, bool add_generation_prompt = true) const;
+  std::string render_chat(std::span<const chat::ChatMessage> messages,
+                          bool add_generation_prompt = true) const;
+  std::vector<int32_t> chat_ids(std::span<const chat::ChatMessage> messages,
+                                bool add_generation_prompt = true) const;
 
   const model::Model& model() const;
   std::string device() const;  // "cpu" or "cuda", as resolved from the options
@@ -124,6 +127,9 @@ class Session {
   // The placement plan and the stats of the last generate() that ran to its end; null / nullopt
   // when not offloaded (or, for the plan, not started).
   const offload::Plan* plan() const;
+  // Set when the budget runs a model without neuron-level offloading by streaming whole layers
+  // from host memory (layer_streaming.hpp); null otherwise or before start().
+  const LayerStreamingPlan* layer_streaming() const;
   std::optional<offload::OffloadStats> offload_stats() const;
 
  private:

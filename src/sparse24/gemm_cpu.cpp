@@ -781,4 +781,52 @@ void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m
   }
 }
 
+void gemv_dense_cpu(std::span<const GemvTarget> targets, const float* x) {
+  if (targets.empty()) return;
+  const CpuIsa isa = cpu_isa();
+  const int64_t K = targets[0].w.cols;
+  bool fused = isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2;
+  double work = 0;
+  for (const auto& t : targets) {
+    if (t.w.cols != K)
+      fail(Status::InvalidArgument,
+           "gemv_dense_cpu: every target reads the same row of {} values, found a [{}, {}] weight",
+           K, t.w.rows, t.w.cols);
+    if (t.ep.gated) fused = false;
+    work += double(t.w.rows) * double(K);
+  }
+  if (!fused) {  // one product after another, as the caller would have done
+    for (const auto& t : targets) gemm_dense_cpu(t.w, x, DType::F32, 1, t.y, DType::F32, t.ep);
+    return;
+  }
+  std::vector<Out> outs;
+  std::vector<int64_t> first(targets.size() + 1, 0);  // first[t]: target t's first 8-row group
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const auto& g = targets[t];
+    if (g.w.data == nullptr || g.w.rows <= 0 ||
+        (g.w.dtype != DType::F32 && g.w.dtype != DType::F16 && g.w.dtype != DType::BF16))
+      fail(Status::InvalidArgument,
+           "gemv_dense_cpu: expected a non-empty F32/F16/BF16 weight, found {} [{}, {}]",
+           dtype_name(g.w.dtype), g.w.rows, g.w.cols);
+    check_gemm_args(x, DType::F32, 1, K, g.y, DType::F32, g.w.rows, g.ep, "gemv_dense_cpu");
+    outs.push_back(Out{g.y, DType::F32, 1, g.w.rows, &g.ep});
+    first[t + 1] = first[t] + (g.w.rows + 7) / 8;
+  }
+  const int64_t groups = first.back();
+#pragma omp parallel if (work > 5e4)
+  {
+    float pending = 0.0f;
+#pragma omp for schedule(static)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const size_t t = size_t(std::upper_bound(first.begin(), first.end(), gi) - first.begin()) - 1;
+      const MatrixView& w = targets[t].w;
+      const int64_t n0 = (gi - first[t]) * 8, n1 = std::min(w.rows, n0 + 8);
+      if (isa == CpuIsa::Avx512)
+        dense_rows_m1_avx512(w, x, n0, n1, &pending, outs[t]);
+      else
+        dense_rows_m1_avx2(w, x, n0, n1, &pending, outs[t]);
+    }
+  }
+}
+
 }  // namespace sf::s24

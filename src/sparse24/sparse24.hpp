@@ -37,8 +37,8 @@ void apply_mask(void* data, DType dtype, int64_t rows, int64_t cols, std::span<c
 // ---- validation ----------------------------------------------------------------------------
 struct Violation {
   int64_t row = 0;
-  int64_t group = 0;     // group index along the row; columns [4*group, 4*group+4)
-  int nonzeros = 0;      // how many of the 4 are nonzero (> 2). NaN counts as nonzero.
+  int64_t group = 0;  // group index along the row; columns [4*group, 4*group+4)
+  int nonzeros = 0;   // how many of the 4 are nonzero (> 2). NaN counts as nonzero.
 };
 // nullopt when w is 2:4 along cols; otherwise the first violation in row-major order.
 // Throws Error(UnsupportedShape) when cols % 4 != 0 or the matrix is empty.
@@ -52,15 +52,15 @@ std::optional<Violation> find_violation(const MatrixView& w);
 //           zeros at the lowest free indices so every group stores exactly 2 indices i0 < i1;
 //           a -0.0 is preferred over a +0.0 as filler so that it survives the round trip).
 //   meta:   uint32 words in mma.sp m16n8k32 fragment order: for each 16-row block rb and each
-//           32-column block kb, 16 consecutive words at meta[(rb * (cols_padded/32) + kb) * 16 + w];
-//           word w is the metadata register that lane (4 * (w / 2) + (w % 2)) hands to mma.sp with
-//           sparsity selector 0. docs/SPARSE24.md gives the bit layout inside each word.
+//           32-column block kb, 16 consecutive words at meta[(rb * (cols_padded/32) + kb) * 16 +
+//           w]; word w is the metadata register that lane (4 * (w / 2) + (w % 2)) hands to mma.sp
+//           with sparsity selector 0. docs/SPARSE24.md gives the bit layout inside each word.
 struct Compressed {
   DType dtype = DType::F16;
-  int64_t rows = 0, cols = 0;               // logical dense shape [N, K]
+  int64_t rows = 0, cols = 0;  // logical dense shape [N, K]
   int64_t rows_padded = 0, cols_padded = 0;
-  std::vector<uint8_t> values;              // rows_padded * cols_padded / 2 elements of dtype
-  std::vector<uint32_t> meta;               // rows_padded/16 * cols_padded/32 * 16 words
+  std::vector<uint8_t> values;  // rows_padded * cols_padded / 2 elements of dtype
+  std::vector<uint32_t> meta;   // rows_padded/16 * cols_padded/32 * 16 words
 
   size_t value_bytes() const { return values.size(); }
   size_t meta_bytes() const { return meta.size() * sizeof(uint32_t); }
@@ -100,7 +100,7 @@ std::optional<BadMetadata> find_bad_metadata(std::span<const uint32_t> meta, int
 enum class Activation { None = 0, ReLU = 1, GELU = 2, SiLU = 3, GELUTanh = 4 };
 
 struct Epilogue {
-  const void* bias = nullptr;      // [N], dtype bias_dtype, optional
+  const void* bias = nullptr;  // [N], dtype bias_dtype, optional
   DType bias_dtype = DType::F32;
   Activation act = Activation::None;
   const void* residual = nullptr;  // [M, N] ([M, N / 2] when gated), dtype residual_dtype,
@@ -119,9 +119,21 @@ struct Epilogue {
 void gemm_cpu(const Compressed& w, const void* x, DType x_dtype, int64_t m, void* y, DType y_dtype,
               const Epilogue& ep = {});
 
-// Dense reference with the same contract, W dense [N, K]; used by tests and as the "own dense" path.
+// Dense reference with the same contract, W dense [N, K]; used by tests and as the "own dense"
+// path.
 void gemm_dense_cpu(const MatrixView& w, const void* x, DType x_dtype, int64_t m, void* y,
                     DType y_dtype, const Epilogue& ep = {});
+
+// Several dense products of one fp32 activation row (a decode step's q, k and v, or gate and up)
+// in one parallel pass, so the threads meet once instead of once per product: for each target,
+// y = act(x W^T + bias) + residual in fp32, as gemm_dense_cpu with m = 1 computes it bit for bit.
+// Targets with a gated epilogue are not taken (fuse them into one weight instead).
+struct GemvTarget {
+  MatrixView w;
+  float* y;
+  Epilogue ep;
+};
+void gemv_dense_cpu(std::span<const GemvTarget> targets, const float* x);
 
 float apply_activation(Activation a, float v);
 
@@ -147,9 +159,9 @@ Compressed fuse_gate_up(const Compressed& gate, const Compressed& up);
 // Which CPU kernels gemm_cpu / gemm_dense_cpu use. Auto picks the best the CPU supports
 // (AVX-512F, else AVX2+FMA+F16C, else portable C++); tests force the others to cover them.
 enum class CpuIsa { Auto = 0, Generic = 1, Avx2 = 2, Avx512 = 3 };
-CpuIsa cpu_isa_supported();      // the best this CPU runs
-CpuIsa cpu_isa();                // the one in use now
-void set_cpu_isa(CpuIsa isa);    // process-wide; throws Error(UnsupportedShape) above supported
+CpuIsa cpu_isa_supported();    // the best this CPU runs
+CpuIsa cpu_isa();              // the one in use now
+void set_cpu_isa(CpuIsa isa);  // process-wide; throws Error(UnsupportedShape) above supported
 const char* cpu_isa_name(CpuIsa isa);
 
 }  // namespace sf::s24

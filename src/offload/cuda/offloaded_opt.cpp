@@ -62,20 +62,37 @@ struct OffloadedOptEngine::Impl {
 OffloadedOptEngine::OffloadedOptEngine(const model::Model& model, const OffloadOptions& opt,
                                        const model::CudaOptions& cuda, const OffloadTuning& tuning,
                                        std::optional<Plan> plan) {
-  if (const std::string why = model::cuda_unavailable_reason(); !why.empty()) fail(Status::NoDevice, "{}", why);
+  if (const std::string why = model::cuda_unavailable_reason(); !why.empty())
+    fail(Status::NoDevice, "{}", why);
   if (cuda.fp32_compute)
-    fail(Status::UnsupportedShape, "offloaded inference computes in the model's type (fp16/bf16); fp32_compute is "
+    fail(Status::UnsupportedShape,
+         "offloaded inference computes in the model's type (fp16/bf16); fp32_compute is "
          "for the resident engine's tests.");
   if (!plan && !opt.enabled())
-    fail(Status::InvalidArgument, "offloaded inference needs a GPU budget (--gpu-memory SIZE) or a placement plan.");
-  auto m = std::make_unique<Impl>(Impl{NeuronStore::from_model(model, /*pack_row_major=*/true), Plan{}, opt, tuning,
-                                       nullptr, nullptr, {}});
+    fail(Status::InvalidArgument,
+         "offloaded inference needs a GPU budget (--gpu-memory SIZE) or a placement plan.");
+  if (const auto& c = model.config(); c.is_gated() || c.act != arch::Act::ReLU)
+    fail(
+        Status::UnsupportedShape,
+        "neuron-level offloading skips the FFN neurons a ReLU leaves at zero; this model's MLP is "
+        "{} {}, "
+        "whose outputs are not zeros to skip.\n---> HINT: `generate` and `perplexity` run it under "
+        "--gpu-memory by streaming whole layers from host memory.",
+        c.is_gated() ? "gated with" : "plain with", arch::name(c.act));
+  auto m = std::make_unique<Impl>(Impl{NeuronStore::from_model(model, /*pack_row_major=*/true),
+                                       Plan{},
+                                       opt,
+                                       tuning,
+                                       nullptr,
+                                       nullptr,
+                                       {}});
   m->plan = plan ? std::move(*plan)
                  : plan_placement(planner_input(model, m->store, tuning.context_tokens, opt));
   m->runtime = std::make_unique<OffloadRuntime>(model, m->store, m->plan, opt, tuning, cuda.device);
   model::CudaOptions c = cuda;
   c.ffn_provider = m->runtime.get();
-  c.attention_host_layers = m->plan.attention_host_layers;  // the budget could not hold all the attention
+  c.attention_host_layers =
+      m->plan.attention_host_layers;  // the budget could not hold all the attention
   m->engine = model::make_cuda_engine(model, c);
   impl_ = std::move(m);
 }
@@ -119,8 +136,10 @@ model::GenerateResult OffloadedOptEngine::generate(std::span<const int32_t> prom
   // on_token runs after the prefill, then after each decode step, with the step synchronised and
   // outside the engine's decode timing: the place to read events and check recall.
   auto cb = [&](int32_t id) {
-    if (calls == 0) before = m.runtime->totals();
-    else if (m.opt.stats) m.runtime->after_decode_step();
+    if (calls == 0)
+      before = m.runtime->totals();
+    else if (m.opt.stats)
+      m.runtime->after_decode_step();
     ++calls;
     if (on_token) on_token(id);
   };
@@ -133,7 +152,8 @@ model::GenerateResult OffloadedOptEngine::generate(std::span<const int32_t> prom
   s.fetched = after.fetched - before.fetched;
   s.overflow = after.overflow - before.overflow;
   s.cpu_neurons = after.cpu_neurons - before.cpu_neurons;
-  s.pcie_bytes = after.pcie_bytes - before.pcie_bytes + double(res.decode_steps) * m.runtime->fixed_pcie_bytes_per_token();
+  s.pcie_bytes = after.pcie_bytes - before.pcie_bytes +
+                 double(res.decode_steps) * m.runtime->fixed_pcie_bytes_per_token();
   s.exact_rows = after.exact_rows - before.exact_rows;
   s.exact_active = after.exact_active - before.exact_active;
   s.true_pos = after.true_pos - before.true_pos;
