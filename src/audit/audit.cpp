@@ -12,7 +12,8 @@
 
 namespace sf::audit {
 
-// ---- arithmetic ------------------------------------------------------------------------------------
+// ---- arithmetic
+// ------------------------------------------------------------------------------------
 
 double gpu_seconds_per_request(double tokens_in, double tokens_out, double prefill_tps,
                                double decode_tps) {
@@ -56,7 +57,8 @@ int64_t gpus_needed(double qps, double rps_per_gpu) {
          "(2^53) this audit can count exactly; check --qps",
          qps, rps_per_gpu, ratio, kMaxGpus);
   const double nearest = std::round(ratio);
-  if (std::fabs(ratio - nearest) <= 1e-9 * std::max(1.0, nearest)) return std::max<int64_t>(1, int64_t(nearest));
+  if (std::fabs(ratio - nearest) <= 1e-9 * std::max(1.0, nearest))
+    return std::max<int64_t>(1, int64_t(nearest));
   return int64_t(std::ceil(ratio));
 }
 
@@ -93,7 +95,8 @@ double tonnes_co2(double kwh, double grams_per_kwh) {
   return finite_result(kwh * grams_per_kwh / 1e6, "yearly CO2");
 }
 
-// ---- models ------------------------------------------------------------------------------------------
+// ---- models
+// ------------------------------------------------------------------------------------------
 
 void check_model_shape(const ModelShape& m) {
   // Far above any published model (LLaMA-65B: hidden 8192, 80 layers), and low enough that the
@@ -123,9 +126,12 @@ std::string normalize_model_name(std::string_view name) {
 const std::vector<ModelShape>& known_models() {
   static const std::string kLlama =
       "published config: Touvron et al. 2023, \"LLaMA\", Table 2, and config.json of "
-      "huggingface.co/huggyllama/llama-7b (hidden 4096, 32 layers, intermediate 11008, vocab 32000)";
-  static const std::string kLlama2 = "published config: config.json of huggingface.co/meta-llama/Llama-2-7b-hf";
-  static const std::string kLlama13 = "published config: config.json of huggingface.co/huggyllama/llama-13b";
+      "huggingface.co/huggyllama/llama-7b (hidden 4096, 32 layers, intermediate 11008, vocab "
+      "32000)";
+  static const std::string kLlama2 =
+      "published config: config.json of huggingface.co/meta-llama/Llama-2-7b-hf";
+  static const std::string kLlama13 =
+      "published config: config.json of huggingface.co/huggyllama/llama-13b";
   static const std::string kOpt =
       "published config: Zhang et al. 2022, \"OPT\", Table 1, and config.json of "
       "huggingface.co/facebook/";
@@ -133,6 +139,14 @@ const std::vector<ModelShape>& known_models() {
       {"llama-7b", "llama", 4096, 32, 11008, 32000, kLlama},
       {"llama-2-7b", "llama", 4096, 32, 11008, 32000, kLlama2},
       {"llama-13b", "llama", 5120, 40, 13824, 32000, kLlama13},
+      {"llama-2-13b", "llama", 5120, 40, 13824, 32000,
+       "published config: config.json of huggingface.co/meta-llama/Llama-2-13b-hf"},
+      {"llama-3-8b", "llama", 4096, 32, 14336, 128256,
+       "published config: config.json of huggingface.co/meta-llama/Meta-Llama-3-8B", 8, 32},
+      {"mistral-7b", "llama", 4096, 32, 14336, 32000,
+       "published config: config.json of huggingface.co/mistralai/Mistral-7B-v0.1", 8, 32},
+      {"qwen2-7b", "llama", 3584, 28, 18944, 152064,
+       "published config: config.json of huggingface.co/Qwen/Qwen2-7B", 4, 28},
       {"opt-125m", "opt", 768, 12, 3072, 50272, kOpt + "opt-125m"},
       {"opt-350m", "opt", 1024, 24, 4096, 50272, kOpt + "opt-350m"},
       {"opt-1.3b", "opt", 2048, 24, 8192, 50272, kOpt + "opt-1.3b"},
@@ -154,6 +168,13 @@ const ModelShape* find_model(std::string_view name) {
 
 std::vector<LinearShape> decoder_linears(const ModelShape& m) {
   const int64_t h = m.hidden, f = m.ffn;
+  if (m.family == "llama" && m.kv_heads && m.kv_heads != m.heads) {  // grouped-query attention
+    const int64_t kv = h / m.heads * m.kv_heads;
+    return {{"q/o_proj", h, h, 2},
+            {"k/v_proj", kv, h, 2},
+            {"gate/up_proj", f, h, 2},
+            {"down_proj", h, f, 1}};
+  }
   if (m.family == "llama")  // SwiGLU: gate and up project to f, down back to h
     return {{"q/k/v/o_proj", h, h, 4}, {"gate/up_proj", f, h, 2}, {"down_proj", h, f, 1}};
   return {{"q/k/v/out_proj", h, h, 4}, {"fc1", f, h, 1}, {"fc2", h, f, 1}};
@@ -170,17 +191,26 @@ double weight_bytes_fp16(const ModelShape& m, bool sparse24) {
 }
 
 double kv_bytes_per_sequence(const ModelShape& m, double tokens) {
-  return 2.0 * double(m.layers) * double(m.hidden) * 2.0 * tokens;
+  // Keys and values of every layer in fp16; grouped-query models keep kv_heads heads of them.
+  const double width = m.kv_heads && m.heads
+                           ? double(m.hidden) / double(m.heads) * double(m.kv_heads)
+                           : double(m.hidden);
+  return 2.0 * double(m.layers) * width * 2.0 * tokens;
 }
 
 bool measures(const ModelMeasurement& m, const ModelShape& shape) {
   if (m.model == shape.name) return true;
   if (m.layers != shape.layers || m.hidden != shape.hidden) return false;
   if (m.ffn != 0 && m.ffn != shape.ffn) return false;
-  return (m.family.empty() ? std::string("opt") : m.family) == shape.family;
+  // A benchmark names the engine's architecture; Mistral and Qwen2 decoders are Llama-shaped
+  // (SwiGLU), which is what the audit's families tell apart.
+  std::string family = m.family.empty() ? std::string("opt") : m.family;
+  if (family == "mistral" || family == "qwen2") family = "llama";
+  return family == shape.family;
 }
 
-// ---- GPUs --------------------------------------------------------------------------------------------
+// ---- GPUs
+// --------------------------------------------------------------------------------------------
 
 static std::string lower(std::string_view s) {
   std::string out(s);
@@ -193,9 +223,12 @@ bool name_matches(std::string_view haystack, std::string_view needle) {
 }
 
 static const std::vector<GpuSpec>& gpu_specs() {
-  static const std::string kH100 = "NVIDIA H100 Tensor Core GPU datasheet (max thermal design power)";
-  static const std::string kH200 = "NVIDIA H200 Tensor Core GPU datasheet (max thermal design power)";
-  static const std::string kA100 = "NVIDIA A100 Tensor Core GPU datasheet (max thermal design power)";
+  static const std::string kH100 =
+      "NVIDIA H100 Tensor Core GPU datasheet (max thermal design power)";
+  static const std::string kH200 =
+      "NVIDIA H200 Tensor Core GPU datasheet (max thermal design power)";
+  static const std::string kA100 =
+      "NVIDIA A100 Tensor Core GPU datasheet (max thermal design power)";
   static const std::vector<GpuSpec> specs = {
       {"NVIDIA H100 NVL", {"h100", "nvl"}, {}, 400, 94, kH100},
       {"NVIDIA H100 PCIe", {"h100", "pcie"}, {}, 350, 80, kH100},
@@ -207,7 +240,11 @@ static const std::vector<GpuSpec>& gpu_specs() {
       {"NVIDIA A100 PCIe 80GB", {"a100", "pcie", "80gb"}, {}, 300, 80, kA100},
       {"NVIDIA A100 PCIe 40GB", {"a100", "pcie", "40gb"}, {}, 250, 40, kA100},
       {"NVIDIA L40S", {"l40s"}, {}, 350, 48, "NVIDIA L40S GPU datasheet (max power consumption)"},
-      {"NVIDIA GeForce RTX 4090", {"4090"}, {}, 450, 24,
+      {"NVIDIA GeForce RTX 4090",
+       {"4090"},
+       {},
+       450,
+       24,
        "NVIDIA GeForce RTX 4090 specifications, nvidia.com (total graphics power)"},
   };
   return specs;
@@ -224,7 +261,8 @@ const GpuSpec* find_gpu(std::string_view device_name) {
   return nullptr;
 }
 
-// ---- the audit ---------------------------------------------------------------------------------------
+// ---- the audit
+// ---------------------------------------------------------------------------------------
 
 namespace {
 
@@ -242,8 +280,9 @@ std::string fmt_si(double v) {
 }
 
 std::string provenance_line(const Provenance& p) {
-  return fmt::format("{}: `{}` on {} ({})", p.origin, p.command.empty() ? "command not recorded" : p.command,
-                     p.gpu, p.date.empty() ? "date not recorded" : p.date);
+  return fmt::format("{}: `{}` on {} ({})", p.origin,
+                     p.command.empty() ? "command not recorded" : p.command, p.gpu,
+                     p.date.empty() ? "date not recorded" : p.date);
 }
 
 // The GPUs that a --gpu filter leaves among `names`.
@@ -261,7 +300,8 @@ struct Chosen {
 
 // The run of `m` to serve with: --batch when given, else the measured batch with the highest
 // decode throughput whose KV cache fits next to the weights (when the GPU's memory is known).
-std::optional<ModelRun> choose_run(const ModelMeasurement& m, const Request& req, double max_batch) {
+std::optional<ModelRun> choose_run(const ModelMeasurement& m, const Request& req,
+                                   double max_batch) {
   std::optional<ModelRun> best;
   for (const auto& r : m.runs) {
     if (req.batch ? r.batch != *req.batch : double(r.batch) > max_batch) continue;
@@ -280,7 +320,8 @@ double max_batch_by_memory(const ModelShape& model, const GpuSpec* spec, double 
 void add_power_cost_co2(Report& r, const Request& req, const GpuSpec* spec) {
   std::optional<double> watts = req.power_watts;
   if (watts) {
-    r.assumptions.push_back({"power per GPU", fmt::format("{} W", *watts), "user flag --power-watts"});
+    r.assumptions.push_back(
+        {"power per GPU", fmt::format("{} W", *watts), "user flag --power-watts"});
   } else if (spec) {
     watts = spec->tdp_watts;
     r.assumptions.push_back(
@@ -302,7 +343,8 @@ void add_power_cost_co2(Report& r, const Request& req, const GpuSpec* spec) {
         "yearly cost: prices vary by provider and contract, so there is no default; pass "
         "--price-per-gpu-hour P (e.g. your cloud's on-demand rate for this GPU)");
   if (req.grid_g_per_kwh)
-    r.assumptions.push_back({"grid carbon intensity", fmt::format("{} gCO2/kWh", *req.grid_g_per_kwh),
+    r.assumptions.push_back({"grid carbon intensity",
+                             fmt::format("{} gCO2/kWh", *req.grid_g_per_kwh),
                              "user flag --grid-gco2-per-kwh"});
   else if (watts)
     r.not_computed.push_back(
@@ -313,12 +355,14 @@ void add_power_cost_co2(Report& r, const Request& req, const GpuSpec* spec) {
   for (Side* s : {&r.dense, &r.sparse}) {
     if (req.price_per_gpu_hour) s->cost_per_year = yearly_cost(s->gpus, *req.price_per_gpu_hour);
     if (watts) s->kwh_per_year = yearly_kwh(s->gpus, *watts);
-    if (watts && req.grid_g_per_kwh) s->tonnes_co2_per_year = tonnes_co2(*s->kwh_per_year, *req.grid_g_per_kwh);
+    if (watts && req.grid_g_per_kwh)
+      s->tonnes_co2_per_year = tonnes_co2(*s->kwh_per_year, *req.grid_g_per_kwh);
   }
 }
 
 void finish_side(Side& s, const Report& r) {
-  s.rps_per_gpu = requests_per_second_per_gpu(r.tokens_in, r.tokens_out, s.prefill_tps, s.decode_tps);
+  s.rps_per_gpu =
+      requests_per_second_per_gpu(r.tokens_in, r.tokens_out, s.prefill_tps, s.decode_tps);
   s.gpus = gpus_needed(r.qps, s.rps_per_gpu);
 }
 
@@ -342,7 +386,8 @@ std::optional<Report> from_model_runs(const Request& req, const ModelShape& mode
     if (!dense || !sparse) continue;
     Report r = std::move(base);
     r.gpu = gpu;
-    for (auto [side, c, label] : {std::tuple{&r.dense, &*dense, "dense fp16"}, std::tuple{&r.sparse, &*sparse, "2:4 fp16"}}) {
+    for (auto [side, c, label] : {std::tuple{&r.dense, &*dense, "dense fp16"},
+                                  std::tuple{&r.sparse, &*sparse, "2:4 fp16"}}) {
       side->label = label;
       side->batch = c->run.batch;
       side->prefill_tps = c->run.prefill_tps;
@@ -356,10 +401,12 @@ std::optional<Report> from_model_runs(const Request& req, const ModelShape& mode
                            std::string(spec ? " whose KV cache fits in the GPU's memory" : "")});
       r.assumptions.push_back(
           {fmt::format("{} throughput", label),
-           fmt::format("prefill {} tokens/s, decode {} tokens/s", fmt_si(c->run.prefill_tps), fmt_si(c->run.decode_tps)),
+           fmt::format("prefill {} tokens/s, decode {} tokens/s", fmt_si(c->run.prefill_tps),
+                       fmt_si(c->run.decode_tps)),
            fmt::format("measured: {} (batch {}, prompt {}, {} new tokens); taken as independent of "
                        "the request's length",
-                       provenance_line(c->meas->prov), c->run.batch, c->run.prompt_tokens, c->run.new_tokens)});
+                       provenance_line(c->meas->prov), c->run.batch, c->run.prompt_tokens,
+                       c->run.new_tokens)});
     }
     add_power_cost_co2(r, req, spec);
     return r;
@@ -375,12 +422,14 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
   for (const auto& g : meas.gemms) gpus.insert(g.prov.gpu);
   for (const auto& gpu : filter_gpus(gpus, req)) {
     // For each shape and M: the row (first one found wins) and where it came from.
-    std::vector<std::map<int64_t, std::pair<GemmRow, const GemmMeasurement*>>> per_shape(linears.size());
+    std::vector<std::map<int64_t, std::pair<GemmRow, const GemmMeasurement*>>> per_shape(
+        linears.size());
     for (size_t i = 0; i < linears.size(); ++i)
       for (const auto& g : meas.gemms)
         if (g.prov.gpu == gpu && g.n == linears[i].n && g.k == linears[i].k)
           for (const auto& row : g.rows)
-            if (row.sparse_ms && row.dense_ms > 0 && *row.sparse_ms > 0) per_shape[i].try_emplace(row.m, row, &g);
+            if (row.sparse_ms && row.dense_ms > 0 && *row.sparse_ms > 0)
+              per_shape[i].try_emplace(row.m, row, &g);
     std::vector<int64_t> common;
     for (const auto& [m, unused] : per_shape[0]) {
       bool all = true;
@@ -393,7 +442,8 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
     const double max_batch = max_batch_by_memory(model, spec, base.tokens_in + base.tokens_out);
     std::optional<int64_t> decode_m;
     if (req.batch) {
-      if (std::find(common.begin(), common.end(), *req.batch) != common.end()) decode_m = *req.batch;
+      if (std::find(common.begin(), common.end(), *req.batch) != common.end())
+        decode_m = *req.batch;
     } else {
       for (int64_t m : common)
         if (double(m) <= max_batch) decode_m = m;  // common is ascending: keeps the largest
@@ -418,7 +468,8 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
       used.insert(per_shape[i].at(*decode_m).second);
       used.insert(per_shape[i].at(prefill_m).second);
     }
-    for (auto [side, sparse, label] : {std::tuple{&r.dense, false, "dense fp16"}, std::tuple{&r.sparse, true, "2:4 fp16"}}) {
+    for (auto [side, sparse, label] :
+         {std::tuple{&r.dense, false, "dense fp16"}, std::tuple{&r.sparse, true, "2:4 fp16"}}) {
       side->label = label;
       side->batch = *decode_m;
       side->decode_tps = double(*decode_m) / (step_ms(*decode_m, sparse) / 1000.0);
@@ -427,7 +478,9 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
       finish_side(*side, r);
     }
     std::string shapes;
-    for (const auto& l : linears) shapes += fmt::format("{}{}x {} [{}x{}]", shapes.empty() ? "" : ", ", l.per_layer, l.name, l.n, l.k);
+    for (const auto& l : linears)
+      shapes += fmt::format("{}{}x {} [{}x{}]", shapes.empty() ? "" : ", ", l.per_layer, l.name,
+                            l.n, l.k);
     r.assumptions.push_back(
         {"throughput model",
          fmt::format("time per step = {} layers x ({}) GEMM times; decode tokens/s = batch / step, "
@@ -439,10 +492,12 @@ std::optional<Report> from_gemm_bound(const Request& req, const ModelShape& mode
     r.assumptions.push_back(
         {"serving batch (decode M)", fmt::format("{}", *decode_m),
          req.batch ? std::string("user flag --batch")
-                   : spec ? fmt::format("largest measured M whose fp16 KV cache ({} tokens per sequence) fits "
-                                        "beside the dense weights in {} GB ({})",
-                                        base.tokens_in + base.tokens_out, spec->memory_gb, spec->source)
-                          : std::string("largest measured M (the GPU's memory is not in this tool's table; pass --batch)")});
+         : spec
+             ? fmt::format("largest measured M whose fp16 KV cache ({} tokens per sequence) fits "
+                           "beside the dense weights in {} GB ({})",
+                           base.tokens_in + base.tokens_out, spec->memory_gb, spec->source)
+             : std::string("largest measured M (the GPU's memory is not in this tool's table; pass "
+                           "--batch)")});
     add_power_cost_co2(r, req, spec);
     return r;
   }
@@ -467,17 +522,22 @@ Report run_audit(const Request& req, const ModelShape& model, const Measurements
   base.qps = req.qps;
   base.tokens_in = req.tokens_in.value_or(kDefaultTokensIn);
   base.tokens_out = req.tokens_out.value_or(kDefaultTokensOut);
-  base.assumptions.push_back({"load", fmt::format("{} requests/s, sustained all year", req.qps), "user flag --qps"});
-  base.assumptions.push_back({"tokens per request", fmt::format("{} in, {} out", base.tokens_in, base.tokens_out),
-                              req.tokens_in || req.tokens_out ? "user flags --tokens-in/--tokens-out" : kDefaultTokensSource});
   base.assumptions.push_back(
-      {"model shape",
-       fmt::format("{}: hidden {}, {} layers, FFN {}, vocab {}", model.name, model.hidden, model.layers, model.ffn, model.vocab),
-       model.source});
+      {"load", fmt::format("{} requests/s, sustained all year", req.qps), "user flag --qps"});
   base.assumptions.push_back(
-      {"GPU time per request", "tokens_in / prefill tokens/s + tokens_out / decode tokens/s",
-       "one replica per GPU; prefill and decode share the GPU (continuous batching); no headroom for peaks"});
-  base.assumptions.push_back({"2:4 layers", "every decoder linear layer 2:4, lm_head and embeddings dense",
+      {"tokens per request", fmt::format("{} in, {} out", base.tokens_in, base.tokens_out),
+       req.tokens_in || req.tokens_out ? "user flags --tokens-in/--tokens-out"
+                                       : kDefaultTokensSource});
+  base.assumptions.push_back({"model shape",
+                              fmt::format("{}: hidden {}, {} layers, FFN {}, vocab {}", model.name,
+                                          model.hidden, model.layers, model.ffn, model.vocab),
+                              model.source});
+  base.assumptions.push_back({"GPU time per request",
+                              "tokens_in / prefill tokens/s + tokens_out / decode tokens/s",
+                              "one replica per GPU; prefill and decode share the GPU (continuous "
+                              "batching); no headroom for peaks"});
+  base.assumptions.push_back({"2:4 layers",
+                              "every decoder linear layer 2:4, lm_head and embeddings dense",
                               "what `sparseflow convert --sparsity 2:4` produces"});
 
   if (auto r = from_model_runs(req, model, meas, base)) return *r;
@@ -485,49 +545,58 @@ Report run_audit(const Request& req, const ModelShape& model, const Measurements
   throw Error(Status::NotFound, missing_measurements(req, model, meas));
 }
 
-std::string missing_measurements(const Request& req, const ModelShape& model, const Measurements& meas) {
+std::string missing_measurements(const Request& req, const ModelShape& model,
+                                 const Measurements& meas) {
   std::string found;
   for (const auto& m : meas.models)
     found += fmt::format("    model benchmark: {} {} on {} ({} runs) from {}\n", m.model,
                          m.sparse24 ? "2:4" : "dense", m.prov.gpu, m.runs.size(), m.prov.origin);
   for (const auto& g : meas.gemms)
-    found += fmt::format("    GEMM benchmark: {}x{} on {} ({} rows{}) from {}\n", g.n, g.k, g.prov.gpu, g.rows.size(),
-                         std::any_of(g.rows.begin(), g.rows.end(), [](const GemmRow& r) { return r.sparse_ms.has_value(); })
-                             ? "" : ", no SparseFlow 2:4 times",
+    found += fmt::format("    GEMM benchmark: {}x{} on {} ({} rows{}) from {}\n", g.n, g.k,
+                         g.prov.gpu, g.rows.size(),
+                         std::any_of(g.rows.begin(), g.rows.end(),
+                                     [](const GemmRow& r) { return r.sparse_ms.has_value(); })
+                             ? ""
+                             : ", no SparseFlow 2:4 times",
                          g.prov.origin);
   if (found.empty()) found = "    nothing\n";
 
-  const std::string gpu_note = req.gpu ? fmt::format(" on a GPU matching \"{}\"", *req.gpu) : std::string();
+  const std::string gpu_note =
+      req.gpu ? fmt::format(" on a GPU matching \"{}\"", *req.gpu) : std::string();
   const std::string qps = fmt::format("{}", req.qps);
   std::string s = fmt::format(
-      "no measured throughput for {}{}: sparseflow audit computes GPU counts only from measurements, "
+      "no measured throughput for {}{}: sparseflow audit computes GPU counts only from "
+      "measurements, "
       "never from assumed speeds.\n  Measurements found:\n{}"
       "  It needs, measured on the GPU you will serve with:\n",
       model.name, gpu_note, found);
-  if (model.family == "opt") {
-    s += fmt::format(
-        "  (a) model benchmarks of {} dense and 2:4 (measured tokens/s: the real answer):\n"
-        "        sparseflow convert --input CHECKPOINT_DIR --output {}.sf\n"
-        "        sparseflow convert --input CHECKPOINT_DIR --sparsity 2:4 --output {}-24.sf\n"
-        "        sparseflow benchmark --device cuda --model {}.sf --batch 32 --json dense.json\n"
-        "        sparseflow benchmark --device cuda --model {}-24.sf --batch 32 --json sparse.json\n"
-        "        sparseflow audit --model {} --qps {} --from-benchmark dense.json --from-benchmark sparse.json\n"
-        "  or (b)",
-        model.name, model.name, model.name, model.name, model.name, model.name, qps);
-  } else {
-    s += fmt::format(
-        "  (model benchmarks of {} are not possible yet: the engine runs OPT models only)\n ", model.name);
-  }
+  s += fmt::format(
+      "  (a) model benchmarks of {} dense and 2:4 (measured tokens/s: the real answer), from its "
+      "checkpoint (an HF directory or a GGUF file), or from random weights of its shape where "
+      "`sparseflow synth --arch` has it:\n"
+      "        sparseflow convert --input CHECKPOINT --output {}.sf\n"
+      "        sparseflow convert --input CHECKPOINT --sparsity 2:4 --output {}-24.sf\n"
+      "        sparseflow benchmark --device cuda --model {}.sf --batch 1,16,64,256 --json "
+      "dense.json\n"
+      "        sparseflow benchmark --device cuda --model {}-24.sf --batch 1,16,64,256 --json "
+      "sparse.json\n"
+      "        sparseflow audit --model {} --qps {} --from-benchmark dense.json --from-benchmark "
+      "sparse.json\n"
+      "  or (b)",
+      model.name, model.name, model.name, model.name, model.name, model.name, qps);
   s += " GEMM benchmarks of every decoder linear shape (a bound: linear layers only):\n";
   std::string files;
   int i = 0;
   for (const auto& l : decoder_linears(model)) {
-    s += fmt::format("        sparseflow benchmark --device cuda --size {}x{} --batch 1,8,32,256,2048 --json gemm{}.json\n",
-                     l.n, l.k, i);
+    s += fmt::format(
+        "        sparseflow benchmark --device cuda --size {}x{} --batch 1,8,32,256,2048 --json "
+        "gemm{}.json\n",
+        l.n, l.k, i);
     files += fmt::format(" --from-benchmark gemm{}.json", i++);
   }
   s += fmt::format("        sparseflow audit --model {} --qps {}{}\n", model.name, qps, files);
-  s += "  Results measured on named GPUs can also be shipped in data/measured/ (docs/DEPLOYMENT.md).";
+  s += "  Results measured on named GPUs can also be shipped in data/measured/ "
+       "(docs/DEPLOYMENT.md).";
   return s;
 }
 

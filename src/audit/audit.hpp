@@ -13,7 +13,8 @@ namespace sf::audit {
 
 constexpr double kHoursPerYear = 8760.0;  // 365 days x 24 h; a leap year would add 24 h (0.27%)
 
-// ---- pure arithmetic ------------------------------------------------------------------------------
+// ---- pure arithmetic
+// ------------------------------------------------------------------------------
 
 // One GPU's busy time per request: prefill of tokens_in at prefill_tps, then tokens_out decoded at
 // decode_tps (tokens/s summed over the sequences of a batch). Both rates must be > 0.
@@ -34,7 +35,8 @@ double yearly_cost(int64_t gpus, double price_per_gpu_hour);  // gpus x price x 
 double yearly_kwh(int64_t gpus, double watts);                // gpus x W x 8760 / 1000
 double tonnes_co2(double kwh, double grams_per_kwh);          // kWh x g/kWh / 1e6
 
-// ---- model shapes (published configs) -------------------------------------------------------------
+// ---- model shapes (published configs)
+// -------------------------------------------------------------
 
 struct LinearShape {
   std::string name;  // "q_proj"
@@ -43,10 +45,11 @@ struct LinearShape {
 };
 
 struct ModelShape {
-  std::string name;     // "llama-7b"
-  std::string family;   // "llama" or "opt": decides the linear layers of a decoder layer
+  std::string name;    // "llama-7b"
+  std::string family;  // "llama" or "opt": decides the linear layers of a decoder layer
   int64_t hidden = 0, layers = 0, ffn = 0, vocab = 0;
-  std::string source;   // where the figures come from
+  std::string source;               // where the figures come from
+  int64_t kv_heads = 0, heads = 0;  // grouped-query attention (Llama 3, Mistral, Qwen2); 0: none
 };
 
 // Throws Error(InvalidArgument) unless every size of m is in 1 .. a bound far above any real model
@@ -68,14 +71,16 @@ const std::vector<ModelShape>& known_models();
 // extension or trailing '/'.
 std::string normalize_model_name(std::string_view name);
 
-// ---- GPUs (published datasheets) ------------------------------------------------------------------
+// ---- GPUs (published datasheets)
+// ------------------------------------------------------------------
 
 struct GpuSpec {
-  std::string name;              // "NVIDIA H100 SXM5 80GB"
-  std::vector<std::string> ids;  // lower-case substrings of cudaGetDeviceProperties' name, all needed
+  std::string name;  // "NVIDIA H100 SXM5 80GB"
+  std::vector<std::string>
+      ids;  // lower-case substrings of cudaGetDeviceProperties' name, all needed
   std::vector<std::string> not_ids;  // substrings that must be absent (PCIe vs SXM)
   double tdp_watts;
-  double memory_gb;              // 1e9 bytes
+  double memory_gb;  // 1e9 bytes
   std::string source;
 };
 // The spec whose ids all occur in `device_name` (case-insensitive); nullptr when none does.
@@ -83,7 +88,8 @@ const GpuSpec* find_gpu(std::string_view device_name);
 // Case-insensitive substring test used to match --gpu against measured device names.
 bool name_matches(std::string_view haystack, std::string_view needle);
 
-// ---- measurements ---------------------------------------------------------------------------------
+// ---- measurements
+// ---------------------------------------------------------------------------------
 
 // Provenance that every figure carries into the report.
 struct Provenance {
@@ -99,10 +105,10 @@ struct ModelRun {
 };
 struct ModelMeasurement {
   Provenance prov;
-  std::string model;      // normalize_model_name of "model" (a name, or the path of the .sf / HF dir)
-  std::string family;     // "architecture" when given ("opt"); empty otherwise
+  std::string model;   // normalize_model_name of "model" (a name, or the path of the .sf / HF dir)
+  std::string family;  // "architecture" when given ("opt"); empty otherwise
   int64_t layers = 0, hidden = 0, ffn = 0;  // 0 when not given
-  bool sparse24 = false;  // the model's linear layers were 2:4
+  bool sparse24 = false;                    // the model's linear layers were 2:4
   std::vector<ModelRun> runs;
 };
 // Whether `m` measured a model of shape `shape`: same name, or the same layers and hidden size
@@ -127,7 +133,8 @@ struct Measurements {
   std::vector<GemmMeasurement> gemms;
 };
 
-// ---- the audit --------------------------------------------------------------------------------------
+// ---- the audit
+// --------------------------------------------------------------------------------------
 
 struct Request {
   double qps = 0;
@@ -142,8 +149,8 @@ struct Assumption {
 };
 
 struct Side {
-  std::string label;               // "dense fp16", "2:4 fp16"
-  int64_t batch = 0;               // decode batch the throughput was taken at
+  std::string label;  // "dense fp16", "2:4 fp16"
+  int64_t batch = 0;  // decode batch the throughput was taken at
   double prefill_tps = 0, decode_tps = 0;
   double rps_per_gpu = 0;
   int64_t gpus = 0;
