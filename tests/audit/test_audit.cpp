@@ -78,15 +78,29 @@ namespace {
 
 Measurements model_measurements() {
   const json doc = json::array({
-      {{"gpu", "NVIDIA H100 80GB HBM3"}, {"model", "opt-6.7b"}, {"sparsity", "dense"},
-       {"date", "test"}, {"command", "synthetic"},
-       {"runs", json::array({{{"batch", 1}, {"prompt_tokens", 128}, {"new_tokens", 256},
-                              {"prefill_tokens_per_s", 10000.0}, {"decode_tokens_per_s", 100.0}},
-                             {{"batch", 8}, {"prompt_tokens", 128}, {"new_tokens", 256},
-                              {"prefill_tokens_per_s", 12000.0}, {"decode_tokens_per_s", 640.0}}})}},
-      {{"gpu", "NVIDIA H100 80GB HBM3"}, {"model", "opt-6.7b"}, {"sparsity", "2:4"},
-       {"runs", json::array({{{"batch", 8}, {"prompt_tokens", 128}, {"new_tokens", 256},
-                              {"prefill_tokens_per_s", 16000.0}, {"decode_tokens_per_s", 1024.0}}})}},
+      {{"gpu", "NVIDIA H100 80GB HBM3"},
+       {"model", "opt-6.7b"},
+       {"sparsity", "dense"},
+       {"date", "test"},
+       {"command", "synthetic"},
+       {"runs", json::array({{{"batch", 1},
+                              {"prompt_tokens", 128},
+                              {"new_tokens", 256},
+                              {"prefill_tokens_per_s", 10000.0},
+                              {"decode_tokens_per_s", 100.0}},
+                             {{"batch", 8},
+                              {"prompt_tokens", 128},
+                              {"new_tokens", 256},
+                              {"prefill_tokens_per_s", 12000.0},
+                              {"decode_tokens_per_s", 640.0}}})}},
+      {{"gpu", "NVIDIA H100 80GB HBM3"},
+       {"model", "opt-6.7b"},
+       {"sparsity", "2:4"},
+       {"runs", json::array({{{"batch", 8},
+                              {"prompt_tokens", 128},
+                              {"new_tokens", 256},
+                              {"prefill_tokens_per_s", 16000.0},
+                              {"decode_tokens_per_s", 1024.0}}})}},
   });
   Measurements m;
   parse_measurements(doc, "test.json", false, m);
@@ -95,7 +109,9 @@ Measurements model_measurements() {
 
 bool has_source(const Report& r, const std::string& what_part, const std::string& source_part) {
   for (const auto& a : r.assumptions)
-    if (a.what.find(what_part) != std::string::npos && a.source.find(source_part) != std::string::npos) return true;
+    if (a.what.find(what_part) != std::string::npos &&
+        a.source.find(source_part) != std::string::npos)
+      return true;
   return false;
 }
 
@@ -217,8 +233,11 @@ TEST(AuditRun, BatchWithoutASparseMeasurementAsksForIt) {
   } catch (const sf::Error& e) {
     EXPECT_EQ(e.status(), sf::Status::NotFound);
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("model benchmark: opt-6.7b 2:4 on NVIDIA H100 80GB HBM3"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("sparseflow benchmark --device cuda --model opt-6.7b-24.sf"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model benchmark: opt-6.7b 2:4 on NVIDIA H100 80GB HBM3"), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("sparseflow benchmark --device cuda --model opt-6.7b-24.sf"),
+              std::string::npos)
+        << msg;
   }
 }
 
@@ -231,11 +250,27 @@ TEST(AuditRun, SeedExampleWithoutMeasurementsNamesWhatItNeeds) {
   } catch (const sf::Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("no measured throughput for llama-7b"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("OPT models only"), std::string::npos) << msg;
+    // The engine runs Llama models, so the model benchmark is the first way it names.
+    EXPECT_NE(msg.find("sparseflow benchmark --device cuda --model llama-7b.sf"), std::string::npos)
+        << msg;
     for (const char* size : {"--size 4096x4096", "--size 11008x4096", "--size 4096x11008"})
       EXPECT_NE(msg.find(size), std::string::npos) << size << "\n" << msg;
     EXPECT_NE(msg.find("--from-benchmark gemm2.json"), std::string::npos) << msg;
   }
+}
+
+// Grouped-query models keep kv_heads heads of keys and values: Llama 3 8B's cache per token is a
+// quarter of Llama 2 7B's (8 of 32 heads), and its k/v products are [1024, 4096].
+TEST(AuditShapes, GroupedQueryModelsCountTheirKvHeads) {
+  const ModelShape& l2 = *find_model("llama-2-7b");
+  const ModelShape& l3 = *find_model("llama-3-8b");
+  EXPECT_DOUBLE_EQ(kv_bytes_per_sequence(l2, 1), 2.0 * 32 * 4096 * 2);
+  EXPECT_DOUBLE_EQ(kv_bytes_per_sequence(l3, 1), kv_bytes_per_sequence(l2, 1) / 4);
+  bool kv = false;
+  for (const auto& l : decoder_linears(l3)) kv |= l.n == 1024 && l.k == 4096 && l.per_layer == 2;
+  EXPECT_TRUE(kv);
+  EXPECT_NE(find_model("mistral-7b"), nullptr);
+  EXPECT_NE(find_model("qwen2-7b"), nullptr);
 }
 
 namespace {
@@ -243,16 +278,22 @@ namespace {
 // GEMM timings for llama-7b's three shapes at M = 1 and 2048 on an H200 (synthetic).
 Measurements llama_gemms() {
   auto shape = [](int n, int k, double d1, double s1, double d2048, double s2048) {
-    return json{{"n", n}, {"k", k},
-                {"rows", json::array({{{"m", 1}, {"dense_ms", d1}, {"sparseflow_ms", s1}, {"cusparselt_ms", 9.0}},
-                                      {{"m", 2048}, {"dense_ms", d2048}, {"sparseflow_ms", s2048}}})}};
+    return json{
+        {"n", n},
+        {"k", k},
+        {"rows",
+         json::array({{{"m", 1}, {"dense_ms", d1}, {"sparseflow_ms", s1}, {"cusparselt_ms", 9.0}},
+                      {{"m", 2048}, {"dense_ms", d2048}, {"sparseflow_ms", s2048}}})}};
   };
-  const json doc = {{"gpu", "NVIDIA H200"},
-                    {"results", json::array({shape(4096, 4096, 0.02, 0.015, 0.3, 0.2),
-                                             shape(11008, 4096, 0.05, 0.03, 0.8, 0.5)})},
-                    {"cases", json::array({{{"size", "4096x11008"},
-                                            {"rows", json::array({{{"m", 1}, {"dense_ms", 0.05}, {"sparse_ms", 0.03}},
-                                                                  {{"m", 2048}, {"dense_ms", 0.8}, {"sparse_ms", 0.5}}})}}})}};
+  const json doc = {
+      {"gpu", "NVIDIA H200"},
+      {"results", json::array({shape(4096, 4096, 0.02, 0.015, 0.3, 0.2),
+                               shape(11008, 4096, 0.05, 0.03, 0.8, 0.5)})},
+      {"cases",
+       json::array(
+           {{{"size", "4096x11008"},
+             {"rows", json::array({{{"m", 1}, {"dense_ms", 0.05}, {"sparse_ms", 0.03}},
+                                   {{"m", 2048}, {"dense_ms", 0.8}, {"sparse_ms", 0.5}}})}}})}};
   Measurements m;
   parse_measurements(doc, "gemm.json", false, m);
   return m;
@@ -304,19 +345,30 @@ TEST(AuditParse, MalformedDocumentsSayWhatIsMissing) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(msg({{"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}, {"n", 8}, {"k", 8}}, false).find("no \"gpu\""),
+  EXPECT_NE(msg({{"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}, {"n", 8}, {"k", 8}}, false)
+                .find("no \"gpu\""),
             std::string::npos);
-  EXPECT_NE(msg({{"gpu", "X"}, {"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}}, false).find("no GEMM shape"),
+  EXPECT_NE(msg({{"gpu", "X"}, {"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}}, false)
+                .find("no GEMM shape"),
             std::string::npos);
-  EXPECT_NE(msg({{"gpu", "X"}, {"size", "4096by4096"}, {"rows", json::array()}}, false).find("4096by4096"),
+  EXPECT_NE(msg({{"gpu", "X"}, {"size", "4096by4096"}, {"rows", json::array()}}, false)
+                .find("4096by4096"),
             std::string::npos);
-  EXPECT_NE(msg({{"gpu", "X"}, {"n", 8}, {"k", 8}, {"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}}, true)
-                .find("shipped measurements must say when and how"),
+  EXPECT_NE(
+      msg({{"gpu", "X"}, {"n", 8}, {"k", 8}, {"rows", json::array({{{"m", 1}, {"dense_ms", 1}}})}},
+          true)
+          .find("shipped measurements must say when and how"),
+      std::string::npos);
+  EXPECT_NE(msg({{"gpu", "X"}, {"model", "opt-1.3b"}, {"runs", json::array()}}, false)
+                .find("\"sparsity\""),
             std::string::npos);
-  EXPECT_NE(msg({{"gpu", "X"}, {"model", "opt-1.3b"}, {"runs", json::array()}}, false).find("\"sparsity\""),
-            std::string::npos);
-  EXPECT_NE(msg({{"gpu", "X"}, {"model", "opt-1.3b"}, {"sparsity", "dense"},
-                 {"runs", json::array({{{"batch", 1}, {"prompt_tokens", 1}, {"new_tokens", 1}, {"prefill_tokens_per_s", 1}}})}},
+  EXPECT_NE(msg({{"gpu", "X"},
+                 {"model", "opt-1.3b"},
+                 {"sparsity", "dense"},
+                 {"runs", json::array({{{"batch", 1},
+                                        {"prompt_tokens", 1},
+                                        {"new_tokens", 1},
+                                        {"prefill_tokens_per_s", 1}}})}},
                 false)
                 .find("decode_tokens_per_s"),
             std::string::npos);
@@ -336,10 +388,16 @@ TEST(AuditShipped, TableLoadsWithProvenance) {
 
 TEST(AuditParse, ModelBenchmarkAsTheCommandWritesIt) {
   // The shape `sparseflow benchmark --model` writes: "rows" of tokens/s, "weights", a model path.
-  const json dense = {{"gpu", "NVIDIA H200"}, {"model", "/models/synthetic-opt.sf"}, {"weights", "dense"},
-                      {"layers", 32}, {"hidden", 4096},
-                      {"rows", json::array({{{"batch", 1}, {"prompt_tokens", 128}, {"new_tokens", 256},
-                                             {"prefill_tokens_per_s", 8000.0}, {"decode_tokens_per_s", 250.0}}})}};
+  const json dense = {{"gpu", "NVIDIA H200"},
+                      {"model", "/models/synthetic-opt.sf"},
+                      {"weights", "dense"},
+                      {"layers", 32},
+                      {"hidden", 4096},
+                      {"rows", json::array({{{"batch", 1},
+                                             {"prompt_tokens", 128},
+                                             {"new_tokens", 256},
+                                             {"prefill_tokens_per_s", 8000.0},
+                                             {"decode_tokens_per_s", 250.0}}})}};
   json sparse = dense;
   sparse["weights"] = "2:4";
   sparse["model"] = "/models/opt-6.7b-24.sf/";
