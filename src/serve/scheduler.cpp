@@ -95,8 +95,12 @@ struct Scheduler::Seq {
   bool prefilling() const { return fed < int64_t(spec.prompt.size()); }
 };
 
-Scheduler::Scheduler(session::Session& session, const SchedulerOptions& options)
-    : session_(session), opt_(options), wake_(std::make_shared<Request::Wake>()) {
+Scheduler::Scheduler(session::Session& session, const SchedulerOptions& options,
+                     std::shared_ptr<Metrics> metrics)
+    : session_(session),
+      opt_(options),
+      metrics_(metrics ? std::move(metrics) : std::make_shared<Metrics>()),
+      wake_(std::make_shared<Request::Wake>()) {
   const int64_t max_pos = session.model().config().max_position_embeddings;
   if (!session.supports_steps())
     fail(Status::UnsupportedShape,
@@ -134,9 +138,9 @@ Scheduler::~Scheduler() {
 }
 
 Submitted Scheduler::submit(RequestSpec spec) {
-  metrics_.request_received(spec.endpoint);
+  metrics_->request_received(spec.endpoint);
   auto reject = [&](Admission a, std::string_view reason, std::string message) {
-    metrics_.request_rejected(reason);
+    metrics_->request_rejected(reason);
     return Submitted{a, nullptr, std::move(message)};
   };
   if (draining_)
@@ -223,7 +227,7 @@ void Scheduler::finish(Seq& s, Finish why, std::string error) {
   s.final.error = std::move(error);
   s.final.prompt_tokens = int64_t(s.spec.prompt.size());
   s.final.completion_tokens = s.generated;
-  metrics_.request_finished(finish_name(why), seconds_between(s.arrived, Clock::now()));
+  metrics_->request_finished(finish_name(why), seconds_between(s.arrived, Clock::now()));
   s.done = true;
 }
 
@@ -251,9 +255,9 @@ void Scheduler::deliver(std::vector<std::unique_ptr<Seq>> retired) {
 void Scheduler::emit_token(Seq& s, int32_t id, std::span<const float> logits) {
   const auto now = Clock::now();
   if (s.generated == 0)
-    metrics_.first_token(seconds_between(s.arrived, now));
+    metrics_->first_token(seconds_between(s.arrived, now));
   else
-    metrics_.next_token(seconds_between(s.last_token_at, now));
+    metrics_->next_token(seconds_between(s.last_token_at, now));
   s.last_token_at = now;
   ++s.generated;
   s.last = id;
@@ -335,7 +339,7 @@ void Scheduler::loop() {
           continue;
         }
         reserved_ += s->reserve;
-        metrics_.prompt_tokens(int64_t(s->spec.prompt.size()));
+        metrics_->prompt_tokens(int64_t(s->spec.prompt.size()));
         running_.push_back(std::move(s));
       }
       publish_locked();
@@ -398,9 +402,9 @@ void Scheduler::loop() {
       emit_token(s, s.sampler.sample(row), row);
       ++sampled;
     }
-    metrics_.step(int64_t(std::accumulate(fed.begin(), fed.end(), int64_t(0))) +
-                      int64_t(std::count(fed.begin(), fed.end(), 0)),
-                  sampled);
+    metrics_->step(int64_t(std::accumulate(fed.begin(), fed.end(), int64_t(0))) +
+                       int64_t(std::count(fed.begin(), fed.end(), 0)),
+                   sampled);
     std::unique_lock lock(wake_->mu);
     auto gone = retire_locked();
     lock.unlock();

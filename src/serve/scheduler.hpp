@@ -129,8 +129,10 @@ struct SchedulerStats {
 class Scheduler {
  public:
   // Starts the engine thread. The session (CPU engine: Session::supports_steps) must outlive this.
+  // Records into `metrics` when given (a server's, which counts what it refuses itself too).
   // Throws Error(InvalidArgument) for options out of range.
-  Scheduler(session::Session& session, const SchedulerOptions& options);
+  Scheduler(session::Session& session, const SchedulerOptions& options,
+            std::shared_ptr<Metrics> metrics = nullptr);
   ~Scheduler();  // cancels whatever is left and joins the engine thread
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -144,7 +146,7 @@ class Scheduler {
 
   const SchedulerOptions& options() const { return opt_; }
   SchedulerStats stats() const;
-  Metrics& metrics() { return metrics_; }
+  Metrics& metrics() { return *metrics_; }
 
  private:
   struct Seq;
@@ -159,7 +161,7 @@ class Scheduler {
 
   session::Session& session_;
   SchedulerOptions opt_;
-  Metrics metrics_;
+  std::shared_ptr<Metrics> metrics_;
   std::shared_ptr<Request::Wake> wake_;  // mutex + condition variable of the engine thread
   // Under wake_'s mutex:
   std::deque<std::unique_ptr<Seq>> queue_;
