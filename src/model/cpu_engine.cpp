@@ -59,6 +59,19 @@ KvCache::KvCache(const arch::ModelDesc& c, int64_t capacity_tokens)
   v.assign(size_t(layers * capacity * width), 0.0f);
 }
 
+void KvCache::reserve(int64_t capacity_tokens) {
+  if (capacity_tokens <= capacity) return;
+  std::vector<float> nk(size_t(layers * capacity_tokens * width), 0.0f);
+  std::vector<float> nv(size_t(layers * capacity_tokens * width), 0.0f);
+  for (int64_t l = 0; l < layers; ++l) {
+    std::copy_n(key(l, 0), length * width, nk.data() + l * capacity_tokens * width);
+    std::copy_n(value(l, 0), length * width, nv.data() + l * capacity_tokens * width);
+  }
+  k = std::move(nk);
+  v = std::move(nv);
+  capacity = capacity_tokens;
+}
+
 CpuEngine::CpuEngine(const Model& model) : model_(model), cfg_(model.config()) {
   arch::validate(cfg_, "the model's description");
   const int64_t H = cfg_.hidden_size, F = cfg_.ffn_dim, E = cfg_.word_embed_proj_dim,
@@ -222,26 +235,35 @@ void CpuEngine::rotate(float* x, int64_t rows, int64_t heads, int64_t ld, int64_
                         rope_attention_factor_);
 }
 
-// Causal multi-head attention of n new queries (positions past..past+n-1) over the cached keys and
-// values 0..past+n-1 (the last sliding_window of them when the model has a window). q is already
-// scaled. q, out: [n, q_dim], head h owns columns [h*d, (h+1)*d) and reads KV head h / group.
-void CpuEngine::attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
+// Causal multi-head attention of each row's query at its position over its own sequence's cached
+// keys and values 0..pos (the last sliding_window of them when the model has a window): a prefill
+// is rows of one cache at consecutive positions, a batched decode one row per cache. q is already
+// scaled. q, out: [rows, q_dim], head h owns columns [h*d, (h+1)*d) and reads KV head h / group.
+void CpuEngine::attention(const float* q, std::span<const RowPos> rows, int64_t layer,
                           float* out) const {
-  const int64_t Q = cfg_.q_dim(), W = cache.width, heads = cfg_.num_attention_heads,
-                d = cfg_.head_dim, group = cfg_.group(), window = cfg_.sliding_window;
-  const float* K = cache.key(layer, 0);
-  const float* V = cache.value(layer, 0);
-  const int64_t work = n * heads * (past + n) * d;  // multiply-adds of QK^T (and as many for PV)
+  const int64_t Q = cfg_.q_dim(), heads = cfg_.num_attention_heads, d = cfg_.head_dim,
+                group = cfg_.group(), window = cfg_.sliding_window;
+  const int64_t n = int64_t(rows.size());
+  int64_t longest = 0, keys = 0;
+  for (const RowPos& r : rows) {
+    longest = std::max(longest, r.pos + 1);
+    keys += r.pos + 1;
+  }
+  const int64_t work = heads * keys * d;  // multiply-adds of QK^T (and as many for PV)
 #pragma omp parallel if (work >= kParallelMinWork)
   {
-    std::vector<float> p(size_t(past + n));  // this thread's scores, then probabilities
+    std::vector<float> p(static_cast<size_t>(longest));  // this thread's scores, then probabilities
 #pragma omp for collapse(2) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t h = 0; h < heads; ++h) {
+        const KvCache& cache = *rows[size_t(i)].cache;
+        const int64_t W = cache.width;
+        const float* K = cache.k.data() + layer * cache.capacity * W;
+        const float* V = cache.v.data() + layer * cache.capacity * W;
         const float* qi = q + i * Q + h * d;
         const int64_t kv = (h / group) * d;
-        const int64_t end =
-            past + i + 1;  // the causal mask: key j is visible iff j <= query position
+        // The causal mask: key j is visible iff j <= the query's position.
+        const int64_t end = rows[size_t(i)].pos + 1;
         const int64_t begin = window > 0 ? std::max<int64_t>(0, end - window) : 0;
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = begin; j < end; ++j) {
@@ -306,28 +328,78 @@ void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const fl
 
 std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& cache,
                                       bool all_logits) {
-  const int64_t n = int64_t(tokens.size()), past = cache.length;
+  const BatchSegment one{tokens, &cache};
+  return run(std::span<const BatchSegment>(&one, 1), all_logits);
+}
+
+std::vector<float> CpuEngine::forward_batch(std::span<const BatchSegment> segments) {
+  if (segments.empty())
+    fail(Status::InvalidArgument, "forward_batch() got no segments; pass at least one sequence.");
+  if (segments.size() > 1 && ffn_observer_)
+    fail(Status::InvalidArgument,
+         "forward_batch() runs one sequence at a time while an FFN observer is set (it sees one "
+         "position per call); unset it or call forward() per sequence.");
+  return run(segments, /*all_logits=*/false);
+}
+
+std::vector<float> CpuEngine::run(std::span<const BatchSegment> segs, bool all_logits) {
   const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size,
-                Q = cfg_.q_dim();
-  if (n == 0) fail(Status::InvalidArgument, "forward() got no tokens; pass at least one token id.");
-  if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim())
-    fail(Status::InvalidArgument,
-         "KV cache is for {} layers x {} KV width, the model has {} x {}; make it with "
-         "CpuEngine::make_cache().",
-         cache.layers, cache.width, cfg_.num_hidden_layers, cfg_.kv_dim());
-  if (past + n > cache.capacity)
-    fail(Status::InvalidArgument,
-         "sequence of {} tokens does not fit the KV cache of {} tokens; make a larger cache.",
-         past + n, cache.capacity);
-  if (past + n > cfg_.max_position_embeddings)
-    fail(Status::InvalidArgument,
-         "sequence of {} tokens is longer than the model's max_position_embeddings ({}); "
-         "shorten the prompt or the number of new tokens.",
-         past + n, cfg_.max_position_embeddings);
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= V)
-      fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
-           tokens[size_t(i)], i, V);
+                Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+  const bool batch = segs.size() > 1;
+  // Messages name the segment only in a batch, so forward()'s read as they always did.
+  auto which = [&](size_t s) { return batch ? fmt::format("segment {}: ", s) : std::string(); };
+  int64_t n = 0;  // rows of the pass: every segment's tokens, in order
+  for (size_t s = 0; s < segs.size(); ++s) {
+    const BatchSegment& g = segs[s];
+    const int64_t len = int64_t(g.tokens.size());
+    if (!g.cache) fail(Status::InvalidArgument, "{}no KV cache given.", which(s));
+    const KvCache& cache = *g.cache;
+    if (len == 0)
+      fail(Status::InvalidArgument, "{}forward() got no tokens; pass at least one token id.",
+           which(s));
+    if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim())
+      fail(Status::InvalidArgument,
+           "{}KV cache is for {} layers x {} KV width, the model has {} x {}; make it with "
+           "CpuEngine::make_cache().",
+           which(s), cache.layers, cache.width, cfg_.num_hidden_layers, cfg_.kv_dim());
+    if (cache.length + len > cache.capacity)
+      fail(Status::InvalidArgument,
+           "{}sequence of {} tokens does not fit the KV cache of {} tokens; make a larger cache.",
+           which(s), cache.length + len, cache.capacity);
+    if (cache.length + len > cfg_.max_position_embeddings)
+      fail(Status::InvalidArgument,
+           "{}sequence of {} tokens is longer than the model's max_position_embeddings ({}); "
+           "shorten the prompt or the number of new tokens.",
+           which(s), cache.length + len, cfg_.max_position_embeddings);
+    for (int64_t i = 0; i < len; ++i)
+      if (g.tokens[size_t(i)] < 0 || g.tokens[size_t(i)] >= V)
+        fail(Status::InvalidArgument,
+             "{}token id {} at index {} is outside the vocabulary [0, {}).", which(s),
+             g.tokens[size_t(i)], i, V);
+    for (size_t t = 0; t < s; ++t)
+      if (segs[t].cache == g.cache)
+        fail(Status::InvalidArgument,
+             "segments {} and {} share one KV cache; a sequence takes one segment per pass.", t, s);
+    n += len;
+  }
+  std::vector<int32_t> ids;    // [n] every segment's tokens
+  std::vector<RowPos> rows;    // [n] each row's cache and position
+  std::vector<int64_t> first;  // [segments + 1] each segment's first row
+  ids.reserve(size_t(n));
+  rows.reserve(size_t(n));
+  for (const BatchSegment& g : segs) {
+    first.push_back(int64_t(ids.size()));
+    for (size_t i = 0; i < g.tokens.size(); ++i) {
+      ids.push_back(g.tokens[i]);
+      rows.push_back({g.cache, g.cache->length + int64_t(i)});
+    }
+  }
+  first.push_back(n);
+  // One segment's keys and values go straight into its cache rows; a batch's are computed for all
+  // rows at once into kbuf / vbuf and then copied to each row's cache.
+  const bool direct = !batch;
+  KvCache& solo = *segs[0].cache;
+  const int64_t past = solo.length;  // a single segment's first position (ffn_observer_'s too)
 
   const arch::TensorNames& nm = cfg_.names;
   std::vector<float> h(size_t(n * H));     // [n, hidden] the residual stream
@@ -335,7 +407,9 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
   std::vector<float> tmp(size_t(n * H));   // [n, hidden] next residual stream
   std::vector<float> q(size_t(n * Q));     // [n, q_dim] scaled queries
   std::vector<float> attn(size_t(n * Q));  // [n, q_dim] attention output, heads side by side
-  std::vector<float> attn_copy;            // [n, hidden] attention input, kept for ffn_observer_
+  std::vector<float> kbuf(direct ? 0 : size_t(n * KV));  // [n, kv_dim] a batch's new keys
+  std::vector<float> vbuf(direct ? 0 : size_t(n * KV));  // [n, kv_dim] and values
+  std::vector<float> attn_copy;  // [n, hidden] attention input, kept for ffn_observer_
 
   // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
   //    Without padding, HF's position ids are just the positions.
@@ -345,7 +419,7 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < E; ++j)
         emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
-                                               size_t(tokens[size_t(i)] * E + j));
+                                               size_t(ids[size_t(i)] * E + j));
     if (project_in_)
       linear(*project_in_, nm.project_in, emb.data(), n, h.data());
     else
@@ -353,7 +427,7 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
     if (embed_pos_) {
 #pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
       for (int64_t i = 0; i < n; ++i) {
-        const int64_t pos = past + i + cfg_.position_offset;
+        const int64_t pos = rows[size_t(i)].pos + cfg_.position_offset;
         for (int64_t j = 0; j < H; ++j)
           h[size_t(i * H + j)] +=
               load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
@@ -366,25 +440,34 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
   const float scaling = cfg_.scale();
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const Layer& L = layers_[size_t(l)];
-    // Self-attention. k and v go straight into the cache rows past..past+n-1.
+    // Self-attention.
     const float* a_in = h.data();
     if (pre) {
       norm(L.attn_norm, h.data(), x.data(), n);
       a_in = x.data();
     }
     if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
+    float* k_new = direct ? solo.key(l, past) : kbuf.data();  // [n, kv_dim], row stride KV
+    float* v_new = direct ? solo.value(l, past) : vbuf.data();
     const std::string qn = L.prefix + nm.q, kn = L.prefix + nm.k, vn = L.prefix + nm.v;
-    linears(
-        {{&L.q, &qn, q.data()}, {&L.k, &kn, cache.key(l, past)}, {&L.v, &vn, cache.value(l, past)}},
-        a_in, n);
+    linears({{&L.q, &qn, q.data()}, {&L.k, &kn, k_new}, {&L.v, &vn, v_new}}, a_in, n);
     if (!inv_freq_.empty()) {
-      rotate(q.data(), n, cfg_.num_attention_heads, Q, past);
-      rotate(cache.key(l, past), n, cfg_.num_key_value_heads, cache.width, past);
+      for (size_t s = 0; s < segs.size(); ++s) {
+        const int64_t r0 = first[s], len = first[s + 1] - r0, pos0 = rows[size_t(r0)].pos;
+        rotate(q.data() + r0 * Q, len, cfg_.num_attention_heads, Q, pos0);
+        rotate(k_new + r0 * KV, len, cfg_.num_key_value_heads, KV, pos0);
+      }
     }
+    if (!direct)
+      for (int64_t i = 0; i < n; ++i) {
+        const RowPos& r = rows[size_t(i)];
+        std::copy_n(kbuf.data() + i * KV, KV, r.cache->key(l, r.pos));
+        std::copy_n(vbuf.data() + i * KV, KV, r.cache->value(l, r.pos));
+      }
     // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
     // differs by one fp32 rounding.
     for (auto& e : q) e *= scaling;
-    attention(q.data(), cache, l, past, n, attn.data());
+    attention(q.data(), rows, l, attn.data());
     linear(L.o, L.prefix + nm.o, attn.data(), n, tmp.data(), /*residual=*/h.data());
     std::swap(h, tmp);
     if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
@@ -398,24 +481,34 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
     std::swap(h, tmp);
     if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
   }
-  cache.length = past + n;
+  for (const BatchSegment& g : segs) g.cache->length += int64_t(g.tokens.size());
 
-  // 3. Head: final norm, project_out, lm_head; only the rows asked for.
-  const int64_t rows = all_logits ? n : 1;
-  const float* last = h.data() + (n - rows) * H;
+  // 3. Head: final norm, project_out, lm_head; only the rows asked for (every row, or each
+  //    segment's last).
+  const int64_t out_rows = all_logits ? n : int64_t(segs.size());
+  const float* last = h.data() + (n - 1) * H;
+  std::vector<float> picked;  // [segments, hidden] a batch's last rows, side by side
+  if (all_logits) {
+    last = h.data();
+  } else if (batch) {
+    picked.resize(size_t(out_rows * H));
+    for (size_t s = 0; s < segs.size(); ++s)
+      std::copy_n(h.data() + (first[s + 1] - 1) * H, H, picked.data() + int64_t(s) * H);
+    last = picked.data();
+  }
   if (cfg_.final_norm) {
-    norm(final_norm_, last, x.data(), rows);
+    norm(final_norm_, last, x.data(), out_rows);
     last = x.data();
   }
-  std::vector<float> out_e;  // [rows, word_embed_proj_dim]
+  std::vector<float> out_e;  // [out_rows, word_embed_proj_dim]
   if (project_out_) {
-    out_e.resize(size_t(rows * E));
-    linear(*project_out_, nm.project_out, last, rows, out_e.data());
+    out_e.resize(size_t(out_rows * E));
+    linear(*project_out_, nm.project_out, last, out_rows, out_e.data());
     last = out_e.data();
   }
-  std::vector<float> logits(size_t(rows * V));  // [rows, vocab]
+  std::vector<float> logits(size_t(out_rows * V));  // [out_rows, vocab]
   const s24::MatrixView head{lm_head_->data, lm_head_->dtype, V, E};
-  s24::gemm_dense_cpu(head, last, DType::F32, rows, logits.data(), DType::F32);
+  s24::gemm_dense_cpu(head, last, DType::F32, out_rows, logits.data(), DType::F32);
   return logits;
 }
 

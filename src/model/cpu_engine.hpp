@@ -30,6 +30,18 @@ struct KvCache {
   float* key(int64_t layer, int64_t pos) { return k.data() + (layer * capacity + pos) * width; }
   float* value(int64_t layer, int64_t pos) { return v.data() + (layer * capacity + pos) * width; }
   void clear() { length = 0; }
+  // Room for capacity_tokens, keeping positions [0, length): a sequence whose final length is not
+  // known up front (a server's request) grows its cache as it goes instead of holding the most it
+  // might need. Never shrinks.
+  void reserve(int64_t capacity_tokens);
+  size_t bytes() const { return (k.size() + v.size()) * sizeof(float); }
+};
+
+// One sequence's part of a batched forward pass: `tokens` run at positions cache->length.. and
+// their keys and values are appended to *cache.
+struct BatchSegment {
+  std::span<const int32_t> tokens;
+  KvCache* cache = nullptr;
 };
 
 // Called with the input of every linear layer of the decoder (not lm_head) as it runs:
@@ -67,6 +79,17 @@ class CpuEngine {
   std::vector<float> forward(std::span<const int32_t> tokens, KvCache& cache,
                              bool all_logits = false);
 
+  // Several sequences in one pass, each with its own cache and positions: a continuous-batching
+  // server's step, where some segments are one decoded token and others a chunk of a prompt. The
+  // linear layers run on every segment's rows together (each weight is read once per pass, which
+  // is what makes batched decode cheaper than one sequence at a time); rotary positions and
+  // attention run per row against that row's own cache. Returns the logits of each segment's last
+  // token, [segments.size(), vocab]. Row i equals what forward(segments[i].tokens, *cache) gives
+  // alone, bit for bit with dense weights (the GEMM computes each row in the same lanes and order
+  // whatever the row count). Throws Error(InvalidArgument) as forward() does, naming the segment,
+  // for two segments on one cache, and while an FFN observer is set (its rows carry one position).
+  std::vector<float> forward_batch(std::span<const BatchSegment> segments);
+
   // While set, every decoder linear's input is handed to the observer (used for Wanda norms).
   void set_observer(LinearInputObserver obs) { observer_ = std::move(obs); }
   // While set, every layer's attention input and FFN pre-activation are handed to the observer.
@@ -99,8 +122,13 @@ class CpuEngine {
   void linears(std::initializer_list<Product> ps, const float* x, int64_t rows);
   void norm(const NormW& w, const float* x, float* y, int64_t rows) const;
   void rotate(float* x, int64_t rows, int64_t heads, int64_t ld, int64_t first_pos) const;
-  void attention(const float* q, KvCache& cache, int64_t layer, int64_t past, int64_t n,
-                 float* out) const;
+  // Where row r of a pass lives: its sequence's cache and its position there.
+  struct RowPos {
+    KvCache* cache;
+    int64_t pos;
+  };
+  std::vector<float> run(std::span<const BatchSegment> segments, bool all_logits);
+  void attention(const float* q, std::span<const RowPos> rows, int64_t layer, float* out) const;
   void mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const float* x, const float* attn_in,
            float* h, float* out);
 

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <mutex>
 
 #include "backend/backends.hpp"
 #include "core/error.hpp"
@@ -69,7 +70,8 @@ struct Session::Impl {
   std::unique_ptr<model::Model> model;
   std::optional<tok::Tokenizer> tok;
   mutable std::optional<chat::ChatTemplate> chat_template;  // parsed on first use
-  std::string device;                                       // resolved: "cpu" or "cuda"
+  mutable std::mutex chat_mutex;  // render_chat is called from a server's connection threads
+  std::string device;             // resolved: "cpu" or "cuda"
   int64_t context_reserved = 0;
   std::optional<LayerStreamingPlan> streaming;  // set when --gpu-memory streams whole layers
   // Exactly one engine once started.
@@ -236,6 +238,83 @@ Generation Session::generate_ids(std::span<const int32_t> prompt, const Generate
   return g;
 }
 
+struct Sequence::Impl {
+  model::KvCache cache;
+  int64_t limit = 0;
+};
+
+Sequence::Sequence(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Sequence::~Sequence() = default;
+int64_t Sequence::length() const {
+  return impl_->cache.length;
+}
+int64_t Sequence::limit() const {
+  return impl_->limit;
+}
+size_t Sequence::bytes() const {
+  return impl_->cache.bytes();
+}
+int64_t Sequence::bytes_per_token() const {
+  const auto& c = impl_->cache;
+  return 2 * c.layers * c.width * int64_t(sizeof(float));
+}
+
+bool Session::supports_steps() const {
+  return impl_->device == "cpu";
+}
+
+std::unique_ptr<Sequence> Session::new_sequence(int64_t limit_tokens) {
+  auto& m = *impl_;
+  if (!supports_steps())
+    fail(Status::UnsupportedShape,
+         "step-wise decoding of several sequences runs on the CPU engine only for now (the {} "
+         "engine decodes one sequence per call); use device cpu.",
+         m.device);
+  const int64_t max_pos = m.model->config().max_position_embeddings;
+  if (limit_tokens <= 0 || limit_tokens > max_pos)
+    fail(Status::InvalidArgument,
+         "a sequence's limit must be in [1, {}] (max_position_embeddings), got {}.", max_pos,
+         limit_tokens);
+  if (!m.started()) start();
+  auto q = std::make_unique<Sequence::Impl>();
+  // A first allocation that a short request never outgrows; longer ones double it as they go.
+  constexpr int64_t kFirstTokens = 128;
+  q->cache = m.cpu->make_cache(std::min(limit_tokens, kFirstTokens));
+  q->limit = limit_tokens;
+  return std::unique_ptr<Sequence>(new Sequence(std::move(q)));
+}
+
+std::vector<float> Session::step(std::span<const StepInput> inputs) {
+  auto& m = *impl_;
+  if (!supports_steps() || !m.cpu)
+    fail(Status::UnsupportedShape,
+         "step() needs the CPU engine and a sequence from new_sequence(); this session runs on {}.",
+         m.device);
+  std::vector<model::BatchSegment> segs;
+  segs.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    if (!in.sequence) fail(Status::InvalidArgument, "step input {} has no sequence.", i);
+    Sequence::Impl& q = *in.sequence->impl_;
+    const int64_t need = q.cache.length + int64_t(in.tokens.size());
+    if (need > q.limit)
+      fail(Status::InvalidArgument,
+           "step input {}: {} tokens would exceed the sequence's limit of {}.", i, need, q.limit);
+    if (need > q.cache.capacity)
+      q.cache.reserve(std::min(q.limit, std::max(need, 2 * q.cache.capacity)));
+    segs.push_back({in.tokens, &q.cache});
+  }
+  m.apply_threads();
+  return m.cpu->forward_batch(segs);
+}
+
+std::string Session::token_bytes(int32_t id) const {
+  const int64_t V = impl_->model->config().vocab_size;
+  if (id < 0 || id >= V)
+    fail(Status::InvalidArgument, "token id {} is outside the vocabulary [0, {}).", id, V);
+  return impl_->tokenizer().token_bytes(id);
+}
+
 model::PerplexityResult Session::perplexity(std::span<const int32_t> ids, int64_t context) {
   auto& m = *impl_;
   const int64_t window = context ? context : m.model->config().max_position_embeddings;
@@ -275,6 +354,7 @@ std::string Session::render_chat(std::span<const chat::ChatMessage> messages,
         Status::NotFound,
         "the model has no chat template (tokenizer_config.json's chat_template or the GGUF's "
         "tokenizer.chat_template): it is probably a base model. Use generate with a plain prompt.");
+  const std::lock_guard lock(impl_->chat_mutex);
   if (!impl_->chat_template)
     impl_->chat_template.emplace(chat::ChatTemplate::parse(m.chat_template()));
   chat::ChatContext ctx;

@@ -5,7 +5,9 @@
 // (backend/backends.hpp), so this file builds and links in a build without CUDA.
 //
 // Prompts given as text get BOS prepended (as HF's OPT tokenizer does); ids are used as given.
-// A session is used by one thread at a time.
+// A session is used by one thread at a time, except that tokenize, detokenize, token_bytes,
+// render_chat and chat_ids may be called from other threads while one thread runs step(): a
+// server tokenizes requests on its connection threads while its scheduler decodes.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -73,6 +75,32 @@ struct Generation {
   nlohmann::ordered_json to_json() const;
 };
 
+// The keys and values of one sequence decoded step by step (Session::step): a continuous-batching
+// scheduler keeps one per request. Its memory grows with the tokens it holds, up to its limit.
+class Sequence {
+ public:
+  ~Sequence();
+  Sequence(const Sequence&) = delete;
+  Sequence& operator=(const Sequence&) = delete;
+  int64_t length() const;  // tokens whose keys and values it holds
+  int64_t limit() const;   // the most it may hold, fixed when it was made
+  size_t bytes() const;    // memory allocated for it now
+  // Bytes one token's keys and values take (every layer): the KV cost of a token.
+  int64_t bytes_per_token() const;
+
+ private:
+  friend class Session;
+  struct Impl;
+  explicit Sequence(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// One sequence's part of a step: its new tokens (a chunk of its prompt, or the token it sampled).
+struct StepInput {
+  Sequence* sequence = nullptr;
+  std::span<const int32_t> tokens;
+};
+
 class Session {
  public:
   // Opens the model (a .sf file or an HF checkpoint directory) and its tokenizer, and checks the
@@ -98,6 +126,21 @@ class Session {
                       const TokenCallback& on_token = {});
   Generation generate_ids(std::span<const int32_t> prompt, const GenerateParams& params,
                           const TokenCallback& on_token = {});
+
+  // Step-wise decoding of many sequences at once, for a scheduler that lets requests join and leave
+  // between steps. new_sequence makes an empty one that may hold up to limit_tokens (at most
+  // max_position_embeddings). step runs one forward pass over every input together: each input's
+  // tokens are appended to its sequence, and the logits of each input's last token come back,
+  // [inputs.size(), vocab]. Row i is what a forward pass over that sequence alone gives (bit for
+  // bit with dense weights), so a request's tokens do not depend on what it was batched with.
+  // The CPU engine only: Error(UnsupportedShape) on the GPU engines, which decode one sequence
+  // per call; Error(InvalidArgument) for a sequence over its limit, an id outside the vocabulary,
+  // or one sequence twice in a step.
+  bool supports_steps() const;
+  std::unique_ptr<Sequence> new_sequence(int64_t limit_tokens);
+  std::vector<float> step(std::span<const StepInput> inputs);
+  // One token's bytes (token_bytes of the tokenizer): pieces to stream through tok::Utf8Stream.
+  std::string token_bytes(int32_t id) const;
 
   // exp(mean NLL) over non-overlapping windows of `context` tokens (0: max_position_embeddings).
   model::PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0);
