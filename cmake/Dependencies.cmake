@@ -13,3 +13,6 @@ endif()
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)
 find_path(CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas x86_64-linux-gnu/openblas-pthread REQUIRED)
+# SparseGPT's Cholesky factorisations (dpotrf, dpotri): OpenBLAS carries LAPACK, so with the vendor
+# above this finds the same library.
+find_package(LAPACK REQUIRED)
