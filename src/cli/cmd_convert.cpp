@@ -1,5 +1,6 @@
 // sparseflow convert: a Hugging Face checkpoint directory or a GGUF file -> one .sf file, dense or
-// 2:4 (magnitude or Wanda pruning). The output appears only when complete (written atomically).
+// 2:4 (magnitude, Wanda or SparseGPT pruning). The output appears only when complete (written
+// atomically).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -21,6 +23,7 @@
 #include "core/progress.hpp"
 #include "model/convert.hpp"
 #include "model/cpu_engine.hpp"
+#include "model/sparsegpt_model.hpp"
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
 
@@ -32,6 +35,8 @@ struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
   std::string config;  // a bare .pt's config.json when it is not beside the file
   int64_t calibration_tokens = 4096;
+  double dampening = 0.01;  // SparseGPT
+  bool dampening_given = false;
   bool json = false, force = false;
   bool neuron_major = false, keep_order = false;  // issue 6
 };
@@ -69,6 +74,33 @@ void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
       looked, output);
 }
 
+// One row per decoder layer, one column per linear (named by its last part: q_proj, ...,
+// down_proj).
+void print_layer_table(const model::ConvertReport& rep, const arch::ModelDesc& c, bool output) {
+  fmt::print("{}", output
+                       ? "\nrelative output error ||(W - W_2:4) X|| / ||W X|| on the calibration "
+                         "tokens, per layer:\n"
+                       : "\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
+  const auto linears = c.layer_linears();
+  std::vector<std::string> head = {"layer"};
+  for (const auto& l : linears) head.push_back(l.substr(l.rfind('.') + 1));
+  if (!output) head.push_back(fmt::format("all {}", linears.size()));
+  Table t(head);
+  for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
+    std::vector<std::string> row = {std::to_string(i)};
+    for (const auto& l : linears) {
+      const std::string name = c.layer_prefix(int64_t(i)) + l + ".weight";
+      std::string cell = "-";
+      for (const auto& li : rep.linears)
+        if (li.name == name) cell = format_number(output ? li.output_error : li.relative_error);
+      row.push_back(cell);
+    }
+    if (!output) row.push_back(format_number(rep.layer_relative_error[i]));
+    t.add_row(row);
+  }
+  fmt::print("{}", t.str());
+}
+
 void run_convert(const ConvertArgs& a) {
   namespace fs = std::filesystem;
   const auto dtype = dtype_from_cli(a.dtype);
@@ -76,19 +108,31 @@ void run_convert(const ConvertArgs& a) {
     fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
   if (a.sparsity != "none" && a.sparsity != "2:4")
     fail(Status::InvalidArgument, "--sparsity {}: expected none or 2:4", a.sparsity);
-  if (a.method != "magnitude" && a.method != "wanda")
-    fail(Status::InvalidArgument, "--method {}: expected magnitude or wanda", a.method);
+  if (a.method != "magnitude" && a.method != "wanda" && a.method != "sparsegpt")
+    fail(Status::InvalidArgument, "--method {}: expected magnitude, wanda or sparsegpt", a.method);
   const bool wanda = a.sparsity == "2:4" && a.method == "wanda";
-  if (a.method == "wanda" && a.sparsity != "2:4")
-    fail(Status::InvalidArgument, "--method wanda prunes; add --sparsity 2:4");
+  const bool sparsegpt = a.sparsity == "2:4" && a.method == "sparsegpt";
+  if (a.method != "magnitude" && a.sparsity != "2:4")
+    fail(Status::InvalidArgument, "--method {} prunes; add --sparsity 2:4", a.method);
   if (wanda && a.calibration.empty())
     fail(Status::InvalidArgument,
          "--method wanda needs --calibration TEXT_FILE: Wanda weighs each weight by "
          "the activation norms of its input channel, measured by running the dense model over that "
          "text");
-  if (!wanda && !a.calibration.empty())
+  if (sparsegpt && a.calibration.empty())
     fail(Status::InvalidArgument,
-         "--calibration is used only by --method wanda; drop it or add --method wanda");
+         "--method sparsegpt needs --calibration TEXT_FILE: SparseGPT chooses and updates weights "
+         "from the input Hessian of every linear, measured by running the model over that text");
+  if (!wanda && !sparsegpt && !a.calibration.empty())
+    fail(Status::InvalidArgument,
+         "--calibration is used only by --method wanda or sparsegpt; drop it or add one of them");
+  if (a.dampening_given && !sparsegpt)
+    fail(Status::InvalidArgument,
+         "--dampening is used only by --method sparsegpt; drop it or add --method sparsegpt");
+  if (!(a.dampening >= 0) || !std::isfinite(a.dampening))
+    fail(Status::InvalidArgument,
+         "--dampening {}: expected a fraction >= 0 of the Hessian's mean diagonal (0.01 is usual)",
+         a.dampening);
   if (fs::is_directory(a.output))
     fail(Status::InvalidArgument,
          "--output '{}' is a directory; give the path of the .sf file to write", a.output);
@@ -111,21 +155,35 @@ void run_convert(const ConvertArgs& a) {
   co.hotness_order = !a.keep_order;
   co.extra_metadata["source.path"] = fs::absolute(a.input).string();
   co.extra_metadata["source.format"] = src->source_format();
-  if (wanda) {
+  if (wanda || sparsegpt) {
     const std::string text = read_text_file(a.calibration, "calibration file");
     const auto tok = model_tokenizer(*src);
     auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
     if (int64_t(ids.size()) > a.calibration_tokens) ids.resize(size_t(a.calibration_tokens));
     if (ids.size() < 2)
       fail(Status::InvalidArgument,
-           "calibration file '{}' gives {} tokens; Wanda needs text (hundreds of tokens "
+           "calibration file '{}' gives {} tokens; {} needs text (hundreds of tokens "
            "or more)",
-           a.calibration, ids.size());
-    fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
-               ids.size());
-    co.act_norms = model::collect_activation_norms(*src, ids);
+           a.calibration, ids.size(), wanda ? "Wanda" : "SparseGPT");
     co.extra_metadata["sparsity.calibration_file"] = fs::path(a.calibration).filename().string();
     co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
+    if (wanda) {
+      fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
+                 ids.size());
+      co.act_norms = model::collect_activation_norms(*src, ids);
+    } else {
+      fmt::print(stderr,
+                 "convert: SparseGPT, layer by layer over {} calibration tokens (dampening {})\n",
+                 ids.size(), a.dampening);
+      model::SparseGptModelOptions so;
+      so.solver.dampening = a.dampening;
+      so.dtype = *dtype;
+      Progress layers("sparsegpt", double(src->config().num_hidden_layers), "layers");
+      co.pruned = model::sparsegpt_prune_model(
+          *src, ids, so, [&](int64_t done, int64_t, double) { layers.update(double(done)); });
+      layers.finish();
+      co.extra_metadata["sparsity.dampening"] = a.dampening;
+    }
   }
 
   std::optional<Progress> bar;  // sized on the first call, when the total is known
@@ -152,7 +210,10 @@ void run_convert(const ConvertArgs& a) {
     for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
       nlohmann::ordered_json l = {{"layer", i}, {"relative_error", rep.layer_relative_error[i]}};
       for (const auto& li : rep.linears)
-        if (li.layer == int64_t(i)) l["linears"][li.name] = li.relative_error;
+        if (li.layer == int64_t(i)) {
+          l["linears"][li.name] = li.relative_error;
+          if (li.output_error >= 0) l["output_error"][li.name] = li.output_error;
+        }
       layers.push_back(l);
     }
     j["layers"] = layers;
@@ -167,19 +228,8 @@ void run_convert(const ConvertArgs& a) {
   fmt::print("  sparsity       {}{}\n", a.sparsity,
              a.sparsity == "2:4" ? " (" + a.method + ")" : "");
   if (!rep.layer_relative_error.empty()) {
-    fmt::print("\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
-    Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "all six"});
-    for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
-      std::vector<std::string> row = {std::to_string(i)};
-      for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"})
-        for (const auto& li : rep.linears)
-          if (li.layer == int64_t(i) &&
-              li.name.find(std::string(n) + ".weight") != std::string::npos)
-            row.push_back(format_number(li.relative_error));
-      row.push_back(format_number(rep.layer_relative_error[i]));
-      t.add_row(row);
-    }
-    fmt::print("{}", t.str());
+    print_layer_table(rep, src->config(), false);
+    if (sparsegpt) print_layer_table(rep, src->config(), true);
   }
 }
 
@@ -206,8 +256,19 @@ void add_convert_command(CLI::App& app) {
   c->add_option("--sparsity", a->sparsity,
                 "none or 2:4 (prunes every decoder linear: attention q/k/v/o and the MLP)")
       ->capture_default_str();
-  c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();
-  c->add_option("--calibration", a->calibration, "text file for Wanda's activation norms");
+  c->add_option("--method", a->method,
+                "2:4 pruning: magnitude (largest |w|), wanda (largest |w| x input norm) or "
+                "sparsegpt (OBS selection and update from each linear's input Hessian, layer by "
+                "layer)")
+      ->capture_default_str();
+  c->add_option("--calibration", a->calibration,
+                "text file run through the model for wanda's activation norms or sparsegpt's "
+                "Hessians (keep it apart from the text you evaluate on)");
+  c->add_option("--dampening", a->dampening,
+                "sparsegpt: add this fraction of the Hessian's mean diagonal to its diagonal "
+                "before inverting it")
+      ->capture_default_str()
+      ->each([a](const std::string&) { a->dampening_given = true; });
   c->add_option("--calibration-tokens", a->calibration_tokens,
                 "at most this many calibration tokens")
       ->capture_default_str();

@@ -281,11 +281,8 @@ void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const fl
   }
 }
 
-std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& cache,
-                                      bool all_logits) {
+void CpuEngine::check_tokens(std::span<const int32_t> tokens, const KvCache& cache) const {
   const int64_t n = int64_t(tokens.size()), past = cache.length;
-  const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size,
-                Q = cfg_.q_dim();
   if (n == 0) fail(Status::InvalidArgument, "forward() got no tokens; pass at least one token id.");
   if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim())
     fail(Status::InvalidArgument,
@@ -302,97 +299,136 @@ std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& 
          "shorten the prompt or the number of new tokens.",
          past + n, cfg_.max_position_embeddings);
   for (int64_t i = 0; i < n; ++i)
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= V)
+    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= cfg_.vocab_size)
       fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
-           tokens[size_t(i)], i, V);
+           tokens[size_t(i)], i, cfg_.vocab_size);
+}
 
+// Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions. Without
+// padding, HF's position ids are just the positions.
+std::vector<float> CpuEngine::embed_tokens(std::span<const int32_t> tokens, int64_t past) {
+  const int64_t n = int64_t(tokens.size()), H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim;
+  std::vector<float> h(size_t(n * H));    // [n, hidden] the residual stream
+  std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
+#pragma omp parallel for schedule(static) if (n * E >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < E; ++j)
+      emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
+                                             size_t(tokens[size_t(i)] * E + j));
+  if (project_in_)
+    linear(*project_in_, cfg_.names.project_in, emb.data(), n, h.data());
+  else
+    h = std::move(emb);
+  if (embed_pos_) {
+#pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t pos = past + i + cfg_.position_offset;
+      for (int64_t j = 0; j < H; ++j)
+        h[size_t(i * H + j)] +=
+            load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
+    }
+  }
+  return h;
+}
+
+// Decoder layer l over the n rows of h (positions past..past+n-1), in place. Pre-norm: x +
+// f(norm(x)); post-norm: norm(x + f(x)). k and v go straight into the cache rows past..past+n-1.
+void CpuEngine::layer_forward(int64_t l, std::vector<float>& h, KvCache& cache, int64_t past,
+                              int64_t n) {
+  const int64_t H = cfg_.hidden_size, Q = cfg_.q_dim();
   const arch::TensorNames& nm = cfg_.names;
-  std::vector<float> h(size_t(n * H));     // [n, hidden] the residual stream
+  const Layer& L = layers_[size_t(l)];
+  const bool pre = cfg_.pre_norm;
   std::vector<float> x(size_t(n * H));     // [n, hidden] norm output
   std::vector<float> tmp(size_t(n * H));   // [n, hidden] next residual stream
   std::vector<float> q(size_t(n * Q));     // [n, q_dim] scaled queries
   std::vector<float> attn(size_t(n * Q));  // [n, q_dim] attention output, heads side by side
   std::vector<float> attn_copy;            // [n, hidden] attention input, kept for ffn_observer_
 
-  // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
-  //    Without padding, HF's position ids are just the positions.
-  {
-    std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
-#pragma omp parallel for schedule(static) if (n * E >= kParallelMinWork)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < E; ++j)
-        emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
-                                               size_t(tokens[size_t(i)] * E + j));
-    if (project_in_)
-      linear(*project_in_, nm.project_in, emb.data(), n, h.data());
-    else
-      h = std::move(emb);
-    if (embed_pos_) {
-#pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t pos = past + i + cfg_.position_offset;
-        for (int64_t j = 0; j < H; ++j)
-          h[size_t(i * H + j)] +=
-              load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
-      }
-    }
+  const float* a_in = h.data();
+  if (pre) {
+    norm(L.attn_norm, h.data(), x.data(), n);
+    a_in = x.data();
   }
-
-  // 2. Decoder layers. Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)).
-  const bool pre = cfg_.pre_norm;
+  if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
+  linear(L.q, L.prefix + nm.q, a_in, n, q.data());
+  linear(L.k, L.prefix + nm.k, a_in, n, cache.key(l, past));
+  linear(L.v, L.prefix + nm.v, a_in, n, cache.value(l, past));
+  if (!inv_freq_.empty()) {
+    rotate(q.data(), n, cfg_.num_attention_heads, Q, past);
+    rotate(cache.key(l, past), n, cfg_.num_key_value_heads, cache.width, past);
+  }
+  // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
+  // differs by one fp32 rounding.
   const float scaling = cfg_.scale();
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const Layer& L = layers_[size_t(l)];
-    // Self-attention. k and v go straight into the cache rows past..past+n-1.
-    const float* a_in = h.data();
-    if (pre) {
-      norm(L.attn_norm, h.data(), x.data(), n);
-      a_in = x.data();
-    }
-    if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
-    linear(L.q, L.prefix + nm.q, a_in, n, q.data());
-    linear(L.k, L.prefix + nm.k, a_in, n, cache.key(l, past));
-    linear(L.v, L.prefix + nm.v, a_in, n, cache.value(l, past));
-    if (!inv_freq_.empty()) {
-      rotate(q.data(), n, cfg_.num_attention_heads, Q, past);
-      rotate(cache.key(l, past), n, cfg_.num_key_value_heads, cache.width, past);
-    }
-    // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
-    // differs by one fp32 rounding.
-    for (auto& e : q) e *= scaling;
-    attention(q.data(), cache, l, past, n, attn.data());
-    linear(L.o, L.prefix + nm.o, attn.data(), n, tmp.data(), /*residual=*/h.data());
-    std::swap(h, tmp);
-    if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
+  for (auto& e : q) e *= scaling;
+  attention(q.data(), cache, l, past, n, attn.data());
+  linear(L.o, L.prefix + nm.o, attn.data(), n, tmp.data(), /*residual=*/h.data());
+  std::swap(h, tmp);
+  if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
 
-    const float* f_in = h.data();
-    if (pre) {
-      norm(L.ffn_norm, h.data(), x.data(), n);
-      f_in = x.data();
-    }
-    mlp(L, l, past, n, f_in, attn_copy.data(), h.data(), tmp.data());
-    std::swap(h, tmp);
-    if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
+  const float* f_in = h.data();
+  if (pre) {
+    norm(L.ffn_norm, h.data(), x.data(), n);
+    f_in = x.data();
   }
+  mlp(L, l, past, n, f_in, attn_copy.data(), h.data(), tmp.data());
+  std::swap(h, tmp);
+  if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
+}
+
+std::vector<float> CpuEngine::forward(std::span<const int32_t> tokens, KvCache& cache,
+                                      bool all_logits) {
+  check_tokens(tokens, cache);
+  const int64_t n = int64_t(tokens.size()), past = cache.length;
+  const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size;
+
+  // 1. Embeddings, 2. the decoder layers, in order.
+  std::vector<float> h = embed_tokens(tokens, past);  // [n, hidden] the residual stream
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) layer_forward(l, h, cache, past, n);
   cache.length = past + n;
 
   // 3. Head: final norm, project_out, lm_head; only the rows asked for.
   const int64_t rows = all_logits ? n : 1;
   const float* last = h.data() + (n - rows) * H;
+  std::vector<float> x;  // [rows, hidden] final norm output
   if (cfg_.final_norm) {
+    x.resize(size_t(rows * H));
     norm(final_norm_, last, x.data(), rows);
     last = x.data();
   }
   std::vector<float> out_e;  // [rows, word_embed_proj_dim]
   if (project_out_) {
     out_e.resize(size_t(rows * E));
-    linear(*project_out_, nm.project_out, last, rows, out_e.data());
+    linear(*project_out_, cfg_.names.project_out, last, rows, out_e.data());
     last = out_e.data();
   }
   std::vector<float> logits(size_t(rows * V));  // [rows, vocab]
   const s24::MatrixView head{lm_head_->data, lm_head_->dtype, V, E};
   s24::gemm_dense_cpu(head, last, DType::F32, rows, logits.data(), DType::F32);
   return logits;
+}
+
+std::vector<float> CpuEngine::embed(std::span<const int32_t> tokens, const KvCache& cache) {
+  check_tokens(tokens, cache);
+  return embed_tokens(tokens, cache.length);
+}
+
+void CpuEngine::run_layer(int64_t layer, std::vector<float>& h, KvCache& cache) {
+  if (layer < 0 || layer >= cfg_.num_hidden_layers)
+    fail(Status::InvalidArgument, "run_layer: layer {} is outside [0, {})", layer,
+         cfg_.num_hidden_layers);
+  const int64_t n = int64_t(h.size()) / cfg_.hidden_size;
+  if (n == 0 || int64_t(h.size()) != n * cfg_.hidden_size)
+    fail(Status::InvalidArgument, "run_layer: expected [rows, {}] hidden states, found {} values",
+         cfg_.hidden_size, h.size());
+  if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim() ||
+      cache.length + n > cache.capacity)
+    fail(Status::InvalidArgument,
+         "run_layer: the KV cache does not fit {} more rows of this model; make it with "
+         "make_cache()",
+         n);
+  layer_forward(layer, h, cache, cache.length, n);
 }
 
 std::map<std::string, std::vector<float>> collect_activation_norms(

@@ -72,6 +72,15 @@ class CpuEngine {
   // Unset, the forward pass does no extra work.
   void set_ffn_observer(FfnObserver obs) { ffn_observer_ = std::move(obs); }
 
+  // The forward pass one decoder layer at a time, for calibration that changes a layer's weights
+  // before the next one runs (SparseGPT): embed() gives the residual stream entering layer 0,
+  // [tokens.size(), hidden], for tokens at positions cache.length..; run_layer(l, h, cache) takes
+  // h through layer l in place, writing layer l's keys and values at positions cache.length..
+  // (cache.length itself does not move). Running every layer in order on one cache gives the
+  // hidden states forward() computes before the final norm. Same errors as forward().
+  std::vector<float> embed(std::span<const int32_t> tokens, const KvCache& cache);
+  void run_layer(int64_t layer, std::vector<float>& h, KvCache& cache);
+
  private:
   struct NormW {
     std::vector<float> weight,
@@ -85,6 +94,9 @@ class CpuEngine {
     std::vector<float> neuron_b1;             // [ffn] the bundles' fc1 biases, widened once
     const Tensor* fc2_bias = nullptr;         // [hidden] b2 of a neuron-major layer
   };
+  void check_tokens(std::span<const int32_t> tokens, const KvCache& cache) const;
+  std::vector<float> embed_tokens(std::span<const int32_t> tokens, int64_t past);
+  void layer_forward(int64_t l, std::vector<float>& h, KvCache& cache, int64_t past, int64_t n);
   void linear(const Linear& l, const std::string& name, const float* x, int64_t rows, float* y,
               const float* residual = nullptr, bool activate = false);
   void norm(const NormW& w, const float* x, float* y, int64_t rows) const;
