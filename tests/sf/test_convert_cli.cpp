@@ -153,6 +153,77 @@ TEST_F(ConvertCliTest, ConvertRefusesWeightsTheConfigDoesNotDescribe) {
   EXPECT_FALSE(std::filesystem::exists(path("one.sf")));
 }
 
+// SparseGPT through convert, then eval: a model against itself loses nothing, the 2:4 one loses
+// something, the report names what was measured, and --json follows the rules of every output.
+TEST_F(ConvertCliTest, SparseGptConvertThenEval) {
+  const std::string text_dir = std::string(SF_TEST_DATA_DIR) + "/../../data/text/";
+  const std::string calib = text_dir + "calibration.txt", eval_text = text_dir + "evaluation.txt";
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("dense.sf"))).code, 0);
+  CliResult r =
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method sparsegpt "
+                          "--calibration {} --dampening 0.05",
+                          path("tiny"), path("sgpt.sf"), calib));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("relative output error"), std::string::npos) << r.out;
+  const auto m = model::Model::open(path("sgpt.sf"));
+  EXPECT_TRUE(m->is_sparse());
+  EXPECT_EQ(m->metadata()["sparsity.method"], "sparsegpt");
+  EXPECT_EQ(m->metadata()["sparsity.calibration_file"], "calibration.txt");
+  EXPECT_EQ(m->metadata()["sparsity.dampening"], 0.05);
+
+  // --dampening and --calibration belong to the methods that use them.
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --dampening 0.1", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--dampening is used only by --method sparsegpt"), std::string::npos)
+      << r.out;
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method sparsegpt", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--method sparsegpt needs --calibration"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("x.sf")));
+
+  r = run_cli(fmt::format("eval -m {} --reference {} --text {} --json {}", path("dense.sf"),
+                          path("dense.sf"), eval_text, path("self.json")));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(sftest::read_bytes(path("self.json")));
+  EXPECT_EQ(j["kl_mean"], 0.0);
+  EXPECT_EQ(j["top1_agreement"], 1.0);
+  EXPECT_EQ(j["perplexity_ratio"], 1.0);
+
+  r = run_cli(
+      fmt::format("eval -m {} --reference {} --text {} --context 16 --max-tokens 100 --json -",
+                  path("sgpt.sf"), path("dense.sf"), eval_text));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2:4 sparsegpt, calibrated on calibration.txt"), std::string::npos) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find("{\n")));
+  EXPECT_EQ(j["tokens"], 100);
+  EXPECT_EQ(j["windows"], 7);  // 6 of 16 and one of 4
+  EXPECT_EQ(j["predicted"], 100 - 7);
+  EXPECT_EQ(j["model_sparsity"]["method"], "sparsegpt");
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(j["top1_agreement"].get<double>(), 1.0);
+
+  // The --json file is an output: not replaced without --force, never an input.
+  r = run_cli(fmt::format("eval -m {} --text {} --json {}", path("dense.sf"), eval_text,
+                          path("self.json")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
+  EXPECT_EQ(run_cli(fmt::format("eval -m {} --text {} --json {} --force", path("dense.sf"),
+                                eval_text, path("self.json")))
+                .code,
+            0);
+  EXPECT_EQ(run_cli(fmt::format("eval -m {} --text {} --json {} --force", path("dense.sf"),
+                                eval_text, eval_text))
+                .code,
+            2);
+  // A model calibrated on the text it is evaluated on is called out.
+  r = run_cli(fmt::format("eval -m {} --text {}", path("sgpt.sf"), calib));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("warning: "), std::string::npos) << r.out;
+  EXPECT_TRUE(temporaries().empty());
+}
+
 // A FIFO given as the model or as --text fails at once; `timeout` keeps a regression from hanging
 // the suite (exit 124 then).
 TEST_F(ConvertCliTest, FifoInputsFailPromptly) {
