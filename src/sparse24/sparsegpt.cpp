@@ -183,14 +183,16 @@ SparseGptResult sparsegpt_prune(const MatrixView& w, std::span<const double> h,
     mean_diag += d;
   }
   mean_diag /= double(K);
-  for (int64_t j = 0; j < K; ++j) H[size_t(j * K + j)] += opt.dampening * mean_diag;
+  const double damp = opt.dampening * mean_diag;
+  for (int64_t j = 0; j < K; ++j) H[size_t(j * K + j)] += damp;
   const std::vector<double> U = inverse_cholesky_upper(std::move(H), int(K), opt.dampening);
 
   res.mask.assign(n, 1);
   if (fixed)
     for (size_t i = 0; i < n; ++i) res.mask[i] = opt.mask[i] ? 1 : 0;
   const int64_t B = std::min(opt.block, K);
-  std::vector<double> E(size_t(R * B));  // [R, B] each visited column's error / U_jj
+  std::vector<double> E(size_t(R * B));      // [R, B] each visited column's error / U_jj
+  std::vector<double> loss(size_t(R), 0.0);  // per row: sum of err^2
   for (int64_t i0 = 0; i0 < K; i0 += B) {
     const int64_t i1 = std::min(i0 + B, K), b = i1 - i0;
 #pragma omp parallel for schedule(static)
@@ -210,6 +212,7 @@ SparseGptResult sparsegpt_prune(const MatrixView& w, std::span<const double> h,
         const double* uj = U.data() + j * K;
         const double err = mr[j] ? 0.0 : wr[j] / uj[j];
         er[j - i0] = err;
+        loss[size_t(r)] += err * err;
         if (err != 0.0)
           for (int64_t c = j + 1; c < i1; ++c) wr[c] -= err * uj[c];
         if (!mr[j]) wr[j] = 0.0;
@@ -223,7 +226,17 @@ SparseGptResult sparsegpt_prune(const MatrixView& w, std::span<const double> h,
                   W.data() + i1, blasint(K));
   }
 
-  res.error = output_error(W0, W, R, K, h);
+  // Each visited column raised the damped objective by exactly err^2 (the columns right of it
+  // being re-optimised each time), so sum err^2 = D (H + damp I) D^T for D = W0 - W: the error
+  // under the undamped H costs O(rows x cols) instead of a product with H. Dead columns drop
+  // out of both (their rows of H are 0, and D is 0 there).
+  double err2 = 0, d2 = 0;
+  for (double e : loss) err2 += e;
+  for (size_t i = 0; i < n; ++i) d2 += (W0[i] - W[i]) * (W0[i] - W[i]);
+  for (int64_t j = 0; j < K; ++j)
+    if (h[size_t(j * K + j)] == 0.0)
+      for (int64_t r = 0; r < R; ++r) d2 -= W0[size_t(r * K + j)] * W0[size_t(r * K + j)];
+  res.error = std::max(0.0, err2 - damp * d2);
   const std::vector<double> zero(n, 0.0);
   res.reference = output_error(W0, zero, R, K, h);
   return res;

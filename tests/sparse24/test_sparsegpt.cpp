@@ -214,6 +214,9 @@ TEST(SparseGpt, MatchesDirectObsColumnByColumn) {
       const auto res = sparsegpt_prune({w.data(), DType::F32, rows, k}, h, o);
       EXPECT_EQ(res.mask, want_mask) << "damp " << damp << " block " << block;
       EXPECT_LT(max_rel_diff(res.weight, want), 1e-9) << "damp " << damp << " block " << block;
+      // The error comes from the OBS losses, not a product with H: it must still be H's.
+      const double direct = output_error(Mat(w.begin(), w.end()), res.weight, rows, k, h);
+      EXPECT_NEAR(res.error, direct, 1e-9 * direct) << "damp " << damp;
     }
   }
 }
@@ -296,8 +299,11 @@ TEST(SparseGpt, DeadInputsAreZeroedAndSingularHessiansNeedDampening) {
   auto x = correlated_inputs(n, k, 51);
   for (int64_t r = 0; r < n; ++r) x[size_t(r * k + 5)] = 0.0f;  // input 5 never fires
   const auto w = random_weights(rows, k, 52);
-  const auto res = sparsegpt_prune({w.data(), DType::F32, rows, k}, hessian_of(x, n, k), {});
+  const Mat h = hessian_of(x, n, k);
+  const auto res = sparsegpt_prune({w.data(), DType::F32, rows, k}, h, {});
   for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(res.weight[size_t(r * k + 5)], 0.0);
+  const double direct = output_error(Mat(w.begin(), w.end()), res.weight, rows, k, h);
+  EXPECT_NEAR(res.error, direct, 1e-9 * direct);
 
   // Fewer rows than inputs: singular without dampening, fine with it.
   const auto few = correlated_inputs(6, k, 53);
