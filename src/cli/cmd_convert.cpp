@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
+#include <span>
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
@@ -23,6 +25,7 @@
 #include "core/progress.hpp"
 #include "model/convert.hpp"
 #include "model/cpu_engine.hpp"
+#include "model/sensitivity.hpp"
 #include "model/sparsegpt_model.hpp"
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
@@ -37,9 +40,29 @@ struct ConvertArgs {
   int64_t calibration_tokens = 4096;
   double dampening = 0.01;  // SparseGPT
   bool dampening_given = false;
+  std::string max_ppl_increase;  // a mixed plan's budget, 5% or 0.05
   bool json = false, force = false;
   bool neuron_major = false, keep_order = false;  // issue 6
 };
+
+// "5%" or "0.05" -> 0.05.
+double parse_increase(const std::string& s) {
+  const bool percent = !s.empty() && s.back() == '%';
+  const std::string num = percent ? s.substr(0, s.size() - 1) : s;
+  size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(num, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (num.empty() || used != num.size() || !(v >= 0) || !std::isfinite(v))
+    fail(Status::InvalidArgument,
+         "--max-ppl-increase '{}': expected a perplexity increase >= 0, as a percentage (5%) or "
+         "a fraction (0.05)",
+         s);
+  return percent ? v / 100.0 : v;
+}
 
 std::string mib(uint64_t b) {
   return fmt::format("{:.2f} MiB", double(b) / (1 << 20));
@@ -101,6 +124,53 @@ void print_layer_table(const model::ConvertReport& rep, const arch::ModelDesc& c
   fmt::print("{}", t.str());
 }
 
+// The mixed plan: each linear's perplexity cost measured alone on the calibration text, then the
+// fewest kept dense that bring the whole within budget (model/sensitivity.hpp). Prints the plan.
+std::set<std::string> plan_keep_dense(const model::Model& src, const model::ConvertOptions& co,
+                                      std::span<const int32_t> ids, double max_increase) {
+  std::vector<std::string> names;
+  for (const auto& [name, w] : co.pruned) names.push_back(name);
+  fmt::print(stderr,
+             "convert: measuring the perplexity cost of each of {} linears alone over {} "
+             "calibration tokens\n",
+             names.size(), ids.size());
+  const double dense_ppl = model::perplexity_with(src, co.pruned, {}, ids, 0);
+  std::vector<model::LinearSensitivity> sens;
+  {
+    Progress bar("sensitivity", double(names.size()), "linears");
+    sens = model::linear_sensitivity(
+        src, co.pruned, names, ids, 0, dense_ppl,
+        [&](size_t done, size_t, const std::string& name) { bar.update(double(done), name); });
+    bar.finish();
+  }
+  const auto p = model::plan_mixed_sparsity(src, co.pruned, sens, ids, 0, max_increase);
+  auto pct = [&](double ppl) { return 100 * (ppl / dense_ppl - 1); };
+  fmt::print(
+      "mixed plan: perplexity within {:.2f}% of dense ({:.4f}) on the calibration text ({} "
+      "tokens)\n",
+      100 * max_increase, dense_ppl, ids.size());
+  for (const auto& [k, ppl] : p.probes)
+    fmt::print("  {:>3} of {} linears kept dense: perplexity {:.4f} ({:+.2f}%)\n", k, names.size(),
+               ppl, pct(ppl));
+  fmt::print("  plan: {} of {} linears kept dense, perplexity {:.4f} ({:+.2f}%)\n",
+             p.keep_dense.size(), names.size(), p.perplexity, pct(p.perplexity));
+  fmt::print(
+      "  linear weights {} as planned, {} dense ({:.3f}): a decode step bound by memory reads "
+      "them at most {:.2f}x faster than dense\n",
+      mib(p.plan_bytes), mib(p.dense_bytes), double(p.plan_bytes) / double(p.dense_bytes),
+      double(p.dense_bytes) / double(p.plan_bytes));
+  if (!p.keep_dense.empty()) {
+    Table t({"kept dense", "perplexity pruned alone", "increase", "MiB saved if pruned"});
+    for (const auto& name : p.keep_dense)
+      for (const auto& s : sens)
+        if (s.name == name)
+          t.add_row({name, format_number(s.perplexity), fmt::format("{:+.2f}%", 100 * s.increase),
+                     fmt::format("{:.3f}", double(s.bytes_saved) / (1 << 20))});
+    fmt::print("{}", t.str());
+  }
+  return {p.keep_dense.begin(), p.keep_dense.end()};
+}
+
 void run_convert(const ConvertArgs& a) {
   namespace fs = std::filesystem;
   const auto dtype = dtype_from_cli(a.dtype);
@@ -123,9 +193,21 @@ void run_convert(const ConvertArgs& a) {
     fail(Status::InvalidArgument,
          "--method sparsegpt needs --calibration TEXT_FILE: SparseGPT chooses and updates weights "
          "from the input Hessian of every linear, measured by running the model over that text");
-  if (!wanda && !sparsegpt && !a.calibration.empty())
+  const bool plan = !a.max_ppl_increase.empty();
+  const double max_increase = plan ? parse_increase(a.max_ppl_increase) : 0.0;
+  if (plan && a.sparsity != "2:4")
     fail(Status::InvalidArgument,
-         "--calibration is used only by --method wanda or sparsegpt; drop it or add one of them");
+         "--max-ppl-increase plans which linears to keep dense in a 2:4 model; add --sparsity 2:4");
+  if (plan && a.calibration.empty())
+    fail(Status::InvalidArgument,
+         "--max-ppl-increase needs --calibration TEXT_FILE: the plan's perplexities are measured "
+         "on it (evaluate the result on other text afterwards)");
+  if (plan && a.neuron_major)
+    fail(Status::InvalidArgument, "--max-ppl-increase cannot be combined with --neuron-major");
+  if (!wanda && !sparsegpt && !plan && !a.calibration.empty())
+    fail(Status::InvalidArgument,
+         "--calibration is used only by --method wanda or sparsegpt and by --max-ppl-increase; "
+         "drop it or add one of them");
   if (a.dampening_given && !sparsegpt)
     fail(Status::InvalidArgument,
          "--dampening is used only by --method sparsegpt; drop it or add --method sparsegpt");
@@ -155,7 +237,8 @@ void run_convert(const ConvertArgs& a) {
   co.hotness_order = !a.keep_order;
   co.extra_metadata["source.path"] = fs::absolute(a.input).string();
   co.extra_metadata["source.format"] = src->source_format();
-  if (wanda || sparsegpt) {
+  std::vector<int32_t> calibration_ids;
+  if (wanda || sparsegpt || plan) {
     const std::string text = read_text_file(a.calibration, "calibration file");
     const auto tok = model_tokenizer(*src);
     auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
@@ -164,14 +247,18 @@ void run_convert(const ConvertArgs& a) {
       fail(Status::InvalidArgument,
            "calibration file '{}' gives {} tokens; {} needs text (hundreds of tokens "
            "or more)",
-           a.calibration, ids.size(), wanda ? "Wanda" : "SparseGPT");
+           a.calibration, ids.size(),
+           wanda       ? "Wanda"
+           : sparsegpt ? "SparseGPT"
+                       : "a perplexity budget");
+    calibration_ids = ids;
     co.extra_metadata["sparsity.calibration_file"] = fs::path(a.calibration).filename().string();
     co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
     if (wanda) {
       fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
                  ids.size());
       co.act_norms = model::collect_activation_norms(*src, ids);
-    } else {
+    } else if (sparsegpt) {
       fmt::print(stderr,
                  "convert: SparseGPT, layer by layer over {} calibration tokens (dampening {})\n",
                  ids.size(), a.dampening);
@@ -184,6 +271,13 @@ void run_convert(const ConvertArgs& a) {
       layers.finish();
       co.extra_metadata["sparsity.dampening"] = a.dampening;
     }
+  }
+  if (plan) {
+    co.pruned = model::prune_linears(*src, co);
+    co.keep_dense = plan_keep_dense(*src, co, calibration_ids, max_increase);
+    co.extra_metadata["sparsity.dense_linears"] =
+        std::vector<std::string>(co.keep_dense.begin(), co.keep_dense.end());
+    co.extra_metadata["sparsity.max_ppl_increase"] = max_increase;
   }
 
   std::optional<Progress> bar;  // sized on the first call, when the total is known
@@ -269,6 +363,10 @@ void add_convert_command(CLI::App& app) {
                 "before inverting it")
       ->capture_default_str()
       ->each([a](const std::string&) { a->dampening_given = true; });
+  c->add_option("--max-ppl-increase", a->max_ppl_increase,
+                "with --sparsity 2:4: keep dense the fewest linears needed for the perplexity on "
+                "--calibration to stay within this increase over dense (5% or 0.05), measuring "
+                "each linear's cost alone first; prints the plan");
   c->add_option("--calibration-tokens", a->calibration_tokens,
                 "at most this many calibration tokens")
       ->capture_default_str();

@@ -10,15 +10,19 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <regex>
+#include <span>
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
+#include "cli/table.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/input_file.hpp"
 #include "core/output_path.hpp"
 #include "core/progress.hpp"
 #include "model/eval.hpp"
+#include "model/sensitivity.hpp"
 #include "session/session.hpp"
 
 namespace sf::cli {
@@ -32,11 +36,52 @@ namespace fs = std::filesystem;
 constexpr int64_t kDefaultWindow = 2048;
 
 struct EvalOptions {
-  std::string model, text_file, reference, json;
+  std::string model, text_file, reference, json, only;
   int64_t context = 0, max_tokens = 0;
   int threads = 0;
-  bool force = false;
+  bool force = false, per_layer = false;
 };
+
+// --per-layer: the perplexity of the reference with each of the model's 2:4 linears swapped in
+// alone, in the order the layers run them.
+nlohmann::ordered_json per_linear(const model::Model& dense, const model::Model& pruned_model,
+                                  const std::optional<std::regex>& only,
+                                  std::span<const int32_t> ids, int64_t context, double dense_ppl,
+                                  std::FILE* human) {
+  const auto pruned = model::decompressed_linears(pruned_model);
+  const arch::ModelDesc& c = dense.config();
+  std::vector<std::string> names;
+  for (const auto& e : arch::expected_tensors(c, !c.tie_word_embeddings))
+    if (e.prunable && pruned.count(e.name) && (!only || std::regex_search(e.name, *only)))
+      names.push_back(e.name);
+  if (names.empty())
+    fail(Status::NotFound,
+         "--per-layer: the model has no 2:4 linear{} to measure; give the pruned model as --model "
+         "and its dense source as --reference",
+         only ? " matching --only" : "");
+  std::vector<model::LinearSensitivity> sens;
+  {
+    Progress bar("per-layer", double(names.size()), "linears");
+    sens = model::linear_sensitivity(
+        dense, pruned, names, ids, context, dense_ppl,
+        [&](size_t done, size_t, const std::string& name) { bar.update(double(done), name); });
+    bar.finish();
+  }
+  fmt::print(human, "\nperplexity with one linear pruned alone (reference {:.4f}):\n", dense_ppl);
+  Table t({"linear", "perplexity", "increase", "MiB saved"});
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& s : sens) {
+    t.add_row({s.name, format_number(s.perplexity), fmt::format("{:+.3f}%", 100 * s.increase),
+               fmt::format("{:.3f}", double(s.bytes_saved) / (1 << 20))});
+    rows.push_back({{"name", s.name},
+                    {"layer", s.layer},
+                    {"perplexity", s.perplexity},
+                    {"increase", s.increase},
+                    {"bytes_saved", s.bytes_saved}});
+  }
+  fmt::print(human, "{}", t.str());
+  return rows;
+}
 
 std::string meta_string(const nlohmann::json& meta, const char* key) {
   const auto it = meta.find(key);
@@ -69,6 +114,21 @@ std::string describe(const nlohmann::ordered_json& s) {
 
 void run_eval(const EvalOptions& o) {
   set_cpu_threads(o.threads);
+  if (o.per_layer && o.reference.empty())
+    fail(Status::InvalidArgument,
+         "--per-layer swaps the model's 2:4 linears one at a time into the dense model: give the "
+         "dense one as --reference");
+  if (!o.only.empty() && !o.per_layer)
+    fail(Status::InvalidArgument, "--only selects linears for --per-layer; add --per-layer");
+  std::optional<std::regex> only;
+  if (!o.only.empty()) {
+    try {
+      only.emplace(o.only, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      fail(Status::InvalidArgument, "--only '{}' is not a valid regular expression ({})", o.only,
+           e.what());
+    }
+  }
   if (!o.json.empty() && o.json != "-") {
     std::vector<NamedPath> inputs = {{o.model, "--model"}, {o.text_file, "--text"}};
     if (!o.reference.empty()) inputs.push_back({o.reference, "--reference"});
@@ -188,6 +248,9 @@ void run_eval(const EvalOptions& o) {
   }
   fmt::print(stderr, "{:.2f} s model{}, {} threads\n", model_s,
              ref ? fmt::format(", {:.2f} s reference", ref_s) : "", cpu_threads());
+  if (o.per_layer)
+    j["per_linear"] =
+        per_linear(ref->model(), s->model(), only, ids, context, acc.perplexity_ref(), human);
   if (o.json == "-") {
     fmt::print("{}\n", j.dump(2));
   } else if (!o.json.empty()) {
@@ -227,6 +290,11 @@ void add_eval_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--json", o->json, "also write the results as JSON to FILE ('-' for stdout)");
   cmd->add_flag("--force", o->force, "replace an existing --json file");
+  cmd->add_flag("--per-layer", o->per_layer,
+                "also measure each 2:4 linear of --model alone: the perplexity of --reference with "
+                "only that linear pruned (one pass of the text per linear)");
+  cmd->add_option("--only", o->only,
+                  "--per-layer: only the linears whose name matches this regular expression");
   cmd->add_option("--threads", o->threads, "CPU threads (0: OpenMP's default)")
       ->capture_default_str();
   cmd->callback([o] { run_eval(*o); });

@@ -110,6 +110,33 @@ Pruned compress_pruned(const Tensor& source, const PrunedWeight& w) {
 
 }  // namespace
 
+std::map<std::string, PrunedWeight> prune_linears(const Model& src, const ConvertOptions& opt) {
+  if (opt.method == "sparsegpt") return opt.pruned;
+  const arch::ModelDesc& c = src.config();
+  std::map<std::string, PrunedWeight> out;
+  for (const auto& e : arch::expected_tensors(c, !c.tie_word_embeddings)) {
+    if (!e.prunable) continue;
+    const Tensor& t = src.tensor(e.name);
+    const DType dt = opt.dtype.value_or(t.dtype);
+    std::span<const float> norms;
+    if (opt.method == "wanda") {
+      const auto it = opt.act_norms.find(e.name.substr(0, e.name.size() - 7));
+      if (it == opt.act_norms.end())
+        fail(Status::InvalidArgument, "Wanda pruning has no activation norms for '{}'", e.name);
+      norms = it->second;
+    }
+    const Pruned p = prune_24(t, dt, norms);
+    PrunedWeight w;
+    w.dtype = dt;
+    w.shape = e.shape;
+    w.values.resize(size_t(t.numel()) * dtype_size(dt));
+    s24::decompress(p.compressed, w.values.data());
+    w.relative_output_error = -1;
+    out.emplace(e.name, std::move(w));
+  }
+  return out;
+}
+
 ConvertReport convert_to_sf(const Model& src, const std::string& output, const ConvertOptions& opt,
                             const ConvertProgress& progress) {
   if (opt.sparsity != "none" && opt.sparsity != "2:4")
@@ -253,32 +280,33 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       }
       continue;
     }
-    if (prune && e.prunable) {
-      if (wanda) {
+    if (prune && e.prunable && !opt.keep_dense.count(e.name)) {
+      const auto given_it = opt.pruned.find(e.name);
+      if (wanda && given_it == opt.pruned.end()) {
         const std::string prefix = e.name.substr(0, e.name.size() - std::string(".weight").size());
         const auto it = opt.act_norms.find(prefix);
         if (it == opt.act_norms.end())
           fail(Status::InvalidArgument, "Wanda pruning has no activation norms for '{}'; the calibration run "
                "must cover every decoder linear", prefix);
       }
-      if (sparsegpt) {
-        const auto it = opt.pruned.find(e.name);
-        if (it == opt.pruned.end())
-          fail(Status::InvalidArgument,
-               "SparseGPT pruning has no pruned weight for '{}'; prune the same "
-               "model with sparsegpt_prune_model first",
-               e.name);
-        if (it->second.dtype != dt || it->second.shape != e.shape)
-          fail(Status::InvalidArgument,
-               "SparseGPT's pruned '{}' is {} {}, the output needs {} {}; prune "
-               "with the output dtype",
-               e.name, dtype_name(it->second.dtype), shape_str(it->second.shape), dtype_name(dt),
-               shape_str(e.shape));
-      }
-      items.push_back({sff::s24_spec(e.name, dt, e.shape[0], e.shape[1]), [&, e, dt](sff::Writer& w, uint64_t& written) {
+      if (sparsegpt && given_it == opt.pruned.end())
+        fail(Status::InvalidArgument,
+             "SparseGPT pruning has no pruned weight for '{}'; prune the same "
+             "model with sparsegpt_prune_model first",
+             e.name);
+      if (given_it != opt.pruned.end() &&
+          (given_it->second.dtype != dt || given_it->second.shape != e.shape))
+        fail(Status::InvalidArgument,
+             "the pruned '{}' given is {} {}, the output needs {} {}; prune "
+             "with the output dtype",
+             e.name, dtype_name(given_it->second.dtype), shape_str(given_it->second.shape),
+             dtype_name(dt), shape_str(e.shape));
+      const PrunedWeight* given = given_it == opt.pruned.end() ? nullptr : &given_it->second;
+      items.push_back({sff::s24_spec(e.name, dt, e.shape[0], e.shape[1]),
+                       [&, e, dt, given](sff::Writer& w, uint64_t& written) {
                          std::span<const float> norms;
-                         if (wanda) norms = opt.act_norms.at(e.name.substr(0, e.name.size() - 7));
-                         const PrunedWeight* given = sparsegpt ? &opt.pruned.at(e.name) : nullptr;
+                         if (wanda && !given)
+                           norms = opt.act_norms.at(e.name.substr(0, e.name.size() - 7));
                          const Pruned p = given ? compress_pruned(src.tensor(e.name), *given)
                                                 : prune_24(src.tensor(e.name), dt, norms);
                          w.write(p.compressed.values);
@@ -287,7 +315,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                          rep.linears.push_back({e.name, layer_of(c, e.name), p.relative_error,
                                                 p.norm_sq, p.dropped_sq,
                                                 given ? given->relative_output_error : -1.0});
-                       }, true});
+                       },
+                       true});
     } else {
       items.push_back({sff::dense_spec(e.name, dt, e.shape), [&, e, dt](sff::Writer& w, uint64_t& written) {
                          const auto bytes = convert_elements(src.tensor(e.name), dt);
@@ -346,9 +375,14 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       {"sparseflow.converter_version", kConverterVersion},
       {"sparsity.pattern", prune ? "2:4" : "none"},
       {"sparsity.method", prune ? opt.method : "none"},
-      {"sparsity.pruned", prune ? fmt::format("{} of every decoder layer", fmt::join(c.layer_linears(), ", ")) : ""},
+      {"sparsity.pruned",
+       prune ? fmt::format("{} of every decoder layer{}", fmt::join(c.layer_linears(), ", "),
+                           opt.keep_dense.empty() ? "" : ", except sparsity.dense_linears")
+             : ""},
       {"weights.dtype", std::string(dtype_name(out_dtype_first.value_or(DType::F16)))},
-      {"tokenizer.type", tokenizer_json ? "hf-tokenizer-json" : tokenizer ? "gpt2-byte-level-bpe" : "none"},
+      {"tokenizer.type", tokenizer_json ? "hf-tokenizer-json"
+                         : tokenizer    ? "gpt2-byte-level-bpe"
+                                        : "none"},
   };
   if (!src.bos_token().empty()) meta["tokenizer.bos_token"] = src.bos_token();
   if (!src.eos_token().empty()) meta["tokenizer.eos_token"] = src.eos_token();

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,9 +23,11 @@ struct ConvertOptions {
   // Wanda: per decoder linear ("model.decoder.layers.3.fc1"), the L2 norm of each input channel
   // over calibration tokens (collect_activation_norms in cpu_engine.hpp).
   std::map<std::string, std::vector<float>> act_norms;
-  // SparseGPT: every decoder linear weight ("model.layers.3.mlp.up_proj.weight") already pruned
-  // (sparsegpt_prune_model), in the output dtype; written as given.
+  // Decoder linear weights ("model.layers.3.mlp.up_proj.weight") already pruned, in the output
+  // dtype, written as given: every one for SparseGPT (sparsegpt_prune_model), any for the others.
   std::map<std::string, PrunedWeight> pruned;
+  // Decoder linear weights written dense although the sparsity is 2:4 (a mixed plan).
+  std::set<std::string> keep_dense;
   std::optional<DType> dtype;      // element type of every float tensor (default: as loaded)
   nlohmann::json extra_metadata = nlohmann::json::object();  // merged into the header metadata
   // Issue 6: write each layer's FFN as neuron bundles (model.decoder.layers.N.ffn_neurons +
@@ -65,5 +68,10 @@ using ConvertProgress = std::function<void(size_t, size_t, const std::string&, u
 // converted back to row-major (original neuron order) or re-ordered.
 ConvertReport convert_to_sf(const Model& source, const std::string& output, const ConvertOptions& opt,
                             const ConvertProgress& progress = {});
+
+// Every decoder linear weight pruned to 2:4 as convert_to_sf would write it (opt.method and its
+// norms; SparseGPT's opt.pruned as they are), dense in the output dtype: the candidates a mixed
+// plan (model/sensitivity.hpp) measures.
+std::map<std::string, PrunedWeight> prune_linears(const Model& source, const ConvertOptions& opt);
 
 }  // namespace sf::model

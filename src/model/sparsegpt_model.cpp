@@ -6,22 +6,9 @@
 
 #include "core/error.hpp"
 #include "model/cpu_engine.hpp"
+#include "model/patched_model.hpp"
 
 namespace sf::model {
-
-namespace {
-
-// The source model with some dense tensors replaced by buffers of its own: the pruned layers, which
-// the next calibration pass must run.
-class PatchedModel : public Model {
- public:
-  explicit PatchedModel(const Model& m) : Model(m) {}
-  void replace(const std::string& name, const PrunedWeight& w) {
-    dense_[name] = Tensor{w.dtype, w.shape, w.values.data()};
-  }
-};
-
-}  // namespace
 
 std::map<std::string, PrunedWeight> sparsegpt_prune_model(const Model& src,
                                                           std::span<const int32_t> tokens,

@@ -27,8 +27,9 @@ struct PrunedWeight {
   DType dtype = DType::F16;
   std::vector<int64_t> shape;   // [out, in]
   std::vector<uint8_t> values;  // [out, in] elements of dtype
-  // ||(W - W') X^T|| / ||W X^T|| over the calibration rows this layer saw (before rounding W').
-  double relative_output_error = 0;
+  // ||(W - W') X^T|| / ||W X^T|| over the calibration rows this layer saw (before rounding W');
+  // negative when not measured (magnitude, Wanda).
+  double relative_output_error = -1;
 };
 
 // (decoder layers done, layers, seconds so far)

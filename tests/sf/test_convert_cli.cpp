@@ -224,6 +224,55 @@ TEST_F(ConvertCliTest, SparseGptConvertThenEval) {
   EXPECT_TRUE(temporaries().empty());
 }
 
+// The mixed plan through convert, and eval --per-layer: the plan is printed and written into the
+// metadata, the kept linears are dense in the file, and per-layer names each linear measured.
+TEST_F(ConvertCliTest, MixedPlanAndPerLayer) {
+  const std::string text_dir = std::string(SF_TEST_DATA_DIR) + "/../../data/text/";
+  const std::string calib = text_dir + "calibration.txt", eval_text = text_dir + "evaluation.txt";
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("dense.sf"))).code, 0);
+  ASSERT_EQ(
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4", path("tiny"), path("all.sf"))).code,
+      0);
+  CliResult r =
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase 0.5% "
+                          "--calibration {}",
+                          path("tiny"), path("mixed.sf"), calib));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("mixed plan: perplexity within 0.50% of dense"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("linears kept dense, perplexity"), std::string::npos) << r.out;
+  const auto m = model::Model::open(path("mixed.sf"));
+  const auto dense_linears = m->metadata()["sparsity.dense_linears"];
+  ASSERT_TRUE(dense_linears.is_array());
+  for (const auto& n : dense_linears) EXPECT_NE(m->find(n.get<std::string>()), nullptr) << n;
+  EXPECT_EQ(m->sparse_tensors().size() + dense_linears.size(), 12u);
+
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase 5", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--max-ppl-increase needs --calibration"), std::string::npos) << r.out;
+  r = run_cli(
+      fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase lots --calibration {}",
+                  path("tiny"), path("x.sf"), calib));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("as a percentage (5%) or a fraction (0.05)"), std::string::npos) << r.out;
+
+  r =
+      run_cli(fmt::format("eval -m {} --reference {} --text {} --per-layer --only 'layers\\.1\\.' "
+                          "--json -",
+                          path("all.sf"), path("dense.sf"), eval_text));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("perplexity with one linear pruned alone"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find("{\n")));
+  ASSERT_EQ(j["per_linear"].size(), 6u);  // layer 1's q, k, v, out_proj, fc1, fc2
+  for (const auto& l : j["per_linear"]) {
+    EXPECT_EQ(l["layer"], 1);
+    EXPECT_GT(l["bytes_saved"].get<int64_t>(), 0);
+  }
+  r = run_cli(fmt::format("eval -m {} --text {} --per-layer", path("all.sf"), eval_text));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("give the dense one as --reference"), std::string::npos) << r.out;
+}
+
 // A FIFO given as the model or as --text fails at once; `timeout` keeps a regression from hanging
 // the suite (exit 124 then).
 TEST_F(ConvertCliTest, FifoInputsFailPromptly) {
