@@ -25,3 +25,6 @@ if(NOT HTTPLIB_FOUND)
     "cpp-httplib (0.11 or later) was not found through pkg-config: `sparseflow serve` is built on "
     "it. Install it with scripts/install-deps, or: apt-get install libcpp-httplib-dev pkg-config")
 endif()
+# SparseGPT's Cholesky factorisations (dpotrf, dpotri): OpenBLAS carries LAPACK, so with the vendor
+# above this finds the same library.
+find_package(LAPACK REQUIRED)

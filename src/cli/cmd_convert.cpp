@@ -1,5 +1,6 @@
 // sparseflow convert: a Hugging Face checkpoint directory or a GGUF file -> one .sf file, dense or
-// 2:4 (magnitude or Wanda pruning). The output appears only when complete (written atomically).
+// 2:4 (magnitude, Wanda or SparseGPT pruning). The output appears only when complete (written
+// atomically).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
@@ -7,10 +8,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
+#include <span>
 
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
@@ -21,6 +25,8 @@
 #include "core/progress.hpp"
 #include "model/convert.hpp"
 #include "model/cpu_engine.hpp"
+#include "model/sensitivity.hpp"
+#include "model/sparsegpt_model.hpp"
 #include "model/weights.hpp"
 #include "tokenizer/bpe.hpp"
 
@@ -32,9 +38,31 @@ struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
   std::string config;  // a bare .pt's config.json when it is not beside the file
   int64_t calibration_tokens = 4096;
+  double dampening = 0.01;  // SparseGPT
+  bool dampening_given = false;
+  std::string max_ppl_increase;  // a mixed plan's budget, 5% or 0.05
   bool json = false, force = false;
   bool neuron_major = false, keep_order = false;  // issue 6
 };
+
+// "5%" or "0.05" -> 0.05.
+double parse_increase(const std::string& s) {
+  const bool percent = !s.empty() && s.back() == '%';
+  const std::string num = percent ? s.substr(0, s.size() - 1) : s;
+  size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(num, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (num.empty() || used != num.size() || !(v >= 0) || !std::isfinite(v))
+    fail(Status::InvalidArgument,
+         "--max-ppl-increase '{}': expected a perplexity increase >= 0, as a percentage (5%) or "
+         "a fraction (0.05)",
+         s);
+  return percent ? v / 100.0 : v;
+}
 
 std::string mib(uint64_t b) {
   return fmt::format("{:.2f} MiB", double(b) / (1 << 20));
@@ -69,6 +97,80 @@ void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
       looked, output);
 }
 
+// One row per decoder layer, one column per linear (named by its last part: q_proj, ...,
+// down_proj).
+void print_layer_table(const model::ConvertReport& rep, const arch::ModelDesc& c, bool output) {
+  fmt::print("{}", output
+                       ? "\nrelative output error ||(W - W_2:4) X|| / ||W X|| on the calibration "
+                         "tokens, per layer:\n"
+                       : "\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
+  const auto linears = c.layer_linears();
+  std::vector<std::string> head = {"layer"};
+  for (const auto& l : linears) head.push_back(l.substr(l.rfind('.') + 1));
+  if (!output) head.push_back(fmt::format("all {}", linears.size()));
+  Table t(head);
+  for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
+    std::vector<std::string> row = {std::to_string(i)};
+    for (const auto& l : linears) {
+      const std::string name = c.layer_prefix(int64_t(i)) + l + ".weight";
+      std::string cell = "-";
+      for (const auto& li : rep.linears)
+        if (li.name == name) cell = format_number(output ? li.output_error : li.relative_error);
+      row.push_back(cell);
+    }
+    if (!output) row.push_back(format_number(rep.layer_relative_error[i]));
+    t.add_row(row);
+  }
+  fmt::print("{}", t.str());
+}
+
+// The mixed plan: each linear's perplexity cost measured alone on the calibration text, then the
+// fewest kept dense that bring the whole within budget (model/sensitivity.hpp). Prints the plan.
+std::set<std::string> plan_keep_dense(const model::Model& src, const model::ConvertOptions& co,
+                                      std::span<const int32_t> ids, double max_increase) {
+  std::vector<std::string> names;
+  for (const auto& [name, w] : co.pruned) names.push_back(name);
+  fmt::print(stderr,
+             "convert: measuring the perplexity cost of each of {} linears alone over {} "
+             "calibration tokens\n",
+             names.size(), ids.size());
+  const double dense_ppl = model::perplexity_with(src, co.pruned, {}, ids, 0);
+  std::vector<model::LinearSensitivity> sens;
+  {
+    Progress bar("sensitivity", double(names.size()), "linears");
+    sens = model::linear_sensitivity(
+        src, co.pruned, names, ids, 0, dense_ppl,
+        [&](size_t done, size_t, const std::string& name) { bar.update(double(done), name); });
+    bar.finish();
+  }
+  const auto p = model::plan_mixed_sparsity(src, co.pruned, sens, ids, 0, max_increase);
+  auto pct = [&](double ppl) { return 100 * (ppl / dense_ppl - 1); };
+  fmt::print(
+      "mixed plan: perplexity within {:.2f}% of dense ({:.4f}) on the calibration text ({} "
+      "tokens)\n",
+      100 * max_increase, dense_ppl, ids.size());
+  for (const auto& [k, ppl] : p.probes)
+    fmt::print("  {:>3} of {} linears kept dense: perplexity {:.4f} ({:+.2f}%)\n", k, names.size(),
+               ppl, pct(ppl));
+  fmt::print("  plan: {} of {} linears kept dense, perplexity {:.4f} ({:+.2f}%)\n",
+             p.keep_dense.size(), names.size(), p.perplexity, pct(p.perplexity));
+  fmt::print(
+      "  linear weights {} as planned, {} dense ({:.3f}): a decode step bound by memory reads "
+      "them at most {:.2f}x faster than dense\n",
+      mib(p.plan_bytes), mib(p.dense_bytes), double(p.plan_bytes) / double(p.dense_bytes),
+      double(p.dense_bytes) / double(p.plan_bytes));
+  if (!p.keep_dense.empty()) {
+    Table t({"kept dense", "perplexity pruned alone", "increase", "MiB saved if pruned"});
+    for (const auto& name : p.keep_dense)
+      for (const auto& s : sens)
+        if (s.name == name)
+          t.add_row({name, format_number(s.perplexity), fmt::format("{:+.2f}%", 100 * s.increase),
+                     fmt::format("{:.3f}", double(s.bytes_saved) / (1 << 20))});
+    fmt::print("{}", t.str());
+  }
+  return {p.keep_dense.begin(), p.keep_dense.end()};
+}
+
 void run_convert(const ConvertArgs& a) {
   namespace fs = std::filesystem;
   const auto dtype = dtype_from_cli(a.dtype);
@@ -76,19 +178,43 @@ void run_convert(const ConvertArgs& a) {
     fail(Status::InvalidArgument, "--dtype {}: expected fp16, bf16 or fp32", a.dtype);
   if (a.sparsity != "none" && a.sparsity != "2:4")
     fail(Status::InvalidArgument, "--sparsity {}: expected none or 2:4", a.sparsity);
-  if (a.method != "magnitude" && a.method != "wanda")
-    fail(Status::InvalidArgument, "--method {}: expected magnitude or wanda", a.method);
+  if (a.method != "magnitude" && a.method != "wanda" && a.method != "sparsegpt")
+    fail(Status::InvalidArgument, "--method {}: expected magnitude, wanda or sparsegpt", a.method);
   const bool wanda = a.sparsity == "2:4" && a.method == "wanda";
-  if (a.method == "wanda" && a.sparsity != "2:4")
-    fail(Status::InvalidArgument, "--method wanda prunes; add --sparsity 2:4");
+  const bool sparsegpt = a.sparsity == "2:4" && a.method == "sparsegpt";
+  if (a.method != "magnitude" && a.sparsity != "2:4")
+    fail(Status::InvalidArgument, "--method {} prunes; add --sparsity 2:4", a.method);
   if (wanda && a.calibration.empty())
     fail(Status::InvalidArgument,
          "--method wanda needs --calibration TEXT_FILE: Wanda weighs each weight by "
          "the activation norms of its input channel, measured by running the dense model over that "
          "text");
-  if (!wanda && !a.calibration.empty())
+  if (sparsegpt && a.calibration.empty())
     fail(Status::InvalidArgument,
-         "--calibration is used only by --method wanda; drop it or add --method wanda");
+         "--method sparsegpt needs --calibration TEXT_FILE: SparseGPT chooses and updates weights "
+         "from the input Hessian of every linear, measured by running the model over that text");
+  const bool plan = !a.max_ppl_increase.empty();
+  const double max_increase = plan ? parse_increase(a.max_ppl_increase) : 0.0;
+  if (plan && a.sparsity != "2:4")
+    fail(Status::InvalidArgument,
+         "--max-ppl-increase plans which linears to keep dense in a 2:4 model; add --sparsity 2:4");
+  if (plan && a.calibration.empty())
+    fail(Status::InvalidArgument,
+         "--max-ppl-increase needs --calibration TEXT_FILE: the plan's perplexities are measured "
+         "on it (evaluate the result on other text afterwards)");
+  if (plan && a.neuron_major)
+    fail(Status::InvalidArgument, "--max-ppl-increase cannot be combined with --neuron-major");
+  if (!wanda && !sparsegpt && !plan && !a.calibration.empty())
+    fail(Status::InvalidArgument,
+         "--calibration is used only by --method wanda or sparsegpt and by --max-ppl-increase; "
+         "drop it or add one of them");
+  if (a.dampening_given && !sparsegpt)
+    fail(Status::InvalidArgument,
+         "--dampening is used only by --method sparsegpt; drop it or add --method sparsegpt");
+  if (!(a.dampening >= 0) || !std::isfinite(a.dampening))
+    fail(Status::InvalidArgument,
+         "--dampening {}: expected a fraction >= 0 of the Hessian's mean diagonal (0.01 is usual)",
+         a.dampening);
   if (fs::is_directory(a.output))
     fail(Status::InvalidArgument,
          "--output '{}' is a directory; give the path of the .sf file to write", a.output);
@@ -111,21 +237,47 @@ void run_convert(const ConvertArgs& a) {
   co.hotness_order = !a.keep_order;
   co.extra_metadata["source.path"] = fs::absolute(a.input).string();
   co.extra_metadata["source.format"] = src->source_format();
-  if (wanda) {
+  std::vector<int32_t> calibration_ids;
+  if (wanda || sparsegpt || plan) {
     const std::string text = read_text_file(a.calibration, "calibration file");
     const auto tok = model_tokenizer(*src);
     auto ids = tok.encode_with_bos(text, int32_t(src->config().bos_token_id));
     if (int64_t(ids.size()) > a.calibration_tokens) ids.resize(size_t(a.calibration_tokens));
     if (ids.size() < 2)
       fail(Status::InvalidArgument,
-           "calibration file '{}' gives {} tokens; Wanda needs text (hundreds of tokens "
+           "calibration file '{}' gives {} tokens; {} needs text (hundreds of tokens "
            "or more)",
-           a.calibration, ids.size());
-    fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
-               ids.size());
-    co.act_norms = model::collect_activation_norms(*src, ids);
+           a.calibration, ids.size(),
+           wanda       ? "Wanda"
+           : sparsegpt ? "SparseGPT"
+                       : "a perplexity budget");
+    calibration_ids = ids;
     co.extra_metadata["sparsity.calibration_file"] = fs::path(a.calibration).filename().string();
     co.extra_metadata["sparsity.calibration_tokens"] = ids.size();
+    if (wanda) {
+      fmt::print(stderr, "convert: measuring activation norms over {} calibration tokens\n",
+                 ids.size());
+      co.act_norms = model::collect_activation_norms(*src, ids);
+    } else if (sparsegpt) {
+      fmt::print(stderr,
+                 "convert: SparseGPT, layer by layer over {} calibration tokens (dampening {})\n",
+                 ids.size(), a.dampening);
+      model::SparseGptModelOptions so;
+      so.solver.dampening = a.dampening;
+      so.dtype = *dtype;
+      Progress layers("sparsegpt", double(src->config().num_hidden_layers), "layers");
+      co.pruned = model::sparsegpt_prune_model(
+          *src, ids, so, [&](int64_t done, int64_t, double) { layers.update(double(done)); });
+      layers.finish();
+      co.extra_metadata["sparsity.dampening"] = a.dampening;
+    }
+  }
+  if (plan) {
+    co.pruned = model::prune_linears(*src, co);
+    co.keep_dense = plan_keep_dense(*src, co, calibration_ids, max_increase);
+    co.extra_metadata["sparsity.dense_linears"] =
+        std::vector<std::string>(co.keep_dense.begin(), co.keep_dense.end());
+    co.extra_metadata["sparsity.max_ppl_increase"] = max_increase;
   }
 
   std::optional<Progress> bar;  // sized on the first call, when the total is known
@@ -152,7 +304,10 @@ void run_convert(const ConvertArgs& a) {
     for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
       nlohmann::ordered_json l = {{"layer", i}, {"relative_error", rep.layer_relative_error[i]}};
       for (const auto& li : rep.linears)
-        if (li.layer == int64_t(i)) l["linears"][li.name] = li.relative_error;
+        if (li.layer == int64_t(i)) {
+          l["linears"][li.name] = li.relative_error;
+          if (li.output_error >= 0) l["output_error"][li.name] = li.output_error;
+        }
       layers.push_back(l);
     }
     j["layers"] = layers;
@@ -167,19 +322,8 @@ void run_convert(const ConvertArgs& a) {
   fmt::print("  sparsity       {}{}\n", a.sparsity,
              a.sparsity == "2:4" ? " (" + a.method + ")" : "");
   if (!rep.layer_relative_error.empty()) {
-    fmt::print("\nrelative pruning error ||W - W_2:4|| / ||W|| per layer:\n");
-    Table t({"layer", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "all six"});
-    for (size_t i = 0; i < rep.layer_relative_error.size(); ++i) {
-      std::vector<std::string> row = {std::to_string(i)};
-      for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"})
-        for (const auto& li : rep.linears)
-          if (li.layer == int64_t(i) &&
-              li.name.find(std::string(n) + ".weight") != std::string::npos)
-            row.push_back(format_number(li.relative_error));
-      row.push_back(format_number(rep.layer_relative_error[i]));
-      t.add_row(row);
-    }
-    fmt::print("{}", t.str());
+    print_layer_table(rep, src->config(), false);
+    if (sparsegpt) print_layer_table(rep, src->config(), true);
   }
 }
 
@@ -206,8 +350,23 @@ void add_convert_command(CLI::App& app) {
   c->add_option("--sparsity", a->sparsity,
                 "none or 2:4 (prunes every decoder linear: attention q/k/v/o and the MLP)")
       ->capture_default_str();
-  c->add_option("--method", a->method, "2:4 pruning: magnitude or wanda")->capture_default_str();
-  c->add_option("--calibration", a->calibration, "text file for Wanda's activation norms");
+  c->add_option("--method", a->method,
+                "2:4 pruning: magnitude (largest |w|), wanda (largest |w| x input norm) or "
+                "sparsegpt (OBS selection and update from each linear's input Hessian, layer by "
+                "layer)")
+      ->capture_default_str();
+  c->add_option("--calibration", a->calibration,
+                "text file run through the model for wanda's activation norms or sparsegpt's "
+                "Hessians (keep it apart from the text you evaluate on)");
+  c->add_option("--dampening", a->dampening,
+                "sparsegpt: add this fraction of the Hessian's mean diagonal to its diagonal "
+                "before inverting it")
+      ->capture_default_str()
+      ->each([a](const std::string&) { a->dampening_given = true; });
+  c->add_option("--max-ppl-increase", a->max_ppl_increase,
+                "with --sparsity 2:4: keep dense the fewest linears needed for the perplexity on "
+                "--calibration to stay within this increase over dense (5% or 0.05), measuring "
+                "each linear's cost alone first; prints the plan");
   c->add_option("--calibration-tokens", a->calibration_tokens,
                 "at most this many calibration tokens")
       ->capture_default_str();

@@ -21,6 +21,7 @@ void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
+void add_eval_command(CLI::App& app);  // perplexity, KL and top-1 against a reference
 void add_tokenize_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);

@@ -11,6 +11,7 @@
 #include "core/error.hpp"
 #include "format/hf_config.hpp"
 #include "format/sf_file.hpp"
+#include "model/engine_checks.hpp"
 #include "offload/neuron_store.hpp"
 
 namespace sf::model {
@@ -88,20 +89,68 @@ int64_t per_neuron_layer(const std::string& name, int64_t ffn, const Tensor& t) 
   return -1;
 }
 
+// A weight SparseGPT already pruned, compressed; the error is against the source weight, so it
+// counts the kept weights' updates as well as the dropped ones.
+Pruned compress_pruned(const Tensor& source, const PrunedWeight& w) {
+  const s24::MatrixView view{w.values.data(), w.dtype, w.shape[0], w.shape[1]};
+  Pruned p;
+  p.compressed = s24::compress(view);  // throws, naming the group, should the pattern not be 2:4
+  double total = 0, changed = 0;
+  for (size_t i = 0; i < size_t(source.numel()); ++i) {
+    const double a = load_as_float(source.data, source.dtype, i),
+                 b = load_as_float(view.data, w.dtype, i);
+    total += a * a;
+    changed += (a - b) * (a - b);
+  }
+  p.relative_error = total > 0 ? std::sqrt(changed / total) : 0.0;
+  p.norm_sq = total;
+  p.dropped_sq = changed;
+  return p;
+}
+
 }  // namespace
+
+std::map<std::string, PrunedWeight> prune_linears(const Model& src, const ConvertOptions& opt) {
+  if (opt.method == "sparsegpt") return opt.pruned;
+  const arch::ModelDesc& c = src.config();
+  std::map<std::string, PrunedWeight> out;
+  for (const auto& e : arch::expected_tensors(c, !c.tie_word_embeddings)) {
+    if (!e.prunable) continue;
+    const Tensor& t = src.tensor(e.name);
+    const DType dt = opt.dtype.value_or(t.dtype);
+    std::span<const float> norms;
+    if (opt.method == "wanda") {
+      const auto it = opt.act_norms.find(e.name.substr(0, e.name.size() - 7));
+      if (it == opt.act_norms.end())
+        fail(Status::InvalidArgument, "Wanda pruning has no activation norms for '{}'", e.name);
+      norms = it->second;
+    }
+    const Pruned p = prune_24(t, dt, norms);
+    PrunedWeight w;
+    w.dtype = dt;
+    w.shape = e.shape;
+    w.values.resize(size_t(t.numel()) * dtype_size(dt));
+    s24::decompress(p.compressed, w.values.data());
+    w.relative_output_error = -1;
+    out.emplace(e.name, std::move(w));
+  }
+  return out;
+}
 
 ConvertReport convert_to_sf(const Model& src, const std::string& output, const ConvertOptions& opt,
                             const ConvertProgress& progress) {
   if (opt.sparsity != "none" && opt.sparsity != "2:4")
     fail(Status::InvalidArgument, "--sparsity \"{}\" is not supported; use none or 2:4", opt.sparsity);
   const bool prune = opt.sparsity == "2:4";
-  if (prune && opt.method != "magnitude" && opt.method != "wanda")
-    fail(Status::InvalidArgument, "--method \"{}\" is not supported; use magnitude or wanda", opt.method);
+  if (prune && opt.method != "magnitude" && opt.method != "wanda" && opt.method != "sparsegpt")
+    fail(Status::InvalidArgument,
+         "--method \"{}\" is not supported; use magnitude, wanda or sparsegpt", opt.method);
   if (prune && opt.neuron_major)
     fail(Status::InvalidArgument, "--neuron-major cannot be combined with --sparsity 2:4 yet: neuron bundles are "
          "dense in this build (the 2:4 bundle kind ffn_neurons_s24 is specified in docs/FORMAT.md but not written). "
          "Write a dense neuron-major file for offloading, or a row-major 2:4 file.");
   const bool wanda = prune && opt.method == "wanda";
+  const bool sparsegpt = prune && opt.method == "sparsegpt";
   if (opt.neuron_major && src.config().arch != "opt")
     fail(Status::UnsupportedShape, "--neuron-major writes OPT's ReLU FFN as neuron bundles for offloading; this "
          "is a \"{}\" model. Activation-sparse offloading of other architectures is not built yet: convert "
@@ -231,23 +280,43 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       }
       continue;
     }
-    if (prune && e.prunable) {
-      if (wanda) {
+    if (prune && e.prunable && !opt.keep_dense.count(e.name)) {
+      const auto given_it = opt.pruned.find(e.name);
+      if (wanda && given_it == opt.pruned.end()) {
         const std::string prefix = e.name.substr(0, e.name.size() - std::string(".weight").size());
         const auto it = opt.act_norms.find(prefix);
         if (it == opt.act_norms.end())
           fail(Status::InvalidArgument, "Wanda pruning has no activation norms for '{}'; the calibration run "
                "must cover every decoder linear", prefix);
       }
-      items.push_back({sff::s24_spec(e.name, dt, e.shape[0], e.shape[1]), [&, e, dt](sff::Writer& w, uint64_t& written) {
+      if (sparsegpt && given_it == opt.pruned.end())
+        fail(Status::InvalidArgument,
+             "SparseGPT pruning has no pruned weight for '{}'; prune the same "
+             "model with sparsegpt_prune_model first",
+             e.name);
+      if (given_it != opt.pruned.end() &&
+          (given_it->second.dtype != dt || given_it->second.shape != e.shape))
+        fail(Status::InvalidArgument,
+             "the pruned '{}' given is {} {}, the output needs {} {}; prune "
+             "with the output dtype",
+             e.name, dtype_name(given_it->second.dtype), shape_str(given_it->second.shape),
+             dtype_name(dt), shape_str(e.shape));
+      const PrunedWeight* given = given_it == opt.pruned.end() ? nullptr : &given_it->second;
+      items.push_back({sff::s24_spec(e.name, dt, e.shape[0], e.shape[1]),
+                       [&, e, dt, given](sff::Writer& w, uint64_t& written) {
                          std::span<const float> norms;
-                         if (wanda) norms = opt.act_norms.at(e.name.substr(0, e.name.size() - 7));
-                         const Pruned p = prune_24(src.tensor(e.name), dt, norms);
+                         if (wanda && !given)
+                           norms = opt.act_norms.at(e.name.substr(0, e.name.size() - 7));
+                         const Pruned p = given ? compress_pruned(src.tensor(e.name), *given)
+                                                : prune_24(src.tensor(e.name), dt, norms);
                          w.write(p.compressed.values);
                          w.write(as_bytes(p.compressed.meta));
                          written += p.compressed.compressed_bytes();
-                         rep.linears.push_back({e.name, layer_of(c, e.name), p.relative_error, p.norm_sq, p.dropped_sq});
-                       }, true});
+                         rep.linears.push_back({e.name, layer_of(c, e.name), p.relative_error,
+                                                p.norm_sq, p.dropped_sq,
+                                                given ? given->relative_output_error : -1.0});
+                       },
+                       true});
     } else {
       items.push_back({sff::dense_spec(e.name, dt, e.shape), [&, e, dt](sff::Writer& w, uint64_t& written) {
                          const auto bytes = convert_elements(src.tensor(e.name), dt);
@@ -306,9 +375,14 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       {"sparseflow.converter_version", kConverterVersion},
       {"sparsity.pattern", prune ? "2:4" : "none"},
       {"sparsity.method", prune ? opt.method : "none"},
-      {"sparsity.pruned", prune ? fmt::format("{} of every decoder layer", fmt::join(c.layer_linears(), ", ")) : ""},
+      {"sparsity.pruned",
+       prune ? fmt::format("{} of every decoder layer{}", fmt::join(c.layer_linears(), ", "),
+                           opt.keep_dense.empty() ? "" : ", except sparsity.dense_linears")
+             : ""},
       {"weights.dtype", std::string(dtype_name(out_dtype_first.value_or(DType::F16)))},
-      {"tokenizer.type", tokenizer_json ? "hf-tokenizer-json" : tokenizer ? "gpt2-byte-level-bpe" : "none"},
+      {"tokenizer.type", tokenizer_json ? "hf-tokenizer-json"
+                         : tokenizer    ? "gpt2-byte-level-bpe"
+                                        : "none"},
   };
   if (!src.bos_token().empty()) meta["tokenizer.bos_token"] = src.bos_token();
   if (!src.eos_token().empty()) meta["tokenizer.eos_token"] = src.eos_token();

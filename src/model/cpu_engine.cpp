@@ -342,13 +342,12 @@ std::vector<float> CpuEngine::forward_batch(std::span<const BatchSegment> segmen
   return run(segments, /*all_logits=*/false);
 }
 
-std::vector<float> CpuEngine::run(std::span<const BatchSegment> segs, bool all_logits) {
-  const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size,
-                Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+CpuEngine::Pass CpuEngine::plan(std::span<const BatchSegment> segs) const {
+  const int64_t V = cfg_.vocab_size;
   const bool batch = segs.size() > 1;
   // Messages name the segment only in a batch, so forward()'s read as they always did.
   auto which = [&](size_t s) { return batch ? fmt::format("segment {}: ", s) : std::string(); };
-  int64_t n = 0;  // rows of the pass: every segment's tokens, in order
+  Pass p;
   for (size_t s = 0; s < segs.size(); ++s) {
     const BatchSegment& g = segs[s];
     const int64_t len = int64_t(g.tokens.size());
@@ -380,136 +379,170 @@ std::vector<float> CpuEngine::run(std::span<const BatchSegment> segs, bool all_l
       if (segs[t].cache == g.cache)
         fail(Status::InvalidArgument,
              "segments {} and {} share one KV cache; a sequence takes one segment per pass.", t, s);
-    n += len;
-  }
-  std::vector<int32_t> ids;    // [n] every segment's tokens
-  std::vector<RowPos> rows;    // [n] each row's cache and position
-  std::vector<int64_t> first;  // [segments + 1] each segment's first row
-  ids.reserve(size_t(n));
-  rows.reserve(size_t(n));
-  for (const BatchSegment& g : segs) {
-    first.push_back(int64_t(ids.size()));
-    for (size_t i = 0; i < g.tokens.size(); ++i) {
-      ids.push_back(g.tokens[i]);
-      rows.push_back({g.cache, g.cache->length + int64_t(i)});
+    p.first.push_back(p.n());
+    for (int64_t i = 0; i < len; ++i) {
+      p.ids.push_back(g.tokens[size_t(i)]);
+      p.rows.push_back({g.cache, g.cache->length + i});
     }
   }
-  first.push_back(n);
-  // One segment's keys and values go straight into its cache rows; a batch's are computed for all
-  // rows at once into kbuf / vbuf and then copied to each row's cache.
-  const bool direct = !batch;
-  KvCache& solo = *segs[0].cache;
-  const int64_t past = solo.length;  // a single segment's first position (ffn_observer_'s too)
+  p.first.push_back(p.n());
+  return p;
+}
 
-  const arch::TensorNames& nm = cfg_.names;
-  std::vector<float> h(size_t(n * H));     // [n, hidden] the residual stream
-  std::vector<float> x(size_t(n * H));     // [n, hidden] norm output
-  std::vector<float> tmp(size_t(n * H));   // [n, hidden] next residual stream
-  std::vector<float> q(size_t(n * Q));     // [n, q_dim] scaled queries
-  std::vector<float> attn(size_t(n * Q));  // [n, q_dim] attention output, heads side by side
-  std::vector<float> kbuf(direct ? 0 : size_t(n * KV));  // [n, kv_dim] a batch's new keys
-  std::vector<float> vbuf(direct ? 0 : size_t(n * KV));  // [n, kv_dim] and values
-  std::vector<float> attn_copy;  // [n, hidden] attention input, kept for ffn_observer_
-
-  // 1. Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions.
-  //    Without padding, HF's position ids are just the positions.
-  {
-    std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
+// Token embeddings (project_in when word_embed_proj_dim != hidden) + learned positions. Without
+// padding, HF's position ids are just the positions.
+std::vector<float> CpuEngine::embed_rows(const Pass& p) {
+  const int64_t n = p.n(), H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim;
+  std::vector<float> h(size_t(n * H));    // [n, hidden] the residual stream
+  std::vector<float> emb(size_t(n * E));  // [n, word_embed_proj_dim]
 #pragma omp parallel for schedule(static) if (n * E >= kParallelMinWork)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < E; ++j)
-        emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
-                                               size_t(ids[size_t(i)] * E + j));
-    if (project_in_)
-      linear(*project_in_, nm.project_in, emb.data(), n, h.data());
-    else
-      h = std::move(emb);
-    if (embed_pos_) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < E; ++j)
+      emb[size_t(i * E + j)] = load_as_float(embed_tokens_->data, embed_tokens_->dtype,
+                                             size_t(p.ids[size_t(i)] * E + j));
+  if (project_in_)
+    linear(*project_in_, cfg_.names.project_in, emb.data(), n, h.data());
+  else
+    h = std::move(emb);
+  if (embed_pos_) {
 #pragma omp parallel for schedule(static) if (n * H >= kParallelMinWork)
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t pos = rows[size_t(i)].pos + cfg_.position_offset;
-        for (int64_t j = 0; j < H; ++j)
-          h[size_t(i * H + j)] +=
-              load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
-      }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t pos = p.rows[size_t(i)].pos + cfg_.position_offset;
+      for (int64_t j = 0; j < H; ++j)
+        h[size_t(i * H + j)] +=
+            load_as_float(embed_pos_->data, embed_pos_->dtype, size_t(pos * H + j));
     }
   }
+  return h;
+}
 
-  // 2. Decoder layers. Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)).
-  const bool pre = cfg_.pre_norm;
+// Decoder layer l over the pass's rows of h, in place. Pre-norm: x + f(norm(x)); post-norm:
+// norm(x + f(x)).
+void CpuEngine::layer_forward(int64_t l, Pass& p, std::vector<float>& h) {
+  const int64_t n = p.n(), H = cfg_.hidden_size, Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+  const arch::TensorNames& nm = cfg_.names;
+  const Layer& L = layers_[size_t(l)];
+  const bool pre = cfg_.pre_norm, direct = p.direct();
+  KvCache& solo = *p.rows[0].cache;
+  const int64_t past = p.rows[0].pos;  // a single segment's first position (ffn_observer_'s too)
+  if (p.x.size() != size_t(n * H)) {
+    p.x.assign(size_t(n * H), 0.0f);     // [n, hidden] norm output
+    p.tmp.assign(size_t(n * H), 0.0f);   // [n, hidden] next residual stream
+    p.q.assign(size_t(n * Q), 0.0f);     // [n, q_dim] scaled queries
+    p.attn.assign(size_t(n * Q), 0.0f);  // [n, q_dim] attention output, heads side by side
+    p.kbuf.assign(direct ? 0 : size_t(n * KV), 0.0f);  // [n, kv_dim] a batch's new keys
+    p.vbuf.assign(direct ? 0 : size_t(n * KV), 0.0f);  // [n, kv_dim] and values
+  }
+  std::vector<float>&x = p.x, &tmp = p.tmp, &q = p.q;
+
+  // Self-attention.
+  const float* a_in = h.data();
+  if (pre) {
+    norm(L.attn_norm, h.data(), x.data(), n);
+    a_in = x.data();
+  }
+  // [n, hidden] attention input, kept for ffn_observer_: x and h are reused below
+  if (ffn_observer_) p.attn_copy.assign(a_in, a_in + n * H);
+  float* k_new = direct ? solo.key(l, past) : p.kbuf.data();  // [n, kv_dim], row stride KV
+  float* v_new = direct ? solo.value(l, past) : p.vbuf.data();
+  const std::string qn = L.prefix + nm.q, kn = L.prefix + nm.k, vn = L.prefix + nm.v;
+  linears({{&L.q, &qn, q.data()}, {&L.k, &kn, k_new}, {&L.v, &vn, v_new}}, a_in, n);
+  if (!inv_freq_.empty()) {
+    for (size_t s = 0; s + 1 < p.first.size(); ++s) {
+      const int64_t r0 = p.first[s], len = p.first[s + 1] - r0, pos0 = p.rows[size_t(r0)].pos;
+      rotate(q.data() + r0 * Q, len, cfg_.num_attention_heads, Q, pos0);
+      rotate(k_new + r0 * KV, len, cfg_.num_key_value_heads, KV, pos0);
+    }
+  }
+  if (!direct)
+    for (int64_t i = 0; i < n; ++i) {
+      const RowPos& r = p.rows[size_t(i)];
+      std::copy_n(p.kbuf.data() + i * KV, KV, r.cache->key(l, r.pos));
+      std::copy_n(p.vbuf.data() + i * KV, KV, r.cache->value(l, r.pos));
+    }
+  // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
+  // differs by one fp32 rounding.
   const float scaling = cfg_.scale();
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const Layer& L = layers_[size_t(l)];
-    // Self-attention.
-    const float* a_in = h.data();
-    if (pre) {
-      norm(L.attn_norm, h.data(), x.data(), n);
-      a_in = x.data();
-    }
-    if (ffn_observer_) attn_copy.assign(a_in, a_in + n * H);  // x and h are reused below
-    float* k_new = direct ? solo.key(l, past) : kbuf.data();  // [n, kv_dim], row stride KV
-    float* v_new = direct ? solo.value(l, past) : vbuf.data();
-    const std::string qn = L.prefix + nm.q, kn = L.prefix + nm.k, vn = L.prefix + nm.v;
-    linears({{&L.q, &qn, q.data()}, {&L.k, &kn, k_new}, {&L.v, &vn, v_new}}, a_in, n);
-    if (!inv_freq_.empty()) {
-      for (size_t s = 0; s < segs.size(); ++s) {
-        const int64_t r0 = first[s], len = first[s + 1] - r0, pos0 = rows[size_t(r0)].pos;
-        rotate(q.data() + r0 * Q, len, cfg_.num_attention_heads, Q, pos0);
-        rotate(k_new + r0 * KV, len, cfg_.num_key_value_heads, KV, pos0);
-      }
-    }
-    if (!direct)
-      for (int64_t i = 0; i < n; ++i) {
-        const RowPos& r = rows[size_t(i)];
-        std::copy_n(kbuf.data() + i * KV, KV, r.cache->key(l, r.pos));
-        std::copy_n(vbuf.data() + i * KV, KV, r.cache->value(l, r.pos));
-      }
-    // OPT scales q_proj's output (bias included) before QK^T; the others scale the scores, which
-    // differs by one fp32 rounding.
-    for (auto& e : q) e *= scaling;
-    attention(q.data(), rows, l, attn.data());
-    linear(L.o, L.prefix + nm.o, attn.data(), n, tmp.data(), /*residual=*/h.data());
-    std::swap(h, tmp);
-    if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
+  for (auto& e : q) e *= scaling;
+  attention(q.data(), p.rows, l, p.attn.data());
+  linear(L.o, L.prefix + nm.o, p.attn.data(), n, tmp.data(), /*residual=*/h.data());
+  std::swap(h, tmp);
+  if (!pre) norm(L.attn_norm, h.data(), h.data(), n);
 
-    const float* f_in = h.data();
-    if (pre) {
-      norm(L.ffn_norm, h.data(), x.data(), n);
-      f_in = x.data();
-    }
-    mlp(L, l, past, n, f_in, attn_copy.data(), h.data(), tmp.data());
-    std::swap(h, tmp);
-    if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
+  const float* f_in = h.data();
+  if (pre) {
+    norm(L.ffn_norm, h.data(), x.data(), n);
+    f_in = x.data();
   }
+  mlp(L, l, past, n, f_in, p.attn_copy.data(), h.data(), tmp.data());
+  std::swap(h, tmp);
+  if (!pre) norm(L.ffn_norm, h.data(), h.data(), n);
+}
+
+std::vector<float> CpuEngine::run(std::span<const BatchSegment> segs, bool all_logits) {
+  const int64_t H = cfg_.hidden_size, E = cfg_.word_embed_proj_dim, V = cfg_.vocab_size;
+  Pass p = plan(segs);
+  const int64_t n = p.n(), nseg = int64_t(segs.size());
+
+  // 1. Embeddings, 2. the decoder layers in order.
+  std::vector<float> h = embed_rows(p);  // [n, hidden] the residual stream
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) layer_forward(l, p, h);
   for (const BatchSegment& g : segs) g.cache->length += int64_t(g.tokens.size());
 
   // 3. Head: final norm, project_out, lm_head; only the rows asked for (every row, or each
   //    segment's last).
-  const int64_t out_rows = all_logits ? n : int64_t(segs.size());
+  const int64_t out_rows = all_logits ? n : nseg;
   const float* last = h.data() + (n - 1) * H;
   std::vector<float> picked;  // [segments, hidden] a batch's last rows, side by side
   if (all_logits) {
     last = h.data();
-  } else if (batch) {
+  } else if (nseg > 1) {
     picked.resize(size_t(out_rows * H));
-    for (size_t s = 0; s < segs.size(); ++s)
-      std::copy_n(h.data() + (first[s + 1] - 1) * H, H, picked.data() + int64_t(s) * H);
+    for (int64_t s = 0; s < nseg; ++s)
+      std::copy_n(h.data() + (p.first[size_t(s) + 1] - 1) * H, H, picked.data() + s * H);
     last = picked.data();
   }
+  std::vector<float> x;  // [out_rows, hidden] final norm output
   if (cfg_.final_norm) {
+    x.resize(size_t(out_rows * H));
     norm(final_norm_, last, x.data(), out_rows);
     last = x.data();
   }
   std::vector<float> out_e;  // [out_rows, word_embed_proj_dim]
   if (project_out_) {
     out_e.resize(size_t(out_rows * E));
-    linear(*project_out_, nm.project_out, last, out_rows, out_e.data());
+    linear(*project_out_, cfg_.names.project_out, last, out_rows, out_e.data());
     last = out_e.data();
   }
   std::vector<float> logits(size_t(out_rows * V));  // [out_rows, vocab]
   const s24::MatrixView head{lm_head_->data, lm_head_->dtype, V, E};
   s24::gemm_dense_cpu(head, last, DType::F32, out_rows, logits.data(), DType::F32);
   return logits;
+}
+
+std::vector<float> CpuEngine::embed(std::span<const int32_t> tokens, const KvCache& cache) {
+  const BatchSegment one{tokens, const_cast<KvCache*>(&cache)};  // plan() only reads the cache
+  return embed_rows(plan(std::span<const BatchSegment>(&one, 1)));
+}
+
+void CpuEngine::run_layer(int64_t layer, std::vector<float>& h, KvCache& cache) {
+  if (layer < 0 || layer >= cfg_.num_hidden_layers)
+    fail(Status::InvalidArgument, "run_layer: layer {} is outside [0, {})", layer,
+         cfg_.num_hidden_layers);
+  const int64_t n = int64_t(h.size()) / cfg_.hidden_size;
+  if (n == 0 || int64_t(h.size()) != n * cfg_.hidden_size)
+    fail(Status::InvalidArgument, "run_layer: expected [rows, {}] hidden states, found {} values",
+         cfg_.hidden_size, h.size());
+  if (cache.layers != cfg_.num_hidden_layers || cache.width != cfg_.kv_dim() ||
+      cache.length + n > cache.capacity || cache.length + n > cfg_.max_position_embeddings)
+    fail(Status::InvalidArgument,
+         "run_layer: {} more rows do not fit this KV cache or the model's positions; make the "
+         "cache with make_cache()",
+         n);
+  Pass p;
+  for (int64_t i = 0; i < n; ++i) p.rows.push_back({&cache, cache.length + i});
+  p.first = {0, n};
+  layer_forward(layer, p, h);
 }
 
 std::map<std::string, std::vector<float>> collect_activation_norms(

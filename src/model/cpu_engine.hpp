@@ -96,6 +96,15 @@ class CpuEngine {
   // Unset, the forward pass does no extra work.
   void set_ffn_observer(FfnObserver obs) { ffn_observer_ = std::move(obs); }
 
+  // The forward pass one decoder layer at a time, for calibration that changes a layer's weights
+  // before the next one runs (SparseGPT): embed() gives the residual stream entering layer 0,
+  // [tokens.size(), hidden], for tokens at positions cache.length..; run_layer(l, h, cache) takes
+  // h through layer l in place, writing layer l's keys and values at positions cache.length..
+  // (cache.length itself does not move). Running every layer in order on one cache gives the
+  // hidden states forward() computes before the final norm. Same errors as forward().
+  std::vector<float> embed(std::span<const int32_t> tokens, const KvCache& cache);
+  void run_layer(int64_t layer, std::vector<float>& h, KvCache& cache);
+
  private:
   struct NormW {
     std::vector<float> weight,
@@ -127,6 +136,23 @@ class CpuEngine {
     KvCache* cache;
     int64_t pos;
   };
+  // The rows of one pass: every segment's tokens in order, each row's cache and position, and the
+  // scratch the layers share.
+  struct Pass {
+    std::vector<int32_t> ids;    // [n] the tokens (empty for run_layer, which starts from h)
+    std::vector<RowPos> rows;    // [n]
+    std::vector<int64_t> first;  // [segments + 1] each segment's first row
+    int64_t n() const { return int64_t(rows.size()); }
+    // One segment's keys and values go straight into its cache rows; a batch's are computed for
+    // all rows at once into kbuf / vbuf and then copied to each row's cache.
+    bool direct() const { return first.size() == 2; }
+    std::vector<float> x, tmp, q, attn, kbuf, vbuf, attn_copy;
+  };
+  // Checks every segment (cache shape and room, positions, token ids; one segment per cache) and
+  // lays out its rows. Messages name the segment only in a batch.
+  Pass plan(std::span<const BatchSegment> segments) const;
+  std::vector<float> embed_rows(const Pass& p);
+  void layer_forward(int64_t l, Pass& p, std::vector<float>& h);
   std::vector<float> run(std::span<const BatchSegment> segments, bool all_logits);
   void attention(const float* q, std::span<const RowPos> rows, int64_t layer, float* out) const;
   void mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const float* x, const float* attn_in,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -52,8 +53,10 @@ double PerplexityResult::perplexity() const {
   return std::exp(mean_nll());
 }
 
-PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_t context,
-                            const std::function<void(std::span<const float> logits, size_t len)>& on_window) {
+PerplexityResult perplexity(
+    CpuEngine& opt, std::span<const int32_t> ids, int64_t context,
+    const std::function<void(std::span<const float> logits, size_t len)>& on_window,
+    bool show_progress) {
   const auto& cfg = opt.config();
   if (context == 0) context = cfg.max_position_embeddings;
   if (context < 2 || context > cfg.max_position_embeddings)
@@ -65,11 +68,12 @@ PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_
   PerplexityResult res;
   KvCache cache = opt.make_cache(context);
   const int64_t V = cfg.vocab_size;
-  Progress bar("perplexity", double(ids.size()), "tokens");
+  std::optional<Progress> bar;
+  if (show_progress) bar.emplace("perplexity", double(ids.size()), "tokens");
   for (size_t start = 0; start < ids.size(); start += size_t(context)) {
     const size_t len = std::min(ids.size() - start, size_t(context));
     if (len < 2) break;  // a trailing single token has nothing to predict
-    bar.update(double(start));
+    if (bar) bar->update(double(start));
     cache.clear();
     auto window = ids.subspan(start, len);
     std::vector<float> logits = opt.forward(window, cache, /*all_logits=*/true);  // [len, vocab]
@@ -85,8 +89,10 @@ PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_
     ++res.windows;
     if (on_window) on_window(logits, len);
   }
-  bar.update(double(ids.size()));
-  bar.finish();
+  if (bar) {
+    bar->update(double(ids.size()));
+    bar->finish();
+  }
   return res;
 }
 

@@ -39,7 +39,10 @@ struct PerplexityResult {
 // scores each window independently. Throws Error(InvalidArgument) when fewer than 2 tokens would be
 // scored or context exceeds max_position_embeddings. on_window, when set, sees each window's logits
 // [len, vocab] (row i predicts token i + 1; the last row predicts nothing) after they were scored.
-PerplexityResult perplexity(CpuEngine& opt, std::span<const int32_t> ids, int64_t context = 0,
-                            const std::function<void(std::span<const float> logits, size_t len)>& on_window = {});
+// show_progress = false draws no bar (for a caller that runs many and draws its own).
+PerplexityResult perplexity(
+    CpuEngine& opt, std::span<const int32_t> ids, int64_t context = 0,
+    const std::function<void(std::span<const float> logits, size_t len)>& on_window = {},
+    bool show_progress = true);
 
 }  // namespace sf::model

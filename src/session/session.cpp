@@ -325,6 +325,24 @@ model::PerplexityResult Session::perplexity(std::span<const int32_t> ids, int64_
   return m.cuda->perplexity(ids, context);  // the NLL on the GPU
 }
 
+std::vector<float> Session::logits(std::span<const int32_t> ids) {
+  auto& m = *impl_;
+  if (ids.empty())
+    fail(Status::InvalidArgument, "logits: the sequence is empty; pass at least one token id.");
+  m.apply_threads();
+  if (!m.started()) start(m.options.context_tokens ? 0 : int64_t(ids.size()));
+  if (m.off)
+    fail(Status::UnsupportedShape,
+         "logits of every position are not available from the offloaded engine; open the model "
+         "without a GPU memory budget");
+  if (m.cpu) {
+    model::KvCache cache = m.cpu->make_cache(int64_t(ids.size()));
+    return m.cpu->forward(ids, cache, /*all_logits=*/true);
+  }
+  m.cuda->reset(int64_t(ids.size()));
+  return m.cuda->forward(ids, /*all_logits=*/true);
+}
+
 model::PerplexityResult Session::perplexity_text(std::string_view text, int64_t context) {
   return perplexity(tokenize(text, /*add_bos=*/true), context);
 }

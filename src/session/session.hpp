@@ -145,6 +145,11 @@ class Session {
   // exp(mean NLL) over non-overlapping windows of `context` tokens (0: max_position_embeddings).
   model::PerplexityResult perplexity(std::span<const int32_t> ids, int64_t context = 0);
   model::PerplexityResult perplexity_text(std::string_view text, int64_t context = 0);
+  // The logits of every position of `ids` run as one sequence from an empty cache: [ids.size(),
+  // vocab], row i predicting token i + 1. What eval compares between two models. Throws
+  // Error(InvalidArgument) for an empty or too long sequence, Error(UnsupportedShape) when
+  // offloaded.
+  std::vector<float> logits(std::span<const int32_t> ids);
 
   bool has_tokenizer() const;
   // Throw Error(NotFound) when the model has no tokenizer.

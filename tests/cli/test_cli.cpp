@@ -17,6 +17,7 @@
 #include "backend/backends.hpp"
 #include "core/dtype.hpp"
 #include "format/safetensors.hpp"
+#include "sparse24/sparsegpt.hpp"
 
 namespace fs = std::filesystem;
 using namespace sf;
@@ -423,6 +424,72 @@ TEST_F(CliTest, WandaUsesActivationNorms) {
           Capture::Stderr);
   EXPECT_EQ(r.rc, 2);
   EXPECT_TRUE(contains(r.out, "--activation-norms")) << r.out;
+  EXPECT_FALSE(fs::exists(path("x.safetensors")));
+}
+
+// SparseGPT from a Hessians file: the output is the library's result (in the weight's dtype; F64
+// weights get its fp64 values exactly), and a missing or misshapen Hessian is a clear error.
+TEST_F(CliTest, SparseGptUsesHessians) {
+  const int64_t k = 8, n = 40;
+  std::mt19937 rng(5);
+  std::normal_distribution<double> nd;
+  std::vector<float> x(size_t(n * k));
+  for (int64_t r = 0; r < n; ++r) {
+    const double common = nd(rng);  // correlated inputs, so the update has something to do
+    for (int64_t j = 0; j < k; ++j) x[size_t(r * k + j)] = float(common + 0.5 * nd(rng));
+  }
+  s24::Hessian acc(k);
+  acc.add(x.data(), n);
+  const std::vector<double> h = acc.matrix();
+  std::vector<float> hf(h.begin(), h.end());
+  const Tensor w = random_tensor("w", DType::F32, {3, k}, 11),
+               v = random_tensor("v", DType::F64, {2, k}, 12);
+  write_tensors(path("in.safetensors"), {w, v});
+  write_tensors(path("h.safetensors"), {float_tensor("w", DType::F32, {k, k}, hf),
+                                        float_tensor("v", DType::F32, {k, k}, hf)});
+  auto r = run({"prune", "-i", path("in.safetensors"), "-o", path("out.safetensors"), "--method",
+                "sparsegpt", "--hessians", path("h.safetensors"), "--dampening", "0.02"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "rel. output error")) << r.out;
+  const auto out = st::File::open(path("out.safetensors"));
+  const auto in = st::File::open(path("in.safetensors"));
+  s24::SparseGptOptions o;
+  o.dampening = 0.02;
+  for (const char* name : {"w", "v"}) {
+    const auto vin = values(in, name);
+    const std::vector<float> as_f32(vin.begin(), vin.end());
+    const auto want = s24::sparsegpt_prune({as_f32.data(), DType::F32, int64_t(vin.size()) / k, k},
+                                           std::vector<double>(hf.begin(), hf.end()), o);
+    const auto got = values(out, name);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_EQ(got[i], std::string(name) == "w" ? double(float(want.weight[i])) : want.weight[i])
+          << name << " " << i;
+  }
+
+  write_tensors(path("partial.safetensors"), {float_tensor("w", DType::F32, {k, k}, hf)});
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--method",
+           "sparsegpt", "--hessians", path("partial.safetensors")},
+          Capture::Stderr);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(contains(r.out, "has no tensor 'v'")) << r.out;
+  write_tensors(path("bad.safetensors"),
+                {float_tensor("w", DType::F32, {k}, std::vector<float>(k, 1)),
+                 float_tensor("v", DType::F32, {k, k}, hf)});
+  r = run({"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--method",
+           "sparsegpt", "--hessians", path("bad.safetensors")},
+          Capture::Stderr);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(contains(r.out, "expected F32 or F64 [8, 8]")) << r.out;
+  r = run(
+      {"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--method", "sparsegpt"},
+      Capture::Stderr);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(contains(r.out, "--hessians")) << r.out;
+  r = run(
+      {"prune", "-i", path("in.safetensors"), "-o", path("x.safetensors"), "--dampening", "0.1"},
+      Capture::Stderr);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(contains(r.out, "--dampening is only used by --method sparsegpt")) << r.out;
   EXPECT_FALSE(fs::exists(path("x.safetensors")));
 }
 

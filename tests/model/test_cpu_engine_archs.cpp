@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 
 #include "core/error.hpp"
@@ -175,6 +176,34 @@ TEST(CpuEngineKv, ReserveKeepsTheHeldPositions) {
   EXPECT_EQ(small.capacity, 16);
   EXPECT_EQ(e.forward(std::span<const int32_t>(toks).subspan(8), small),
             e.forward(std::span<const int32_t>(toks).subspan(8), big));
+}
+
+// embed() then run_layer() for each layer (what SparseGPT's calibration does) computes what
+// forward() computes: every linear sees the same input, bit for bit.
+TEST_P(CpuEngineArchs, LayerByLayerEqualsForward) {
+  test::RandomSpec spec;
+  spec.config = GetParam().config();
+  spec.seed = 7;
+  auto m = test::random_model(spec);
+  CpuEngine cpu(*m);
+  const auto tokens = some_tokens(21, spec.config.vocab_size, 9);
+  std::map<std::string, std::vector<float>> seen_forward, seen_steps;
+  auto record = [](std::map<std::string, std::vector<float>>& into) {
+    return [&into](const std::string& prefix, const float* x, int64_t rows, int64_t in) {
+      into[prefix].assign(x, x + rows * in);
+    };
+  };
+  KvCache a = cpu.make_cache(21), b = cpu.make_cache(21);
+  cpu.set_observer(record(seen_forward));
+  cpu.forward(tokens, a);
+  cpu.set_observer(record(seen_steps));
+  std::vector<float> h = cpu.embed(tokens, b);
+  for (int64_t l = 0; l < cpu.config().num_hidden_layers; ++l) cpu.run_layer(l, h, b);
+  EXPECT_EQ(b.length, 0);  // run_layer leaves the length to its caller
+  EXPECT_EQ(seen_steps, seen_forward);
+  EXPECT_EQ(seen_steps.size(),
+            size_t(cpu.config().num_hidden_layers) * cpu.config().layer_linears().size());
+  EXPECT_THROW(cpu.run_layer(cpu.config().num_hidden_layers, h, b), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, CpuEngineArchs, ::testing::ValuesIn(kArchs),

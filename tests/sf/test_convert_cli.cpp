@@ -153,6 +153,126 @@ TEST_F(ConvertCliTest, ConvertRefusesWeightsTheConfigDoesNotDescribe) {
   EXPECT_FALSE(std::filesystem::exists(path("one.sf")));
 }
 
+// SparseGPT through convert, then eval: a model against itself loses nothing, the 2:4 one loses
+// something, the report names what was measured, and --json follows the rules of every output.
+TEST_F(ConvertCliTest, SparseGptConvertThenEval) {
+  const std::string text_dir = std::string(SF_TEST_DATA_DIR) + "/../../data/text/";
+  const std::string calib = text_dir + "calibration.txt", eval_text = text_dir + "evaluation.txt";
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("dense.sf"))).code, 0);
+  CliResult r =
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method sparsegpt "
+                          "--calibration {} --dampening 0.05",
+                          path("tiny"), path("sgpt.sf"), calib));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("relative output error"), std::string::npos) << r.out;
+  const auto m = model::Model::open(path("sgpt.sf"));
+  EXPECT_TRUE(m->is_sparse());
+  EXPECT_EQ(m->metadata()["sparsity.method"], "sparsegpt");
+  EXPECT_EQ(m->metadata()["sparsity.calibration_file"], "calibration.txt");
+  EXPECT_EQ(m->metadata()["sparsity.dampening"], 0.05);
+
+  // --dampening and --calibration belong to the methods that use them.
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --dampening 0.1", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--dampening is used only by --method sparsegpt"), std::string::npos)
+      << r.out;
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --method sparsegpt", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--method sparsegpt needs --calibration"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("x.sf")));
+
+  r = run_cli(fmt::format("eval -m {} --reference {} --text {} --json {}", path("dense.sf"),
+                          path("dense.sf"), eval_text, path("self.json")));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(sftest::read_bytes(path("self.json")));
+  EXPECT_EQ(j["kl_mean"], 0.0);
+  EXPECT_EQ(j["top1_agreement"], 1.0);
+  EXPECT_EQ(j["perplexity_ratio"], 1.0);
+
+  r = run_cli(
+      fmt::format("eval -m {} --reference {} --text {} --context 16 --max-tokens 100 --json -",
+                  path("sgpt.sf"), path("dense.sf"), eval_text));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2:4 sparsegpt, calibrated on calibration.txt"), std::string::npos) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find("{\n")));
+  EXPECT_EQ(j["tokens"], 100);
+  EXPECT_EQ(j["windows"], 7);  // 6 of 16 and one of 4
+  EXPECT_EQ(j["predicted"], 100 - 7);
+  EXPECT_EQ(j["model_sparsity"]["method"], "sparsegpt");
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(j["top1_agreement"].get<double>(), 1.0);
+
+  // The --json file is an output: not replaced without --force, never an input.
+  r = run_cli(fmt::format("eval -m {} --text {} --json {}", path("dense.sf"), eval_text,
+                          path("self.json")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
+  EXPECT_EQ(run_cli(fmt::format("eval -m {} --text {} --json {} --force", path("dense.sf"),
+                                eval_text, path("self.json")))
+                .code,
+            0);
+  EXPECT_EQ(run_cli(fmt::format("eval -m {} --text {} --json {} --force", path("dense.sf"),
+                                eval_text, eval_text))
+                .code,
+            2);
+  // A model calibrated on the text it is evaluated on is called out.
+  r = run_cli(fmt::format("eval -m {} --text {}", path("sgpt.sf"), calib));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("warning: "), std::string::npos) << r.out;
+  EXPECT_TRUE(temporaries().empty());
+}
+
+// The mixed plan through convert, and eval --per-layer: the plan is printed and written into the
+// metadata, the kept linears are dense in the file, and per-layer names each linear measured.
+TEST_F(ConvertCliTest, MixedPlanAndPerLayer) {
+  const std::string text_dir = std::string(SF_TEST_DATA_DIR) + "/../../data/text/";
+  const std::string calib = text_dir + "calibration.txt", eval_text = text_dir + "evaluation.txt";
+  ASSERT_EQ(run_cli(fmt::format("convert -i {} -o {}", path("tiny"), path("dense.sf"))).code, 0);
+  ASSERT_EQ(
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4", path("tiny"), path("all.sf"))).code,
+      0);
+  CliResult r =
+      run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase 0.5% "
+                          "--calibration {}",
+                          path("tiny"), path("mixed.sf"), calib));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("mixed plan: perplexity within 0.50% of dense"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("linears kept dense, perplexity"), std::string::npos) << r.out;
+  const auto m = model::Model::open(path("mixed.sf"));
+  const auto dense_linears = m->metadata()["sparsity.dense_linears"];
+  ASSERT_TRUE(dense_linears.is_array());
+  for (const auto& n : dense_linears) EXPECT_NE(m->find(n.get<std::string>()), nullptr) << n;
+  EXPECT_EQ(m->sparse_tensors().size() + dense_linears.size(), 12u);
+
+  r = run_cli(fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase 5", path("tiny"),
+                          path("x.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--max-ppl-increase needs --calibration"), std::string::npos) << r.out;
+  r = run_cli(
+      fmt::format("convert -i {} -o {} --sparsity 2:4 --max-ppl-increase lots --calibration {}",
+                  path("tiny"), path("x.sf"), calib));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("as a percentage (5%) or a fraction (0.05)"), std::string::npos) << r.out;
+
+  r =
+      run_cli(fmt::format("eval -m {} --reference {} --text {} --per-layer --only 'layers\\.1\\.' "
+                          "--json -",
+                          path("all.sf"), path("dense.sf"), eval_text));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("perplexity with one linear pruned alone"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find("{\n")));
+  ASSERT_EQ(j["per_linear"].size(), 6u);  // layer 1's q, k, v, out_proj, fc1, fc2
+  for (const auto& l : j["per_linear"]) {
+    EXPECT_EQ(l["layer"], 1);
+    EXPECT_GT(l["bytes_saved"].get<int64_t>(), 0);
+  }
+  r = run_cli(fmt::format("eval -m {} --text {} --per-layer", path("all.sf"), eval_text));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("give the dense one as --reference"), std::string::npos) << r.out;
+}
+
 // A FIFO given as the model or as --text fails at once; `timeout` keeps a regression from hanging
 // the suite (exit 124 then).
 TEST_F(ConvertCliTest, FifoInputsFailPromptly) {
