@@ -8,7 +8,8 @@ namespace sf::cli {
 std::string subcommand_from_argv0(const char* argv0) {
   if (!argv0) return "";
   std::string_view name(argv0);
-  if (auto slash = name.find_last_of('/'); slash != std::string_view::npos) name.remove_prefix(slash + 1);
+  if (auto slash = name.find_last_of('/'); slash != std::string_view::npos)
+    name.remove_prefix(slash + 1);
   constexpr std::string_view prefix = "sparseflow-";
   if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) return "";
   return std::string(name.substr(prefix.size()));

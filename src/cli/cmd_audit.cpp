@@ -2,8 +2,8 @@
 // CO2, with every assumption and its source printed. Throughput comes only from measurements
 // (--from-benchmark files, else the shipped table data/measured/); when none covers the model it
 // says which measurements to make and exits 2. The arithmetic is in src/audit/audit.cpp.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -49,13 +49,15 @@ ModelShape resolve_model(const std::string& arg) {
   if (fs::is_directory(p, ec)) p /= "config.json";
   if (!fs::exists(p, ec) || p.extension() != ".json")
     fail(Status::NotFound,
-         "unknown model \"{}\": expected one of {} or a Hugging Face checkpoint folder / config.json "
+         "unknown model \"{}\": expected one of {} or a Hugging Face checkpoint folder / "
+         "config.json "
          "(for a .sf file, pass the architecture it was converted from, e.g. --model opt-6.7b)",
          arg, known_model_names());
   nlohmann::json cfg =
       nlohmann::json::parse(read_text_file(p.string(), "config file"), nullptr, false);
   if (cfg.is_discarded() || !cfg.is_object())
-    fail(Status::Format, "\"{}\" is not a JSON object; expected a Hugging Face config.json", p.string());
+    fail(Status::Format, "\"{}\" is not a JSON object; expected a Hugging Face config.json",
+         p.string());
   // value() throws a json exception on a non-string; a config may hold anything.
   auto text = [&](const char* key) {
     const auto it = cfg.find(key);
@@ -63,11 +65,13 @@ ModelShape resolve_model(const std::string& arg) {
   };
   const std::string type = text("model_type");
   if (type != "opt" && type != "llama")
-    fail(Status::UnsupportedShape, "\"{}\": model_type \"{}\" is not one the audit knows; expected \"opt\" or \"llama\"",
+    fail(Status::UnsupportedShape,
+         "\"{}\": model_type \"{}\" is not one the audit knows; expected \"opt\" or \"llama\"",
          p.string(), type);
   auto get = [&](const char* key) -> int64_t {
     if (!cfg.contains(key) || !cfg[key].is_number_integer())
-      fail(Status::Format, "\"{}\": expected an integer \"{}\" in the config, found none", p.string(), key);
+      fail(Status::Format, "\"{}\": expected an integer \"{}\" in the config, found none",
+           p.string(), key);
     return cfg[key].get<int64_t>();
   };
   ModelShape m;
@@ -77,58 +81,79 @@ ModelShape resolve_model(const std::string& arg) {
   m.ffn = get(type == "opt" ? "ffn_dim" : "intermediate_size");
   m.vocab = get("vocab_size");
   const std::string id = text("_name_or_path");
-  m.name = audit::normalize_model_name(!id.empty() ? id : fs::absolute(p).parent_path().filename().string());
+  m.name = audit::normalize_model_name(
+      !id.empty() ? id : fs::absolute(p).parent_path().filename().string());
   m.source = "config file " + p.string();
   return m;
 }
 
-std::string money(double v) { return fmt::format("{:.0f}", v); }
+std::string money(double v) {
+  return fmt::format("{:.0f}", v);
+}
 
 nlohmann::ordered_json side_json(const audit::Side& s) {
-  nlohmann::ordered_json j = {{"label", s.label},       {"batch", s.batch},
-                              {"prefill_tokens_per_s", s.prefill_tps}, {"decode_tokens_per_s", s.decode_tps},
-                              {"requests_per_s_per_gpu", s.rps_per_gpu}, {"gpus", s.gpus}};
+  nlohmann::ordered_json j = {{"label", s.label},
+                              {"batch", s.batch},
+                              {"prefill_tokens_per_s", s.prefill_tps},
+                              {"decode_tokens_per_s", s.decode_tps},
+                              {"requests_per_s_per_gpu", s.rps_per_gpu},
+                              {"gpus", s.gpus}};
   j["cost_per_year"] = s.cost_per_year ? nlohmann::ordered_json(*s.cost_per_year) : nullptr;
   j["kwh_per_year"] = s.kwh_per_year ? nlohmann::ordered_json(*s.kwh_per_year) : nullptr;
-  j["tonnes_co2_per_year"] = s.tonnes_co2_per_year ? nlohmann::ordered_json(*s.tonnes_co2_per_year) : nullptr;
+  j["tonnes_co2_per_year"] =
+      s.tonnes_co2_per_year ? nlohmann::ordered_json(*s.tonnes_co2_per_year) : nullptr;
   j["measured_by"] = s.measured_by;
   return j;
 }
 
 void print_json(const audit::Report& r) {
-  nlohmann::ordered_json j = {{"model", r.model}, {"gpu", r.gpu}, {"qps", r.qps},
-                              {"tokens_in", r.tokens_in}, {"tokens_out", r.tokens_out},
+  nlohmann::ordered_json j = {{"model", r.model},
+                              {"gpu", r.gpu},
+                              {"qps", r.qps},
+                              {"tokens_in", r.tokens_in},
+                              {"tokens_out", r.tokens_out},
                               {"linear_layer_bound", r.linear_layer_bound},
-                              {"dense", side_json(r.dense)}, {"sparse", side_json(r.sparse)}};
+                              {"dense", side_json(r.dense)},
+                              {"sparse", side_json(r.sparse)}};
   j["assumptions"] = nlohmann::ordered_json::array();
-  for (const auto& a : r.assumptions) j["assumptions"].push_back({{"what", a.what}, {"value", a.value}, {"source", a.source}});
+  for (const auto& a : r.assumptions)
+    j["assumptions"].push_back({{"what", a.what}, {"value", a.value}, {"source", a.source}});
   j["not_computed"] = r.not_computed;
   fmt::print("{}\n", j.dump(2));
 }
 
 void print_text(const audit::Report& r) {
-  fmt::print("SparseFlow audit: {} at {} requests/s ({} tokens in, {} out) on {}\n", r.model, r.qps, r.tokens_in,
-             r.tokens_out, r.gpu);
+  fmt::print("SparseFlow audit: {} at {} requests/s ({} tokens in, {} out) on {}\n", r.model, r.qps,
+             r.tokens_in, r.tokens_out, r.gpu);
   if (r.linear_layer_bound)
-    fmt::print("BOUND, not a measurement of the model: throughput from GEMM timings of the linear layers alone,\n"
-               "so these GPU counts are the least that could serve the load; the real counts are higher.\n");
+    fmt::print(
+        "BOUND, not a measurement of the model: throughput from GEMM timings of the linear layers "
+        "alone,\n"
+        "so these GPU counts are the least that could serve the load; the real counts are "
+        "higher.\n");
   fmt::print("\n");
   Table t({"", r.dense.label, r.sparse.label});
   t.add_row({"serving batch", fmt::format("{}", r.dense.batch), fmt::format("{}", r.sparse.batch)});
-  t.add_row({"prefill tokens/s per GPU", format_number(r.dense.prefill_tps), format_number(r.sparse.prefill_tps)});
-  t.add_row({"decode tokens/s per GPU", format_number(r.dense.decode_tps), format_number(r.sparse.decode_tps)});
-  t.add_row({"requests/s per GPU", format_number(r.dense.rps_per_gpu), format_number(r.sparse.rps_per_gpu)});
-  t.add_row({r.linear_layer_bound ? "GPUs needed (at least)" : "GPUs needed", fmt::format("{}", r.dense.gpus),
-             fmt::format("{}", r.sparse.gpus)});
-  if (r.dense.cost_per_year) t.add_row({"cost per year", money(*r.dense.cost_per_year), money(*r.sparse.cost_per_year)});
+  t.add_row({"prefill tokens/s per GPU", format_number(r.dense.prefill_tps),
+             format_number(r.sparse.prefill_tps)});
+  t.add_row({"decode tokens/s per GPU", format_number(r.dense.decode_tps),
+             format_number(r.sparse.decode_tps)});
+  t.add_row({"requests/s per GPU", format_number(r.dense.rps_per_gpu),
+             format_number(r.sparse.rps_per_gpu)});
+  t.add_row({r.linear_layer_bound ? "GPUs needed (at least)" : "GPUs needed",
+             fmt::format("{}", r.dense.gpus), fmt::format("{}", r.sparse.gpus)});
+  if (r.dense.cost_per_year)
+    t.add_row({"cost per year", money(*r.dense.cost_per_year), money(*r.sparse.cost_per_year)});
   if (r.dense.kwh_per_year)
-    t.add_row({"energy per year (kWh)", money(*r.dense.kwh_per_year), money(*r.sparse.kwh_per_year)});
+    t.add_row(
+        {"energy per year (kWh)", money(*r.dense.kwh_per_year), money(*r.sparse.kwh_per_year)});
   if (r.dense.tonnes_co2_per_year)
     t.add_row({"CO2 per year (t)", fmt::format("{:.1f}", *r.dense.tonnes_co2_per_year),
                fmt::format("{:.1f}", *r.sparse.tonnes_co2_per_year)});
   fmt::print("{}\n", t.str());
   fmt::print("Assumptions (value; source):\n");
-  for (const auto& a : r.assumptions) fmt::print("  - {}: {}\n      source: {}\n", a.what, a.value, a.source);
+  for (const auto& a : r.assumptions)
+    fmt::print("  - {}: {}\n      source: {}\n", a.what, a.value, a.source);
   fmt::print("Measurements used:\n");
   for (const auto& s : {r.dense, r.sparse})
     for (const auto& m : s.measured_by) fmt::print("  - {}: {}\n", s.label, m);
@@ -141,7 +166,8 @@ void print_text(const audit::Report& r) {
 void run_audit_command(const AuditOptions& o) {
   const ModelShape model = resolve_model(o.model);
   audit::Measurements meas;
-  for (const auto& f : o.from_benchmark) audit::load_measurement_file(f, /*require_provenance=*/false, meas);
+  for (const auto& f : o.from_benchmark)
+    audit::load_measurement_file(f, /*require_provenance=*/false, meas);
   std::string searched = o.from_benchmark.empty() ? "" : "the --from-benchmark files";
   if (o.from_benchmark.empty() && !o.no_shipped) {
     const fs::path dir = audit::shipped_measurement_dir();
@@ -168,8 +194,10 @@ void run_audit_command(const AuditOptions& o) {
     if (e.status() != Status::NotFound || searched.empty()) throw;
     throw Error(e.status(), fmt::format("{}\n  Searched: {}.", e.what(), searched));
   }
-  if (o.json) print_json(r);
-  else print_text(r);
+  if (o.json)
+    print_json(r);
+  else
+    print_text(r);
   if (!o.plot.empty()) {
     report::BarChart c;
     c.title = fmt::format("GPUs to serve {} req/s of {} on {}{}", r.qps, r.model, r.gpu,
@@ -184,20 +212,29 @@ void run_audit_command(const AuditOptions& o) {
 
 void add_audit_command(CLI::App& app) {
   auto o = std::make_shared<AuditOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "audit",
-      "GPUs, yearly cost and CO2 to serve a load dense vs 2:4, from measured throughput only; every "
-      "assumption is printed with its source (docs/DEPLOYMENT.md)");
-  cmd->add_option("--model", o->model, "model name (" + known_model_names() + ") or a Hugging Face config.json / folder")
+  CLI::App* cmd = app.add_subcommand("audit",
+                                     "GPUs, yearly cost and CO2 to serve a load dense vs 2:4, from "
+                                     "measured throughput only; every "
+                                     "assumption is printed with its source (docs/DEPLOYMENT.md)");
+  cmd->add_option("--model", o->model,
+                  "model name (" + known_model_names() + ") or a Hugging Face config.json / folder")
       ->required();
-  cmd->add_option("--qps", o->qps, "requests per second to serve")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--tokens-in", o->tokens_in, "prompt tokens per request (default 128)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--tokens-out", o->tokens_out, "generated tokens per request (default 256)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--gpu", o->gpu, "use measurements from the GPU whose name contains this (e.g. H100)");
-  cmd->add_option("--batch", o->batch, "serving batch (default: the best measured one that fits in memory)")
+  cmd->add_option("--qps", o->qps, "requests per second to serve")
+      ->required()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--price-per-gpu-hour", o->price, "price of one GPU-hour (no default)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--power-watts", o->watts, "power per GPU in W (default: the GPU's datasheet TDP)")
+  cmd->add_option("--tokens-in", o->tokens_in, "prompt tokens per request (default 128)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--tokens-out", o->tokens_out, "generated tokens per request (default 256)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--gpu", o->gpu,
+                  "use measurements from the GPU whose name contains this (e.g. H100)");
+  cmd->add_option("--batch", o->batch,
+                  "serving batch (default: the best measured one that fits in memory)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--price-per-gpu-hour", o->price, "price of one GPU-hour (no default)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--power-watts", o->watts,
+                  "power per GPU in W (default: the GPU's datasheet TDP)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--grid-gco2-per-kwh", o->grid, "grid carbon intensity in gCO2/kWh (no default)")
       ->check(CLI::NonNegativeNumber);

@@ -1,7 +1,7 @@
 // sparseflow benchmark: dense vs 2:4 GEMM, y[M, N] = x[M, K] W^T, on the CPU or a GPU, in one
 // process so that the ratios compare like with like. Prints a table; --json writes the results.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -32,7 +32,7 @@ struct BenchmarkOptions {
   // --model: whole-model generation speed instead (cmd_benchmark_model.cpp).
   std::string model, sparsity = "none";
   int64_t prompt_tokens = 128, new_tokens = 256;
-  std::string plot;  // --plot FILE.svg (report/svg_plot.hpp)
+  std::string plot;      // --plot FILE.svg (report/svg_plot.hpp)
   bool profile = false;  // --model: per-stage time and GB/s of a decode step
   bool force = false;    // replace an existing --json / --plot file
 };
@@ -51,16 +51,20 @@ std::optional<int64_t> parse_positive(std::string_view s) {
 std::pair<int64_t, int64_t> parse_size(const std::string& s) {
   const size_t x = s.find_first_of("xX");
   if (x == std::string::npos)
-    fail(Status::InvalidArgument, "--size '{}': expected NxK, e.g. 4096x4096 (W is [N, K]: N "
-         "outputs, K inputs)", s);
+    fail(Status::InvalidArgument,
+         "--size '{}': expected NxK, e.g. 4096x4096 (W is [N, K]: N "
+         "outputs, K inputs)",
+         s);
   const auto n = parse_positive(std::string_view(s).substr(0, x));
   const auto k = parse_positive(std::string_view(s).substr(x + 1));
   if (!n || !k)
     fail(Status::InvalidArgument, "--size '{}': N and K must be positive integers, e.g. 4096x4096",
          s);
   if (*k % 4 != 0)
-    fail(Status::InvalidArgument, "--size '{}': K = {} is not a multiple of 4; 2:4 sparsity works "
-         "on groups of 4 along K. Try K = {}", s, *k, *k / 4 * 4 + 4);
+    fail(Status::InvalidArgument,
+         "--size '{}': K = {} is not a multiple of 4; 2:4 sparsity works "
+         "on groups of 4 along K. Try K = {}",
+         s, *k, *k / 4 * 4 + 4);
   return {*n, *k};
 }
 
@@ -72,8 +76,10 @@ std::vector<int64_t> parse_batches(const std::string& s) {
     const std::string_view item = std::string_view(s).substr(start, comma - start);
     const auto m = parse_positive(item);
     if (!m)
-      fail(Status::InvalidArgument, "--batch '{}': '{}' is not a positive integer; expected a "
-           "comma-separated list of M values such as 1,16,256", s, item);
+      fail(Status::InvalidArgument,
+           "--batch '{}': '{}' is not a positive integer; expected a "
+           "comma-separated list of M values such as 1,16,256",
+           s, item);
     out.push_back(*m);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -83,7 +89,10 @@ std::vector<int64_t> parse_batches(const std::string& s) {
 
 // Column order for keys the benchmarks are known to report; any other scalar key of the rows
 // follows, so a backend can add a measurement without touching this file.
-struct Column { const char* key; const char* label; };
+struct Column {
+  const char* key;
+  const char* label;
+};
 constexpr Column kKnownColumns[] = {
     {"m", "M"},
     {"dense_ms", "dense ms"},
@@ -150,7 +159,9 @@ std::string results_table(const nlohmann::json& rows) {
 }
 
 void run_benchmark(const BenchmarkOptions& o) {
-  if (o.size.empty()) fail(Status::InvalidArgument, "give --size NxK (a GEMM benchmark) or --model M (a model benchmark)");
+  if (o.size.empty())
+    fail(Status::InvalidArgument,
+         "give --size NxK (a GEMM benchmark) or --model M (a model benchmark)");
   const auto [n, k] = parse_size(o.size);
   const bool cuda = o.device == "cuda";
   const std::vector<int64_t> batches =
@@ -184,9 +195,9 @@ void run_benchmark(const BenchmarkOptions& o) {
   }
   if (!result.contains("device")) result["device"] = o.device;
   // How it was measured, for whoever reads the JSON later (`sparseflow audit` prints it).
-  result["command"] = fmt::format("sparseflow benchmark --device {} --size {} --batch {} --iterations {} --dtype {}",
-                                  o.device, o.size, o.batches.empty() ? (cuda ? kCudaBatches : kCpuBatches) : o.batches,
-                                  iters, o.dtype);
+  result["command"] = fmt::format(
+      "sparseflow benchmark --device {} --size {} --batch {} --iterations {} --dtype {}", o.device,
+      o.size, o.batches.empty() ? (cuda ? kCudaBatches : kCpuBatches) : o.batches, iters, o.dtype);
 
   // With --json - the JSON owns stdout; the table goes to stderr.
   std::FILE* human = o.json == "-" ? stderr : stdout;
@@ -218,26 +229,27 @@ void run_benchmark(const BenchmarkOptions& o) {
 }  // namespace
 
 // cmd_benchmark_model.cpp
-void run_model_benchmark(const std::string& model_path, const std::string& device, const std::string& batches,
-                         int64_t prompt_tokens, int64_t new_tokens, const std::string& sparsity,
-                         const std::string& json_path, bool profile);
+void run_model_benchmark(const std::string& model_path, const std::string& device,
+                         const std::string& batches, int64_t prompt_tokens, int64_t new_tokens,
+                         const std::string& sparsity, const std::string& json_path, bool profile);
 
 void add_benchmark_command(CLI::App& app) {
   auto o = std::make_shared<BenchmarkOptions>();
-  auto off = std::make_shared<OffloadFlags>();  // issue 6: --model with --gpu-memory
+  auto off = std::make_shared<OffloadFlags>();  // --model with --gpu-memory
   CLI::App* cmd = app.add_subcommand(
-      "benchmark",
-      "Time dense vs 2:4 GEMM (or a whole model with --model) on the CPU or a GPU");
+      "benchmark", "Time dense vs 2:4 GEMM (or a whole model with --model) on the CPU or a GPU");
   cmd->footer(
       "Times a dense GEMM (the vendor library: OpenBLAS on the CPU, cuBLAS on a GPU) against "
       "SparseFlow's 2:4 GEMM on the same pruned weights, y[M, N] = x[M, K] W^T, for each batch "
       "size M, after checking that the results agree. Prints times, speedup, achieved GB/s and "
       "GFLOP/s; --json also writes them.");
-  auto* size = cmd->add_option("--size", o->size, "weight shape NxK, e.g. 4096x4096 (K a multiple of 4)");
+  auto* size =
+      cmd->add_option("--size", o->size, "weight shape NxK, e.g. 4096x4096 (K a multiple of 4)");
   cmd->add_option("--batch", o->batches,
                   fmt::format("comma-separated M values (default: {} on cpu, {} on cuda)",
                               kCpuBatches, kCudaBatches));
-  cmd->add_option("--device", o->device, "where to run: cpu, cuda, or auto (cuda when a GPU can run the 2:4 kernels)")
+  cmd->add_option("--device", o->device,
+                  "where to run: cpu, cuda, or auto (cuda when a GPU can run the 2:4 kernels)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "element type of weights and activations")
@@ -250,25 +262,32 @@ void add_benchmark_command(CLI::App& app) {
   cmd->add_option("--json", o->json, "also write the results as JSON to FILE ('-' for stdout)");
   cmd->add_flag("--force", o->force, "replace an existing --json or --plot file");
   // --model: generation speed of a whole model on the GPU (prefill, decode, % of the HBM limit).
-  cmd->add_option("--model", o->model, "benchmark this model (.sf or HF dir) instead of one GEMM; needs --device cuda")
+  cmd->add_option("--model", o->model,
+                  "benchmark this model (.sf or HF dir) instead of one GEMM; needs --device cuda")
       ->excludes(size);
-  cmd->add_option("--prompt-tokens", o->prompt_tokens, "--model: prompt length")->capture_default_str();
-  cmd->add_option("--new-tokens", o->new_tokens, "--model: tokens generated per sequence")->capture_default_str();
-  cmd->add_option("--sparsity", o->sparsity, "--model on an HF dir: none, or 2:4 (magnitude-pruned in memory)")
+  cmd->add_option("--prompt-tokens", o->prompt_tokens, "--model: prompt length")
       ->capture_default_str();
-  cmd->add_option("--plot", o->plot,
-                  "also draw an SVG chart: speedup over dense against M (GEMM), or decode tokens/s against "
-                  "batch (--model, which needs --json FILE)");
+  cmd->add_option("--new-tokens", o->new_tokens, "--model: tokens generated per sequence")
+      ->capture_default_str();
+  cmd->add_option("--sparsity", o->sparsity,
+                  "--model on an HF dir: none, or 2:4 (magnitude-pruned in memory)")
+      ->capture_default_str();
+  cmd->add_option(
+      "--plot", o->plot,
+      "also draw an SVG chart: speedup over dense against M (GEMM), or decode tokens/s against "
+      "batch (--model, which needs --json FILE)");
   cmd->add_flag("--profile", o->profile,
-                "--model: also time each stage of a decode step (eager, an event per stage) and print its GB/s "
+                "--model: also time each stage of a decode step (eager, an event per stage) and "
+                "print its GB/s "
                 "against the measured HBM read bandwidth");
   add_offload_flags(cmd, off);
   cmd->callback([o, off] {
-    // `sparseflow-benchmark --size 4096x4096` measures the hardware it runs on: the GPU when there is
-    // one the kernels can use.
+    // `sparseflow-benchmark --size 4096x4096` measures the hardware it runs on: the GPU when there
+    // is one the kernels can use.
     if (o->device == "auto") {
       const auto* gpu = backend::cuda();
-      const bool usable = backend::cuda_unavailable_reason().empty() && gpu->sparse_kernels_unavailable_reason().empty();
+      const bool usable = backend::cuda_unavailable_reason().empty() &&
+                          gpu->sparse_kernels_unavailable_reason().empty();
       o->device = usable ? "cuda" : "cpu";
     }
     // Result files follow the rule of every output: never an input, never replaced without --force.
@@ -278,18 +297,23 @@ void add_benchmark_command(CLI::App& app) {
       check_output({o->plot, "--plot"}, {{o->model, "--model"}, {o->json, "--json"}}, o->force);
     const auto off_opt = offload_options(*off);
     if (off_opt.enabled()) {
-      if (o->model.empty()) fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");
+      if (o->model.empty())
+        fail(Status::InvalidArgument, "--gpu-memory benchmarks a model: add --model M.sf");
       const auto m = model::Model::open(o->model);
-      if (handle_plan_or_require_cuda(off_opt, *off, o->device, *m, o->prompt_tokens + o->new_tokens)) return;
-      run_offloaded_benchmark(o->model, off_opt, o->prompt_tokens, o->new_tokens, o->json, o->profile);
+      if (handle_plan_or_require_cuda(off_opt, *off, o->device, *m,
+                                      o->prompt_tokens + o->new_tokens))
+        return;
+      run_offloaded_benchmark(o->model, off_opt, o->prompt_tokens, o->new_tokens, o->json,
+                              o->profile);
       return;
     }
     if (!o->model.empty()) {
       // --plot for --model draws from the JSON file the run wrote.
       if (!o->plot.empty() && (o->json.empty() || o->json == "-"))
-        fail(Status::InvalidArgument, "--plot with --model draws from the results file: add --json FILE");
-      run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens, o->sparsity, o->json,
-                          o->profile);
+        fail(Status::InvalidArgument,
+             "--plot with --model draws from the results file: add --json FILE");
+      run_model_benchmark(o->model, o->device, o->batches, o->prompt_tokens, o->new_tokens,
+                          o->sparsity, o->json, o->profile);
       if (!o->plot.empty()) {
         report::write_tokens_plot(
             nlohmann::json::parse(read_text_file(o->json, "--json results file")), o->plot);

@@ -1,8 +1,8 @@
 // sparseflow calibrate: fit per-layer activation predictors (low-rank, on the attention input) over
 // calibration text, measure their recall and precision on held-out tokens, and store them in the
 // .sf file (atomically). docs/OFFLOAD.md explains the predictor and its cost.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -70,8 +70,10 @@ void run_calibrate(const CalibrateArgs& a) {
   const bool gpu = resolve_gpu_device("calibrate", a.device);
   set_cpu_threads(a.threads);
   if (!fs::is_regular_file(a.model) && !a.no_write)
-    fail(Status::InvalidArgument, "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
-         "first, or add --no-write", a.model);
+    fail(Status::InvalidArgument,
+         "--model '{}' is not a .sf file: predictors are stored in .sf files. Convert it "
+         "first, or add --no-write",
+         a.model);
   if (!a.output.empty())
     check_output({a.output, "--output"}, {{a.model, "--model"}, {a.calibration, "--calibration"}},
                  a.force);
@@ -80,8 +82,9 @@ void run_calibrate(const CalibrateArgs& a) {
   auto ids = model_tokenizer(*m).encode_with_bos(text, int32_t(m->config().bos_token_id));
   if (a.tokens > 0 && int64_t(ids.size()) > a.tokens) ids.resize(size_t(a.tokens));
   if (ids.size() < 32)
-    fail(Status::InvalidArgument, "--calibration '{}' gives {} tokens; calibrating needs hundreds or more",
-         a.calibration, ids.size());
+    fail(Status::InvalidArgument,
+         "--calibration '{}' gives {} tokens; calibrating needs hundreds or more", a.calibration,
+         ids.size());
   offload::PredictorFitOptions po;
   po.rank = a.rank;
   po.recall = a.recall;
@@ -95,27 +98,33 @@ void run_calibrate(const CalibrateArgs& a) {
   const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
   const double pairs = double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4;
   if (const uint64_t avail = available_host_memory(); avail > 0 && pairs > 0.9 * double(avail))
-    fail(Status::OutOfMemory, "calibrate: the (attention input, pre-activation) pairs of {} tokens x {} layers need "
-         "{:.1f} GiB of host memory, and {:.1f} GiB is available.\n---> HINT: lower --tokens, or calibrate a few layers "
-         "at a time with --layers (each run keeps the other layers' predictors).", ids.size(), nl,
-         pairs / double(1ull << 30), double(avail) / double(1ull << 30));
-  fmt::print(stderr, "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
-             "pairs on the {}\n", ids.size(), nl, pairs / (1 << 20), gpu ? "GPU" : "CPU");
+    fail(Status::OutOfMemory,
+         "calibrate: the (attention input, pre-activation) pairs of {} tokens x {} layers need "
+         "{:.1f} GiB of host memory, and {:.1f} GiB is available.\n---> HINT: lower --tokens, or "
+         "calibrate a few layers "
+         "at a time with --layers (each run keeps the other layers' predictors).",
+         ids.size(), nl, pairs / double(1ull << 30), double(avail) / double(1ull << 30));
+  fmt::print(
+      stderr,
+      "calibrate: {} tokens, {} layers; collecting {:.1f} MiB of (attention input, pre-activation) "
+      "pairs on the {}\n",
+      ids.size(), nl, pairs / (1 << 20), gpu ? "GPU" : "CPU");
   offload::CollectedActivations col =
       gpu ? backend::require_cuda("calibrate --device cuda").collect_activations(*m, ids, po, 0)
           : offload::collect_activations_cpu(*m, ids, po);
   std::optional<offload::ProfileResult> prof;
   if (a.with_profile) {  // from the same forward passes, before the fit releases them
     if (!po.layers.empty())
-      fail(Status::InvalidArgument, "calibrate --with-profile measures every layer; drop --layers, or run "
+      fail(Status::InvalidArgument,
+           "calibrate --with-profile measures every layer; drop --layers, or run "
            "`sparseflow profile` separately");
     prof = offload::profile_collected(col);
   }
   const auto r = offload::fit_collected(col, po);
   if (prof) fmt::print("activation profile:\n{}", offload::profile_table(*prof));
   fmt::print("{}", offload::calibration_table(r));
-  fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s ({}{} CPU threads)\n", r.forward_seconds, gpu ? "GPU" : "CPU",
-             r.fit_seconds, gpu ? "GPU products, " : "", cpu_threads());
+  fmt::print("forward pass {:.1f} s ({}), fits {:.1f} s ({}{} CPU threads)\n", r.forward_seconds,
+             gpu ? "GPU" : "CPU", r.fit_seconds, gpu ? "GPU products, " : "", cpu_threads());
   if (!a.no_write) {
     const std::string name = fs::path(a.calibration).filename().string();
     std::vector<offload::NewTensor> add;
@@ -134,8 +143,10 @@ void run_calibrate(const CalibrateArgs& a) {
 
 void add_calibrate_command(CLI::App& app) {
   auto a = std::make_shared<CalibrateArgs>();
-  auto* c = app.add_subcommand("calibrate", "Fit per-layer FFN activation predictors on calibration text and store "
-                                            "them in the .sf file");
+  auto* c =
+      app.add_subcommand("calibrate",
+                         "Fit per-layer FFN activation predictors on calibration text and store "
+                         "them in the .sf file");
   c->add_option("--model,-m", a->model,
                 "the .sf file (rewritten in place, atomically: a complete new file replaces it, "
                 "unless --output)")
@@ -144,22 +155,33 @@ void add_calibrate_command(CLI::App& app) {
                 "write the model with its predictors here instead of in place");
   c->add_flag("--force", a->force, "replace an existing --output");
   c->add_option("--calibration", a->calibration, "a UTF-8 text file")->required();
-  c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")->capture_default_str();
-  c->add_option("--rank", a->rank, "predictor rank R (u [hidden, R], v [R, ffn])")->capture_default_str();
+  c->add_option("--tokens", a->tokens, "use at most this many calibration tokens")
+      ->capture_default_str();
+  c->add_option("--rank", a->rank, "predictor rank R (u [hidden, R], v [R, ffn])")
+      ->capture_default_str();
   c->add_option("--recall", a->recall, "target recall on the fit tokens")->capture_default_str();
-  c->add_option("--margin", a->margin, "extra residual standard deviations of safety (more recall, more bytes)")
+  c->add_option("--margin", a->margin,
+                "extra residual standard deviations of safety (more recall, more bytes)")
       ->capture_default_str();
-  c->add_option("--heldout", a->heldout, "fraction of tokens (the last) kept to measure recall/precision")
+  c->add_option("--heldout", a->heldout,
+                "fraction of tokens (the last) kept to measure recall/precision")
       ->capture_default_str();
-  c->add_option("--ridge", a->ridge, "Gram regularisation relative to its mean diagonal")->capture_default_str();
+  c->add_option("--ridge", a->ridge, "Gram regularisation relative to its mean diagonal")
+      ->capture_default_str();
   c->add_option("--layers", a->layers, "only these layers, e.g. 0-7,12 (default: all)");
-  c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")->capture_default_str();
-  c->add_option("--device", a->device, "where the forward passes and the fits' large fp64 products run: cpu, cuda, or "
-                "auto (cuda when a GPU is present)")->capture_default_str();
-  c->add_flag("--with-profile", a->with_profile, "also measure the activation profile (per-neuron firing rates, as "
-             "`sparseflow profile` does) from the same forward passes and store it with the predictors");
+  c->add_option("--window", a->window, "tokens per forward pass (0: max_position_embeddings)")
+      ->capture_default_str();
+  c->add_option("--device", a->device,
+                "where the forward passes and the fits' large fp64 products run: cpu, cuda, or "
+                "auto (cuda when a GPU is present)")
+      ->capture_default_str();
+  c->add_flag(
+      "--with-profile", a->with_profile,
+      "also measure the activation profile (per-neuron firing rates, as "
+      "`sparseflow profile` does) from the same forward passes and store it with the predictors");
   c->add_flag("--no-write", a->no_write, "print the measurements only");
-  c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")->capture_default_str();
+  c->add_option("--threads", a->threads, "CPU threads (0: OpenMP's default)")
+      ->capture_default_str();
   c->callback([a] { run_calibrate(*a); });
 }
 

@@ -42,7 +42,7 @@ struct ConvertArgs {
   bool dampening_given = false;
   std::string max_ppl_increase;  // a mixed plan's budget, 5% or 0.05
   bool json = false, force = false;
-  bool neuron_major = false, keep_order = false;  // issue 6
+  bool neuron_major = false, keep_order = false;  // neuron bundles
 };
 
 // "5%" or "0.05" -> 0.05.

@@ -30,7 +30,7 @@ struct GenerateOptions {
   std::optional<int64_t> top_k;
   uint64_t seed = 0;
   int threads = 0;
-  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();  // issue 6
+  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();
 };
 
 void run_generate(const GenerateOptions& o) {

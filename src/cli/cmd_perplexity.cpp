@@ -26,7 +26,7 @@ struct PerplexityOptions {
   int64_t context = 0;
   bool json = false;
   int threads = 0;
-  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();  // issue 6
+  std::shared_ptr<OffloadFlags> offload = std::make_shared<OffloadFlags>();
 };
 
 void run_perplexity(const PerplexityOptions& o) {
@@ -53,7 +53,7 @@ void run_perplexity(const PerplexityOptions& o) {
     ids = parse_id_list(o.ids);
   }
   const int64_t context = o.context ? o.context : model.config().max_position_embeddings;
-  if (o.ffn_neurons == "predicted") {  // issue 6: what the predictors cost in output quality
+  if (o.ffn_neurons == "predicted") {  // what the predictors cost in output quality
     if (o.device != "cpu" || off_opt.enabled())
       fail(Status::InvalidArgument,
            "--ffn-neurons predicted runs on the CPU (it emulates the offloaded engine's "

@@ -35,8 +35,8 @@ enum class Action { Copy, Skip, Prune };
 struct Plan {
   const st::TensorInfo* tensor = nullptr;
   Action action = Action::Copy;
-  std::string note;          // why a 2-D floating tensor was skipped
-  std::vector<float> norms;  // Wanda: one activation norm per input channel
+  std::string note;                         // why a 2-D floating tensor was skipped
+  std::vector<float> norms;                 // Wanda: one activation norm per input channel
   const st::TensorInfo* hessian = nullptr;  // SparseGPT: [K, K] in the --hessians file
 };
 

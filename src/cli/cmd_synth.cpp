@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 struct SynthArgs {
   std::string arch = "tiny", output, format = "hf", dtype = "fp16", sparsity = "none";
   uint64_t seed = 0;
-  std::string activation_profile;  // issue 6: empty = plain random weights
+  std::string activation_profile;  // empty = plain random weights
   bool profiled = false, neuron_major = false, force = false;
   int64_t layers = 0;
 };
@@ -53,7 +53,7 @@ void run_synth(const SynthArgs& a) {
     fail(Status::InvalidArgument,
          "--sparsity 2:4 cannot be combined with --activation-profile or --neuron-major: "
          "the offloading experiments use dense neuron bundles (2:4 bundles are not written yet)");
-  if (a.profiled) {  // weights shaped so that FFN activations follow a stated profile (issue 6)
+  if (a.profiled) {  // weights shaped so that FFN activations follow a stated profile
     offload::ProfiledSynthOptions po;
     po.arch = a.arch;
     po.seed = a.seed;

@@ -1,8 +1,8 @@
 // sparseflow tune: measure SparseFlow's 2:4 GEMM configurations (and the dense fallback, with
 // cuBLAS dense for reference) on this GPU for the given weight shapes and batch sizes, and write
 // the winners to the tuning cache the runtime reads (docs/KERNELS.md, "Tuning cache").
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <charconv>
 #include <memory>
@@ -43,14 +43,16 @@ void run_tune(const TuneCliOptions& o) {
       fail(Status::InvalidArgument, "--size '{}': expected NxK, e.g. 4096x4096 (W is [N, K])", s);
     const int64_t n = parse_int(std::string_view(s).substr(0, x), "--size N");
     const int64_t k = parse_int(std::string_view(s).substr(x + 1), "--size K");
-    if (k % 4) fail(Status::InvalidArgument, "--size '{}': K must be a multiple of 4 for 2:4 sparsity", s);
+    if (k % 4)
+      fail(Status::InvalidArgument, "--size '{}': K must be a multiple of 4 for 2:4 sparsity", s);
     t.sizes.emplace_back(n, k);
   }
   t.batches.clear();
   size_t start = 0;
   while (true) {
     const size_t comma = o.batches.find(',', start);
-    t.batches.push_back(parse_int(std::string_view(o.batches).substr(start, comma - start), "--batch"));
+    t.batches.push_back(
+        parse_int(std::string_view(o.batches).substr(start, comma - start), "--batch"));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
@@ -58,11 +60,12 @@ void run_tune(const TuneCliOptions& o) {
   t.output = o.output;
   t.iters = o.iters;
   const auto r = gpu.tune_gemm(t);
-  fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10} {:>10}\n", "N", "K", "M", "chosen kernel", "ms", "dense ms");
+  fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10} {:>10}\n", "N", "K", "M", "chosen kernel", "ms",
+             "dense ms");
   for (const auto& e : r["entries"])
-    fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10.4f} {:>10.4f}\n", e["n"].get<int64_t>(), e["k"].get<int64_t>(),
-               e["m"].get<int64_t>(), e["kernel"].get<std::string>(), e["ms"].get<double>(),
-               e["dense_ms"].get<double>());
+    fmt::print("{:>7} {:>7} {:>6}  {:<26} {:>10.4f} {:>10.4f}\n", e["n"].get<int64_t>(),
+               e["k"].get<int64_t>(), e["m"].get<int64_t>(), e["kernel"].get<std::string>(),
+               e["ms"].get<double>(), e["dense_ms"].get<double>());
   fmt::print("tuning cache written to {}\n", r["path"].get<std::string>());
 }
 
@@ -70,12 +73,17 @@ void run_tune(const TuneCliOptions& o) {
 
 void add_tune_command(CLI::App& app) {
   auto o = std::make_shared<TuneCliOptions>();
-  CLI::App* cmd = app.add_subcommand("tune", "Measure the 2:4 GEMM kernels on this GPU and write the tuning cache");
-  cmd->add_option("--size", o->sizes, "Weight shapes NxK (W is [N, K]); repeat for several")->capture_default_str();
+  CLI::App* cmd = app.add_subcommand(
+      "tune", "Measure the 2:4 GEMM kernels on this GPU and write the tuning cache");
+  cmd->add_option("--size", o->sizes, "Weight shapes NxK (W is [N, K]); repeat for several")
+      ->capture_default_str();
   cmd->add_option("--batch", o->batches, "Comma-separated M values to tune")->capture_default_str();
-  cmd->add_option("--dtype", o->dtype, "fp16 or bf16")->check(CLI::IsMember({"fp16", "bf16"}))->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "fp16 or bf16")
+      ->check(CLI::IsMember({"fp16", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--output", o->output,
-                  "Cache file (default $SPARSEFLOW_TUNE_CACHE, else $XDG_CACHE_HOME/sparseflow/tune-<gpu>.json)");
+                  "Cache file (default $SPARSEFLOW_TUNE_CACHE, else "
+                  "$XDG_CACHE_HOME/sparseflow/tune-<gpu>.json)");
   cmd->add_option("--iters", o->iters, "Timed launches per measurement")->capture_default_str();
   cmd->callback([o] { run_tune(*o); });
 }

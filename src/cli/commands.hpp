@@ -27,8 +27,9 @@ void add_convert_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_synth_command(CLI::App& app);
 void add_tune_command(CLI::App& app);
-void add_profile_command(CLI::App& app);    // issue 6: activation profile
-void add_calibrate_command(CLI::App& app);  // issue 6: activation predictors
-void dispatch_argv0(int& argc, char**& argv);  // argv0.hpp: sparseflow-audit ARGS runs sparseflow audit ARGS
+void add_profile_command(CLI::App& app);    // per-neuron firing rates
+void add_calibrate_command(CLI::App& app);  // activation predictors
+void dispatch_argv0(int& argc,
+                    char**& argv);  // argv0.hpp: sparseflow-audit ARGS runs sparseflow audit ARGS
 
 }  // namespace sf::cli

@@ -1,6 +1,6 @@
 // sparseflow: one binary, one subcommand per job (see commands.hpp).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <new>
 
@@ -12,8 +12,9 @@
 int main(int argc, char** argv) {
   // An interrupted command (SIGINT, SIGTERM, SIGHUP) removes its temporaries before it dies.
   sf::install_signal_cleanup();
-  CLI::App app{"SparseFlow: LLM inference with 2:4 weight sparsity and activation-sparse offloading",
-               "sparseflow"};
+  CLI::App app{
+      "SparseFlow: LLM inference with 2:4 weight sparsity and activation-sparse offloading",
+      "sparseflow"};
   app.set_version_flag("--version", "sparseflow " SPARSEFLOW_VERSION_STRING);
   app.require_subcommand(1);
 

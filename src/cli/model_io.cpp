@@ -50,11 +50,13 @@ void require_cpu_device(const std::string& device) {
 
 bool resolve_gpu_device(const char* command, const std::string& device) {
   if (device != "cpu" && device != "cuda" && device != "auto")
-    fail(Status::InvalidArgument, "{} --device {}: expected cpu, cuda or auto (cuda when a GPU is present)", command,
+    fail(Status::InvalidArgument,
+         "{} --device {}: expected cpu, cuda or auto (cuda when a GPU is present)", command,
          device);
   if (device == "cpu") return false;
   const std::string no_gpu = backend::cuda_unavailable_reason();
-  if (device == "cuda" && !no_gpu.empty()) fail(Status::NoDevice, "{} --device cuda: {}", command, no_gpu);
+  if (device == "cuda" && !no_gpu.empty())
+    fail(Status::NoDevice, "{} --device cuda: {}", command, no_gpu);
   return no_gpu.empty();
 }
 

@@ -29,10 +29,10 @@ inline constexpr char kMagic[8] = {'S', 'F', 'M', 'O', 'D', 'E', 'L', '\0'};
 // Bumped only when an existing field changes meaning; additions (tensor kinds, metadata keys,
 // config fields) keep the version. A reader opens every version <= its own.
 inline constexpr uint32_t kFormatVersion = 1;
-inline constexpr uint64_t kAlignment = 64;   // suits cp.async (16 B) and TMA (128 B rows of 64 B)
+inline constexpr uint64_t kAlignment = 64;  // suits cp.async (16 B) and TMA (128 B rows of 64 B)
 inline constexpr uint64_t kPreambleSize = 24;
 // Features a file may list in "requires" that this reader understands (FORMAT.md): 2:4 tensors,
-// and FFNs stored only as neuron bundles (issue 6; Model::open and the CPU backend read them).
+// and FFNs stored only as neuron bundles (Model::open and the CPU backend read them).
 inline constexpr std::string_view kKnownFeatures[] = {"s24", "ffn_neuron_major"};
 
 // Tensor kinds this reader validates in depth. Any other kind is checked generically (bounds,
@@ -82,7 +82,9 @@ class File {
   const std::vector<Entry>& entries() const { return entries_; }  // table order
   const Entry* find(std::string_view name) const;
   const Entry& get(std::string_view name) const;  // throws Error(NotFound)
-  std::span<const uint8_t> data(const Part& p) const { return bytes_.subspan(data_start_ + p.offset, p.size); }
+  std::span<const uint8_t> data(const Part& p) const {
+    return bytes_.subspan(data_start_ + p.offset, p.size);
+  }
   // Recomputes every checksum; throws Error(Format) naming the first damaged tensor.
   void verify_checksums();
   // Keeps the mapping alive for views handed out (Model holds one per file).
@@ -121,9 +123,8 @@ EntrySpec s24_spec(std::string name, DType dtype, int64_t rows, int64_t cols);
 // finish(), it leaves no file behind and the target untouched.
 class Writer {
  public:
-  Writer(std::string path, std::string architecture, nlohmann::json config,
-         nlohmann::json metadata, std::vector<EntrySpec> entries,
-         std::vector<std::string> requires_features = {});
+  Writer(std::string path, std::string architecture, nlohmann::json config, nlohmann::json metadata,
+         std::vector<EntrySpec> entries, std::vector<std::string> requires_features = {});
   void write(std::span<const uint8_t> bytes);  // the next part; its size must match the spec
   void finish();
   size_t parts_total() const { return parts_.size(); }
@@ -133,7 +134,10 @@ class Writer {
  private:
   std::string path_;
   AtomicFile out_;
-  struct Slot { std::string entry, role; uint64_t offset, size; };
+  struct Slot {
+    std::string entry, role;
+    uint64_t offset, size;
+  };
   std::vector<Slot> parts_;
   std::vector<uint64_t> checksums_;
   uint64_t data_start_ = 0, data_size_ = 0;

@@ -18,7 +18,7 @@ namespace sf::model {
 inline constexpr const char* kConverterVersion = SPARSEFLOW_VERSION_STRING;
 
 struct ConvertOptions {
-  std::string sparsity = "none";   // "none" or "2:4"
+  std::string sparsity = "none";     // "none" or "2:4"
   std::string method = "magnitude";  // 2:4 only: "magnitude", "wanda" or "sparsegpt"
   // Wanda: per decoder linear ("model.decoder.layers.3.fc1"), the L2 norm of each input channel
   // over calibration tokens (collect_activation_norms in cpu_engine.hpp).
@@ -28,9 +28,9 @@ struct ConvertOptions {
   std::map<std::string, PrunedWeight> pruned;
   // Decoder linear weights written dense although the sparsity is 2:4 (a mixed plan).
   std::set<std::string> keep_dense;
-  std::optional<DType> dtype;      // element type of every float tensor (default: as loaded)
+  std::optional<DType> dtype;  // element type of every float tensor (default: as loaded)
   nlohmann::json extra_metadata = nlohmann::json::object();  // merged into the header metadata
-  // Issue 6: write each layer's FFN as neuron bundles (model.decoder.layers.N.ffn_neurons +
+  // Write each layer's FFN as neuron bundles (model.decoder.layers.N.ffn_neurons +
   // neuron_order, docs/FORMAT.md) instead of fc1/fc2, listing "ffn_neuron_major" in requires.
   // Bundles are ordered by firing rate (hottest first) when the source has an activation profile
   // (profile.layers.N.firing_rate) and hotness_order is set; otherwise in the source's order.
@@ -39,19 +39,19 @@ struct ConvertOptions {
 };
 
 struct LinearReport {
-  std::string name;               // "model.decoder.layers.0.fc1.weight"
+  std::string name;  // "model.decoder.layers.0.fc1.weight"
   int64_t layer = -1;
-  double relative_error = 0;      // ||W - W_2:4|| / ||W||
+  double relative_error = 0;  // ||W - W_2:4|| / ||W||
   double norm_sq = 0, dropped_sq = 0;
   // SparseGPT: ||(W - W_2:4) X^T|| / ||W X^T|| over the calibration rows; negative when unknown.
   double output_error = -1;
 };
 
 struct ConvertReport {
-  int64_t parameters = 0;         // logical elements of every model tensor (pruned zeros included)
+  int64_t parameters = 0;  // logical elements of every model tensor (pruned zeros included)
   uint64_t file_bytes = 0;
-  uint64_t dense_bytes = 0;       // what the weights would take dense in the output dtype
-  uint64_t weight_bytes = 0;      // what they take as written (2:4 values + metadata)
+  uint64_t dense_bytes = 0;   // what the weights would take dense in the output dtype
+  uint64_t weight_bytes = 0;  // what they take as written (2:4 values + metadata)
   std::vector<LinearReport> linears;
   // Per decoder layer: sqrt(sum dropped^2 / sum ||W||^2) over its pruned linears.
   std::vector<double> layer_relative_error;
@@ -66,8 +66,8 @@ using ConvertProgress = std::function<void(size_t, size_t, const std::string&, u
 // source's activation profile and predictors (profile.*, predictor.* tensors and metadata) are
 // carried over, permuted with the neurons when the order changes. A neuron-major source can be
 // converted back to row-major (original neuron order) or re-ordered.
-ConvertReport convert_to_sf(const Model& source, const std::string& output, const ConvertOptions& opt,
-                            const ConvertProgress& progress = {});
+ConvertReport convert_to_sf(const Model& source, const std::string& output,
+                            const ConvertOptions& opt, const ConvertProgress& progress = {});
 
 // Every decoder linear weight pruned to 2:4 as convert_to_sf would write it (opt.method and its
 // norms; SparseGPT's opt.pruned as they are), dense in the output dtype: the candidates a mixed

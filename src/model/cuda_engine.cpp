@@ -409,7 +409,7 @@ struct CudaEngineImpl::Impl {
   cudaGraphExec_t capture_step(const SamplingParams& s);
   void prepare_decode_profile(CudaEngineImpl& self, const char* what, int64_t prompt_tokens,
                               int64_t steps, int64_t b);
-  // issue 6 hook: whether the provider computes this layer's FFN.
+  // Whether the provider computes this layer's FFN.
   bool ffn_owned(int64_t li) const { return opt.ffn_provider && opt.ffn_provider->owns_ffn(li); }
   kk::AttentionArgs attention_args(int64_t li) const;
   void head(int64_t first_row, int64_t n_rows, float* out_logits);
@@ -687,7 +687,7 @@ void CudaEngineImpl::Impl::load() {
                           get(p + nm.v, KV, H, cfg.qkv_bias)},
                          p + "self_attn.qkv", attn_on_host);
     Ly.out = make_linear({get(p + nm.o, H, Q, cfg.o_bias)}, p + nm.o, attn_on_host);
-    // issue 6: an owned layer's FFN lives in the provider (its file may have no fc1/fc2).
+    // An owned layer's FFN lives in the provider (its file may have no fc1/fc2).
     if (!ffn_owned(i)) {
       if (model.ffn_neurons(i))
         fail(Status::UnsupportedShape,
@@ -957,7 +957,7 @@ void CudaEngineImpl::Impl::layer(int64_t li, const Rows& r) {
   }
   if (ffn_owned(li)) {
     if (r.decode) {
-      opt.ffn_provider->before_attention(li, x, n, stream);  // issue 6: predict + prefetch
+      opt.ffn_provider->before_attention(li, x, n, stream);  // predict + prefetch
       mark("ffn_predict", 0);
     } else {
       opt.ffn_provider->prefill_attention_input(li, x, n, stream);

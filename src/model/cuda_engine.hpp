@@ -32,7 +32,7 @@
 
 namespace sf::model {
 
-// ---- issue 6 hook: a layer's FFN computed outside the engine (src/offload/cuda implements it)
+// ---- A layer's FFN computed outside the engine (src/offload/cuda implements it)
 // ---- For the layers a provider owns, CudaEngine uploads no fc1/fc2 and calls the provider where
 // it would run them. Plain MLPs only (fc1, act, fc2): activation sparsity of a gated MLP is not
 // modelled yet, so the engine refuses a provider for a gated model. Streams are cudaStream_t passed
@@ -63,18 +63,17 @@ class FfnProvider {
   // the provider can split its FFN into its own stages; an empty function after the pass.
   virtual void set_stage_marker(std::function<void(const char* stage, double bytes)> /*mark*/) {}
 };
-// ---- end of the issue 6 hook
+// ---- end of the FFN provider
 // ------------------------------------------------------------------------
 
 struct CudaOptions {
   int device = 0;
-  FfnProvider* ffn_provider =
-      nullptr;  // issue 6: not owned, must outlive the engine; null: all resident
+  FfnProvider* ffn_provider = nullptr;  // not owned, must outlive the engine; null: all resident
   // Widen every weight to fp32 on upload and compute in fp32 throughout: the exact-semantics mode
   // the tests compare with HF's fp32 logits at CPU tolerances. Twice the memory of fp16.
   bool fp32_compute = false;
   bool use_graph = true;  // false: every decode step is launched kernel by kernel (debugging)
-  // issue 6: the last `attention_host_layers` layers keep their q/k/v/out weight matrices (dense
+  // The last `attention_host_layers` layers keep their q/k/v/out weight matrices (dense
   // only; biases stay on the GPU) in mapped, write-combined pinned host memory, and the same
   // kernels (decode GEMV, cuBLAS) read them over PCIe every token: the same bytes, so the same
   // output. For a GPU budget that cannot hold all the attention (src/offload/planner.hpp).

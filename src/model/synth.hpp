@@ -21,7 +21,7 @@ struct SynthShape {
   int64_t hidden, layers, heads, ffn, max_positions, word_embed_proj_dim, vocab;
   bool pre_norm;
 };
-// Shapes from the published OPT configs belong here (issue 6 adds opt-125m ... opt-30b rows).
+// The tiny shapes; the published OPT and Llama-family shapes are in synth_large.hpp.
 inline constexpr SynthShape kSynthShapes[] = {
     // A model that runs anywhere in milliseconds: 2 layers, 4 heads of 16, ReLU FFN of 256.
     {"tiny", 64, 2, 4, 256, 128, 64, 0, true},
@@ -35,10 +35,10 @@ struct SynthOptions {
   float init_std = 0.02f;  // N(0, std) weights, as HF's OPT initialisation
   // Variants of the checkpoint layout (the loader's tests use every one):
   std::optional<int64_t> word_embed_proj_dim;  // != hidden adds project_in / project_out
-  std::optional<bool> pre_norm;    // false: post-layernorm
+  std::optional<bool> pre_norm;                // false: post-layernorm
   bool tie_word_embeddings = true;             // false: a separate lm_head.weight
-  bool model_prefix = true;                    // "model.decoder.*" (OPTForCausalLM) or "decoder.*" (OPTModel)
-  int shards = 1;                              // > 1: model-0000i-of-0000n.safetensors + index json
+  bool model_prefix = true;  // "model.decoder.*" (OPTForCausalLM) or "decoder.*" (OPTModel)
+  int shards = 1;            // > 1: model-0000i-of-0000n.safetensors + index json
 };
 
 // The config the options describe (vocab from the built-in tokenizer when the shape says 0).

@@ -1,4 +1,4 @@
-// The offloaded OPT engine (issue 6): the CUDA engine (model/cuda_engine.hpp) with every layer's
+// The offloaded OPT engine: the CUDA engine (model/cuda_engine.hpp) with every layer's
 // FFN computed by the neuron-level offload runtime (src/offload/cuda/): hot neurons pinned on the
 // GPU, an LRU cache of neuron bundles, predicted-active neurons fetched from mapped pinned host
 // memory while attention runs, the sparse FFN over cache slots. Plain C++ interface (no CUDA
@@ -31,26 +31,31 @@ class NeuronStore;
 
 // Knobs of the runtime that are not user options (tests and the benchmark script set them).
 struct OffloadTuning {
-  int recall_every = 4;       // --stats: check the prediction against the exact set every N tokens (0: never)
-  int fetch_grid = 0;         // blocks of the fetch kernel (0: 2 per SM)
-  bool probe = true;          // measure PCIe (kernel and DMA) and CPU bandwidth at startup
+  int recall_every =
+      4;  // --stats: check the prediction against the exact set every N tokens (0: never)
+  int fetch_grid = 0;             // blocks of the fetch kernel (0: 2 per SM)
+  bool probe = true;              // measure PCIe (kernel and DMA) and CPU bandwidth at startup
   int64_t context_tokens = 2048;  // the KV cache the plan reserves when no plan is given
 };
 
 // What --stats reports: sums over the decode steps since the last generate() began (prefill
 // excluded), per token where it says so.
 struct OffloadStats {
-  int64_t tokens = 0;                  // decode steps
-  double active = 0;                   // neurons in the active lists (predicted, or exact), all layers
-  double hits = 0, fetched = 0, overflow = 0;  // of those: on the GPU, copied in, read from the host directly
-  double cpu_neurons = 0;              // computed on the CPU (cpu policy)
-  double pcie_bytes = 0;               // bytes over PCIe (fetches, direct reads, streamed layers, cpu x/y)
+  int64_t tokens = 0;  // decode steps
+  double active = 0;   // neurons in the active lists (predicted, or exact), all layers
+  double hits = 0, fetched = 0,
+         overflow = 0;     // of those: on the GPU, copied in, read from the host directly
+  double cpu_neurons = 0;  // computed on the CPU (cpu policy)
+  double pcie_bytes = 0;   // bytes over PCIe (fetches, direct reads, streamed layers, cpu x/y)
   double exact_rows = 0, exact_active = 0, true_pos = 0, false_pos = 0;  // recall checks
-  double step_ms = 0, transfer_ms = 0, wait_ms = 0;  // GPU time of the layers, of the transfers, waited for
+  double step_ms = 0, transfer_ms = 0,
+         wait_ms = 0;  // GPU time of the layers, of the transfers, waited for
   double timed_steps = 0;
   double hit_rate() const { return active > 0 ? hits / active : 1.0; }
   double recall() const { return exact_active > 0 ? true_pos / exact_active : 1.0; }
-  double precision() const { return true_pos + false_pos > 0 ? true_pos / (true_pos + false_pos) : 1.0; }
+  double precision() const {
+    return true_pos + false_pos > 0 ? true_pos / (true_pos + false_pos) : 1.0;
+  }
   double bytes_per_token() const { return tokens ? pcie_bytes / double(tokens) : 0.0; }
   nlohmann::ordered_json to_json() const;
 };
@@ -59,7 +64,7 @@ struct OffloadStats {
 struct OffloadProbe {
   double pcie_kernel_GBps = 0;  // zero-copy: a kernel reading mapped pinned host memory
   double pcie_dma_GBps = 0;     // one large cudaMemcpyAsync from pinned host memory
-  double cpu_GBps = 0;          // the CPU computing cold neurons from host bundles (bundle bytes / s)
+  double cpu_GBps = 0;  // the CPU computing cold neurons from host bundles (bundle bytes / s)
 };
 
 class OffloadedOpt {

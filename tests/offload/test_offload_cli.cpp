@@ -1,4 +1,5 @@
-// The CLI side of issue 6, run through the built `sparseflow` binary: synth --activation-profile
+// The CLI side of neuron-level offloading, run through the built `sparseflow` binary: synth
+// --activation-profile
 // (--neuron-major), profile, calibrate, convert --neuron-major, --plan, and the errors a user sees
 // (offload flags without --gpu-memory, --gpu-memory on the CPU, a budget below the minimum).
 #include <cstdio>
@@ -62,7 +63,8 @@ TEST_F(OffloadCliTest, SynthProfileCalibrateConvertPlan) {
   r = run("generate -m " + path("nm.sf") + " --ids 2,5,7 -n 3 --gpu-memory 1GiB --plan");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("whole model fits"), std::string::npos) << r.out;
-  r = run("perplexity -m " + path("nm.sf") + " --ids 2,5,7,9,11 --gpu-memory 0.9 --gpu-cache-ratio 0.5 --plan");
+  r = run("perplexity -m " + path("nm.sf") +
+          " --ids 2,5,7,9,11 --gpu-memory 0.9 --gpu-cache-ratio 0.5 --plan");
   EXPECT_EQ(r.rc, 2) << r.out;  // 0.9 of a tiny model cannot hold its fixed part + workspace
   EXPECT_NE(r.out.find("raise it to at least"), std::string::npos) << r.out;
 }
@@ -79,7 +81,8 @@ TEST_F(OffloadCliTest, ErrorsSayWhatToDo) {
   r = run("generate -m " + m + " --ids 2,5 -n 2 --gpu-memory lots --plan");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("expected a size"), std::string::npos) << r.out;
-  r = run("generate -m " + m + " --ids 2,5 -n 2 --gpu-memory 2GiB --offload-policy teleport --plan");
+  r = run("generate -m " + m +
+          " --ids 2,5 -n 2 --gpu-memory 2GiB --offload-policy teleport --plan");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("fetch, cpu, auto or stream"), std::string::npos) << r.out;
   r = run("synth --arch tiny --neuron-major -o " + path("x"));
@@ -107,18 +110,20 @@ TEST_F(OffloadCliTest, ErrorsSayWhatToDo) {
   r = run("profile -m " + m + " --calibration " + calib() + " --device tpu --no-write");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("expected cpu, cuda or auto"), std::string::npos) << r.out;
-  r = run("calibrate -m " + m + " --calibration " + calib() + " --with-profile --layers 0 --rank 8 --device cpu");
+  r = run("calibrate -m " + m + " --calibration " + calib() +
+          " --with-profile --layers 0 --rank 8 --device cpu");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("drop --layers"), std::string::npos) << r.out;
 }
 
-// calibrate --with-profile: the predictors and the profile in one rewrite, the profile equal to what
-// `profile` measures on the same tokens (same passes, same counting).
+// calibrate --with-profile: the predictors and the profile in one rewrite, the profile equal to
+// what `profile` measures on the same tokens (same passes, same counting).
 TEST_F(OffloadCliTest, CalibrateWithProfileStoresTheProfile) {
   const std::string m = path("m.sf"), p = path("p.sf"), c = calib();
   ASSERT_EQ(run("synth --arch tiny --format sf --activation-profile sparsity=0.9 -o " + m).rc, 0);
   std::filesystem::copy_file(m, p);
-  CliRun r = run("calibrate -m " + m + " --calibration " + c + " --rank 8 --device cpu --with-profile");
+  CliRun r =
+      run("calibrate -m " + m + " --calibration " + c + " --rank 8 --device cpu --with-profile");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("profile.layers.N.firing_rate"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("activation profile:"), std::string::npos) << r.out;
