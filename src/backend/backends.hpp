@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -20,6 +21,7 @@
 #include "core/dtype.hpp"
 #include "kernels/cuda/cuda_api.hpp"
 #include "model/cuda_engine.hpp"
+#include "model/sparsegpt_model.hpp"
 #include "offload/offloaded_opt.hpp"
 #include "offload/predictor_fit.hpp"
 #include "sparse24/sparse24.hpp"
@@ -86,6 +88,11 @@ class CudaBackend {
   virtual offload::CollectedActivations collect_activations(
       const model::Model& model, std::span<const int32_t> tokens,
       const offload::PredictorFitOptions& options, int device) const = 0;
+  // SparseGPT over a model on the GPU (model/sparsegpt_model.hpp).
+  virtual std::map<std::string, model::PrunedWeight> sparsegpt_prune_model(
+      const model::Model& model, std::span<const int32_t> tokens,
+      const model::SparseGptModelOptions& options, const model::LayerProgress& progress,
+      int device) const = 0;
   // The predictor fit's large fp64 products on the GPU.
   virtual std::unique_ptr<offload::ReducedRankSolver> reduced_rank(const double* ac,
                                                                    const double* zc, int64_t t1,

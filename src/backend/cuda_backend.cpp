@@ -30,6 +30,12 @@ class Cuda final : public CudaBackend {
                                                     int device) const override {
     return offload::collect_activations_cuda(model, tokens, options, device);
   }
+  std::map<std::string, model::PrunedWeight> sparsegpt_prune_model(
+      const model::Model& model, std::span<const int32_t> tokens,
+      const model::SparseGptModelOptions& options, const model::LayerProgress& progress,
+      int device) const override {
+    return model::sparsegpt_prune_model_cuda(model, tokens, options, progress, device);
+  }
   std::unique_ptr<offload::ReducedRankSolver> reduced_rank(const double* ac, const double* zc,
                                                            int64_t t1, int64_t d,
                                                            int64_t ffn) const override {

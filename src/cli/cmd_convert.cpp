@@ -16,6 +16,7 @@
 #include <set>
 #include <span>
 
+#include "backend/backends.hpp"
 #include "cli/commands.hpp"
 #include "cli/model_io.hpp"
 #include "cli/table.hpp"
@@ -38,6 +39,8 @@ struct ConvertArgs {
   std::string input, output, sparsity = "none", method = "magnitude", calibration, dtype = "fp16";
   std::string config;  // a bare .pt's config.json when it is not beside the file
   int64_t calibration_tokens = 4096;
+  int64_t calibration_window = 0;
+  std::string device = "auto";
   double dampening = 0.01;  // SparseGPT
   bool dampening_given = false;
   std::string max_ppl_increase;  // a mixed plan's budget, 5% or 0.05
@@ -265,11 +268,26 @@ void run_convert(const ConvertArgs& a) {
       model::SparseGptModelOptions so;
       so.solver.dampening = a.dampening;
       so.dtype = *dtype;
+      so.window = a.calibration_window;
+      const bool gpu = resolve_gpu_device("convert --method sparsegpt", a.device);
+      const auto sgpt_t0 = std::chrono::steady_clock::now();
       Progress layers("sparsegpt", double(src->config().num_hidden_layers), "layers");
-      co.pruned = model::sparsegpt_prune_model(
-          *src, ids, so, [&](int64_t done, int64_t, double) { layers.update(double(done)); });
+      const model::LayerProgress on_layer = [&](int64_t done, int64_t, double) {
+        layers.update(double(done));
+      };
+      co.pruned = gpu ? backend::require_cuda("convert --method sparsegpt --device cuda")
+                            .sparsegpt_prune_model(*src, ids, so, on_layer, 0)
+                      : model::sparsegpt_prune_model(*src, ids, so, on_layer);
       layers.finish();
+      const double sgpt_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - sgpt_t0).count();
+      fmt::print(stderr, "convert: SparseGPT took {:.1f} s on the {}\n", sgpt_s,
+                 gpu ? "GPU" : "CPU");
       co.extra_metadata["sparsity.dampening"] = a.dampening;
+      co.extra_metadata["sparsity.device"] = gpu ? "cuda" : "cpu";
+      co.extra_metadata["sparsity.seconds"] = sgpt_s;
+      if (a.calibration_window > 0)
+        co.extra_metadata["sparsity.calibration_window"] = a.calibration_window;
     }
   }
   if (plan) {
@@ -369,6 +387,14 @@ void add_convert_command(CLI::App& app) {
                 "each linear's cost alone first; prints the plan");
   c->add_option("--calibration-tokens", a->calibration_tokens,
                 "at most this many calibration tokens")
+      ->capture_default_str();
+  c->add_option("--calibration-window", a->calibration_window,
+                "sparsegpt: tokens per calibration sample, run as independent sequences (0: the "
+                "model's context)")
+      ->capture_default_str();
+  c->add_option("--device", a->device,
+                "sparsegpt: where the calibration passes and the solver run: cpu, cuda, or auto "
+                "(cuda when a GPU is present)")
       ->capture_default_str();
   c->add_option("--dtype", a->dtype, "element type of the weights: fp16, bf16 or fp32")
       ->capture_default_str();

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string_view>
 
@@ -132,6 +133,12 @@ class CudaEngineImpl final : public CudaEngine {
   std::string prefill_plans() const override;
   bool sparse() const override;
   double measure_copy_bandwidth(size_t bytes = size_t(1) << 30) override;
+  void set_input_observer(DeviceInputObserver obs) override;
+  void embed_rows(std::span<const int32_t> tokens, float* h) override;
+  void run_layer(int64_t layer, const float* in, float* out, int64_t n) override;
+  void replace_weight(const std::string& name, const void* w, DType dt) override;
+  void* stream_handle() const override;
+  DType activation_dtype() const override;
 
  private:
   struct Impl;
@@ -258,6 +265,25 @@ struct CudaEngineImpl::Impl {
     double per_position;
   };
   std::vector<Mark> prof_marks;
+
+  // Calibration (set_input_observer, replace_weight): each layer's HF linears by the input they
+  // read, and where each HF linear's rows live in the fused device weights.
+  struct InputNames {
+    std::vector<std::string> qkv, o, up, down;
+  };
+  std::vector<InputNames> input_names;
+  CudaEngine::DeviceInputObserver input_obs;
+  struct WeightSlot {
+    DLinear* lin = nullptr;
+    int64_t row0 = 0;  // stacked (q | k | v): the first row; gate/up: 0
+    int part = 0;      // gate/up: 0 gate, 1 up (rows interleave)
+    int64_t rows = 0;
+  };
+  std::map<std::string, WeightSlot> weight_slots;  // by "model.layers.3.mlp.up_proj.weight"
+  void observe(int64_t li, const std::vector<std::string>& names, const void* xin, int64_t n,
+               int64_t in) {
+    if (input_obs) input_obs(li, names, xin, n, in, stream);
+  }
   void mark(const char* stage, double bytes, double per_position = 0) {
     if (!profiling) return;
     if (prof_marks.size() + 1 >= prof_events.size()) {
@@ -715,6 +741,28 @@ void CudaEngineImpl::Impl::load() {
       kk::launch_cast(d->bias, d->out, d->bias_act, act_dt, stream);
     }
     layers.push_back(Ly);
+    InputNames in;
+    in.qkv = {p + nm.q, p + nm.k, p + nm.v};
+    in.o = {p + nm.o};
+    in.up = gated ? std::vector<std::string>{p + nm.gate, p + nm.up} : std::vector{p + nm.up};
+    in.down = {p + nm.down};
+    input_names.push_back(std::move(in));
+  }
+  for (int64_t i = 0; i < L; ++i) {  // `layers` no longer moves
+    const std::string p = cfg.layer_prefix(i);
+    DLayer& Ly = layers[size_t(i)];
+    weight_slots[p + nm.q + ".weight"] = {&Ly.qkv, 0, 0, Q};
+    weight_slots[p + nm.k + ".weight"] = {&Ly.qkv, Q, 0, KV};
+    weight_slots[p + nm.v + ".weight"] = {&Ly.qkv, Q + KV, 0, KV};
+    weight_slots[p + nm.o + ".weight"] = {&Ly.out, 0, 0, H};
+    if (ffn_owned(i)) continue;
+    if (gated) {
+      weight_slots[p + nm.gate + ".weight"] = {&Ly.up, 0, 0, F};
+      weight_slots[p + nm.up + ".weight"] = {&Ly.up, 0, 1, F};
+    } else {
+      weight_slots[p + nm.up + ".weight"] = {&Ly.up, 0, 0, F};
+    }
+    weight_slots[p + nm.down + ".weight"] = {&Ly.down, 0, 0, H};
   }
   SF_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (any_sparse) sgemm = std::make_unique<sf::cuda::SparseGemm>(stream);
@@ -967,9 +1015,12 @@ void CudaEngineImpl::Impl::layer(int64_t li, const Rows& r) {
   // can be fused in 16 bits: half the bytes written and re-read, and k and v are stored 16-bit in
   // the cache anyway (HF's q_proj output is 16-bit too).
   const bool qkv16 = !r.decode && act != DType::F32 && (!Ly.qkv.bias || Ly.qkv.bias_act);
+  const bool observed = input_obs && !r.decode;
+  if (observed) observe(li, input_names[size_t(li)].qkv, x, n, H);
   linear(Ly.qkv, x, n, qkv, qkv16 ? act : DType::F32);
   mark("qkv", work(Ly.qkv, r));
   attention(li, r, qkv16);
+  if (observed) observe(li, input_names[size_t(li)].o, attn, n, Q);
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
   mark("out_proj", work(Ly.out, r));
   std::swap(h, h2);
@@ -1052,8 +1103,11 @@ void CudaEngineImpl::Impl::mlp(int64_t li, const Rows& r) {
     return;
   }
   const DLayer& Ly = layers[size_t(li)];
+  const bool observed = input_obs && !r.decode;
+  if (observed) observe(li, input_names[size_t(li)].up, x, r.n, H);
   linear(Ly.up, x, r.n, ff, act, nullptr, mlp_act);
   mark(gated ? "gate_up" : "up", work(Ly.up, r));
+  if (observed) observe(li, input_names[size_t(li)].down, ff, r.n, F);
   linear(Ly.down, ff, r.n, h2, DType::F32, /*residual=*/h);
   mark("down", work(Ly.down, r));
 }
@@ -1655,6 +1709,82 @@ double CudaEngineImpl::measure_copy_bandwidth(size_t bytes) {
   cudaFree(a);
   cudaFree(b);
   return 2.0 * double(bytes) * kIters / (double(ms) * 1e-3);  // read + written
+}
+
+void CudaEngineImpl::set_input_observer(DeviceInputObserver obs) {
+  impl_->input_obs = std::move(obs);
+}
+
+void* CudaEngineImpl::stream_handle() const {
+  return impl_->stream;
+}
+
+DType CudaEngineImpl::activation_dtype() const {
+  return impl_->act;
+}
+
+void CudaEngineImpl::embed_rows(std::span<const int32_t> tokens, float* out) {
+  auto& m = *impl_;
+  const int64_t n = int64_t(tokens.size());
+  if (n == 0) fail(Status::InvalidArgument, "embed_rows() got no tokens; pass at least one id.");
+  if (m.batch != 1 || m.length != 0 || n > m.cap)
+    fail(Status::InvalidArgument,
+         "embed_rows: {} tokens need an empty batch-1 cache of at least {} tokens (this one: "
+         "batch {}, {} of {} held); call reset({}) first.",
+         n, n, m.batch, m.length, m.cap, n);
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= m.V)
+      fail(Status::InvalidArgument, "token id {} at index {} is outside the vocabulary [0, {}).",
+           tokens[size_t(i)], i, m.V);
+  SF_CUDA_CHECK(
+      cudaMemcpyAsync(m.d_tokens, tokens.data(), size_t(n) * 4, cudaMemcpyHostToDevice, m.stream));
+  m.embed(m.d_tokens, n, n);
+  SF_CUDA_CHECK(cudaMemcpyAsync(out, m.h, size_t(n * m.H) * 4, cudaMemcpyDeviceToDevice, m.stream));
+  SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));  // `tokens` may go once this returns
+}
+
+void CudaEngineImpl::run_layer(int64_t layer, const float* in, float* out, int64_t n) {
+  auto& m = *impl_;
+  if (layer < 0 || layer >= m.L)
+    fail(Status::InvalidArgument, "run_layer: layer {} is outside [0, {})", layer, m.L);
+  if (n <= 0 || m.batch != 1 || m.length != 0 || n > m.cap)
+    fail(Status::InvalidArgument,
+         "run_layer: {} rows need an empty batch-1 cache of at least {} tokens (this one: batch "
+         "{}, {} of {} held); call reset({}) first.",
+         n, n, m.batch, m.length, m.cap, n);
+  SF_CUDA_CHECK(cudaMemcpyAsync(m.h, in, size_t(n * m.H) * 4, cudaMemcpyDeviceToDevice, m.stream));
+  if (!m.pre) kk::launch_cast(m.h, n * m.H, m.x, m.act_dt, m.stream);  // post-norm reads act(h)
+  m.layer(layer, Rows{n, /*decode=*/false, 0, 0});
+  if (out)
+    SF_CUDA_CHECK(
+        cudaMemcpyAsync(out, m.h, size_t(n * m.H) * 4, cudaMemcpyDeviceToDevice, m.stream));
+}
+
+void CudaEngineImpl::replace_weight(const std::string& name, const void* w, DType dt) {
+  auto& m = *impl_;
+  const auto it = m.weight_slots.find(name);
+  if (it == m.weight_slots.end())
+    fail(Status::NotFound,
+         "replace_weight: {} is not a decoder linear weight of this engine (expected a name like "
+         "{}self_attn.q_proj.weight)",
+         name, m.cfg.layer_prefix(0));
+  const Impl::WeightSlot& s = it->second;
+  const DLinear& d = *s.lin;
+  if (d.sparse || !d.dense)
+    fail(Status::UnsupportedShape,
+         "replace_weight: {} is 2:4 on this GPU; weights are replaced in dense engines only", name);
+  const size_t row_bytes = size_t(d.in) * m.act_size;
+  std::vector<uint8_t> buf(size_t(s.rows) * row_bytes);
+  convert(buf.data(), w, dt, s.rows * d.in, m.act);
+  char* base = static_cast<char*>(d.dense);
+  if (d.gated)  // rows 2j + part
+    SF_CUDA_CHECK(cudaMemcpy2DAsync(base + size_t(s.part) * row_bytes, 2 * row_bytes, buf.data(),
+                                    row_bytes, row_bytes, size_t(s.rows), cudaMemcpyDefault,
+                                    m.stream));
+  else
+    SF_CUDA_CHECK(cudaMemcpyAsync(base + size_t(s.row0) * row_bytes, buf.data(), buf.size(),
+                                  cudaMemcpyDefault, m.stream));
+  SF_CUDA_CHECK(cudaStreamSynchronize(m.stream));  // buf goes out of scope
 }
 
 }  // namespace sf::model

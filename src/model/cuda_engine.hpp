@@ -191,6 +191,31 @@ class CudaEngine {
   // Device-to-device copy bandwidth measured now (bytes read + written per second), the figure
   // the HBM limit is taken against (DESIGN.md).
   virtual double measure_copy_bandwidth(size_t bytes = size_t(1) << 30) = 0;
+
+  // ---- One decoder layer at a time, for calibration that changes a layer's weights before the
+  // next one runs (SparseGPT on the GPU; CpuEngine::embed / run_layer on the CPU). Batch-1 cache,
+  // empty (length() 0), positions 0..n-1; length() stays 0. Device pointers of this engine's GPU.
+  //
+  // While set, a prefill hands the observer the input of every decoder linear as it runs:
+  // `linears` are the HF linears that read it ("model.layers.3.self_attn.q_proj", k_proj and
+  // v_proj share one input; "...mlp.gate_proj" and up_proj another), x is [rows, in] in the
+  // engine's activation type, and `stream` (a cudaStream_t) is where the observer enqueues its
+  // work, before the engine's next kernel. Unset, a prefill does no extra work.
+  using DeviceInputObserver =
+      std::function<void(int64_t layer, const std::vector<std::string>& linears, const void* x,
+                         int64_t rows, int64_t in, void* stream)>;
+  virtual void set_input_observer(DeviceInputObserver obs) = 0;
+  // h [tokens.size(), hidden] fp32 (device) = the residual stream entering layer 0.
+  virtual void embed_rows(std::span<const int32_t> tokens, float* h) = 0;
+  // out [n, hidden] = layer `layer` applied to in [n, hidden] (fp32, device; out may be in, or
+  // null to only run the observer); the layer's keys and values go to the cache rows 0..n-1.
+  virtual void run_layer(int64_t layer, const float* in, float* out, int64_t n) = 0;
+  // Replaces the dense decoder weight `name` ("model.layers.3.mlp.up_proj.weight") by w ([out,
+  // in] of dtype dt, host memory), rounded to the activation type. Throws Error(NotFound) for a
+  // name that is not a decoder linear, Error(UnsupportedShape) for a 2:4 engine.
+  virtual void replace_weight(const std::string& name, const void* w, DType dt) = 0;
+  virtual void* stream_handle() const = 0;     // the cudaStream_t the engine's work runs on
+  virtual DType activation_dtype() const = 0;  // of the activations (= the weights' type)
 };
 
 // The engine on one GPU: uploads the model (which must outlive it). Throws Error(NoDevice) without

@@ -20,6 +20,10 @@ namespace sf::model {
 struct SparseGptModelOptions {
   s24::SparseGptOptions solver;  // dampening and block size; its mask must stay empty
   std::optional<DType> dtype;    // element type of the pruned weights (default: each weight's own)
+  // Tokens per calibration sample: the calibration tokens run as independent sequences of this
+  // length (the last one shorter). 0: the model's context, max_position_embeddings (the sliding
+  // window where that is shorter).
+  int64_t window = 0;
 };
 
 // One pruned decoder linear, dense: 2 of every 4 along `in` are zero, the rest updated.
@@ -46,5 +50,28 @@ std::map<std::string, PrunedWeight> sparsegpt_prune_model(const Model& model,
                                                           std::span<const int32_t> tokens,
                                                           const SparseGptModelOptions& opt,
                                                           const LayerProgress& progress = {});
+
+// The same on one GPU (device index `device`): the calibration forward passes by CudaEngine's
+// layer-at-a-time calls, the Hessians as cuBLAS products of the layers' fp16/bf16/fp32 inputs (as
+// the engine runs them) summed in fp32, the solver in fp64 (cuda::SparseGptSolver). Equal to the
+// CPU run up to rounding (the CPU computes activations in fp32). CUDA backend only: host code
+// reaches it through backend::require_cuda(...).sparsegpt_prune_model. Also throws
+// Error(OutOfMemory) when the calibration activations do not fit beside the model, saying how
+// many tokens would.
+std::map<std::string, PrunedWeight> sparsegpt_prune_model_cuda(const Model& model,
+                                                               std::span<const int32_t> tokens,
+                                                               const SparseGptModelOptions& opt,
+                                                               const LayerProgress& progress,
+                                                               int device);
+
+// What both runs share: the checks on the inputs, the calibration samples, and a solver result
+// as the weight to write.
+void check_sparsegpt_inputs(const Model& model, std::span<const int32_t> tokens,
+                            const SparseGptModelOptions& opt);
+std::vector<std::span<const int32_t>> calibration_windows(const arch::ModelDesc& c,
+                                                          std::span<const int32_t> tokens,
+                                                          int64_t window);
+PrunedWeight pruned_weight(const s24::SparseGptResult& r, const Tensor& original,
+                           std::optional<DType> dtype);
 
 }  // namespace sf::model

@@ -37,7 +37,7 @@ std::unique_ptr<test::MemModel> tiny_mistral() {
 TEST(SparseGptModel, EveryDecoderLinearIsTwoFourAndRunsTwiceTheSame) {
   auto m = tiny_mistral();
   const auto& c = m->config();
-  // 150 tokens: three windows of the model's 64 positions.
+  // 150 tokens: four samples of the model's 48-token sliding window.
   const auto tokens = some_tokens(150, c.vocab_size, 3);
   const auto pruned = sparsegpt_prune_model(*m, tokens, {});
   size_t expected = 0;
@@ -85,7 +85,9 @@ TEST(SparseGptModel, LayerOneIsCalibratedOnLayerZeroPruned) {
     engine.set_observer([&](const std::string& p, const float* x, int64_t rows, int64_t) {
       if (p == prefix) h.add(x, rows);
     });
-    const int64_t window = c.max_position_embeddings;
+    // The calibration samples: the model's context, here its sliding window (48 of 64).
+    const int64_t window = std::min<int64_t>(c.max_position_embeddings, c.sliding_window);
+    ASSERT_EQ(window, 48);
     for (size_t start = 0; start < tokens.size(); start += size_t(window)) {
       KvCache cache = engine.make_cache(window);
       engine.forward(
