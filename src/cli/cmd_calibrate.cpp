@@ -93,7 +93,10 @@ void run_calibrate(const CalibrateArgs& a) {
   po.ridge = a.ridge;
   po.window = a.window;
   po.layers = parse_layers(a.layers);
-  po.gpu = gpu;  // the fits' large fp64 products too
+  if (gpu)  // the fits' large fp64 products too
+    po.gpu_solver = [](const double* ac, const double* zc, int64_t t1, int64_t d, int64_t ffn) {
+      return backend::require_cuda("the predictor fit on the GPU").reduced_rank(ac, zc, t1, d, ffn);
+    };
   const auto& c = m->config();
   const int64_t nl = po.layers.empty() ? c.num_hidden_layers : int64_t(po.layers.size());
   const double pairs = double(nl) * double(ids.size()) * double(c.hidden_size + c.ffn_dim) * 4;

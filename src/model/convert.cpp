@@ -10,9 +10,9 @@
 
 #include "core/error.hpp"
 #include "format/hf_config.hpp"
+#include "format/neuron_bundles.hpp"
 #include "format/sf_file.hpp"
 #include "model/engine_checks.hpp"
-#include "offload/neuron_store.hpp"
 
 namespace sf::model {
 
@@ -42,7 +42,7 @@ FfnSource ffn_source(const Model& src, int64_t l, DType dt) {
   FfnSource f;
   const std::string p = fmt::format("model.decoder.layers.{}.", l);
   if (const NeuronMajorFfn* nm = src.ffn_neurons(l)) {
-    const auto L = offload::BundleLayout::make(H, nm->dtype);
+    const auto L = format::BundleLayout::make(H, nm->dtype);
     f.w1.resize(size_t(F * H) * e);
     f.w2.resize(size_t(F * H) * e);
     f.b1.resize(size_t(F) * e);
@@ -50,8 +50,10 @@ FfnSource ffn_source(const Model& src, int64_t l, DType dt) {
     for (int64_t s = 0; s < F; ++s) {
       const uint8_t* b = nm->bundles + uint64_t(s) * nm->stride;
       for (int64_t i = 0; i < H; ++i) {
-        store_from_float(f.w1.data(), dt, size_t(s * H + i), load_as_float(b + L.fc1_offset, nm->dtype, size_t(i)));
-        store_from_float(f.w2.data(), dt, size_t(i * F + s), load_as_float(b + L.fc2_offset, nm->dtype, size_t(i)));
+        store_from_float(f.w1.data(), dt, size_t(s * H + i),
+                         load_as_float(b + L.fc1_offset, nm->dtype, size_t(i)));
+        store_from_float(f.w2.data(), dt, size_t(i * F + s),
+                         load_as_float(b + L.fc2_offset, nm->dtype, size_t(i)));
       }
       store_from_float(f.b1.data(), dt, size_t(s), load_as_float(b + L.bias_offset, nm->dtype, 0));
     }
@@ -70,7 +72,8 @@ std::vector<uint8_t> permute_last_dim(const Tensor& t, std::span<const int32_t> 
   std::vector<uint8_t> out(size_t(t.numel()) * e);
   const auto* in = static_cast<const uint8_t*>(t.data);
   for (size_t r = 0; r < outer; ++r)
-    for (size_t k = 0; k < n; ++k) std::memcpy(out.data() + (r * n + k) * e, in + (r * n + size_t(perm[k])) * e, e);
+    for (size_t k = 0; k < n; ++k)
+      std::memcpy(out.data() + (r * n + k) * e, in + (r * n + size_t(perm[k])) * e, e);
   return out;
 }
 
@@ -140,29 +143,39 @@ std::map<std::string, PrunedWeight> prune_linears(const Model& src, const Conver
 ConvertReport convert_to_sf(const Model& src, const std::string& output, const ConvertOptions& opt,
                             const ConvertProgress& progress) {
   if (opt.sparsity != "none" && opt.sparsity != "2:4")
-    fail(Status::InvalidArgument, "--sparsity \"{}\" is not supported; use none or 2:4", opt.sparsity);
+    fail(Status::InvalidArgument, "--sparsity \"{}\" is not supported; use none or 2:4",
+         opt.sparsity);
   const bool prune = opt.sparsity == "2:4";
   if (prune && opt.method != "magnitude" && opt.method != "wanda" && opt.method != "sparsegpt")
     fail(Status::InvalidArgument,
          "--method \"{}\" is not supported; use magnitude, wanda or sparsegpt", opt.method);
   if (prune && opt.neuron_major)
-    fail(Status::InvalidArgument, "--neuron-major cannot be combined with --sparsity 2:4 yet: neuron bundles are "
-         "dense in this build (the 2:4 bundle kind ffn_neurons_s24 is specified in docs/FORMAT.md but not written). "
+    fail(Status::InvalidArgument,
+         "--neuron-major cannot be combined with --sparsity 2:4 yet: neuron bundles are "
+         "dense in this build (the 2:4 bundle kind ffn_neurons_s24 is specified in docs/FORMAT.md "
+         "but not written). "
          "Write a dense neuron-major file for offloading, or a row-major 2:4 file.");
   const bool wanda = prune && opt.method == "wanda";
   const bool sparsegpt = prune && opt.method == "sparsegpt";
   if (opt.neuron_major && src.config().arch != "opt")
-    fail(Status::UnsupportedShape, "--neuron-major writes OPT's ReLU FFN as neuron bundles for offloading; this "
-         "is a \"{}\" model. Activation-sparse offloading of other architectures is not built yet: convert "
-         "without --neuron-major", src.config().arch);
+    fail(Status::UnsupportedShape,
+         "--neuron-major writes OPT's ReLU FFN as neuron bundles for offloading; this "
+         "is a \"{}\" model. Activation-sparse offloading of other architectures is not built yet: "
+         "convert "
+         "without --neuron-major",
+         src.config().arch);
   if (src.is_sparse())
-    fail(Status::UnsupportedShape, "the input model is already 2:4-compressed; convert from the dense "
+    fail(Status::UnsupportedShape,
+         "the input model is already 2:4-compressed; convert from the dense "
          "checkpoint instead");
   if (prune && src.is_neuron_major())
-    fail(Status::UnsupportedShape, "the input model is neuron-major; convert it back to row-major (without "
+    fail(Status::UnsupportedShape,
+         "the input model is neuron-major; convert it back to row-major (without "
          "--neuron-major) first, then prune that");
-  if (opt.dtype && *opt.dtype != DType::F16 && *opt.dtype != DType::BF16 && *opt.dtype != DType::F32)
-    fail(Status::InvalidArgument, "--dtype {} is not a weight type; use fp16, bf16 or fp32", dtype_name(*opt.dtype));
+  if (opt.dtype && *opt.dtype != DType::F16 && *opt.dtype != DType::BF16 &&
+      *opt.dtype != DType::F32)
+    fail(Status::InvalidArgument, "--dtype {} is not a weight type; use fp16, bf16 or fp32",
+         dtype_name(*opt.dtype));
 
   const arch::ModelDesc& c = src.config();
   const int64_t F = c.ffn_dim;
@@ -171,7 +184,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
 
   // Per layer: which source neuron each output position holds (empty = the same), and the
   // original index of each output position (neuron_order).
-  std::vector<std::vector<int32_t>> perm(size_t(c.num_hidden_layers)), out_order(size_t(c.num_hidden_layers));
+  std::vector<std::vector<int32_t>> perm(size_t(c.num_hidden_layers)),
+      out_order(size_t(c.num_hidden_layers));
   bool any_perm = false;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const NeuronMajorFfn* nm = src.ffn_neurons(l);
@@ -181,9 +195,9 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
         P.resize(size_t(F));
         for (int64_t s = 0; s < F; ++s) P[size_t(nm->order[s])] = int32_t(s);
       }
-    } else if (const Tensor* r = src.find(offload::firing_rate_name(l));
+    } else if (const Tensor* r = src.find(format::firing_rate_name(l));
                r && opt.hotness_order && r->dtype == DType::F32 && r->numel() == F) {
-      P = offload::hotness_order({static_cast<const float*>(r->data), size_t(F)});
+      P = format::hotness_order({static_cast<const float*>(r->data), size_t(F)});
     }
     bool identity = true;
     for (size_t k = 0; k < P.size() && identity; ++k) identity = P[k] == int32_t(k);
@@ -212,7 +226,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   };
   for (const auto& e : expected) {
     const int64_t layer = layer_of(c, e.name);
-    const bool ffn_part = layer >= 0 && (ends_with(e.name, fc1w) || ends_with(e.name, fc1b) || ends_with(e.name, fc2w));
+    const bool ffn_part = layer >= 0 && (ends_with(e.name, fc1w) || ends_with(e.name, fc1b) ||
+                                         ends_with(e.name, fc2w));
     int64_t numel = 1;
     for (auto d : e.shape) numel *= d;
     rep.parameters += numel;
@@ -222,29 +237,34 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
     rep.dense_bytes += uint64_t(numel) * dtype_size(dt);
     if (bundled) {
       if (!ends_with(e.name, fc1w)) continue;  // fc1.bias and fc2.weight travel with fc1.weight
-      const auto L = offload::BundleLayout::make(c.hidden_size, dt);
+      const auto L = format::BundleLayout::make(c.hidden_size, dt);
       if (opt.neuron_major) {
         sff::EntrySpec sp;
-        sp.name = offload::ffn_neurons_name(layer);
-        sp.kind = offload::kKindFfnNeurons;
+        sp.name = format::ffn_neurons_name(layer);
+        sp.kind = format::kKindFfnNeurons;
         sp.dtype = dt;
         sp.shape = {F, 2 * c.hidden_size + 1};
         sp.parts = {{"bundles", uint64_t(F) * L.stride}};
-        items.push_back({sp, [&, layer, dt, L](sff::Writer& w, uint64_t& written) {
+        items.push_back({sp,
+                         [&, layer, dt, L](sff::Writer& w, uint64_t& written) {
                            const FfnSource f = ffn_source(src, layer, dt);
                            std::vector<uint8_t> out(size_t(F) * L.stride);
-                           offload::pack_bundles(L, F, f.w1.data(), f.b1.empty() ? nullptr : f.b1.data(),
-                                                 f.w2.data(), perm[size_t(layer)], out.data());
+                           format::pack_bundles(L, F, f.w1.data(),
+                                                f.b1.empty() ? nullptr : f.b1.data(), f.w2.data(),
+                                                perm[size_t(layer)], out.data());
                            w.write(out);
                            written += out.size();
-                         }, true});
+                         },
+                         true});
         const auto& O = out_order[size_t(layer)];
-        items.push_back({sff::dense_spec(offload::neuron_order_name(layer), DType::I32, {F}),
+        items.push_back({sff::dense_spec(format::neuron_order_name(layer), DType::I32, {F}),
                          [&O](sff::Writer& w, uint64_t& written) {
                            w.write({reinterpret_cast<const uint8_t*>(O.data()), O.size() * 4});
                            written += O.size() * 4;
-                         }, false});
-      } else {  // neuron-major source -> row-major: fc1.weight, fc1.bias, fc2.weight in original order
+                         },
+                         false});
+      } else {  // neuron-major source -> row-major: fc1.weight, fc1.bias, fc2.weight in original
+                // order
         const std::string p = e.name.substr(0, e.name.size() - fc1w.size());
         std::vector<sff::EntrySpec> specs = {sff::dense_spec(p + fc1w, dt, {F, c.hidden_size})};
         if (c.mlp_bias) specs.push_back(sff::dense_spec(p + fc1b, dt, {F}));
@@ -252,22 +272,27 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
         auto shared = std::make_shared<FfnSource>();
         for (size_t k = 0; k < specs.size(); ++k) {
           const std::string nm = specs[k].name;
-          items.push_back({specs[k], [&, layer, dt, shared, nm](sff::Writer& w, uint64_t& written) {
+          items.push_back({specs[k],
+                           [&, layer, dt, shared, nm](sff::Writer& w, uint64_t& written) {
                              const auto& P = perm[size_t(layer)];
                              const size_t es = dtype_size(dt);
                              if (ends_with(nm, fc1w)) *shared = ffn_source(src, layer, dt);
                              std::vector<uint8_t> out;
                              if (P.empty()) {  // already in the original order
-                               out = ends_with(nm, fc1w) ? shared->w1 : ends_with(nm, fc1b) ? shared->b1 : shared->w2;
+                               out = ends_with(nm, fc1w)   ? shared->w1
+                                     : ends_with(nm, fc1b) ? shared->b1
+                                                           : shared->w2;
                              } else if (ends_with(nm, fc1w)) {
                                out.resize(shared->w1.size());
                                const size_t row = size_t(c.hidden_size) * es;
                                for (int64_t k2 = 0; k2 < F; ++k2)
-                                 std::memcpy(out.data() + size_t(k2) * row, shared->w1.data() + size_t(P[size_t(k2)]) * row, row);
+                                 std::memcpy(out.data() + size_t(k2) * row,
+                                             shared->w1.data() + size_t(P[size_t(k2)]) * row, row);
                              } else if (ends_with(nm, fc1b)) {
                                out.resize(shared->b1.size());
                                for (int64_t k2 = 0; k2 < F; ++k2)
-                                 std::memcpy(out.data() + size_t(k2) * es, shared->b1.data() + size_t(P[size_t(k2)]) * es, es);
+                                 std::memcpy(out.data() + size_t(k2) * es,
+                                             shared->b1.data() + size_t(P[size_t(k2)]) * es, es);
                              } else {
                                const Tensor t{dt, {c.hidden_size, F}, shared->w2.data()};
                                out = permute_last_dim(t, P);
@@ -275,7 +300,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                              if (ends_with(nm, fc2w)) *shared = FfnSource{};
                              w.write(out);
                              written += out.size();
-                           }, true});
+                           },
+                           true});
         }
       }
       continue;
@@ -286,8 +312,10 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
         const std::string prefix = e.name.substr(0, e.name.size() - std::string(".weight").size());
         const auto it = opt.act_norms.find(prefix);
         if (it == opt.act_norms.end())
-          fail(Status::InvalidArgument, "Wanda pruning has no activation norms for '{}'; the calibration run "
-               "must cover every decoder linear", prefix);
+          fail(Status::InvalidArgument,
+               "Wanda pruning has no activation norms for '{}'; the calibration run "
+               "must cover every decoder linear",
+               prefix);
       }
       if (sparsegpt && given_it == opt.pruned.end())
         fail(Status::InvalidArgument,
@@ -318,33 +346,40 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                        },
                        true});
     } else {
-      items.push_back({sff::dense_spec(e.name, dt, e.shape), [&, e, dt](sff::Writer& w, uint64_t& written) {
+      items.push_back({sff::dense_spec(e.name, dt, e.shape),
+                       [&, e, dt](sff::Writer& w, uint64_t& written) {
                          const auto bytes = convert_elements(src.tensor(e.name), dt);
                          w.write(bytes);
                          written += bytes.size();
-                       }, true});
+                       },
+                       true});
     }
   }
   // Activation profiles and predictors of the source, in the output's neuron order.
   for (const auto& [name, t] : src.dense_tensors()) {
     if (name.rfind("profile.", 0) != 0 && name.rfind("predictor.", 0) != 0) continue;
     const int64_t layer = per_neuron_layer(name, F, t);
-    items.push_back({sff::dense_spec(name, t.dtype, t.shape), [&, layer, tp = &t](sff::Writer& w, uint64_t& written) {
+    items.push_back({sff::dense_spec(name, t.dtype, t.shape),
+                     [&, layer, tp = &t](sff::Writer& w, uint64_t& written) {
                        const size_t n = size_t(tp->numel()) * dtype_size(tp->dtype);
-                       if (layer >= 0 && layer < c.num_hidden_layers && !perm[size_t(layer)].empty()) {
+                       if (layer >= 0 && layer < c.num_hidden_layers &&
+                           !perm[size_t(layer)].empty()) {
                          const auto out = permute_last_dim(*tp, perm[size_t(layer)]);
                          w.write(out);
                        } else {
                          w.write({static_cast<const uint8_t*>(tp->data), n});
                        }
                        written += n;
-                     }, false});
+                     },
+                     false});
   }
   auto add_bytes = [&](const char* name, const std::string& text) {
-    items.push_back({sff::bytes_spec(name, text.size()), [&text](sff::Writer& w, uint64_t& written) {
+    items.push_back({sff::bytes_spec(name, text.size()),
+                     [&text](sff::Writer& w, uint64_t& written) {
                        w.write(as_bytes(text));
                        written += text.size();
-                     }, false});
+                     },
+                     false});
   };
   const bool tokenizer_json = !src.tokenizer_json().empty();
   if (tokenizer_json) add_bytes("tokenizer.json", src.tokenizer_json());
@@ -357,12 +392,14 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                      [&](sff::Writer& w, uint64_t& written) {
                        w.write(as_bytes(src.vocab_json()));
                        written += src.vocab_json().size();
-                     }, false});
+                     },
+                     false});
     items.push_back({sff::bytes_spec("tokenizer.merges.txt", src.merges_txt().size()),
                      [&](sff::Writer& w, uint64_t& written) {
                        w.write(as_bytes(src.merges_txt()));
                        written += src.merges_txt().size();
-                     }, false});
+                     },
+                     false});
   }
   std::vector<sff::EntrySpec> specs;
   for (const auto& it : items) {
@@ -392,13 +429,14 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
       meta[k] = v;
   if (opt.neuron_major) {
     meta["ffn.layout"] = "neuron_major";
-    meta["ffn.bundle_stride"] = offload::BundleLayout::make(c.hidden_size, model_dt).stride;
-    meta["ffn.neuron_order"] = any_perm ? "hotness (profile.layers.N.firing_rate, highest first)" : "identity";
+    meta["ffn.bundle_stride"] = format::BundleLayout::make(c.hidden_size, model_dt).stride;
+    meta["ffn.neuron_order"] =
+        any_perm ? "hotness (profile.layers.N.firing_rate, highest first)" : "identity";
   }
   for (const auto& [k, v] : opt.extra_metadata.items()) meta[k] = v;
   std::vector<std::string> requires_features;
   if (prune) requires_features.push_back("s24");
-  if (opt.neuron_major) requires_features.push_back(offload::kFeatureNeuronMajor);
+  if (opt.neuron_major) requires_features.push_back(format::kFeatureNeuronMajor);
 
   sff::Writer w(output, c.arch, format::hf_config_json(c), meta, specs, requires_features);
   uint64_t written = 0, total = 0;  // progress counts tensor bytes
@@ -412,7 +450,8 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
   rep.file_bytes = w.bytes_total();
   if (prune) {
     rep.layer_relative_error.assign(size_t(c.num_hidden_layers), 0.0);
-    std::vector<double> norm(size_t(c.num_hidden_layers), 0.0), dropped(size_t(c.num_hidden_layers), 0.0);
+    std::vector<double> norm(size_t(c.num_hidden_layers), 0.0),
+        dropped(size_t(c.num_hidden_layers), 0.0);
     for (const auto& l : rep.linears) {
       norm[size_t(l.layer)] += l.norm_sq;
       dropped[size_t(l.layer)] += l.dropped_sq;

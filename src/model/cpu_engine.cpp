@@ -8,10 +8,10 @@
 #include <utility>
 
 #include "core/error.hpp"
+#include "format/neuron_bundles.hpp"
 #include "model/engine_checks.hpp"
+#include "model/ffn_bundles_cpu.hpp"
 #include "model/rope_params.hpp"
-#include "offload/ffn_bundles_cpu.hpp"
-#include "offload/neuron_store.hpp"
 
 namespace sf::model {
 
@@ -135,7 +135,7 @@ CpuEngine::CpuEngine(const Model& model) : model_(model), cfg_(model.config()) {
         fail(Status::Format, "{}ffn_neurons holds {} neurons of hidden {}, expected {} of {}",
              L.prefix, nmf->ffn, nmf->hidden, F, H);
       L.neurons = nmf;
-      const auto layout = offload::BundleLayout::make(H, nmf->dtype);
+      const auto layout = format::BundleLayout::make(H, nmf->dtype);
       L.neuron_b1.resize(size_t(F));
       for (int64_t b = 0; b < F; ++b)
         L.neuron_b1[size_t(b)] = load_as_float(
@@ -310,7 +310,7 @@ void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const fl
   const bool fuse_act = !ffn_observer_ && !L.neurons;
   if (L.neurons) {
     if (observer_) observer_(L.prefix + nm.up, x, n, H);
-    offload::bundles_fc1_cpu(*L.neurons, L.neuron_b1.data(), x, n, ff.data());
+    bundles_fc1_cpu(*L.neurons, L.neuron_b1.data(), x, n, ff.data());
   } else {
     linear(L.up, L.prefix + nm.up, x, n, ff.data(), nullptr, /*activate=*/fuse_act);
   }
@@ -319,8 +319,8 @@ void CpuEngine::mlp(const Layer& L, int64_t l, int64_t past, int64_t n, const fl
     for (auto& e : ff) e = s24::apply_activation(act_, e);
   if (L.neurons) {
     if (observer_) observer_(L.prefix + nm.down, ff.data(), n, F);
-    offload::bundles_fc2_cpu(*L.neurons, ff.data(), n, L.fc2_bias ? L.fc2_bias->data : nullptr,
-                             L.fc2_bias ? L.fc2_bias->dtype : DType::F32, h, out);
+    bundles_fc2_cpu(*L.neurons, ff.data(), n, L.fc2_bias ? L.fc2_bias->data : nullptr,
+                    L.fc2_bias ? L.fc2_bias->dtype : DType::F32, h, out);
   } else {
     linear(L.down, L.prefix + nm.down, ff.data(), n, out, /*residual=*/h);
   }

@@ -38,7 +38,7 @@ struct Tensor {
 };
 
 // One decoder layer's FFN stored neuron-major (tensor kind "ffn_neurons", docs/FORMAT.md): neuron
-// b's fc1 row, fc2 column and fc1 bias in one bundle of `stride` bytes (offload/neuron_store.hpp
+// b's fc1 row, fc2 column and fc1 bias in one bundle of `stride` bytes (format/neuron_bundles.hpp
 // gives the layout). Views into the .sf mapping. fc2's bias stays a dense tensor.
 struct NeuronMajorFfn {
   DType dtype = DType::F16;

@@ -18,75 +18,23 @@ namespace {
 std::shared_ptr<void> aligned_buffer(uint64_t bytes) {
   const uint64_t size = std::max<uint64_t>(4096, (bytes + 4095) / 4096 * 4096);
   void* p = std::aligned_alloc(4096, size);
-  if (!p) fail(Status::OutOfMemory, "cannot allocate {} bytes of host memory for neuron bundles", size);
+  if (!p)
+    fail(Status::OutOfMemory, "cannot allocate {} bytes of host memory for neuron bundles", size);
   std::memset(p, 0, size);
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
 
-const model::Tensor* find_f32(const model::Model& m, const std::string& name, std::vector<int64_t> shape) {
+const model::Tensor* find_f32(const model::Model& m, const std::string& name,
+                              std::vector<int64_t> shape) {
   const model::Tensor* t = m.find(name);
   if (!t) return nullptr;
   if (t->dtype != DType::F32 || t->shape != shape)
-    fail(Status::Format, "'{}' should be F32 [{}], found {} with {} dims", name, fmt::join(shape, ", "),
-         dtype_name(t->dtype), t->shape.size());
+    fail(Status::Format, "'{}' should be F32 [{}], found {} with {} dims", name,
+         fmt::join(shape, ", "), dtype_name(t->dtype), t->shape.size());
   return t;
 }
 
 }  // namespace
-
-BundleLayout BundleLayout::make(int64_t hidden, DType dtype) {
-  if (hidden <= 0 || (dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F32))
-    fail(Status::InvalidArgument, "neuron bundles need hidden > 0 and dtype F16, BF16 or F32; got hidden {} and {}",
-         hidden, dtype_name(dtype));
-  BundleLayout l;
-  l.hidden = hidden;
-  l.dtype = dtype;
-  l.elem = dtype_size(dtype);
-  l.fc1_offset = 0;
-  l.fc2_offset = uint64_t(hidden) * l.elem;
-  l.bias_offset = 2 * uint64_t(hidden) * l.elem;
-  l.stride = (l.bias_offset + l.elem + kBundleAlign - 1) / kBundleAlign * kBundleAlign;
-  return l;
-}
-
-void pack_bundles(const BundleLayout& L, int64_t ffn, const void* w1, const void* b1, const void* w2,
-                  std::span<const int32_t> order, uint8_t* out) {
-  if (!order.empty() && int64_t(order.size()) != ffn)
-    fail(Status::InvalidArgument, "pack_bundles: {} order entries for {} neurons", order.size(), ffn);
-  const int64_t d = L.hidden;
-  const size_t e = L.elem;
-  const auto* w1b = static_cast<const uint8_t*>(w1);
-  const auto* w2b = static_cast<const uint8_t*>(w2);
-  const auto* b1b = static_cast<const uint8_t*>(b1);
-#pragma omp parallel for schedule(static) if (ffn * d > (1 << 16))
-  for (int64_t b = 0; b < ffn; ++b) {
-    const int64_t j = order.empty() ? b : order[size_t(b)];
-    uint8_t* dst = out + uint64_t(b) * L.stride;
-    std::memcpy(dst + L.fc1_offset, w1b + uint64_t(j) * uint64_t(d) * e, size_t(d) * e);
-    uint8_t* col = dst + L.fc2_offset;
-    // fc2 is [d, ffn] row-major: column j is strided; this transpose is the one copy per convert.
-    for (int64_t i = 0; i < d; ++i) std::memcpy(col + size_t(i) * e, w2b + (uint64_t(i) * uint64_t(ffn) + uint64_t(j)) * e, e);
-    if (b1b)
-      std::memcpy(dst + L.bias_offset, b1b + uint64_t(j) * e, e);
-    else
-      std::memset(dst + L.bias_offset, 0, e);
-    std::memset(dst + L.bias_offset + e, 0, L.stride - L.bias_offset - e);
-  }
-}
-
-std::vector<int32_t> hotness_order(std::span<const float> rates) {
-  std::vector<int32_t> order(rates.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return rates[size_t(a)] > rates[size_t(b)]; });
-  return order;
-}
-
-std::string ffn_neurons_name(int64_t layer) { return fmt::format("model.decoder.layers.{}.ffn_neurons", layer); }
-std::string neuron_order_name(int64_t layer) { return fmt::format("model.decoder.layers.{}.neuron_order", layer); }
-std::string firing_rate_name(int64_t layer) { return fmt::format("profile.layers.{}.firing_rate", layer); }
-std::string predictor_name(int64_t layer, const char* part) {
-  return fmt::format("predictor.layers.{}.{}", layer, part);
-}
 
 uint64_t PredictorLayer::bytes() const {
   uint64_t b = 0;
@@ -118,8 +66,10 @@ NeuronStore NeuronStore::from_model(const model::Model& m, bool pack_row_major) 
   const auto& c = m.config();
   if (m.is_sparse())
     fail(Status::UnsupportedShape,
-         "this model is 2:4-compressed; neuron bundles are dense only in this build (ffn_neurons_s24 is specified "
-         "in docs/FORMAT.md but not implemented). Offload the dense checkpoint, converted with --neuron-major.");
+         "this model is 2:4-compressed; neuron bundles are dense only in this build "
+         "(ffn_neurons_s24 is specified "
+         "in docs/FORMAT.md but not implemented). Offload the dense checkpoint, converted with "
+         "--neuron-major.");
   NeuronStore s;
   s.ffn_ = c.ffn_dim;
   s.hidden_ = c.hidden_size;
@@ -138,18 +88,24 @@ NeuronStore NeuronStore::from_model(const model::Model& m, bool pack_row_major) 
       L.neuron_order = nm->order;
     } else {
       if (s.mapped_)
-        fail(Status::Format, "layer {} is row-major while other layers are neuron-major; convert the model again", l);
+        fail(Status::Format,
+             "layer {} is row-major while other layers are neuron-major; convert the model again",
+             l);
       if (!pack_row_major)
-        fail(Status::UnsupportedShape, "the model's FFN is row-major (fc1/fc2); convert it with `sparseflow convert "
-             "--neuron-major` to offload it from the file, or let the engine pack it in host memory");
+        fail(Status::UnsupportedShape,
+             "the model's FFN is row-major (fc1/fc2); convert it with `sparseflow convert "
+             "--neuron-major` to offload it from the file, or let the engine pack it in host "
+             "memory");
       const model::Tensor& w1 = m.tensor(p + "fc1.weight");
       const model::Tensor& w2 = m.tensor(p + "fc2.weight");
       const model::Tensor* b1 = m.find(p + "fc1.bias");
       if (w1.dtype != m.dtype() || w2.dtype != m.dtype() || (b1 && b1->dtype != m.dtype()))
-        fail(Status::UnsupportedShape, "layer {}: fc1/fc2 weights and bias must share one dtype to be bundled", l);
+        fail(Status::UnsupportedShape,
+             "layer {}: fc1/fc2 weights and bias must share one dtype to be bundled", l);
       L.layout = BundleLayout::make(c.hidden_size, m.dtype());
       auto buf = aligned_buffer(uint64_t(L.ffn) * L.layout.stride);
-      pack_bundles(L.layout, L.ffn, w1.data, b1 ? b1->data : nullptr, w2.data, {}, static_cast<uint8_t*>(buf.get()));
+      pack_bundles(L.layout, L.ffn, w1.data, b1 ? b1->data : nullptr, w2.data, {},
+                   static_cast<uint8_t*>(buf.get()));
       L.bundles = static_cast<const uint8_t*>(buf.get());
       s.owned_.push_back(buf);
       auto ord = std::make_shared<std::vector<int32_t>>(size_t(L.ffn));
@@ -161,7 +117,8 @@ NeuronStore NeuronStore::from_model(const model::Model& m, bool pack_row_major) 
       if (b2->dtype == L.layout.dtype) {
         L.fc2_bias = b2->data;
       } else {
-        auto buf = std::make_shared<std::vector<uint8_t>>(model::convert_elements(*b2, L.layout.dtype));
+        auto buf =
+            std::make_shared<std::vector<uint8_t>>(model::convert_elements(*b2, L.layout.dtype));
         L.fc2_bias = buf->data();
         s.owned_.push_back(buf);
       }
@@ -185,9 +142,11 @@ NeuronStore NeuronStore::from_model(const model::Model& m, bool pack_row_major) 
     P.threshold = m.find(predictor_name(l, "threshold"));
     if (!P.u || !P.v || !P.threshold) break;
     if (P.u->shape.size() != 2 || P.u->shape[0] != c.hidden_size || P.v->shape.size() != 2 ||
-        P.v->shape[0] != P.u->shape[1] || P.v->shape[1] != c.ffn_dim || P.threshold->dtype != DType::F32 ||
-        P.threshold->shape != std::vector<int64_t>{c.ffn_dim})
-      fail(Status::Format, "predictor of layer {} has the wrong shapes: expected u [{}, R], v [R, {}], threshold F32 [{}]",
+        P.v->shape[0] != P.u->shape[1] || P.v->shape[1] != c.ffn_dim ||
+        P.threshold->dtype != DType::F32 || P.threshold->shape != std::vector<int64_t>{c.ffn_dim})
+      fail(Status::Format,
+           "predictor of layer {} has the wrong shapes: expected u [{}, R], v [R, {}], threshold "
+           "F32 [{}]",
            l, c.hidden_size, c.ffn_dim, c.ffn_dim);
     P.rank = P.u->shape[1];
     P.hidden = c.hidden_size;

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "format/neuron_bundles.hpp"
 
 namespace sf::model {
 class Model;
@@ -38,33 +39,34 @@ struct Tensor;
 
 namespace sf::offload {
 
-inline constexpr uint64_t kBundleAlign = 128;  // bundle stride is a multiple of this (see above)
-
-// Byte layout of one bundle (identical for every neuron and layer of a model).
-struct BundleLayout {
-  int64_t hidden = 0;          // d
-  DType dtype = DType::F16;    // F16, BF16 or F32
-  uint64_t elem = 2;           // bytes per element
-  uint64_t fc1_offset = 0;     // fc1 row: [d] elems
-  uint64_t fc2_offset = 0;     // fc2 column: [d] elems
-  uint64_t bias_offset = 0;    // b1[j]: 1 elem
-  uint64_t stride = 0;         // bytes from one bundle to the next
-  static BundleLayout make(int64_t hidden, DType dtype);  // throws Error(InvalidArgument)
-};
+// The bundle layout and names are the file format's (format/neuron_bundles.hpp).
+using format::BundleLayout;
+using format::ffn_neurons_name;
+using format::firing_rate_name;
+using format::hotness_order;
+using format::kBundleAlign;
+using format::kFeatureNeuronMajor;
+using format::kKindFfnNeurons;
+using format::kKindFfnNeuronsS24;
+using format::neuron_order_name;
+using format::pack_bundles;
+using format::predictor_name;
 
 // One decoder layer's FFN, neuron-major.
 struct NeuronLayer {
   BundleLayout layout;
-  int64_t ffn = 0;                       // number of bundles (ffn_dim)
-  const uint8_t* bundles = nullptr;      // [ffn, layout.stride] bytes, host memory (mmap or owned)
-  const int32_t* neuron_order = nullptr; // [ffn] bundle position -> original neuron index
-  const float* firing_rate = nullptr;    // [ffn] per bundle position in [0, 1], or null (no profile)
-  const void* fc2_bias = nullptr;        // b2 [d] of layout.dtype (stays resident; not in bundles)
+  int64_t ffn = 0;                        // number of bundles (ffn_dim)
+  const uint8_t* bundles = nullptr;       // [ffn, layout.stride] bytes, host memory (mmap or owned)
+  const int32_t* neuron_order = nullptr;  // [ffn] bundle position -> original neuron index
+  const float* firing_rate = nullptr;  // [ffn] per bundle position in [0, 1], or null (no profile)
+  const void* fc2_bias = nullptr;      // b2 [d] of layout.dtype (stays resident; not in bundles)
 
   const uint8_t* bundle(int64_t b) const { return bundles + uint64_t(b) * layout.stride; }
   const void* fc1_row(int64_t b) const { return bundle(b) + layout.fc1_offset; }  // [d]
   const void* fc2_col(int64_t b) const { return bundle(b) + layout.fc2_offset; }  // [d]
-  float fc1_bias(int64_t b) const { return load_as_float(bundle(b) + layout.bias_offset, layout.dtype, 0); }
+  float fc1_bias(int64_t b) const {
+    return load_as_float(bundle(b) + layout.bias_offset, layout.dtype, 0);
+  }
   uint64_t bytes() const { return uint64_t(ffn) * layout.stride; }
 };
 
@@ -82,7 +84,7 @@ struct PredictorLayer {
 };
 
 struct PredictorInfo {
-  std::string kind;          // "lowrank" (metadata predictor.kind)
+  std::string kind;  // "lowrank" (metadata predictor.kind)
   int64_t rank = 0;
   double recall = 0, precision = 0;  // measured on held-out calibration tokens
   double predicted_fraction = 0;     // mean fraction of neurons predicted active per token
@@ -93,9 +95,10 @@ class NeuronStore {
  public:
   // Views `model`'s FFN as bundles. A neuron-major .sf model is viewed in place (its mmap; zero
   // copies). A row-major model (fc1/fc2 tensors) is packed into owned bundles (identity order,
-  // 4096-byte aligned; the whole FFN in host memory) when pack_row_major, else Error(UnsupportedShape)
-  // saying to convert with --neuron-major. Profile and predictor tensors are picked up when present.
-  // The model must outlive the store. 2:4 models: Error(UnsupportedShape) (see docs/OFFLOAD.md).
+  // 4096-byte aligned; the whole FFN in host memory) when pack_row_major, else
+  // Error(UnsupportedShape) saying to convert with --neuron-major. Profile and predictor tensors
+  // are picked up when present. The model must outlive the store. 2:4 models:
+  // Error(UnsupportedShape) (see docs/OFFLOAD.md).
   static NeuronStore from_model(const model::Model& model, bool pack_row_major = true);
 
   int64_t layers() const { return int64_t(layers_.size()); }
@@ -126,25 +129,5 @@ class NeuronStore {
   PredictorInfo predictor_info_;
   std::vector<std::shared_ptr<void>> owned_;  // packed bundles, identity orders
 };
-
-// ---- packing (used by convert/synth and the store) ---------------------------------------------
-// Writes the bundles of one layer into out [ffn, layout.stride] (zero padding included).
-// w1 [ffn, d], b1 [ffn] (null: zero bias), w2 [d, ffn], all of `layout.dtype`. order[b] = the
-// original neuron stored at position b (empty: identity). Parallel over neurons.
-void pack_bundles(const BundleLayout& layout, int64_t ffn, const void* w1, const void* b1, const void* w2,
-                  std::span<const int32_t> order, uint8_t* out);
-
-// Hotness order: bundle positions sorted by firing rate, highest first (stable: ties keep the
-// lower neuron index first). rates.size() == ffn.
-std::vector<int32_t> hotness_order(std::span<const float> rates);
-
-// Names of the per-layer entries (docs/FORMAT.md).
-std::string ffn_neurons_name(int64_t layer);    // model.decoder.layers.N.ffn_neurons
-std::string neuron_order_name(int64_t layer);   // model.decoder.layers.N.neuron_order
-std::string firing_rate_name(int64_t layer);    // profile.layers.N.firing_rate
-std::string predictor_name(int64_t layer, const char* part);  // predictor.layers.N.{u,v,threshold}
-inline constexpr const char* kKindFfnNeurons = "ffn_neurons";
-inline constexpr const char* kKindFfnNeuronsS24 = "ffn_neurons_s24";  // specified, not written yet
-inline constexpr const char* kFeatureNeuronMajor = "ffn_neuron_major";
 
 }  // namespace sf::offload

@@ -9,7 +9,6 @@
 
 #include <fmt/format.h>
 
-#include "backend/backends.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
 #include "model/cpu_engine.hpp"
@@ -19,10 +18,10 @@
 // LAPACK from OpenBLAS (column-major, Fortran calling convention).
 extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a, const int* lda,
-             const double* vl, const double* vu, const int* il, const int* iu, const double* abstol, int* m, double* w,
-             double* z, const int* ldz, int* isuppz, double* work, const int* lwork, int* iwork, const int* liwork,
-             int* info);
+void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a,
+             const int* lda, const double* vl, const double* vu, const int* il, const int* iu,
+             const double* abstol, int* m, double* w, double* z, const int* ldz, int* isuppz,
+             double* work, const int* lwork, int* iwork, const int* liwork, int* info);
 }
 
 namespace sf::offload {
@@ -30,7 +29,9 @@ namespace sf::offload {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // Top-r eigenvectors (largest eigenvalues) of the symmetric n x n matrix k (column-major, lower
 // triangle used; destroyed), returned column-major n x r, largest first.
@@ -41,18 +42,21 @@ std::vector<double> top_eigenvectors(std::vector<double>& k, int n, int r) {
   double wq = 0;
   std::vector<double> w(static_cast<size_t>(n)), z(size_t(n) * size_t(r));
   std::vector<int> isuppz(static_cast<size_t>(2 * r));
-  dsyevr_("V", "I", "L", &n, k.data(), &n, &zero, &zero, &il, &iu, &abstol, &m, w.data(), z.data(), &n, isuppz.data(),
-          &wq, &lwork, &iwq, &liwork, &info);
+  dsyevr_("V", "I", "L", &n, k.data(), &n, &zero, &zero, &il, &iu, &abstol, &m, w.data(), z.data(),
+          &n, isuppz.data(), &wq, &lwork, &iwq, &liwork, &info);
   lwork = int(wq) + 1;
   liwork = iwq + 1;
   std::vector<double> work(static_cast<size_t>(lwork));
   std::vector<int> iwork(static_cast<size_t>(liwork));
-  dsyevr_("V", "I", "L", &n, k.data(), &n, &zero, &zero, &il, &iu, &abstol, &m, w.data(), z.data(), &n, isuppz.data(),
-          work.data(), &lwork, iwork.data(), &liwork, &info);
-  if (info != 0 || m != r) fail(Status::Internal, "predictor fit: the eigensolver failed (info {}, {} of {} vectors)", info, m, r);
+  dsyevr_("V", "I", "L", &n, k.data(), &n, &zero, &zero, &il, &iu, &abstol, &m, w.data(), z.data(),
+          &n, isuppz.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0 || m != r)
+    fail(Status::Internal, "predictor fit: the eigensolver failed (info {}, {} of {} vectors)",
+         info, m, r);
   // Ascending -> largest first.
   std::vector<double> out(z.size());
-  for (int c = 0; c < r; ++c) std::memcpy(out.data() + size_t(c) * n, z.data() + size_t(r - 1 - c) * n, size_t(n) * 8);
+  for (int c = 0; c < r; ++c)
+    std::memcpy(out.data() + size_t(c) * n, z.data() + size_t(r - 1 - c) * n, size_t(n) * 8);
   return out;
 }
 
@@ -64,10 +68,11 @@ struct Eval {
 
 }  // namespace
 
-FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t heldout, int64_t d, int64_t F,
-                          const PredictorFitOptions& opt) {
+FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t heldout, int64_t d,
+                          int64_t F, const PredictorFitOptions& opt) {
   const int64_t T1 = T - heldout;
-  if (T1 < 2) fail(Status::InvalidArgument, "predictor fit: {} fit tokens; give more calibration text", T1);
+  if (T1 < 2)
+    fail(Status::InvalidArgument, "predictor fit: {} fit tokens; give more calibration text", T1);
   const int R = int(std::clamp<int64_t>(opt.rank, 1, std::min(d, F)));
   FittedPredictor P;
   P.rank = R;
@@ -84,7 +89,8 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
   }
   for (auto& x : abar) x /= double(T1);
   for (auto& x : zbar) x /= double(T1);
-  std::vector<double> ac(static_cast<size_t>(T1 * d)), zc(size_t(T1 * F));  // [T1, d], [T1, F] column-major
+  std::vector<double> ac(static_cast<size_t>(T1 * d)),
+      zc(size_t(T1 * F));  // [T1, d], [T1, F] column-major
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < d; ++i)
     for (int64_t t = 0; t < T1; ++t) ac[size_t(i * T1 + t)] = a[t * d + i] - abar[size_t(i)];
@@ -100,16 +106,17 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
     for (int64_t i = 0; i < d; ++i) g[size_t(i * d + i)] += lambda;
     int info = 0, n = int(d);
     dpotrf_("L", &n, g.data(), &n, &info);
-    if (info != 0) fail(Status::Internal, "predictor fit: the Gram matrix is not positive definite (info {})", info);
+    if (info != 0)
+      fail(Status::Internal, "predictor fit: the Gram matrix is not positive definite (info {})",
+           info);
   };
   std::vector<double> g, q, vcm;  // L (lower), Q [d, R], V = Q' C [R, F], all column-major
   bool solved = false;
-  if (opt.gpu) {
+  if (opt.gpu_solver) {
     // The O(d^2 ffn) products on the GPU in fp64 (offload/cuda/predictor_fit_cuda.cpp); the
     // Cholesky factor and the eigenvectors stay here. Any failure falls back to the CPU below.
     try {
-      const auto gr = backend::require_cuda("the predictor fit on the GPU")
-                          .reduced_rank(ac.data(), zc.data(), T1, d, F);
+      const auto gr = opt.gpu_solver(ac.data(), zc.data(), T1, d, F);
       g = gr->gram();
       factor(g);
       std::vector<double> k = gr->whitened_covariance(g);
@@ -117,32 +124,35 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
       vcm = gr->project(q, R);
       solved = true;
       P.fitted_on_gpu = true;
-      std::vector<double>().swap(zc);  // on the device; kept on the host until here for the CPU fallback
+      std::vector<double>().swap(
+          zc);  // on the device; kept on the host until here for the CPU fallback
     } catch (const std::exception& e) {
       fmt::print(stderr, "predictor fit: the GPU path failed ({}); fitting on the CPU\n", e.what());
     }
   }
   if (!solved) {
     g.assign(size_t(d * d), 0.0);
-    cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, int(d), int(T1), 1.0, ac.data(), int(T1), 0.0, g.data(), int(d));
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, int(d), int(T1), 1.0, ac.data(), int(T1),
+                0.0, g.data(), int(d));
     factor(g);
     // C = L^-1 Ac' Zc  [d, F]; the best rank-R fit of C in the whitened space is the answer.
     std::vector<double> c(static_cast<size_t>(d * F));
-    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, int(d), int(F), int(T1), 1.0, ac.data(), int(T1), zc.data(),
-                int(T1), 0.0, c.data(), int(d));
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, int(d), int(F), int(T1), 1.0, ac.data(),
+                int(T1), zc.data(), int(T1), 0.0, c.data(), int(d));
     std::vector<double>().swap(zc);  // C holds what it was needed for
-    cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(F), 1.0, g.data(),
-                int(d), c.data(), int(d));
+    cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(F),
+                1.0, g.data(), int(d), c.data(), int(d));
     std::vector<double> k(static_cast<size_t>(d * d), 0.0);
-    cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, int(d), int(F), 1.0, c.data(), int(d), 0.0, k.data(), int(d));
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, int(d), int(F), 1.0, c.data(), int(d), 0.0,
+                k.data(), int(d));
     q = top_eigenvectors(k, int(d), R);  // [d, R]
     vcm.resize(size_t(R) * size_t(F));
-    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(F), int(d), 1.0, q.data(), int(d), c.data(), int(d),
-                0.0, vcm.data(), R);
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(F), int(d), 1.0, q.data(), int(d),
+                c.data(), int(d), 0.0, vcm.data(), R);
   }
   std::vector<double> ucm = q;  // U = L^-T Q  [d, R]
-  cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, int(d), R, 1.0, g.data(), int(d),
-              ucm.data(), int(d));
+  cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, int(d), R, 1.0,
+              g.data(), int(d), ucm.data(), int(d));
 
   // Balance each rank-1 term's scale between U and V (fp16 has a narrow range), then round.
   P.u.resize(size_t(d) * R);
@@ -167,10 +177,10 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
 
   // Scores a U V of every token (fp32, with the rounded factors), the offset c and residual stds.
   std::vector<float> proj(size_t(T) * R), score(size_t(T) * size_t(F));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), R, int(d), 1.0f, a, int(d), uf.data(), R, 0.0f,
-              proj.data(), R);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(F), R, 1.0f, proj.data(), R, vf.data(), int(F), 0.0f,
-              score.data(), int(F));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), R, int(d), 1.0f, a, int(d),
+              uf.data(), R, 0.0f, proj.data(), R);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(F), R, 1.0f, proj.data(), R,
+              vf.data(), int(F), 0.0f, score.data(), int(F));
   // Leverage of each fit token under the fitted (rank-R, whitened) linear smoother:
   // h_t = 1/T1 + ||Q' L^-1 (a_t - abar)||^2. Residuals divided by (1 - h_t) are the leave-one-out
   // residuals (exact for least squares with Q held fixed), so the residual spreads and the
@@ -182,11 +192,11 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T1; ++t)
       for (int64_t i = 0; i < d; ++i) w[size_t(t * d + i)] = a[t * d + i] - abar[size_t(i)];
-    cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(T1), 1.0, g.data(),
-                int(d), w.data(), int(d));
+    cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, int(d), int(T1),
+                1.0, g.data(), int(d), w.data(), int(d));
     std::vector<double> m(size_t(R) * size_t(T1));  // Q' W  [R, T1]
-    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(T1), int(d), 1.0, q.data(), int(d), w.data(), int(d),
-                0.0, m.data(), R);
+    cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, R, int(T1), int(d), 1.0, q.data(), int(d),
+                w.data(), int(d), 0.0, m.data(), R);
     for (int64_t t = 0; t < T1; ++t)
       for (int r = 0; r < R; ++r) lev[size_t(t)] += m[size_t(t) * R + r] * m[size_t(t) * R + r];
     for (auto& h : lev) h = std::min(h, 0.95);  // a token that alone determines a direction
@@ -212,22 +222,26 @@ FittedPredictor fit_layer(const float* a, const float* z, int64_t T, int64_t hel
   std::vector<float> margins;
   for (int64_t t = 0; t < T1; ++t)
     for (int64_t j = 0; j < F; ++j)
-      if (z[t * F + j] > 0.0f) margins.push_back(float((z[t * F + j] - loo_residual(t, j)) / sd[size_t(j)]));
+      if (z[t * F + j] > 0.0f)
+        margins.push_back(float((z[t * F + j] - loo_residual(t, j)) / sd[size_t(j)]));
   double kappa = 0;
   if (!margins.empty()) {
     const size_t idx = size_t(std::floor((1.0 - opt.recall) * double(margins.size())));
-    std::nth_element(margins.begin(), margins.begin() + std::min(idx, margins.size() - 1), margins.end());
+    std::nth_element(margins.begin(), margins.begin() + std::min(idx, margins.size() - 1),
+                     margins.end());
     kappa = -double(margins[std::min(idx, margins.size() - 1)]) + 1e-6;
   }
   P.kappa = kappa + opt.margin;
   P.threshold.resize(size_t(F));
-  for (int64_t j = 0; j < F; ++j) P.threshold[size_t(j)] = float(-coff[size_t(j)] - P.kappa * sd[size_t(j)]);
+  for (int64_t j = 0; j < F; ++j)
+    P.threshold[size_t(j)] = float(-coff[size_t(j)] - P.kappa * sd[size_t(j)]);
 
   auto evaluate = [&](int64_t t0, int64_t t1) {
     Eval e;
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t j = 0; j < F; ++j) {
-        const bool truth = z[t * F + j] > 0.0f, pred = score[size_t(t * F + j)] > P.threshold[size_t(j)];
+        const bool truth = z[t * F + j] > 0.0f,
+                   pred = score[size_t(t * F + j)] > P.threshold[size_t(j)];
         e.positives += truth;
         e.predicted += pred;
         e.hits += truth && pred;
@@ -262,11 +276,13 @@ std::vector<int64_t> calibration_layers(const std::vector<int64_t>& asked, int64
     for (int64_t l = 0; l < num_layers; ++l) layers.push_back(l);
   for (int64_t l : layers)
     if (l < 0 || l >= num_layers)
-      fail(Status::InvalidArgument, "--layers: layer {} does not exist (the model has {})", l, num_layers);
+      fail(Status::InvalidArgument, "--layers: layer {} does not exist (the model has {})", l,
+           num_layers);
   return layers;
 }
 
-CollectedActivations collect_activations_cpu(const model::Model& model, std::span<const int32_t> tokens,
+CollectedActivations collect_activations_cpu(const model::Model& model,
+                                             std::span<const int32_t> tokens,
                                              const PredictorFitOptions& opt) {
   check_fit_options(opt);
   model::CpuEngine cpu(model);
@@ -284,7 +300,8 @@ CollectedActivations collect_activations_cpu(const model::Model& model, std::spa
     col.z[size_t(l)].resize(size_t(T * F));
   }
   int64_t base = 0;  // token index of the current window's row 0
-  const int64_t window = opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
+  const int64_t window =
+      opt.window > 0 ? std::min(opt.window, c.max_position_embeddings) : c.max_position_embeddings;
   col.window = window;
   cpu.set_ffn_observer([&](const model::FfnObservation& o) {
     if (col.a[size_t(o.layer)].empty()) return;
@@ -318,7 +335,8 @@ CalibrationReport fit_collected(CollectedActivations& col, const PredictorFitOpt
   Progress bar("predictor fits", double(col.layers.size()), "layers");
   for (int64_t l : col.layers) {
     bar.update(double(rep.layers.size()), fmt::format("layer {}", l));
-    FittedPredictor p = fit_layer(col.a[size_t(l)].data(), col.z[size_t(l)].data(), T, heldout, d, F, opt);
+    FittedPredictor p =
+        fit_layer(col.a[size_t(l)].data(), col.z[size_t(l)].data(), T, heldout, d, F, opt);
     p.layer = l;
     std::vector<float>().swap(col.a[size_t(l)]);
     std::vector<float>().swap(col.z[size_t(l)]);
@@ -341,8 +359,9 @@ CalibrationReport fit_predictors(const model::Model& model, std::span<const int3
   return fit_collected(col, opt);
 }
 
-void predictor_entries(const CalibrationReport& r, const PredictorFitOptions& opt, const std::string& calibration_name,
-                       std::vector<NewTensor>& add, nlohmann::json& metadata) {
+void predictor_entries(const CalibrationReport& r, const PredictorFitOptions& opt,
+                       const std::string& calibration_name, std::vector<NewTensor>& add,
+                       nlohmann::json& metadata) {
   nlohmann::json per_layer = nlohmann::json::object();
   for (const auto& p : r.layers) {
     NewTensor u{predictor_name(p.layer, "u"), DType::F16, {p.hidden, p.rank}, {}};
@@ -357,30 +376,33 @@ void predictor_entries(const CalibrationReport& r, const PredictorFitOptions& op
     add.push_back(std::move(u));
     add.push_back(std::move(v));
     add.push_back(std::move(th));
-    per_layer[std::to_string(p.layer)] = {{"recall", p.recall}, {"precision", p.precision},
-                                          {"predicted_fraction", p.predicted_fraction}, {"kappa", p.kappa}};
+    per_layer[std::to_string(p.layer)] = {{"recall", p.recall},
+                                          {"precision", p.precision},
+                                          {"predicted_fraction", p.predicted_fraction},
+                                          {"kappa", p.kappa}};
   }
   // Earlier predictors of other layers stay; the file's summary covers this run's layers.
-  const nlohmann::json meta = {{"predictor.kind", "lowrank"},
-                               {"predictor.input", "attention input (q_proj input)"},
-                               {"predictor.rule", "active iff (a u) v > threshold"},
-                               {"predictor.rank", r.layers.empty() ? 0 : r.layers[0].rank},
-                               {"predictor.dtype", "u, v F16; threshold F32"},
-                               {"predictor.recall", r.recall},
-                               {"predictor.precision", r.precision},
-                               {"predictor.predicted_fraction", r.predicted_fraction},
-                               {"predictor.recall_target", opt.recall},
-                               {"predictor.margin", opt.margin},
-                               {"predictor.bytes", r.bytes},
-                               {"predictor.calibration", calibration_name},
-                               {"predictor.tokens", r.layers.empty() ? 0 : r.layers[0].fit_tokens},
-                               {"predictor.heldout_tokens", r.layers.empty() ? 0 : r.layers[0].heldout_tokens},
-                               {"predictor.layers", per_layer}};
+  const nlohmann::json meta = {
+      {"predictor.kind", "lowrank"},
+      {"predictor.input", "attention input (q_proj input)"},
+      {"predictor.rule", "active iff (a u) v > threshold"},
+      {"predictor.rank", r.layers.empty() ? 0 : r.layers[0].rank},
+      {"predictor.dtype", "u, v F16; threshold F32"},
+      {"predictor.recall", r.recall},
+      {"predictor.precision", r.precision},
+      {"predictor.predicted_fraction", r.predicted_fraction},
+      {"predictor.recall_target", opt.recall},
+      {"predictor.margin", opt.margin},
+      {"predictor.bytes", r.bytes},
+      {"predictor.calibration", calibration_name},
+      {"predictor.tokens", r.layers.empty() ? 0 : r.layers[0].fit_tokens},
+      {"predictor.heldout_tokens", r.layers.empty() ? 0 : r.layers[0].heldout_tokens},
+      {"predictor.layers", per_layer}};
   for (const auto& [k, v] : meta.items()) metadata[k] = v;
 }
 
-void write_predictors(const std::string& path, const CalibrationReport& r, const PredictorFitOptions& opt,
-                      const std::string& calibration_name) {
+void write_predictors(const std::string& path, const CalibrationReport& r,
+                      const PredictorFitOptions& opt, const std::string& calibration_name) {
   std::vector<NewTensor> add;
   nlohmann::json meta = nlohmann::json::object();
   predictor_entries(r, opt, calibration_name, add, meta);
@@ -388,14 +410,17 @@ void write_predictors(const std::string& path, const CalibrationReport& r, const
 }
 
 std::string calibration_table(const CalibrationReport& r) {
-  std::string s = fmt::format("{:>5}  {:>5}  {:>8}  {:>9}  {:>10}  {:>10}  {:>7}  {:>10}\n", "layer", "rank", "recall",
-                              "precision", "predicted", "true", "kappa", "bytes");
+  std::string s =
+      fmt::format("{:>5}  {:>5}  {:>8}  {:>9}  {:>10}  {:>10}  {:>7}  {:>10}\n", "layer", "rank",
+                  "recall", "precision", "predicted", "true", "kappa", "bytes");
   for (const auto& p : r.layers)
-    s += fmt::format("{:>5}  {:>5}  {:>8.4f}  {:>9.4f}  {:>10.4f}  {:>10.4f}  {:>7.3f}  {:>10}\n", p.layer, p.rank,
-                     p.recall, p.precision, p.predicted_fraction, p.true_fraction, p.kappa, p.bytes());
-  s += fmt::format("{:>5}  {:>5}  {:>8.4f}  {:>9.4f}  {:>10.4f}  {:>10.4f}  {:>7}  {:>10}\n", "all", "", r.recall,
-                   r.precision, r.predicted_fraction, r.true_fraction, "", r.bytes);
-  s += "(recall, precision: held-out tokens, micro-averaged; predicted / true: fraction of neurons predicted / "
+    s += fmt::format("{:>5}  {:>5}  {:>8.4f}  {:>9.4f}  {:>10.4f}  {:>10.4f}  {:>7.3f}  {:>10}\n",
+                     p.layer, p.rank, p.recall, p.precision, p.predicted_fraction, p.true_fraction,
+                     p.kappa, p.bytes());
+  s += fmt::format("{:>5}  {:>5}  {:>8.4f}  {:>9.4f}  {:>10.4f}  {:>10.4f}  {:>7}  {:>10}\n", "all",
+                   "", r.recall, r.precision, r.predicted_fraction, r.true_fraction, "", r.bytes);
+  s += "(recall, precision: held-out tokens, micro-averaged; predicted / true: fraction of neurons "
+       "predicted / "
        "actually active per token; bytes: u + v fp16 + threshold fp32)\n";
   return s;
 }

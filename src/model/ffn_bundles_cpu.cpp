@@ -1,29 +1,30 @@
-#include "offload/ffn_bundles_cpu.hpp"
+#include "model/ffn_bundles_cpu.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "core/error.hpp"
-#include "offload/neuron_store.hpp"
+#include "format/neuron_bundles.hpp"
 #include "sparse24/sparse24.hpp"
 
-namespace sf::offload {
+namespace sf::model {
+
+using format::BundleLayout;
 
 namespace {
 
-constexpr int kLanes = 16;     // gemm_dense_cpu's dot product: 16 fp32 lanes, neuron j in lane j % 16
-constexpr int64_t kOut = 64;   // outputs per work item
+constexpr int kLanes = 16;  // gemm_dense_cpu's dot product: 16 fp32 lanes, neuron j in lane j % 16
+constexpr int64_t kOut = 64;  // outputs per work item
 
 // One work item: outputs [o0, o1) of every row. The body is compiled once per ISA with the same
 // target attributes as gemm_dense_cpu's dense rows so that the compiler makes the same contraction
 // choices (a*b+c fused or not) in both.
 template <int kDummy = 0>
-inline __attribute__((always_inline)) void fc2_block_body(const model::NeuronMajorFfn& nm, const BundleLayout& L,
-                                                          const float* h, int64_t rows,
-                                                          const std::vector<std::vector<int32_t>>& active,
-                                                          const void* b2, DType b2dt, const float* residual, float* y,
-                                                          int64_t o0, int64_t o1) {
+inline __attribute__((always_inline)) void fc2_block_body(
+    const NeuronMajorFfn& nm, const BundleLayout& L, const float* h, int64_t rows,
+    const std::vector<std::vector<int32_t>>& active, const void* b2, DType b2dt,
+    const float* residual, float* y, int64_t o0, int64_t o1) {
   const int64_t F = nm.ffn, H = nm.hidden, F16 = F / kLanes * kLanes;
   const int64_t w = o1 - o0;
   alignas(64) float lanes[kLanes][kOut];
@@ -50,7 +51,8 @@ inline __attribute__((always_inline)) void fc2_block_body(const model::NeuronMaj
     for (; t < act.size(); ++t) {  // neurons past the last full group of 16: the dot product's tail
       const int32_t j = act[t];
       const uint8_t* c = nm.bundles + uint64_t(j) * nm.stride + L.fc2_offset;
-      for (int64_t o = 0; o < w; ++o) yr[o0 + o] += load_as_float(c, nm.dtype, size_t(o0 + o)) * hr[j];
+      for (int64_t o = 0; o < w; ++o)
+        yr[o0 + o] += load_as_float(c, nm.dtype, size_t(o0 + o)) * hr[j];
     }
     for (int64_t o = o0; o < o1; ++o) {
       float v = yr[o];
@@ -61,36 +63,37 @@ inline __attribute__((always_inline)) void fc2_block_body(const model::NeuronMaj
   }
 }
 
-__attribute__((target("avx512f"))) void fc2_block_avx512(const model::NeuronMajorFfn& nm, const BundleLayout& L,
-                                                         const float* h, int64_t rows,
-                                                         const std::vector<std::vector<int32_t>>& active,
-                                                         const void* b2, DType b2dt, const float* residual, float* y,
-                                                         int64_t o0, int64_t o1) {
+__attribute__((target("avx512f"))) void fc2_block_avx512(
+    const NeuronMajorFfn& nm, const BundleLayout& L, const float* h, int64_t rows,
+    const std::vector<std::vector<int32_t>>& active, const void* b2, DType b2dt,
+    const float* residual, float* y, int64_t o0, int64_t o1) {
   fc2_block_body(nm, L, h, rows, active, b2, b2dt, residual, y, o0, o1);
 }
-__attribute__((target("avx2,fma,f16c"))) void fc2_block_avx2(const model::NeuronMajorFfn& nm, const BundleLayout& L,
-                                                             const float* h, int64_t rows,
-                                                             const std::vector<std::vector<int32_t>>& active,
-                                                             const void* b2, DType b2dt, const float* residual,
-                                                             float* y, int64_t o0, int64_t o1) {
+__attribute__((target("avx2,fma,f16c"))) void fc2_block_avx2(
+    const NeuronMajorFfn& nm, const BundleLayout& L, const float* h, int64_t rows,
+    const std::vector<std::vector<int32_t>>& active, const void* b2, DType b2dt,
+    const float* residual, float* y, int64_t o0, int64_t o1) {
   fc2_block_body(nm, L, h, rows, active, b2, b2dt, residual, y, o0, o1);
 }
-void fc2_block_portable(const model::NeuronMajorFfn& nm, const BundleLayout& L, const float* h, int64_t rows,
-                        const std::vector<std::vector<int32_t>>& active, const void* b2, DType b2dt,
-                        const float* residual, float* y, int64_t o0, int64_t o1) {
+void fc2_block_portable(const NeuronMajorFfn& nm, const BundleLayout& L, const float* h,
+                        int64_t rows, const std::vector<std::vector<int32_t>>& active,
+                        const void* b2, DType b2dt, const float* residual, float* y, int64_t o0,
+                        int64_t o1) {
   fc2_block_body(nm, L, h, rows, active, b2, b2dt, residual, y, o0, o1);
 }
 
 }  // namespace
 
-void bundles_fc1_cpu(const model::NeuronMajorFfn& nm, const float* b1, const float* x, int64_t rows, float* z) {
+void bundles_fc1_cpu(const NeuronMajorFfn& nm, const float* b1, const float* x, int64_t rows,
+                     float* z) {
   const BundleLayout L = BundleLayout::make(nm.hidden, nm.dtype);
   if (L.stride != nm.stride)
-    fail(Status::Format, "neuron bundles have stride {} bytes, expected {} for hidden {} {}", nm.stride, L.stride,
-         nm.hidden, dtype_name(nm.dtype));
+    fail(Status::Format, "neuron bundles have stride {} bytes, expected {} for hidden {} {}",
+         nm.stride, L.stride, nm.hidden, dtype_name(nm.dtype));
   const int64_t width = int64_t(L.stride / L.elem);  // a bundle read as one matrix row
   std::vector<float> xp(static_cast<size_t>(rows * width), 0.0f);  // [rows, width]: x, then zeros
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(xp.data() + r * width, x + r * nm.hidden, size_t(nm.hidden) * 4);
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(xp.data() + r * width, x + r * nm.hidden, size_t(nm.hidden) * 4);
   const s24::MatrixView w{nm.bundles, nm.dtype, nm.ffn, width};
   s24::Epilogue ep;
   if (b1) {
@@ -100,11 +103,12 @@ void bundles_fc1_cpu(const model::NeuronMajorFfn& nm, const float* b1, const flo
   s24::gemm_dense_cpu(w, xp.data(), DType::F32, rows, z, DType::F32, ep);
 }
 
-void bundles_fc2_cpu(const model::NeuronMajorFfn& nm, const float* h, int64_t rows, const void* b2, DType b2_dtype,
-                     const float* residual, float* y) {
+void bundles_fc2_cpu(const NeuronMajorFfn& nm, const float* h, int64_t rows, const void* b2,
+                     DType b2_dtype, const float* residual, float* y) {
   const BundleLayout L = BundleLayout::make(nm.hidden, nm.dtype);
   const int64_t F = nm.ffn, H = nm.hidden;
-  std::vector<std::vector<int32_t>> active(static_cast<size_t>(rows));  // nonzero activations per row, ascending
+  std::vector<std::vector<int32_t>> active(
+      static_cast<size_t>(rows));  // nonzero activations per row, ascending
   for (int64_t r = 0; r < rows; ++r) {
     auto& a = active[size_t(r)];
     a.reserve(size_t(F / 8));
@@ -127,4 +131,4 @@ void bundles_fc2_cpu(const model::NeuronMajorFfn& nm, const float* h, int64_t ro
   }
 }
 
-}  // namespace sf::offload
+}  // namespace sf::model
