@@ -246,12 +246,14 @@ SF_API sf_status sf_cuda_linear_decompress(const sf_cuda_linear* h, void* out, v
 SF_API void sf_cuda_release_workspaces(void);
 
 /* ---- sessions: a model, its tokenizer and an engine ----------------------------------------- */
-/* A session opens a model (a .sf file or a Hugging Face OPT checkpoint directory) and runs it on
- * the CPU, on a CUDA GPU, or on a GPU with the FFN offloaded neuron by neuron under a memory
- * budget: the object `sparseflow generate` and `sparseflow perplexity` use. A session is used by
- * one thread at a time (calls on different sessions may run in parallel). JSON strings that a
- * session returns are UTF-8, owned by the session and valid until its next call. Text prompts get
- * the model's BOS token prepended, as Hugging Face's OPT tokenizer does; ids are used as given. */
+/* A session opens a model (a .sf file, a GGUF file, or a Hugging Face checkpoint directory of OPT,
+ * Llama, Mistral, Qwen2 or GPT-2) and runs it on the CPU, on a CUDA GPU, or on a GPU under a memory
+ * budget (ReLU models: the FFN offloaded neuron by neuron; gated models: whole layers streamed
+ * from host memory): the object `sparseflow generate` and `sparseflow perplexity` use. A session
+ * is used by one thread at a time (calls on different sessions may run in parallel). JSON strings
+ * that a session returns are UTF-8, owned by the session and valid until its next call. Text
+ * prompts get the model's BOS token prepended where its tokenizer adds one (as Hugging Face's
+ * does); ids are used as given. */
 typedef struct sf_session sf_session;
 
 /* Option structs start with struct_size = sizeof(the struct as the caller compiled it), so that a

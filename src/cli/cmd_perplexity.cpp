@@ -109,8 +109,9 @@ void run_perplexity(const PerplexityOptions& o) {
 
 void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
-  CLI::App* cmd =
-      app.add_subcommand("perplexity", "Perplexity of a text or token sequence on the CPU");
+  CLI::App* cmd = app.add_subcommand(
+      "perplexity",
+      "Perplexity of a text or token sequence (the CPU, or a GPU with --device cuda)");
   cmd->add_option("--model,-m", o->model,
                   "a .sf file, a GGUF file, or a Hugging Face checkpoint directory (OPT, Llama, "
                   "Mistral, Qwen2, GPT-2)")

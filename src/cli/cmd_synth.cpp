@@ -187,7 +187,8 @@ void add_synth_command(CLI::App& app) {
   c->add_option(
        "--activation-profile", a->activation_profile,
        "shape FFN activations: sparsity=0.97,hot=0.26:0.80,corr=0.5[,rho=0.95,noise=0.1,latent=K] "
-       "(\"default\" = those values; docs/OFFLOAD.md). Any --arch; .sf output streams")
+       "(\"default\" = those values; docs/OFFLOAD.md). The OPT shapes (ReLU FFNs); .sf output "
+       "streams")
       ->each([a](const std::string&) { a->profiled = true; });
   c->add_option("--sparsity", a->sparsity,
                 "none, or 2:4 (with --format sf: every decoder linear pruned by magnitude and "

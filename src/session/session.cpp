@@ -353,11 +353,13 @@ bool Session::has_tokenizer() const {
 
 std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) const {
   const auto& t = impl_->tokenizer();
-  // OPT's vocab.json tokenizers always start with BOS ("</s>"), as HF's does; a tokenizer.json's
-  // post-processor and tokenizer_config decide, as in HF's encode(add_special_tokens=True).
+  // A tokenizer.json's post-processor and tokenizer_config decide, as in HF's
+  // encode(add_special_tokens=True). A vocab.json + merges.txt tokenizer is HF's GPT2Tokenizer:
+  // OPT's configuration of it starts every text with BOS ("</s>"), GPT-2's adds nothing.
   if (!impl_->model->tokenizer_json().empty()) return t.encode(text, add_bos);
-  return add_bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
-                 : t.encode(text);
+  const bool bos = add_bos && impl_->model->config().arch != "gpt2";
+  return bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
+             : t.encode(text);
 }
 
 bool Session::has_chat_template() const {
