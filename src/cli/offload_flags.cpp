@@ -18,6 +18,7 @@
 #include "offload/offloaded_opt.hpp"
 #include "offload/planner.hpp"
 #include "session/layer_streaming.hpp"
+#include "session/session.hpp"
 
 namespace sf::cli {
 
@@ -123,6 +124,61 @@ bool handle_plan_or_require_cuda(const offload::OffloadOptions& o, const Offload
   return false;
 }
 
+namespace {
+
+// The benchmark's JSON to `path` ("-": stdout; empty: nowhere), written whole or not at all.
+void write_json(const std::string& path, const nlohmann::ordered_json& j) {
+  if (path.empty()) return;
+  if (path == "-") {
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  const std::string text = j.dump(2) + "\n";
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+// A gated (or non-ReLU) model under --gpu-memory: whole layers streamed from host memory, through
+// the session as generate runs it; no neuron statistics to report.
+void run_layer_streaming_benchmark(const std::string& model_path, const offload::OffloadOptions& o,
+                                   std::span<const int32_t> prompt, int64_t new_tokens,
+                                   const std::string& json_path) {
+  session::SessionOptions so;
+  so.device = "cuda";
+  so.offload = o;
+  so.context_tokens = int64_t(prompt.size()) + new_tokens;
+  so.label = "benchmark";
+  const auto s = session::Session::open(model_path, so);
+  s->start();
+  const session::LayerStreamingPlan* plan = s->layer_streaming();
+  if (plan) fmt::print(stderr, "{}\n", plan->summary());
+  session::GenerateParams gp;  // greedy
+  gp.max_new_tokens = std::min<int64_t>(new_tokens, 8);
+  if (gp.max_new_tokens > 0) (void)s->generate_ids(prompt, gp);  // warm-up: graphs, first touch
+  gp.max_new_tokens = new_tokens;
+  const auto res = s->generate_ids(prompt, gp);
+  nlohmann::ordered_json j = {
+      {"model", model_path},
+      {"gpu_memory", o.gpu_memory->text},
+      {"mode", "layer_streaming"},
+      {"host_layers", plan ? plan->host_layers : int64_t(0)},
+      {"streamed_bytes_per_token",
+       plan ? plan->layer_bytes * uint64_t(plan->host_layers) : uint64_t(0)},
+      {"prompt_tokens", prompt.size()},
+      {"new_tokens", res.decode_steps},
+      {"prefill_ms", res.prefill_ms},
+      {"decode_tokens_per_s", res.decode_tokens_per_s()}};
+  fmt::print(
+      "layer-streamed decode: {:.2f} tokens/s (budget {}, {} layers from host memory, {:.1f} "
+      "MB over PCIe per token)\n",
+      res.decode_tokens_per_s(), o.gpu_memory->text, plan ? plan->host_layers : 0,
+      plan ? double(plan->layer_bytes) * double(plan->host_layers) / 1e6 : 0.0);
+  write_json(json_path, j);
+}
+
+}  // namespace
+
 void run_offloaded_benchmark(const std::string& model_path, const offload::OffloadOptions& o,
                              int64_t prompt_tokens, int64_t new_tokens,
                              const std::string& json_path, bool profile) {
@@ -131,6 +187,10 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
   std::vector<int32_t> prompt(size_t(std::max<int64_t>(prompt_tokens, 1)));
   for (size_t i = 0; i < prompt.size(); ++i)
     prompt[i] = int32_t((i * 7919 + 11) % size_t(std::min<int64_t>(V, 1000)));
+  if (session::streams_whole_layers(model->config())) {
+    run_layer_streaming_benchmark(model_path, o, prompt, new_tokens, json_path);
+    return;
+  }
   offload::OffloadTuning tuning;
   tuning.context_tokens = int64_t(prompt.size()) + new_tokens;
   const auto engine =
@@ -221,16 +281,7 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
                "product is on the side stream too, and ffn_predict_wait is the wait for its read "
                "of the input.)\n");
   }
-  if (!json_path.empty()) {
-    if (json_path == "-") {
-      fmt::print("{}\n", j.dump(2));
-    } else {
-      const std::string text = j.dump(2) + "\n";
-      AtomicFile f(json_path);
-      f.write(text.data(), text.size());
-      f.commit();
-    }
-  }
+  write_json(json_path, j);
 }
 
 }  // namespace sf::cli
