@@ -993,7 +993,7 @@ TEST(OffloadCalibrate, GpuFitMatchesCpuFit) {
   PredictorFitOptions cpu_opt;
   cpu_opt.rank = 16;
   PredictorFitOptions gpu_opt = cpu_opt;
-  gpu_opt.gpu = true;
+  gpu_opt.gpu_solver = make_gpu_reduced_rank;
   const FittedPredictor pc = fit_layer(a.data(), z.data(), T, heldout, d, F, cpu_opt);
   const FittedPredictor pg = fit_layer(a.data(), z.data(), T, heldout, d, F, gpu_opt);
   ASSERT_TRUE(pg.fitted_on_gpu) << "the GPU path fell back to the CPU";
