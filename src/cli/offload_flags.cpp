@@ -271,15 +271,11 @@ void run_offloaded_benchmark(const std::string& model_path, const offload::Offlo
                                                off.engine().measure_read_bandwidth(), human);
     j["profile"] = std::move(eager);
     j["profile_graph"] = std::move(graph);
-    fmt::print(human,
-               "(ffn_predict: the predictor's first product on the main stream, then the fork; the "
-               "rest of "
-               "the prediction, the cache lookup and the fetch run on a side stream during q/k/v "
-               "and attention, and "
-               "ffn_wait is what the main stream still waits for them; with "
-               "SPARSEFLOW_PREDICT_ON_SIDE=1 the first "
-               "product is on the side stream too, and ffn_predict_wait is the wait for its read "
-               "of the input.)\n");
+    fmt::print(
+        human,
+        "(ffn_predict: the predictor's first product on the main stream, then the fork; the "
+        "rest of the prediction, the cache lookup and the fetch run on a side stream during "
+        "q/k/v and attention, and ffn_wait is what the main stream still waits for them.)\n");
   }
   write_json(json_path, j);
 }

@@ -1024,7 +1024,6 @@ void CudaEngineImpl::Impl::layer(int64_t li, const Rows& r) {
   linear(Ly.out, attn, n, h2, DType::F32, /*residual=*/h);
   mark("out_proj", work(Ly.out, r));
   std::swap(h, h2);
-  if (ffn_owned(li) && r.decode) opt.ffn_provider->before_ffn_input(li, stream);  // x is next
   if (pre)
     norm(Ly.norm2, h, n, nullptr, x);
   else

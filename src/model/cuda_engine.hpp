@@ -43,12 +43,9 @@ class FfnProvider {
   virtual ~FfnProvider() = default;
   virtual bool owns_ffn(int64_t layer) const = 0;
   // Decode (one token per sequence): the layer's attention input x [rows, hidden] (act), called
-  // before the attention, so the provider can predict and prefetch while attention runs.
+  // before the attention, so the provider can predict and prefetch while attention runs. The
+  // engine overwrites x with the FFN input after the attention: a provider reads x on `stream`.
   virtual void before_attention(int64_t layer, const void* x, int64_t rows, void* stream) = 0;
-  // Decode: called after the attention block, before the engine writes the FFN input into the
-  // buffer that held the attention input x passed to before_attention (so a provider still reading
-  // x on another stream can make `stream` wait).
-  virtual void before_ffn_input(int64_t /*layer*/, void* /*stream*/) {}
   // out [rows, hidden] fp32 = residual + fc2(act(fc1(x))) for x [rows, hidden] (act, the norm2
   // output); `decode` tells a decode step (before_attention ran) from a prefill.
   virtual void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out,

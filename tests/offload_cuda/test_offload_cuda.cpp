@@ -4,9 +4,9 @@
 //     the host policy (lru_policy.hpp) step by step; the predictor against a CPU reference;
 //   - the engine: oracle mode (exact active set) equals the resident engine bit for bit, token by
 //     token through the decode graph, on a random model and the HF fixtures, with the whole FFN
-//     resident, with a cache smaller than the active set (eviction + direct host reads), and with an
-//     all-LRU cache; the stream policy equals it too; a predictor that predicts every neuron (so the
-//     side-stream fetch during attention carries everything) equals it too; budget edges;
+//     resident, with a cache smaller than the active set (eviction + direct host reads), and with
+//     an all-LRU cache; the stream policy equals it too; a predictor that predicts every neuron (so
+//     the side-stream fetch during attention carries everything) equals it too; budget edges;
 //   - attention weights in mapped host memory (a budget below all the attention): the engine with
 //     every layer's attention on the host equals the all-resident one bit for bit (decode GEMV and
 //     the cuBLAS prefill), and so does the offloaded engine in oracle mode under such a plan.
@@ -39,9 +39,10 @@ namespace {
 
 namespace k = sf::offload::cuda;
 
-#define SKIP_WITHOUT_GPU()                                                                       \
-  do {                                                                                           \
-    if (const std::string why = model::cuda_unavailable_reason(); !why.empty()) GTEST_SKIP() << why; \
+#define SKIP_WITHOUT_GPU()                                                      \
+  do {                                                                          \
+    if (const std::string why = model::cuda_unavailable_reason(); !why.empty()) \
+      GTEST_SKIP() << why;                                                      \
   } while (0)
 
 #define CK(x) ASSERT_EQ((x), cudaSuccess) << cudaGetErrorString(cudaGetLastError())
@@ -51,7 +52,8 @@ struct Dev {
   void* p = nullptr;
   size_t n = 0;
   explicit Dev(size_t bytes) : n(bytes) {
-    if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess) throw std::runtime_error("cudaMalloc");
+    if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess)
+      throw std::runtime_error("cudaMalloc");
   }
   ~Dev() { cudaFree(p); }
   template <typename T>
@@ -59,7 +61,8 @@ struct Dev {
     return static_cast<T*>(p);
   }
   void put(const void* src, size_t bytes) const {
-    if (cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess) throw std::runtime_error("upload");
+    if (cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+      throw std::runtime_error("upload");
   }
   void put(const void* src) const { put(src, n); }
   template <typename T>
@@ -76,7 +79,8 @@ struct Pinned {
   void* p = nullptr;
   void* dev = nullptr;
   explicit Pinned(size_t bytes) {
-    if (cudaHostAlloc(&p, bytes, cudaHostAllocMapped) != cudaSuccess) throw std::runtime_error("cudaHostAlloc");
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocMapped) != cudaSuccess)
+      throw std::runtime_error("cudaHostAlloc");
     cudaHostGetDevicePointer(&dev, p, 0);
   }
   ~Pinned() { cudaFreeHost(p); }
@@ -96,13 +100,16 @@ std::vector<float> randn(size_t n, float scale, float shift, uint64_t seed) {
   return v;
 }
 
-int act_code(DType t) { return t == DType::F16 ? 1 : t == DType::BF16 ? 2 : 0; }
+int act_code(DType t) {
+  return t == DType::F16 ? 1 : t == DType::BF16 ? 2 : 0;
+}
 
 // One random FFN layer: row-major weights for the resident GEMV and its bundles.
 struct Layer {
   int64_t d, F;
   DType dt;
-  std::vector<float> w1, b1, w2, b2;  // [F, d], [F], [d, F], [d] (values exactly representable in dt)
+  std::vector<float> w1, b1, w2,
+      b2;  // [F, d], [F], [d, F], [d] (values exactly representable in dt)
   std::vector<uint8_t> w1b, w2b, bundles;
   BundleLayout layout;
   Layer(int64_t d_, int64_t F_, DType t, uint64_t seed) : d(d_), F(F_), dt(t) {
@@ -129,8 +136,8 @@ class OffloadKernels : public ::testing::TestWithParam<std::tuple<DType, int64_t
 };
 
 // The resident engine's FFN for one token (the decode GEMV, fused epilogues): ff, then y.
-void resident_ffn(const Layer& L, const Dev& w1, const Dev& w2, const Dev& b1, const Dev& b2, const Dev& x,
-                  const Dev& res, const Dev& ff, const Dev& y) {
+void resident_ffn(const Layer& L, const Dev& w1, const Dev& w2, const Dev& b1, const Dev& b2,
+                  const Dev& x, const Dev& res, const Dev& ff, const Dev& y) {
   sf::cuda::EpilogueParams e1;
   e1.bias = b1.p;
   e1.y = ff.p;
@@ -170,7 +177,8 @@ TEST_P(OffloadKernels, SparseFfnWithExactSetEqualsResidentGemvBitForBit) {
 
   Pinned host(L.bundles.size());
   std::memcpy(host.p, L.bundles.data(), L.bundles.size());
-  for (const auto& [pinned, lru] : {std::pair<int64_t, int64_t>{F, 0}, {F / 2, 0}, {F / 4, F / 16}, {0, F}}) {
+  for (const auto& [pinned, lru] :
+       {std::pair<int64_t, int64_t>{F, 0}, {F / 2, 0}, {F / 4, F / 16}, {0, F}}) {
     // Pinned neurons: a random subset in shuffled slots.
     std::vector<int32_t> perm(static_cast<size_t>(F));
     std::iota(perm.begin(), perm.end(), 0);
@@ -178,21 +186,28 @@ TEST_P(OffloadKernels, SparseFfnWithExactSetEqualsResidentGemvBitForBit) {
     perm.resize(static_cast<size_t>(pinned));
     LruState st = LruState::make(F, perm, int32_t(lru));
     Dev pool(size_t(std::max<int32_t>(st.slots, 1)) * L.layout.stride), slot_of(size_t(F) * 4),
-        owner(size_t(std::max<int32_t>(st.slots, 1)) * 4), stamp(size_t(std::max<int32_t>(st.slots, 1)) * 4);
+        owner(size_t(std::max<int32_t>(st.slots, 1)) * 4),
+        stamp(size_t(std::max<int32_t>(st.slots, 1)) * 4);
     for (int32_t s = 0; s < st.pinned; ++s)
-      CK(cudaMemcpy(pool.as<uint8_t>() + size_t(s) * L.layout.stride, L.bundles.data() + size_t(perm[size_t(s)]) * L.layout.stride,
-                    L.layout.stride, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(pool.as<uint8_t>() + size_t(s) * L.layout.stride,
+                    L.bundles.data() + size_t(perm[size_t(s)]) * L.layout.stride, L.layout.stride,
+                    cudaMemcpyHostToDevice));
     slot_of.put(st.slot_of.data());
     if (st.slots) {
       owner.put(st.owner.data(), size_t(st.slots) * 4);
       CK(cudaMemset(stamp.p, 0, size_t(st.slots) * 4));
     }
-    k::CacheView cv{pool.as<uint8_t>(), slot_of.as<int32_t>(), owner.as<int32_t>(), stamp.as<uint32_t>(), st.pinned, st.slots};
-    k::BundleSource backing{static_cast<const uint8_t*>(host.dev), L.layout.stride, L.layout.fc2_offset};
-    Dev flags(static_cast<size_t>(F)), ids(size_t(F) * 4), eslot(size_t(F) * 4), h(size_t(F) * es), head(k::kHeadInts * 4),
-        fids(size_t(F) * 4), fslots(size_t(F) * 4), scratch(k::lookup_scratch_ints(F, st.slots) * 4), step(4);
+    k::CacheView cv{pool.as<uint8_t>(),  slot_of.as<int32_t>(),
+                    owner.as<int32_t>(), stamp.as<uint32_t>(),
+                    st.pinned,           st.slots};
+    k::BundleSource backing{static_cast<const uint8_t*>(host.dev), L.layout.stride,
+                            L.layout.fc2_offset};
+    Dev flags(static_cast<size_t>(F)), ids(size_t(F) * 4), eslot(size_t(F) * 4), h(size_t(F) * es),
+        head(k::kHeadInts * 4), fids(size_t(F) * 4), fslots(size_t(F) * 4),
+        scratch(k::lookup_scratch_ints(F, st.slots) * 4), step(4);
     CK(cudaMemset(step.p, 0, 4));
-    k::launch_exact_flags(x.p, 1, d, F, b1.as<float>(), cv, backing, flags.as<uint8_t>(), act_code(dt), nullptr);
+    k::launch_exact_flags(x.p, 1, d, F, b1.as<float>(), cv, backing, flags.as<uint8_t>(),
+                          act_code(dt), nullptr);
     const auto fl = flags.get<uint8_t>(size_t(F));
     int active = 0;
     for (int64_t j = 0; j < F; ++j) {
@@ -202,9 +217,10 @@ TEST_P(OffloadKernels, SparseFfnWithExactSetEqualsResidentGemvBitForBit) {
     }
     k::ActiveList list{ids.as<int32_t>(), eslot.as<int32_t>(), h.p, head.as<int32_t>()};
     k::FetchList fetch{fids.as<int32_t>(), fslots.as<int32_t>()};
-    k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, fetch, step.as<uint32_t>(), lru > 0, scratch.as<int32_t>(),
-                     nullptr, nullptr);
-    if (lru > 0) k::launch_fetch(backing, cv, L.layout.stride, fetch, head.as<int32_t>(), 0, nullptr);
+    k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, fetch, step.as<uint32_t>(), lru > 0,
+                     scratch.as<int32_t>(), nullptr, nullptr);
+    if (lru > 0)
+      k::launch_fetch(backing, cv, L.layout.stride, fetch, head.as<int32_t>(), 0, nullptr);
     k::SparseFfnArgs a;
     a.x = x.p;
     a.d = d;
@@ -227,27 +243,31 @@ TEST_P(OffloadKernels, SparseFfnWithExactSetEqualsResidentGemvBitForBit) {
     const auto got = y.get<float>(size_t(d));
     const auto hd = head.get<int32_t>(k::kHeadInts);
     EXPECT_EQ(hd[k::kHeadCount], active);
-    const std::string what = fmt::format("{} d {} ffn {} pinned {} lru {}", dtype_name(dt), d, F, pinned, lru);
+    const std::string what =
+        fmt::format("{} d {} ffn {} pinned {} lru {}", dtype_name(dt), d, F, pinned, lru);
     if (dt != DType::F32) {
-      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), size_t(d) * 4)) << what << ": y[0] " << got[0] << " vs " << want[0];
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), size_t(d) * 4))
+          << what << ": y[0] " << got[0] << " vs " << want[0];
     } else {
       // fp32's dot16 is a plain expression that nvcc contracts into fmas differently in the two
-      // kernels (measured on an H100: equal to ~1 ulp); fp16/bf16 use explicit fmaf and match exactly.
+      // kernels (measured on an H100: equal to ~1 ulp); fp16/bf16 use explicit fmaf and match
+      // exactly.
       EXPECT_LT(test::rel_l2(got, want), 1e-6) << what;
     }
   }
 }
 
-// Any active set (here random, as a predictor gives) against fp64: h rounded to act as the kernel does.
+// Any active set (here random, as a predictor gives) against fp64: h rounded to act as the kernel
+// does.
 TEST_P(OffloadKernels, SparseFfnMatchesFp64ReferenceForAnyActiveSet) {
   const auto [dt, d, F] = GetParam();
   const Layer L(d, F, dt, 7 + uint64_t(d * F));
   const size_t es = dtype_size(dt);
   const int cw = int(16 / es);
-  Dev pool(L.bundles.size()), slot_of(size_t(F) * 4), owner(size_t(F) * 4), stamp(size_t(F) * 4), b1(size_t(F) * 4),
-      b2(size_t(d) * 4), x(size_t(d) * es), res(size_t(d) * 4), y(size_t(d) * 4), flags(static_cast<size_t>(F)), ids(size_t(F) * 4),
-      eslot(size_t(F) * 4), h(size_t(F) * es), head(k::kHeadInts * 4), scratch(k::lookup_scratch_ints(F, F) * 4),
-      step(4);
+  Dev pool(L.bundles.size()), slot_of(size_t(F) * 4), owner(size_t(F) * 4), stamp(size_t(F) * 4),
+      b1(size_t(F) * 4), b2(size_t(d) * 4), x(size_t(d) * es), res(size_t(d) * 4), y(size_t(d) * 4),
+      flags(static_cast<size_t>(F)), ids(size_t(F) * 4), eslot(size_t(F) * 4), h(size_t(F) * es),
+      head(k::kHeadInts * 4), scratch(k::lookup_scratch_ints(F, F) * 4), step(4);
   pool.put(L.bundles.data());
   std::vector<int32_t> ident(static_cast<size_t>(F));
   std::iota(ident.begin(), ident.end(), 0);
@@ -266,10 +286,12 @@ TEST_P(OffloadKernels, SparseFfnMatchesFp64ReferenceForAnyActiveSet) {
     std::vector<uint8_t> fl(static_cast<size_t>(F));
     for (auto& f : fl) f = rng() % 4 == 0;
     flags.put(fl.data());
-    k::CacheView cv{pool.as<uint8_t>(), slot_of.as<int32_t>(), owner.as<int32_t>(), stamp.as<uint32_t>(), int32_t(F), int32_t(F)};
+    k::CacheView cv{pool.as<uint8_t>(),  slot_of.as<int32_t>(),
+                    owner.as<int32_t>(), stamp.as<uint32_t>(),
+                    int32_t(F),          int32_t(F)};
     k::ActiveList list{ids.as<int32_t>(), eslot.as<int32_t>(), h.p, head.as<int32_t>()};
-    k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, {nullptr, nullptr}, step.as<uint32_t>(), false,
-                     scratch.as<int32_t>(), nullptr, nullptr);
+    k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, {nullptr, nullptr}, step.as<uint32_t>(),
+                     false, scratch.as<int32_t>(), nullptr, nullptr);
     k::SparseFfnArgs a;
     a.x = x.p;
     a.d = d;
@@ -306,14 +328,16 @@ TEST_P(OffloadKernels, SparseFfnMatchesFp64ReferenceForAnyActiveSet) {
       den += want[size_t(i)] * want[size_t(i)];
     }
     // fp32 accumulation of ~F/4 terms against fp64; a neuron near zero may round h differently.
-    EXPECT_LT(std::sqrt(num / den), dt == DType::BF16 ? 2e-2 : 2e-3) << dtype_name(dt) << " trial " << trial;
+    EXPECT_LT(std::sqrt(num / den), dt == DType::BF16 ? 2e-2 : 2e-3)
+        << dtype_name(dt) << " trial " << trial;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, OffloadKernels,
                          ::testing::Values(std::make_tuple(DType::F16, int64_t(64), int64_t(256)),
                                            std::make_tuple(DType::F16, int64_t(768), int64_t(3072)),
-                                           std::make_tuple(DType::BF16, int64_t(256), int64_t(1024)),
+                                           std::make_tuple(DType::BF16, int64_t(256),
+                                                           int64_t(1024)),
                                            std::make_tuple(DType::F32, int64_t(64), int64_t(256))));
 
 // The GPU lookup + fetch step by step against the host policy: lists, maps, stamps, fetch lists,
@@ -329,22 +353,27 @@ TEST(OffloadCache, LookupAndFetchFollowTheHostPolicyExactly) {
     LruState st = LruState::make(F, hot, lru);
     Pinned host(L.bundles.size());
     std::memcpy(host.p, L.bundles.data(), L.bundles.size());
-    Dev pool(size_t(st.slots) * L.layout.stride), slot_of(size_t(F) * 4), owner(size_t(st.slots) * 4),
-        stamp(size_t(st.slots) * 4), flags(static_cast<size_t>(F)), ids(size_t(F) * 4), eslot(size_t(F) * 4), h(size_t(F) * 2),
-        head(k::kHeadInts * 4), fids(size_t(F) * 4), fslots(size_t(F) * 4),
+    Dev pool(size_t(st.slots) * L.layout.stride), slot_of(size_t(F) * 4),
+        owner(size_t(st.slots) * 4), stamp(size_t(st.slots) * 4), flags(static_cast<size_t>(F)),
+        ids(size_t(F) * 4), eslot(size_t(F) * 4), h(size_t(F) * 2), head(k::kHeadInts * 4),
+        fids(size_t(F) * 4), fslots(size_t(F) * 4),
         scratch(k::lookup_scratch_ints(F, st.slots) * 4), step(4), stats(k::kStatCount * 8);
     for (int32_t s = 0; s < st.pinned; ++s)
-      CK(cudaMemcpy(pool.as<uint8_t>() + size_t(s) * L.layout.stride, L.bundles.data() + size_t(hot[size_t(s)]) * L.layout.stride,
-                    L.layout.stride, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(pool.as<uint8_t>() + size_t(s) * L.layout.stride,
+                    L.bundles.data() + size_t(hot[size_t(s)]) * L.layout.stride, L.layout.stride,
+                    cudaMemcpyHostToDevice));
     slot_of.put(st.slot_of.data());
     owner.put(st.owner.data());
     CK(cudaMemset(stamp.p, 0, stamp.n));
     CK(cudaMemset(step.p, 0, 4));
     CK(cudaMemset(stats.p, 0, stats.n));
-    k::CacheView cv{pool.as<uint8_t>(), slot_of.as<int32_t>(), owner.as<int32_t>(), stamp.as<uint32_t>(), st.pinned, st.slots};
+    k::CacheView cv{pool.as<uint8_t>(),  slot_of.as<int32_t>(),
+                    owner.as<int32_t>(), stamp.as<uint32_t>(),
+                    st.pinned,           st.slots};
     k::ActiveList list{ids.as<int32_t>(), eslot.as<int32_t>(), h.p, head.as<int32_t>()};
     k::FetchList fetch{fids.as<int32_t>(), fslots.as<int32_t>()};
-    k::BundleSource backing{static_cast<const uint8_t*>(host.dev), L.layout.stride, L.layout.fc2_offset};
+    k::BundleSource backing{static_cast<const uint8_t*>(host.dev), L.layout.stride,
+                            L.layout.fc2_offset};
     std::mt19937 rng{unsigned(lru)};
     int64_t total_fetched = 0;
     for (int t = 0; t < 60; ++t) {
@@ -356,13 +385,14 @@ TEST(OffloadCache, LookupAndFetchFollowTheHostPolicyExactly) {
       }
       flags.put(fl.data());
       const LruLookup r = lru_lookup(st, fl, cw, true);
-      k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, fetch, step.as<uint32_t>(), true, scratch.as<int32_t>(),
-                       stats.as<uint64_t>(), nullptr);
+      k::launch_lookup(flags.as<uint8_t>(), F, cw, cv, list, fetch, step.as<uint32_t>(), true,
+                       scratch.as<int32_t>(), stats.as<uint64_t>(), nullptr);
       k::launch_fetch(backing, cv, L.layout.stride, fetch, head.as<int32_t>(), 0, nullptr);
       CK(cudaDeviceSynchronize());
       const auto hd = head.get<int32_t>(k::kHeadInts);
       ASSERT_EQ(hd[k::kHeadCount], int32_t(r.ids.size())) << "step " << t;
-      for (int i = 0; i <= 32; ++i) ASSERT_EQ(hd[size_t(k::kHeadClass + i)], r.class_start[size_t(i)]);
+      for (int i = 0; i <= 32; ++i)
+        ASSERT_EQ(hd[size_t(k::kHeadClass + i)], r.class_start[size_t(i)]);
       ASSERT_EQ(hd[k::kHeadMisses], r.misses);
       ASSERT_EQ(hd[k::kHeadFetch], r.fetched);
       ASSERT_EQ(hd[k::kHeadOverflow], r.overflow);
@@ -381,8 +411,8 @@ TEST(OffloadCache, LookupAndFetchFollowTheHostPolicyExactly) {
     for (int32_t s = 0; s < st.slots; ++s) {
       const int32_t o = st.owner[size_t(s)];
       if (o < 0) continue;
-      ASSERT_EQ(0, std::memcmp(pool_bytes.data() + size_t(s) * L.layout.stride, L.bundles.data() + size_t(o) * L.layout.stride,
-                               L.layout.stride))
+      ASSERT_EQ(0, std::memcmp(pool_bytes.data() + size_t(s) * L.layout.stride,
+                               L.bundles.data() + size_t(o) * L.layout.stride, L.layout.stride))
           << "slot " << s << " (neuron " << o << ")";
     }
     const auto sv = stats.get<uint64_t>(k::kStatCount);
@@ -396,27 +426,32 @@ TEST(OffloadCache, LookupAndFetchFollowTheHostPolicyExactly) {
 
 TEST(OffloadPredictor, FlagsMatchCpuReference) {
   SKIP_WITHOUT_GPU();
-  for (const auto& [d, R, F] : {std::tuple<int64_t, int64_t, int64_t>{64, 16, 256}, {4096, 128, 16384}, {768, 64, 3072}}) {
+  for (const auto& [d, R, F] :
+       {std::tuple<int64_t, int64_t, int64_t>{64, 16, 256}, {4096, 128, 16384}, {768, 64, 3072}}) {
     const auto a = randn(size_t(d), 1.0f, 0.0f, 1), u = randn(size_t(d * R), 0.05f, 0.0f, 2),
                v = randn(size_t(R * F), 0.1f, 0.0f, 3), thr = randn(size_t(F), 0.05f, 0.0f, 4);
-    const auto ab = to_dtype(a, DType::F16), ub = to_dtype(u, DType::F16), vb = to_dtype(v, DType::F16);
-    Dev da(ab.size()), du(ub.size()), dv(vb.size()), dthr(size_t(F) * 4), flags(static_cast<size_t>(F)),
-        scratch(k::predictor_scratch_floats(d, R, F) * 4);
+    const auto ab = to_dtype(a, DType::F16), ub = to_dtype(u, DType::F16),
+               vb = to_dtype(v, DType::F16);
+    Dev da(ab.size()), du(ub.size()), dv(vb.size()), dthr(size_t(F) * 4),
+        flags(static_cast<size_t>(F)), scratch(k::predictor_scratch_floats(d, R, F) * 4);
     da.put(ab.data());
     du.put(ub.data());
     dv.put(vb.data());
     dthr.put(thr.data());
-    CK(cudaMemset(scratch.p, 0, k::predictor_scratch_floats(d, R, F) * 4));  // the contract: zeroed once
+    CK(cudaMemset(scratch.p, 0,
+                  k::predictor_scratch_floats(d, R, F) * 4));  // the contract: zeroed once
     // Three launches on the same scratch: the stage-2 counters must come back to zero each time, so
     // every launch's flags are complete and equal.
     std::vector<uint8_t> fl;
     for (int rep = 0; rep < 3; ++rep) {
       CK(cudaMemset(flags.p, 0xAB, size_t(F)));  // poisoned
       k::launch_predictor_t(da.p, du.p, d, R, F, scratch.as<float>(), 1, nullptr);
-      k::launch_predictor_flags(dv.p, dthr.as<float>(), d, R, F, scratch.as<float>(), flags.as<uint8_t>(), 1, nullptr);
+      k::launch_predictor_flags(dv.p, dthr.as<float>(), d, R, F, scratch.as<float>(),
+                                flags.as<uint8_t>(), 1, nullptr);
       CK(cudaDeviceSynchronize());
       const auto now = flags.get<uint8_t>(size_t(F));
-      for (int64_t b = 0; b < F; ++b) ASSERT_LE(now[size_t(b)], 1) << "flag " << b << " not written, launch " << rep;
+      for (int64_t b = 0; b < F; ++b)
+        ASSERT_LE(now[size_t(b)], 1) << "flag " << b << " not written, launch " << rep;
       if (rep > 0) {
         EXPECT_EQ(now, fl) << "launch " << rep;
       }
@@ -430,7 +465,8 @@ TEST(OffloadPredictor, FlagsMatchCpuReference) {
     int checked = 0, on = 0;
     for (int64_t b = 0; b < F; ++b) {
       double s = 0;
-      for (int64_t r = 0; r < R; ++r) s += t[size_t(r)] * load_as_float(vb.data(), DType::F16, size_t(r * F + b));
+      for (int64_t r = 0; r < R; ++r)
+        s += t[size_t(r)] * load_as_float(vb.data(), DType::F16, size_t(r * F + b));
       if (std::abs(s - thr[size_t(b)]) < 1e-4) continue;  // too close to call at fp32
       EXPECT_EQ(fl[size_t(b)] != 0, s > thr[size_t(b)]) << "d " << d << " neuron " << b;
       ++checked;
@@ -485,13 +521,15 @@ std::unique_ptr<model::Model> tiny_random(DType dt, uint64_t seed) {
   return test::random_opt(spec);
 }
 
-void expect_same_logits(const std::vector<std::vector<float>>& got, const std::vector<std::vector<float>>& want,
-                        const std::string& what, bool exact) {
+void expect_same_logits(const std::vector<std::vector<float>>& got,
+                        const std::vector<std::vector<float>>& want, const std::string& what,
+                        bool exact) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_EQ(got[i].size(), want[i].size());
     if (exact) {
-      EXPECT_EQ(0, std::memcmp(got[i].data(), want[i].data(), got[i].size() * 4)) << what << ": token " << i;
+      EXPECT_EQ(0, std::memcmp(got[i].data(), want[i].data(), got[i].size() * 4))
+          << what << ": token " << i;
     } else {
       EXPECT_LT(test::rel_l2(got[i], want[i]), 1e-5) << what << ": token " << i;
     }
@@ -507,14 +545,17 @@ class OffloadEngine : public ::testing::TestWithParam<EngineCase> {
   void SetUp() override {
     SKIP_WITHOUT_GPU();
     const std::string n = GetParam().name;
-    model_ = n == "random" ? tiny_random(DType::F16, 5) : model::Model::open(std::string(SF_TEST_DATA_DIR) + "/opt/" + n);
+    model_ = n == "random" ? tiny_random(DType::F16, 5)
+                           : model::Model::open(std::string(SF_TEST_DATA_DIR) + "/opt/" + n);
     toks_ = spread_tokens(*model_, 14);
     auto ref_engine = model::make_cuda_engine(*model_);
     auto& ref = *ref_engine;
     want_ = stepwise(ref, toks_);
     ref_ids_ = ref.generate(std::span<const int32_t>(toks_.data(), 3), 10, {}).ids;
   }
-  bool exact() const { return model_->dtype() != DType::F32; }  // fp32: fma contraction may differ in the last bit
+  bool exact() const {
+    return model_->dtype() != DType::F32;
+  }  // fp32: fma contraction may differ in the last bit
   std::unique_ptr<model::Model> model_;
   std::vector<int32_t> toks_, ref_ids_;
   std::vector<std::vector<float>> want_;
@@ -524,11 +565,13 @@ TEST_P(OffloadEngine, OracleModeEqualsResidentBitForBit) {
   const int64_t F = model_->config().ffn_dim;
   OffloadOptions opt;
   opt.predictor = PredictorMode::Exact;
-  for (const auto& [hot, lru] : {std::pair<int64_t, int64_t>{F, 0}, {16, 48}, {0, F / 2}, {F / 4, 8}}) {
+  for (const auto& [hot, lru] :
+       {std::pair<int64_t, int64_t>{F, 0}, {16, 48}, {0, F / 2}, {F / 4, 8}}) {
     auto off_engine = make_offloaded_opt(*model_, opt, {}, {}, hand_plan(*model_, hot, lru));
     auto& off = *off_engine;
     const auto got = stepwise(off.engine(), toks_);
-    expect_same_logits(got, want_, fmt::format("{} hot {} lru {}", GetParam().name, hot, lru), exact());
+    expect_same_logits(got, want_, fmt::format("{} hot {} lru {}", GetParam().name, hot, lru),
+                       exact());
     const auto res = off.generate(std::span<const int32_t>(toks_.data(), 3), 10, {});
     if (exact()) {
       EXPECT_EQ(res.ids, ref_ids_) << "hot " << hot << " lru " << lru;
@@ -541,7 +584,8 @@ TEST_P(OffloadEngine, StreamPolicyEqualsResidentBitForBit) {
   opt.policy = OffloadPolicy::Stream;
   Plan p = hand_plan(*model_, 0, 0);
   const NeuronStore st = NeuronStore::from_model(*model_);
-  p.ffn_budget = 2 * uint64_t(st.ffn()) * st.layout().stride;  // one layer resident, the rest streamed
+  p.ffn_budget =
+      2 * uint64_t(st.ffn()) * st.layout().stride;  // one layer resident, the rest streamed
   auto off_engine = make_offloaded_opt(*model_, opt, {}, {}, p);
   auto& off = *off_engine;
   EXPECT_NE(off.describe().find("streamed"), std::string::npos) << off.describe();
@@ -549,8 +593,9 @@ TEST_P(OffloadEngine, StreamPolicyEqualsResidentBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, OffloadEngine,
-                         ::testing::Values(EngineCase{"random"}, EngineCase{"pre_ln"}, EngineCase{"post_ln"},
-                                           EngineCase{"proj"}, EngineCase{"untied"}),
+                         ::testing::Values(EngineCase{"random"}, EngineCase{"pre_ln"},
+                                           EngineCase{"post_ln"}, EngineCase{"proj"},
+                                           EngineCase{"untied"}),
                          [](const auto& i) { return std::string(i.param.name); });
 
 // A model with predictor tensors: rank-R predictors whose threshold decides what they predict.
@@ -565,7 +610,8 @@ std::unique_ptr<model::Model> with_predictors(float threshold, int64_t rank, uin
                  randn(size_t(c.hidden_size * rank), 0.1f, 0.0f, seed + uint64_t(l)));
     m->add_dense(predictor_name(l, "v"), DType::F16, {rank, c.ffn_dim},
                  randn(size_t(rank * c.ffn_dim), 0.1f, 0.0f, seed + 100 + uint64_t(l)));
-    m->add_dense(predictor_name(l, "threshold"), DType::F32, {c.ffn_dim}, std::vector<float>(size_t(c.ffn_dim), threshold));
+    m->add_dense(predictor_name(l, "threshold"), DType::F32, {c.ffn_dim},
+                 std::vector<float>(size_t(c.ffn_dim), threshold));
   }
   return m;
 }
@@ -587,7 +633,8 @@ TEST(OffloadConcurrent, PredictEverythingEqualsResidentWhileFetchesOverlapAttent
     tune.recall_every = 1;
     auto off_engine = make_offloaded_opt(*m, opt, {}, tune, hand_plan(*m, hot, lru));
     auto& off = *off_engine;
-    expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("predict-all hot {} lru {}", hot, lru), true);
+    expect_same_logits(stepwise(off.engine(), toks), want,
+                       fmt::format("predict-all hot {} lru {}", hot, lru), true);
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 8, {});
     const OffloadStats s = off.stats();
     EXPECT_EQ(s.tokens, res.decode_steps);
@@ -597,11 +644,13 @@ TEST(OffloadConcurrent, PredictEverythingEqualsResidentWhileFetchesOverlapAttent
     EXPECT_GT(s.exact_rows, 0);
     EXPECT_LT(s.precision(), 1.0);
     if (hot + lru < 256) {
-      EXPECT_GT(s.pcie_bytes, 0);  // the cache cannot hold the layer: every step reads from the host
+      EXPECT_GT(s.pcie_bytes,
+                0);  // the cache cannot hold the layer: every step reads from the host
     } else {
       EXPECT_EQ(s.pcie_bytes, 0);  // warmed by the stepwise run: every neuron is cached
     }
-    std::printf("predict-all hot %ld lru %ld: %s\n", long(hot), long(lru), s.to_json().dump().c_str());
+    std::printf("predict-all hot %ld lru %ld: %s\n", long(hot), long(lru),
+                s.to_json().dump().c_str());
   }
 }
 
@@ -632,8 +681,8 @@ TEST(OffloadPredictorMode, RandomPredictorRunsAndReportsConsistentStats) {
 }
 
 // How the two streams split the work changes when kernels run, not what they compute: with the side
-// stream at the highest priority (SPARSEFLOW_SIDE_PRIORITY=1) or the predictor's first product on it
-// too (SPARSEFLOW_PREDICT_ON_SIDE=1), the same ids, logits and counters as by default.
+// stream at the highest priority (SPARSEFLOW_SIDE_PRIORITY=1), the same ids, logits and counters as
+// by default.
 class OffloadStreams : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(OffloadStreams, ChangeNothingButTiming) {
@@ -658,27 +707,22 @@ TEST_P(OffloadStreams, ChangeNothingButTiming) {
   EXPECT_EQ(std::get<3>(other), std::get<3>(base));
 }
 
-INSTANTIATE_TEST_SUITE_P(Env, OffloadStreams, ::testing::Values("SPARSEFLOW_SIDE_PRIORITY", "SPARSEFLOW_PREDICT_ON_SIDE"));
+INSTANTIATE_TEST_SUITE_P(Env, OffloadStreams, ::testing::Values("SPARSEFLOW_SIDE_PRIORITY"));
 
 // benchmark --profile on the offloaded engine: the eager decode step by stage, the FFN split by the
-// runtime into the wait for the side stream before fc1, fc1 and fc2 (one of each per layer and step),
-// and with the predictor's first product on the side stream also the wait before the FFN input
-// overwrites x; the marker is dropped after the pass (a later graph step runs without it).
-class OffloadProfile : public ::testing::TestWithParam<bool> {};
-
-TEST_P(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
+// runtime into the wait for the side stream before fc1, fc1 and fc2 (one of each per layer and
+// step); the marker is dropped after the pass (a later graph step runs without it).
+TEST(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
   SKIP_WITHOUT_GPU();
-  const bool on_side = GetParam();
   auto m = with_predictors(0.0f, 16, 23);
-  if (on_side) setenv("SPARSEFLOW_PREDICT_ON_SIDE", "1", 1);
   auto off_engine =
       make_offloaded_opt(*m, OffloadOptions{}, {}, OffloadTuning{}, hand_plan(*m, 32, 48));
   auto& off = *off_engine;
-  unsetenv("SPARSEFLOW_PREDICT_ON_SIDE");
   const int64_t steps = 3, layers = m->config().num_hidden_layers;
   const auto stages = off.engine().profile_decode(4, steps);
   auto find = [&](const char* name) {
-    return std::find_if(stages.begin(), stages.end(), [&](const model::StageProfile& st) { return st.stage == name; });
+    return std::find_if(stages.begin(), stages.end(),
+                        [&](const model::StageProfile& st) { return st.stage == name; });
   };
   for (const char* name : {"ffn_predict", "ffn_wait", "ffn_fc1", "ffn_fc2", "qkv", "attention"}) {
     const auto it = find(name);
@@ -686,21 +730,20 @@ TEST_P(OffloadProfile, DecodeStagesSplitTheOffloadedFfn) {
     EXPECT_EQ(it->launches, layers) << name;  // per step
     EXPECT_GE(it->ms, 0.0) << name;
   }
-  EXPECT_EQ(find("ffn_predict_wait") != stages.end(), on_side);
+  EXPECT_EQ(find("ffn_predict_wait"), stages.end());
   EXPECT_GT(find("ffn_fc1")->ms + find("ffn_fc2")->ms, 0.0);
-  // The same stages inside the replayed decode graph (the side stream's events are graph nodes too).
+  // The same stages inside the replayed decode graph (the side stream's events are graph nodes
+  // too).
   const auto graph = off.engine().profile_decode_graph(4, steps);
   for (const auto& e : stages) {
-    const auto g = std::find_if(graph.begin(), graph.end(), [&](const model::StageProfile& s) { return s.stage == e.stage; });
+    const auto g = std::find_if(graph.begin(), graph.end(),
+                                [&](const model::StageProfile& s) { return s.stage == e.stage; });
     ASSERT_NE(g, graph.end()) << e.stage;
     EXPECT_EQ(g->launches, e.launches) << e.stage;
   }
   const auto res = off.generate(std::vector<int32_t>{2, 17, 33}, 6, {});
   EXPECT_EQ(res.ids.size(), 6u);
 }
-
-INSTANTIATE_TEST_SUITE_P(PredictorFirstProduct, OffloadProfile, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "OnSideStream" : "OnMainStream"; });
 
 // Budget edges through the planner: too small is refused (naming the minimum), the minimum runs,
 // a budget holding everything keeps every layer resident; all three equal the resident output in
@@ -732,9 +775,11 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
     opt.gpu_memory = SizeSpec{double(p.gpu_budget), false, "test"};
     auto off_engine = make_offloaded_opt(*m, opt, {}, tune, p);
     auto& off = *off_engine;
-    expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("budget {}", p.gpu_budget), true);
+    expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("budget {}", p.gpu_budget),
+                       true);
   }
-  // Through the constructor: a budget below the minimum is an InvalidArgument with the minimum in it.
+  // Through the constructor: a budget below the minimum is an InvalidArgument with the minimum in
+  // it.
   opt.gpu_memory = SizeSpec{1024, false, "1024"};
   try {
     auto off_engine = make_offloaded_opt(*m, opt, {}, tune);
@@ -745,7 +790,8 @@ TEST(OffloadBudget, TooSmallExactlyEnoughAndEverything) {
   }
 }
 
-// ---- attention weights on the host (CudaOptions::attention_host_layers) ---------------------------
+// ---- attention weights on the host (CudaOptions::attention_host_layers)
+// ---------------------------
 std::unique_ptr<model::Model> four_layers(bool sparse24) {
   test::RandomSpec spec = wide_spec();
   spec.config.num_hidden_layers = 4;
@@ -776,12 +822,15 @@ TEST(AttentionOnHost, EngineEqualsAllResidentBitForBit) {
     auto& e = *e_engine;
     EXPECT_EQ(e.memory().host_weights, size_t(k) * per_layer);
     EXPECT_EQ(e.memory().weights + e.memory().host_weights, ref.memory().weights);
-    expect_same_logits(stepwise(e, toks), want, fmt::format("attention on the host, last {} layers", k), true);
+    expect_same_logits(stepwise(e, toks), want,
+                       fmt::format("attention on the host, last {} layers", k), true);
     e.reset(int64_t(toks.size()));
     const auto got_prefill = e.forward(toks, /*all_logits=*/true);
     ASSERT_EQ(got_prefill.size(), want_prefill.size());
-    EXPECT_EQ(0, std::memcmp(got_prefill.data(), want_prefill.data(), got_prefill.size() * 4)) << "prefill, k " << k;
-    EXPECT_EQ(e.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids, want_ids) << "k " << k;
+    EXPECT_EQ(0, std::memcmp(got_prefill.data(), want_prefill.data(), got_prefill.size() * 4))
+        << "prefill, k " << k;
+    EXPECT_EQ(e.generate(std::span<const int32_t>(toks.data(), 3), 10, {}).ids, want_ids)
+        << "k " << k;
   }
   model::CudaOptions bad;
   bad.attention_host_layers = c.num_hidden_layers + 1;
@@ -844,7 +893,8 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
     auto& off = *off_engine;
     EXPECT_EQ(off.engine().memory().host_weights, p.attention_host_bytes);
     EXPECT_NE(off.describe().find("mapped host memory"), std::string::npos) << off.describe();
-    expect_same_logits(stepwise(off.engine(), toks), want, fmt::format("host attention, {} layers", k), true);
+    expect_same_logits(stepwise(off.engine(), toks), want,
+                       fmt::format("host attention, {} layers", k), true);
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 10, {});
     EXPECT_EQ(res.ids, want_ids) << "host attention, " << k << " layers";
     const OffloadStats s = off.stats();
@@ -859,9 +909,9 @@ TEST(AttentionOnHost, OffloadedPlanWithHostAttentionEqualsResidentBitForBit) {
 namespace sf::offload {
 namespace {
 
-// The cpu policy: pinned neurons on the GPU, the rest computed by the CPU from the host bundles in a
-// host node of the decode graph. The CPU sums in another order: equal to the resident output within
-// fp32 rounding (not bit for bit).
+// The cpu policy: pinned neurons on the GPU, the rest computed by the CPU from the host bundles in
+// a host node of the decode graph. The CPU sums in another order: equal to the resident output
+// within fp32 rounding (not bit for bit).
 TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
   SKIP_WITHOUT_GPU();
   auto m = tiny_random(DType::F16, 5);
@@ -870,7 +920,9 @@ TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
   auto& ref = *ref_engine;
   const auto want = stepwise(ref, toks);
   for (PredictorMode pm : {PredictorMode::Exact, PredictorMode::Model}) {
-    auto pm_model = pm == PredictorMode::Exact ? nullptr : with_predictors(-1e30f, 8, 9);  // predicts everything
+    auto pm_model = pm == PredictorMode::Exact
+                        ? nullptr
+                        : with_predictors(-1e30f, 8, 9);  // predicts everything
     const model::Model& mm = pm_model ? *pm_model : *m;
     OffloadOptions opt;
     opt.policy = OffloadPolicy::Cpu;
@@ -880,7 +932,8 @@ TEST(OffloadCpuPolicy, OracleCpuShareMatchesResident) {
     EXPECT_NE(off.describe().find("cpu"), std::string::npos) << off.describe();
     const auto got = stepwise(off.engine(), toks);
     for (size_t i = 0; i < got.size(); ++i)
-      EXPECT_LT(test::rel_l2(got[i], want[i]), 2e-3) << "token " << i << (pm_model ? " (predict-all)" : " (exact)");
+      EXPECT_LT(test::rel_l2(got[i], want[i]), 2e-3)
+          << "token " << i << (pm_model ? " (predict-all)" : " (exact)");
     const auto res = off.generate(std::span<const int32_t>(toks.data(), 3), 6, {});
     EXPECT_GT(off.stats().cpu_neurons, 0);
     EXPECT_EQ(off.stats().fetched, 0);
@@ -938,7 +991,8 @@ TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
   for (int64_t l : cpu.layers) {
     const double ea = test::rel_l2(gpu.a[size_t(l)], cpu.a[size_t(l)]);
     const double ez = test::rel_l2(gpu.z[size_t(l)], cpu.z[size_t(l)]);
-    std::printf("layer %lld: attention input rel L2 %.3g, pre-activation rel L2 %.3g\n", (long long)l, ea, ez);
+    std::printf("layer %lld: attention input rel L2 %.3g, pre-activation rel L2 %.3g\n",
+                (long long)l, ea, ez);
     EXPECT_LT(ea, 1e-2) << "layer " << l;
     EXPECT_LT(ez, 1e-2) << "layer " << l;
   }
@@ -973,9 +1027,9 @@ TEST(OffloadCalibrate, GpuCollectsTheCpuPairs) {
   EXPECT_EQ(collect_activations_cuda(*m, toks, po).tokens, 32);
 }
 
-// The fit's large products on the GPU (calibrate on a GPU machine) give the CPU's predictor: the same
-// thresholds, recall, precision and product U V up to rounding (eigenvector signs may differ; U and V
-// flip together).
+// The fit's large products on the GPU (calibrate on a GPU machine) give the CPU's predictor: the
+// same thresholds, recall, precision and product U V up to rounding (eigenvector signs may differ;
+// U and V flip together).
 TEST(OffloadCalibrate, GpuFitMatchesCpuFit) {
   SKIP_WITHOUT_GPU();
   const int64_t T = 300, heldout = 60, d = 64, F = 256;
@@ -1010,12 +1064,15 @@ TEST(OffloadCalibrate, GpuFitMatchesCpuFit) {
   auto scores = [&](const FittedPredictor& p, int64_t t) {
     std::vector<float> proj(static_cast<size_t>(p.rank), 0.0f), out(static_cast<size_t>(F), 0.0f);
     for (int64_t r = 0; r < p.rank; ++r)
-      for (int64_t i = 0; i < d; ++i) proj[size_t(r)] += a[size_t(t * d + i)] * half_to_float(p.u[size_t(i * p.rank + r)]);
+      for (int64_t i = 0; i < d; ++i)
+        proj[size_t(r)] += a[size_t(t * d + i)] * half_to_float(p.u[size_t(i * p.rank + r)]);
     for (int64_t j = 0; j < F; ++j)
-      for (int64_t r = 0; r < p.rank; ++r) out[size_t(j)] += proj[size_t(r)] * half_to_float(p.v[size_t(r * F + j)]);
+      for (int64_t r = 0; r < p.rank; ++r)
+        out[size_t(j)] += proj[size_t(r)] * half_to_float(p.v[size_t(r * F + j)]);
     return out;
   };
-  for (int64_t t : {0, 7, 299}) EXPECT_LT(test::rel_l2(scores(pg, t), scores(pc, t)), 1e-2) << "token " << t;
+  for (int64_t t : {0, 7, 299})
+    EXPECT_LT(test::rel_l2(scores(pg, t), scores(pc, t)), 1e-2) << "token " << t;
 }
 
 }  // namespace sf::offload

@@ -38,22 +38,21 @@ const char* layer_mode_name(LayerMode m);
 
 class OffloadRuntime final : public model::FfnProvider {
  public:
-  OffloadRuntime(const model::Model& model, const NeuronStore& store, const Plan& plan, const OffloadOptions& opt,
-                 const OffloadTuning& tuning, int device);
+  OffloadRuntime(const model::Model& model, const NeuronStore& store, const Plan& plan,
+                 const OffloadOptions& opt, const OffloadTuning& tuning, int device);
   ~OffloadRuntime() override;
   OffloadRuntime(const OffloadRuntime&) = delete;
   OffloadRuntime& operator=(const OffloadRuntime&) = delete;
 
   bool owns_ffn(int64_t) const override { return true; }
   void before_attention(int64_t layer, const void* x, int64_t rows, void* stream) override;
-  void before_ffn_input(int64_t layer, void* stream) override;
-  void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out, bool decode,
-           void* stream) override;
-  // Profiled decode steps (CudaEngine::profile_decode): ffn_predict_wait (before the FFN input
-  // overwrites x, the main stream waits for the predictor to have read it), then the FFN splits
-  // into ffn_wait (for the rest of the side stream's prediction, lookup and fetch), ffn_fc1 and
-  // ffn_fc2.
-  void set_stage_marker(std::function<void(const char*, double)> mark) override { mark_ = std::move(mark); }
+  void ffn(int64_t layer, const void* x, int64_t rows, const float* residual, float* out,
+           bool decode, void* stream) override;
+  // Profiled decode steps (CudaEngine::profile_decode): the FFN splits into ffn_wait (for the rest
+  // of the side stream's prediction, lookup and fetch), ffn_fc1 and ffn_fc2.
+  void set_stage_marker(std::function<void(const char*, double)> mark) override {
+    mark_ = std::move(mark);
+  }
 
   // After a synchronised decode step: reads its timing events, runs the recall check when due.
   void after_decode_step();
@@ -80,13 +79,15 @@ class OffloadRuntime final : public model::FfnProvider {
   void* dev_alloc(size_t bytes, const char* what);
   void* host_alloc(size_t bytes, const char* what);  // pinned, mapped
   void setup_backing();
-  bool register_backing_in_place();  // SPARSEFLOW_OFFLOAD_REGISTER=1; false: not registered, copy instead
+  bool register_backing_in_place();  // SPARSEFLOW_OFFLOAD_REGISTER=1; false: not registered, copy
+                                     // instead
   void setup_layer(int64_t l, LayerMode mode, int64_t pinned, int64_t lru);
   void run_probe();
   cuda::BundleSource pool_source(const Layer& L) const;
-  cuda::SparseFfnArgs ffn_args(const Layer& L, const void* x, const float* residual, float* out) const;
-  void row_sparse(Layer& L, const void* x, const uint8_t* flags, const float* residual, float* out, bool allocate,
-                  cudaStream_t s);
+  cuda::SparseFfnArgs ffn_args(const Layer& L, const void* x, const float* residual,
+                               float* out) const;
+  void row_sparse(Layer& L, const void* x, const uint8_t* flags, const float* residual, float* out,
+                  bool allocate, cudaStream_t s);
   void row_dense(Layer& L, const void* x, const float* residual, float* out, cudaStream_t s);
   void cpu_part(Layer& L, const void* x, cudaStream_t list_stream, cudaStream_t s);
   static void CUDART_CB cpu_callback(void* task);
@@ -105,27 +106,29 @@ class OffloadRuntime final : public model::FfnProvider {
   std::vector<void*> dev_allocs_, host_allocs_, registered_;
   bool backing_registered_ = false;  // host bundles registered in place, not copied
   size_t device_bytes_ = 0;
-  std::vector<const uint8_t*> backing_dev_;   // per layer: device alias of the host bundles (empty: none)
-  std::vector<const uint8_t*> backing_host_;  // per layer: the pinned host bundles (registered or copied)
+  std::vector<const uint8_t*>
+      backing_dev_;  // per layer: device alias of the host bundles (empty: none)
+  std::vector<const uint8_t*>
+      backing_host_;  // per layer: the pinned host bundles (registered or copied)
   cudaStream_t side_ = nullptr, cpu_stream_ = nullptr, stats_stream_ = nullptr;
 
   // Shared scratch (layers run one after another on the main stream).
   float* pred_scratch_ = nullptr;
   float* fc2_partial_ = nullptr;  // the sparse fc2's class sums (k::fc2_partial_floats)
   int32_t* lookup_scratch_ = nullptr;
-  uint8_t* exact_flags_ = nullptr;   // [8, ffn]
-  uint8_t* stream_buf_ = nullptr;    // [ffn, stride]: one streamed layer
-  int32_t* all_ids_ = nullptr;       // [ffn] every neuron in lane-class order
-  int32_t* all_neg_ = nullptr;       // [ffn] -1
-  int32_t* all_head_ = nullptr;      // [kHeadInts]
-  void* all_h_ = nullptr;            // [ffn] act
+  uint8_t* exact_flags_ = nullptr;  // [8, ffn]
+  uint8_t* stream_buf_ = nullptr;   // [ffn, stride]: one streamed layer
+  int32_t* all_ids_ = nullptr;      // [ffn] every neuron in lane-class order
+  int32_t* all_neg_ = nullptr;      // [ffn] -1
+  int32_t* all_head_ = nullptr;     // [kHeadInts]
+  void* all_h_ = nullptr;           // [ffn] act
 
   std::vector<Layer> layers_;
   OffloadProbe probe_;
   int64_t decode_steps_seen_ = 0;
   bool stats_events_ = false;
-  int side_priority_ = 0;  // the side stream's priority (cudaStreamCreateWithPriority; lower is higher)
-  bool predict_on_side_ = false;  // the predictor's first product on the side stream (SPARSEFLOW_PREDICT_ON_SIDE=1)
+  int side_priority_ =
+      0;  // the side stream's priority (cudaStreamCreateWithPriority; lower is higher)
   std::function<void(const char*, double)> mark_;  // set during a profiled pass only
   cudaEvent_t step_begin_ = nullptr, step_end_ = nullptr;
   double timing_[3] = {0, 0, 0};  // step, transfer, wait (ms), summed by after_decode_step
