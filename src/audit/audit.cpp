@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "audit/costs.hpp"
 #include "core/error.hpp"
 
 namespace sf::audit {
@@ -318,45 +319,15 @@ double max_batch_by_memory(const ModelShape& model, const GpuSpec* spec, double 
 }
 
 void add_power_cost_co2(Report& r, const Request& req, const GpuSpec* spec) {
-  std::optional<double> watts = req.power_watts;
-  if (watts) {
-    r.assumptions.push_back(
-        {"power per GPU", fmt::format("{} W", *watts), "user flag --power-watts"});
-  } else if (spec) {
-    watts = spec->tdp_watts;
-    r.assumptions.push_back(
-        {"power per GPU", fmt::format("{} W", spec->tdp_watts),
-         fmt::format("{}: board TDP of the {}, an upper bound on the GPU's draw (host, cooling and "
-                     "PUE not included); measure with nvidia-smi and pass --power-watts",
-                     spec->source, spec->name)});
-  } else {
-    r.not_computed.push_back(fmt::format(
-        "energy and CO2: no published power figure for \"{}\" in this tool's table; pass "
-        "--power-watts W (e.g. the board power that nvidia-smi reports under load)",
-        r.gpu));
-  }
-  if (req.price_per_gpu_hour)
-    r.assumptions.push_back({"price per GPU-hour", fmt::format("{}", *req.price_per_gpu_hour),
-                             "user flag --price-per-gpu-hour"});
-  else
-    r.not_computed.push_back(
-        "yearly cost: prices vary by provider and contract, so there is no default; pass "
-        "--price-per-gpu-hour P (e.g. your cloud's on-demand rate for this GPU)");
-  if (req.grid_g_per_kwh)
-    r.assumptions.push_back({"grid carbon intensity",
-                             fmt::format("{} gCO2/kWh", *req.grid_g_per_kwh),
-                             "user flag --grid-gco2-per-kwh"});
-  else if (watts)
-    r.not_computed.push_back(
-        "yearly CO2: grid carbon intensity depends on the region and the hour, so there is no "
-        "default; pass --grid-gco2-per-kwh G (your utility's or region's published figure)");
-  r.assumptions.push_back({"hours per year", "8760", "24 h x 365 days, GPUs provisioned all year"});
-
+  const CostInputs in{req.price_per_gpu_hour, req.power_watts, req.grid_g_per_kwh};
+  CostModel m = cost_model(in, r.gpu, spec);
+  r.assumptions.insert(r.assumptions.end(), m.assumptions.begin(), m.assumptions.end());
+  r.not_computed.insert(r.not_computed.end(), m.not_computed.begin(), m.not_computed.end());
   for (Side* s : {&r.dense, &r.sparse}) {
-    if (req.price_per_gpu_hour) s->cost_per_year = yearly_cost(s->gpus, *req.price_per_gpu_hour);
-    if (watts) s->kwh_per_year = yearly_kwh(s->gpus, *watts);
-    if (watts && req.grid_g_per_kwh)
-      s->tonnes_co2_per_year = tonnes_co2(*s->kwh_per_year, *req.grid_g_per_kwh);
+    const YearlyFigures y = yearly_figures(s->gpus, in, m);
+    s->cost_per_year = y.cost;
+    s->kwh_per_year = y.kwh;
+    s->tonnes_co2_per_year = y.tonnes_co2;
   }
 }
 

@@ -1,7 +1,9 @@
 // sparseflow audit: GPUs needed to serve Q requests/s dense vs 2:4, their yearly cost, energy and
 // CO2, with every assumption and its source printed. Throughput comes only from measurements
 // (--from-benchmark files, else the shipped table data/measured/); when none covers the model it
-// says which measurements to make and exits 2. The arithmetic is in src/audit/audit.cpp.
+// says which measurements to make and exits 2. The arithmetic is in src/audit/audit.cpp. With
+// --from-serve-dense and --from-serve-sparse it audits from measured serving instead
+// (cmd_audit_serving.cpp).
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 
 #include "audit/audit.hpp"
 #include "audit/measurements.hpp"
+#include "audit/serving.hpp"
 #include "cli/commands.hpp"
 #include "cli/table.hpp"
 #include "core/error.hpp"
@@ -17,6 +20,11 @@
 #include "report/svg_plot.hpp"
 
 namespace sf::cli {
+
+// cmd_audit_serving.cpp
+void run_serving_audit_command(const audit::ServingRequest& req, const std::string& model,
+                               const std::string& dense_file, const std::string& sparse_file,
+                               bool json, const std::string& plot);
 
 namespace {
 
@@ -30,6 +38,8 @@ struct AuditOptions {
   std::optional<std::string> gpu;
   std::optional<int64_t> batch;
   std::vector<std::string> from_benchmark;
+  std::string from_serve_dense, from_serve_sparse;  // bench-serve --json files
+  std::optional<double> latency_limit_ms;
   bool no_shipped = false;
   bool json = false;
   std::string plot;
@@ -163,7 +173,24 @@ void print_text(const audit::Report& r) {
   }
 }
 
+// The serving mode needs no model shape: a name from the table is normalised, any other is a label.
+void run_serving_mode(const AuditOptions& o) {
+  audit::ServingRequest req;
+  req.qps = o.qps;
+  req.tokens_in = o.tokens_in;
+  req.tokens_out = o.tokens_out;
+  req.latency_limit_ms = o.latency_limit_ms;
+  req.gpu = o.gpu;
+  req.price_per_gpu_hour = o.price;
+  req.power_watts = o.watts;
+  req.grid_g_per_kwh = o.grid;
+  const ModelShape* known = audit::find_model(o.model);
+  run_serving_audit_command(req, known ? known->name : o.model, o.from_serve_dense,
+                            o.from_serve_sparse, o.json, o.plot);
+}
+
 void run_audit_command(const AuditOptions& o) {
+  if (!o.from_serve_dense.empty()) return run_serving_mode(o);
   const ModelShape model = resolve_model(o.model);
   audit::Measurements meas;
   for (const auto& f : o.from_benchmark)
@@ -222,15 +249,20 @@ void add_audit_command(CLI::App& app) {
   cmd->add_option("--qps", o->qps, "requests per second to serve")
       ->required()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--tokens-in", o->tokens_in, "prompt tokens per request (default 128)")
+  cmd->add_option(
+         "--tokens-in", o->tokens_in,
+         "prompt tokens per request (default 128; serving mode: the measured --prompt-tokens)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--tokens-out", o->tokens_out, "generated tokens per request (default 256)")
+  cmd->add_option(
+         "--tokens-out", o->tokens_out,
+         "generated tokens per request (default 256; serving mode: the measured --max-tokens)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--gpu", o->gpu,
                   "use measurements from the GPU whose name contains this (e.g. H100)");
-  cmd->add_option("--batch", o->batch,
-                  "serving batch (default: the best measured one that fits in memory)")
-      ->check(CLI::PositiveNumber);
+  auto* batch =
+      cmd->add_option("--batch", o->batch,
+                      "serving batch (default: the best measured one that fits in memory)")
+          ->check(CLI::PositiveNumber);
   cmd->add_option("--price-per-gpu-hour", o->price, "price of one GPU-hour (no default)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--power-watts", o->watts,
@@ -238,10 +270,29 @@ void add_audit_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--grid-gco2-per-kwh", o->grid, "grid carbon intensity in gCO2/kWh (no default)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--from-benchmark", o->from_benchmark,
-                  "a `sparseflow benchmark --json` file (repeatable); replaces the shipped table")
-      ->check(CLI::ExistingFile);
-  cmd->add_flag("--no-shipped", o->no_shipped, "do not read the shipped table data/measured/");
+  auto* from_benchmark =
+      cmd->add_option(
+             "--from-benchmark", o->from_benchmark,
+             "a `sparseflow benchmark --json` file (repeatable); replaces the shipped table")
+          ->check(CLI::ExistingFile);
+  auto* no_shipped =
+      cmd->add_flag("--no-shipped", o->no_shipped, "do not read the shipped table data/measured/");
+  // The serving mode: goodput measured by `sparseflow bench-serve`, one server per GPU.
+  auto* dense = cmd->add_option("--from-serve-dense", o->from_serve_dense,
+                                "serving mode: a `sparseflow bench-serve --json` file of the dense "
+                                "model's server (with --from-serve-sparse)")
+                    ->check(CLI::ExistingFile);
+  auto* sparse = cmd->add_option("--from-serve-sparse", o->from_serve_sparse,
+                                 "serving mode: the same measurement of the 2:4 model's server")
+                     ->check(CLI::ExistingFile);
+  dense->needs(sparse);
+  sparse->needs(dense);
+  for (auto* other : {from_benchmark, no_shipped, batch}) dense->excludes(other);
+  cmd->add_option("--latency-limit-ms", o->latency_limit_ms,
+                  "serving mode: the latency limit the goodput was measured under (TTFT and each "
+                  "request's p99 inter-token gap); must equal the measurements'")
+      ->needs(dense)
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "print the result as JSON on stdout");
   cmd->add_option("--plot", o->plot, "also write a bar chart of the GPU counts to this .svg file");
   cmd->callback([o] { run_audit_command(*o); });

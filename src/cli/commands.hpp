@@ -20,6 +20,7 @@ void add_audit_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_bench_serve_command(CLI::App& app);  // load-tests an OpenAI-compatible server
 void add_perplexity_command(CLI::App& app);
 void add_eval_command(CLI::App& app);  // perplexity, KL and top-1 against a reference
 void add_tokenize_command(CLI::App& app);

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   sf::cli::add_generate_command(app);
   sf::cli::add_chat_command(app);
   sf::cli::add_serve_command(app);
+  sf::cli::add_bench_serve_command(app);
   sf::cli::add_perplexity_command(app);
   sf::cli::add_eval_command(app);
   sf::cli::add_tokenize_command(app);
