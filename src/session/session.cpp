@@ -354,8 +354,10 @@ bool Session::has_tokenizer() const {
 std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) const {
   const auto& t = impl_->tokenizer();
   // OPT's vocab.json tokenizers always start with BOS ("</s>"), as HF's does; a tokenizer.json's
-  // post-processor and tokenizer_config decide, as in HF's encode(add_special_tokens=True).
-  if (!impl_->model->tokenizer_json().empty()) return t.encode(text, add_bos);
+  // (or tokenizer.model's) post-processor and tokenizer_config decide, as in HF's
+  // encode(add_special_tokens=True).
+  const auto& m = *impl_->model;
+  if (!m.tokenizer_json().empty() || !m.tokenizer_model().empty()) return t.encode(text, add_bos);
   return add_bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
                  : t.encode(text);
 }

@@ -202,9 +202,10 @@ void check_model(const SpmModel& m, const Config& c) {
 
 }  // namespace
 
-SpmConversion tokenizer_json_from_spm(std::span<const uint8_t> model_bytes,
+SpmConversion tokenizer_json_from_spm(std::string_view model_bytes,
                                       std::string_view tokenizer_config_json) {
-  const SpmModel m = parse_spm_model(model_bytes);
+  const SpmModel m = parse_spm_model(
+      std::span(reinterpret_cast<const uint8_t*>(model_bytes.data()), model_bytes.size()));
   Config c = parse_config(tokenizer_config_json);
   check_model(m, c);
 

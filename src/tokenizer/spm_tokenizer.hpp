@@ -28,7 +28,6 @@
 // (save the tokenizer as tokenizer.json). Malformed files and configs: Status::Format.
 #pragma once
 #include <cstdint>
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -42,7 +41,7 @@ struct SpmConversion {
 };
 
 // model: the bytes of tokenizer.model; tokenizer_config_json: "" when the checkpoint has none.
-SpmConversion tokenizer_json_from_spm(std::span<const uint8_t> model,
+SpmConversion tokenizer_json_from_spm(std::string_view model,
                                       std::string_view tokenizer_config_json);
 
 }  // namespace sf::tok

@@ -40,7 +40,8 @@ std::string config_text(const std::string& name) {
 }
 
 Tokenizer load(std::span<const uint8_t> model, std::string_view config) {
-  const SpmConversion c = tokenizer_json_from_spm(model, config);
+  const SpmConversion c = tokenizer_json_from_spm(
+      std::string_view(reinterpret_cast<const char*>(model.data()), model.size()), config);
   return Tokenizer::from_tokenizer_json(c.tokenizer_json, c.tokenizer_config_json);
 }
 
@@ -276,7 +277,9 @@ TEST(SpmTokenizer, InconsistentConfigsAreFormatErrors) {
 
 TEST(SpmTokenizer, FillsTheSpecialTokensInTheConfig) {
   const auto bytes = model_bytes();
-  const SpmConversion c = tokenizer_json_from_spm(bytes, R"({"chat_template": "x"})");
+  const SpmConversion c = tokenizer_json_from_spm(
+      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+      R"({"chat_template": "x"})");
   const json config = json::parse(c.tokenizer_config_json);
   EXPECT_EQ(config.at("bos_token"), "<s>");
   EXPECT_EQ(config.at("eos_token"), "</s>");
