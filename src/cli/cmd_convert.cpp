@@ -76,27 +76,29 @@ std::string mib(uint64_t b) {
 void warn_if_no_tokenizer(const model::Model& src, const std::string& input,
                           const std::string& output) {
   namespace fs = std::filesystem;
-  if (!src.tokenizer_json().empty() || (!src.vocab_json().empty() && !src.merges_txt().empty()))
+  if (!src.tokenizer_json().empty() || !src.tokenizer_model().empty() ||
+      (!src.vocab_json().empty() && !src.merges_txt().empty()))
     return;
   std::string looked;
   if (src.source_format() == "hf") {
     // A bare torch.save() file reads its tokenizer from the folder it sits in.
     const fs::path dir = fs::is_directory(input) ? fs::path(input) : fs::path(input).parent_path();
     std::vector<std::string> found;
-    for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json"})
+    for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer.model"})
       if (fs::exists(dir / f)) found.push_back(f);
-    looked =
-        fmt::format("looked for {}, or {} and {}; found {}", (dir / "tokenizer.json").string(),
-                    (dir / "vocab.json").string(), (dir / "merges.txt").string(),
-                    found.empty() ? "neither" : fmt::format("only {}", fmt::join(found, ", ")));
+    looked = fmt::format("looked for {}, {}, or {} and {}; found {}",
+                         (dir / "tokenizer.json").string(), (dir / "tokenizer.model").string(),
+                         (dir / "vocab.json").string(), (dir / "merges.txt").string(),
+                         found.empty() ? "none" : fmt::format("only {}", fmt::join(found, ", ")));
   } else {
     looked = fmt::format("looked for tokenizer metadata in {}", input);
   }
   fmt::print(
       stderr,
       "convert: warning: the input has no tokenizer ({}), so {} will have none. generate --prompt "
-      "and perplexity --text need one; --ids still works. To include it, put vocab.json and "
-      "merges.txt in the checkpoint directory and re-run convert.\n",
+      "and perplexity --text need one; --ids still works. To include it, put the checkpoint's "
+      "tokenizer.json (or tokenizer.model, or vocab.json and merges.txt) in its directory and "
+      "re-run convert.\n",
       looked, output);
 }
 

@@ -13,6 +13,7 @@
 #include "format/neuron_bundles.hpp"
 #include "format/sf_file.hpp"
 #include "model/engine_checks.hpp"
+#include "tokenizer/spm_tokenizer.hpp"
 
 namespace sf::model {
 
@@ -381,10 +382,27 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                      },
                      false});
   };
-  const bool tokenizer_json = !src.tokenizer_json().empty();
-  if (tokenizer_json) add_bytes("tokenizer.json", src.tokenizer_json());
-  if (tokenizer_json && !src.tokenizer_config_json().empty())
-    add_bytes("tokenizer.config.json", src.tokenizer_config_json());
+  // A checkpoint's tokenizer.model is stored as the tokenizer.json transformers converts it to,
+  // with the tokenizer_config.json that conversion completes: a .sf file has one tokenizer form.
+  tok::SpmConversion spm;
+  if (src.tokenizer_json().empty() && !src.tokenizer_model().empty()) {
+    try {
+      spm = tok::tokenizer_json_from_spm(src.tokenizer_model(), src.tokenizer_config_json());
+    } catch (const Error& e) {
+      throw Error(e.status(),
+                  fmt::format("{} (convert stores the checkpoint's tokenizer in the .sf "
+                              "file; to convert without it, move tokenizer.model "
+                              "out of the checkpoint directory)",
+                              e.what()));
+    }
+  }
+  const bool from_spm = !spm.tokenizer_json.empty();
+  const std::string& tok_json = from_spm ? spm.tokenizer_json : src.tokenizer_json();
+  const std::string& tok_config =
+      from_spm ? spm.tokenizer_config_json : src.tokenizer_config_json();
+  const bool tokenizer_json = !tok_json.empty();
+  if (tokenizer_json) add_bytes("tokenizer.json", tok_json);
+  if (tokenizer_json && !tok_config.empty()) add_bytes("tokenizer.config.json", tok_config);
   if (!src.chat_template().empty()) add_bytes("tokenizer.chat_template", src.chat_template());
   const bool tokenizer = !tokenizer_json && !src.vocab_json().empty() && !src.merges_txt().empty();
   if (tokenizer) {
@@ -421,6 +439,7 @@ ConvertReport convert_to_sf(const Model& src, const std::string& output, const C
                          : tokenizer    ? "gpt2-byte-level-bpe"
                                         : "none"},
   };
+  if (from_spm) meta["tokenizer.source"] = "tokenizer.model";
   if (!src.bos_token().empty()) meta["tokenizer.bos_token"] = src.bos_token();
   if (!src.eos_token().empty()) meta["tokenizer.eos_token"] = src.eos_token();
   for (const auto& [k, v] : src.metadata().items())

@@ -713,11 +713,21 @@ std::unique_ptr<Model> ModelBuilder::from_hf(const std::string& dir_str, const O
 
   if (fs::exists(dir / "tokenizer.json")) {
     m->tokenizer_json_ = read_text_file((dir / "tokenizer.json").string(), "tokenizer file");
+  } else if (fs::exists(dir / "tokenizer.model")) {  // what transformers falls back to
+    m->tokenizer_model_ = read_text_file((dir / "tokenizer.model").string(), "tokenizer file");
   } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
     m->vocab_json_ = read_text_file((dir / "vocab.json").string(), "tokenizer file");
     m->merges_txt_ = read_text_file((dir / "merges.txt").string(), "tokenizer file");
   }
   read_tokenizer_config(*m, dir / "tokenizer_config.json");
+  if (!m->tokenizer_model_.empty()) {
+    // LlamaTokenizer's special tokens where the config does not name them (chat templates read
+    // them); the config was validated above.
+    const json cfg =
+        m->tokenizer_config_json_.empty() ? json::object() : json::parse(m->tokenizer_config_json_);
+    if (!cfg.contains("bos_token")) m->bos_token_ = "<s>";
+    if (!cfg.contains("eos_token")) m->eos_token_ = "</s>";
+  }
   m->metadata_ = {{"source.format", "hf"},
                   {"source.path", dir_str},
                   {"sparsity.pattern", prune ? "2:4" : "none"},

@@ -72,6 +72,11 @@ class Model {
   const std::string& tokenizer_json() const { return tokenizer_json_; }
   // tokenizer_config.json beside tokenizer.json (special tokens, add_bos_token); may be empty.
   const std::string& tokenizer_config_json() const { return tokenizer_config_json_; }
+  // The bytes of tokenizer.model (a SentencePiece model) of an HF directory that has no
+  // tokenizer.json; empty otherwise. Turned into a tokenizer.json where a tokenizer is made
+  // (tok::tokenizer_json_from_spm, as transformers converts it), so that an unsupported one
+  // fails only what needs the tokenizer.
+  const std::string& tokenizer_model() const { return tokenizer_model_; }
   const std::string& vocab_json() const { return vocab_json_; }
   const std::string& merges_txt() const { return merges_txt_; }
   // The model's chat template (Jinja source from tokenizer_config.json or the GGUF metadata) and
@@ -100,7 +105,7 @@ class Model {
 
  protected:
   arch::ModelDesc config_;
-  std::string tokenizer_json_, tokenizer_config_json_, vocab_json_, merges_txt_;
+  std::string tokenizer_json_, tokenizer_config_json_, tokenizer_model_, vocab_json_, merges_txt_;
   std::string chat_template_, bos_token_, eos_token_;
   DType dtype_ = DType::F16;
   std::string source_format_;

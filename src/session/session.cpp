@@ -353,13 +353,14 @@ bool Session::has_tokenizer() const {
 
 std::vector<int32_t> Session::tokenize(std::string_view text, bool add_bos) const {
   const auto& t = impl_->tokenizer();
-  // A tokenizer.json's post-processor and tokenizer_config decide, as in HF's
-  // encode(add_special_tokens=True). A vocab.json + merges.txt tokenizer is HF's GPT2Tokenizer:
-  // OPT's configuration of it starts every text with BOS ("</s>"), GPT-2's adds nothing.
-  if (!impl_->model->tokenizer_json().empty()) return t.encode(text, add_bos);
-  const bool bos = add_bos && impl_->model->config().arch != "gpt2";
-  return bos ? t.encode_with_bos(text, int32_t(impl_->model->config().bos_token_id))
-             : t.encode(text);
+  // A tokenizer.json's (or tokenizer.model's) post-processor and tokenizer_config decide, as in
+  // HF's encode(add_special_tokens=True). A vocab.json + merges.txt tokenizer is HF's
+  // GPT2Tokenizer: OPT's configuration of it starts every text with BOS ("</s>"), GPT-2's adds
+  // nothing.
+  const auto& m = *impl_->model;
+  if (!m.tokenizer_json().empty() || !m.tokenizer_model().empty()) return t.encode(text, add_bos);
+  const bool bos = add_bos && m.config().arch != "gpt2";
+  return bos ? t.encode_with_bos(text, int32_t(m.config().bos_token_id)) : t.encode(text);
 }
 
 bool Session::has_chat_template() const {

@@ -3,21 +3,19 @@
 #include <algorithm>
 #include <optional>
 #include <span>
-#include <unordered_map>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
 #include "tokenizer/byte_level.hpp"
+#include "tokenizer/hf_convert.hpp"
 #include "tokenizer/split_regex.hpp"
 #include "tokenizer/unicode.hpp"
 
 namespace sf::tok {
 namespace {
 
-// nlohmann::json, not ordered_json: ordered_json finds keys by linear search, which is quadratic
-// over a 49152-token vocabulary. HF reads the objects in any key order.
-using Json = nlohmann::json;
+using hf::AddedBuilder;
+using hf::Json;
+using hf::VocabBuilder;
 
 constexpr int32_t kControl = 3, kUserDefined = 4;
 
@@ -32,12 +30,6 @@ constexpr std::string_view kOtherRegexPres[] = {"tekken",  "qwen35", "gpt-4o",  
 
 bool contains(std::span<const std::string_view> list, std::string_view s) {
   return std::find(list.begin(), list.end(), s) != list.end();
-}
-
-size_t code_points(std::string_view s) {
-  size_t n = 0;
-  for (size_t pos = 0; pos < s.size(); pos += decode_utf8(s, pos).len) ++n;
-  return n;
 }
 
 void require_utf8(const std::string& token, size_t index) {
@@ -59,123 +51,6 @@ std::pair<std::string, std::string> split_merge(const std::string& merge, size_t
   }
   return {merge.substr(0, sp), merge.substr(sp + 1)};
 }
-
-// The vocabulary as transformers' dict {token: index}: a repeated token keeps its last index.
-struct VocabBuilder {
-  Json object = Json::object();
-  std::unordered_map<std::string, int32_t> ids;
-  void add(const std::string& token, int32_t id) {
-    object[token] = id;
-    ids[token] = id;
-  }
-};
-
-// transformers' generate_merges(vocab, scores): every split of a token into two tokens of the
-// vocabulary, ordered within a token by the parts' ids, then all by score, left length and
-// right length (code points), descending and stably.
-Json merges_from_scores(const GgufTokenizerData& d, const VocabBuilder& vocab) {
-  struct Candidate {
-    std::string left, right;
-    float score;
-    size_t left_len, right_len;
-  };
-  const size_t n = std::min(d.tokens.size(), d.scores.size());
-  std::unordered_map<std::string, size_t> first_at;  // dict(zip(tokens, scores)): first position
-  std::vector<std::pair<const std::string*, float>> scored;
-  for (size_t i = 0; i < n; ++i) {
-    auto [it, inserted] = first_at.emplace(d.tokens[i], scored.size());
-    if (inserted) {
-      scored.emplace_back(&d.tokens[i], d.scores[i]);
-    } else {
-      scored[it->second].second = d.scores[i];  // the last score wins
-    }
-  }
-  std::vector<Candidate> all;
-  for (const auto& [token, score] : scored) {
-    std::vector<Candidate> local;
-    size_t left_len = 0;
-    for (size_t pos = 0; pos < token->size();) {
-      pos += decode_utf8(*token, pos).len;
-      ++left_len;
-      if (pos >= token->size()) break;
-      std::string left = token->substr(0, pos), right = token->substr(pos);
-      if (vocab.ids.contains(left) && vocab.ids.contains(right)) {
-        local.push_back({std::move(left), std::move(right), score, left_len, 0});
-      }
-    }
-    for (Candidate& c : local) c.right_len = code_points(c.right);
-    std::sort(local.begin(), local.end(), [&](const Candidate& a, const Candidate& b) {
-      const int32_t al = vocab.ids.at(a.left), bl = vocab.ids.at(b.left);
-      return al != bl ? al < bl : vocab.ids.at(a.right) < vocab.ids.at(b.right);
-    });
-    for (Candidate& c : local) all.push_back(std::move(c));
-  }
-  std::stable_sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
-    if (a.score != b.score) return a.score > b.score;
-    if (a.left_len != b.left_len) return a.left_len > b.left_len;
-    return a.right_len > b.right_len;
-  });
-  Json merges = Json::array();
-  for (const Candidate& c : all) merges.push_back({c.left, c.right});
-  return merges;
-}
-
-// HF's added vocabulary as transformers fills it: an id from the vocabulary when the content is
-// in it, else the next id after the vocabulary and the tokens added so far.
-class AddedBuilder {
- public:
-  AddedBuilder(const VocabBuilder& vocab) : vocab_(vocab) {}
-  void add(const std::string& content, bool special) {
-    if (content.empty()) return;
-    if (auto it = index_.find(content); it != index_.end()) {
-      tokens_[it->second].special |= special;  // HF's set of special tokens only grows
-      return;
-    }
-    int32_t id;
-    if (auto v = vocab_.ids.find(content); v != vocab_.ids.end()) {
-      id = v->second;
-    } else {
-      const auto size = static_cast<int32_t>(vocab_.ids.size());
-      id = max_id_ < 0 ? size : (max_id_ >= size || size == 0 ? max_id_ + 1 : size);
-    }
-    max_id_ = std::max(max_id_, id);
-    index_.emplace(content, tokens_.size());
-    tokens_.push_back({content, id, special});
-  }
-  bool has(const std::string& content) const { return index_.contains(content); }
-  std::optional<int32_t> id(const std::string& content) const {
-    auto it = index_.find(content);
-    if (it == index_.end()) return std::nullopt;
-    return tokens_[it->second].id;
-  }
-  Json to_json() const {
-    std::vector<Token> sorted = tokens_;
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const Token& a, const Token& b) { return a.id < b.id; });
-    Json out = Json::array();
-    for (const Token& t : sorted) {
-      out.push_back({{"id", t.id},
-                     {"content", t.content},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", t.special}});
-    }
-    return out;
-  }
-
- private:
-  struct Token {
-    std::string content;
-    int32_t id;
-    bool special;
-  };
-  const VocabBuilder& vocab_;
-  std::vector<Token> tokens_;
-  std::unordered_map<std::string, size_t> index_;
-  int32_t max_id_ = -1;
-};
 
 std::optional<std::string> named_token(const GgufTokenizerData& d, int64_t id, const char* key) {
   if (id < 0) return std::nullopt;
@@ -213,31 +88,6 @@ Json byte_level_pre_tokenizer(const std::string& pre) {
                          {"add_prefix_space", false},
                          {"trim_offsets", true},
                          {"use_regex", false}}})}};
-}
-
-Json template_processing(const std::optional<std::string>& bos, std::optional<int32_t> bos_id,
-                         const std::optional<std::string>& eos, std::optional<int32_t> eos_id) {
-  const auto special = [](const std::string& name, int type_id) {
-    return Json{{"SpecialToken", {{"id", name}, {"type_id", type_id}}}};
-  };
-  const auto sequence = [](const char* name, int type_id) {
-    return Json{{"Sequence", {{"id", name}, {"type_id", type_id}}}};
-  };
-  Json single = Json::array(), pair = Json::array(), specials = Json::object();
-  for (int part = 0; part < 2; ++part) {
-    Json& out = part == 0 ? single : pair;
-    for (int seq = 0; seq <= part; ++seq) {
-      if (bos) out.push_back(special(*bos, seq));
-      out.push_back(sequence(seq == 0 ? "A" : "B", seq));
-      if (eos) out.push_back(special(*eos, seq));
-    }
-  }
-  if (bos) specials[*bos] = {{"id", *bos}, {"ids", {*bos_id}}, {"tokens", {*bos}}};
-  if (eos) specials[*eos] = {{"id", *eos}, {"ids", {*eos_id}}, {"tokens", {*eos}}};
-  return {{"type", "TemplateProcessing"},
-          {"single", single},
-          {"pair", pair},
-          {"special_tokens", specials}};
 }
 
 }  // namespace
@@ -279,7 +129,7 @@ std::string tokenizer_json_from_gguf(const GgufTokenizerData& d) {
       merges.push_back({left, right});
     }
   } else if (!gpt2) {
-    merges = merges_from_scores(d, vocab);
+    merges = hf::merges_from_scores(d.tokens, d.scores, vocab);
   }
 
   // The added tokens, in the order transformers adds them.
@@ -335,22 +185,16 @@ std::string tokenizer_json_from_gguf(const GgufTokenizerData& d) {
                             {"split", false}};
   }
   const bool add_bos = d.add_bos && bos, add_eos = d.add_eos && eos;
-  out["post_processor"] =
-      template_processing(add_bos ? bos : std::nullopt, add_bos ? added.id(*bos) : std::nullopt,
-                          add_eos ? eos : std::nullopt, add_eos ? added.id(*eos) : std::nullopt);
+  out["post_processor"] = hf::template_processing(
+      add_bos ? bos : std::nullopt, add_bos ? added.id(*bos) : std::nullopt,
+      add_eos ? eos : std::nullopt, add_eos ? added.id(*eos) : std::nullopt);
   if (gpt2) {
     out["decoder"] = {{"type", "ByteLevel"},
                       {"add_prefix_space", true},
                       {"trim_offsets", true},
                       {"use_regex", true}};
   } else {
-    out["decoder"] = {
-        {"type", "Sequence"},
-        {"decoders",
-         Json::array({{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
-                      {{"type", "ByteFallback"}},
-                      {{"type", "Fuse"}},
-                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
+    out["decoder"] = hf::llama_decoder(true);
   }
   out["model"] = std::move(model);
   return out.dump();

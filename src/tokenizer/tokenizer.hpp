@@ -8,6 +8,8 @@
 //     A part or option this reader does not implement is refused with an error naming it, never
 //     approximated: the ids would be silently wrong.
 //   - a GGUF file's tokenizer metadata, through tokenizer_json_from_gguf (gguf_tokenizer.hpp).
+//   - a SentencePiece BPE model (tokenizer.model of a checkpoint without tokenizer.json), through
+//     tokenizer_json_from_spm (spm_tokenizer.hpp).
 //
 // encode(text, add_special_tokens) is HF's encode:
 //   1. Invalid UTF-8 becomes U+FFFD per maximal invalid subpart (unicode.hpp): the ids are HF's

@@ -8,6 +8,7 @@
 
 #include "format/sf_file.hpp"
 #include "model/weights.hpp"
+#include "session/session.hpp"
 #include "sf_test_util.hpp"
 
 using namespace sf;
@@ -296,6 +297,100 @@ TEST_F(ConvertCliTest, FifoInputsFailPromptly) {
               std::string::npos)
         << args << "\n" << r.out;
   }
+}
+
+// A Llama-family checkpoint with tokenizer.model and no tokenizer.json (the tiny SentencePiece
+// fixture of tests/tokenizer/tokenizer_spm_test.cpp beside the Mistral fixture's weights):
+// tokenized as transformers does through the session and the CLI, and stored by convert so that
+// the .sf file tokenizes identically. (The weights' vocabulary of 256 is smaller than the
+// tokenizer's, so ids are not detokenized here; tokenizer_spm_test checks decoding.)
+class SpmCheckpointTest : public sftest::ScratchTest {
+ protected:
+  void SetUp() override {
+    ScratchTest::SetUp();
+    const std::string data = SF_TEST_DATA_DIR;
+    std::filesystem::create_directories(path("ckpt"));
+    for (const char* f : {"config.json", "model.safetensors"})
+      std::filesystem::copy_file(data + "/llama/mistral_headdim_fp32/" + f, path("ckpt/") + f);
+    std::filesystem::copy_file(data + "/tokenizer/spm_bpe.model", path("ckpt/tokenizer.model"));
+    cases_ = nlohmann::json::parse(sftest::read_bytes(data + "/tokenizer/spm_cases.json"));
+    const std::string config = reference().at("tokenizer_config").dump();
+    sftest::write_bytes(path("ckpt/tokenizer_config.json"),
+                        std::vector<uint8_t>(config.begin(), config.end()));
+  }
+  const nlohmann::json& reference() const { return cases_.at("configs").at("llama2_legacy"); }
+  // transformers' ids for a shared text, with add_special_tokens (BOS first).
+  std::vector<int32_t> ids_of(const std::string& name) const {
+    const auto& texts = cases_.at("texts");
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (texts[i].at("name") != name) continue;
+      const auto& c = reference().at("cases")[i];
+      if (c.contains("ids_special")) return c["ids_special"];
+      std::vector<int32_t> ids = reference().at("special_prefix");
+      for (int32_t id : c.at("ids")) ids.push_back(id);
+      return ids;
+    }
+    ADD_FAILURE() << "no case " << name;
+    return {};
+  }
+  std::string text_of(const std::string& name) const {
+    for (const auto& t : cases_.at("texts"))
+      if (t.at("name") == name) return t.at("text");
+    return {};
+  }
+  nlohmann::json cases_;
+};
+
+TEST_F(SpmCheckpointTest, TokenizesAsTransformersBeforeAndAfterConvert) {
+  const std::vector<std::string> names = {"sentence", "special tokens text", "emoji", "space runs",
+                                          "digits"};
+  for (const std::string& model : {path("ckpt"), path("ckpt.sf")}) {
+    if (model == path("ckpt.sf")) {
+      const CliResult r = run_cli(fmt::format("convert -i {} -o {}", path("ckpt"), model));
+      ASSERT_EQ(r.code, 0) << r.out;
+      EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
+    }
+    session::SessionOptions o;
+    o.device = "cpu";
+    const auto s = session::Session::open(model, o);
+    ASSERT_TRUE(s->has_tokenizer()) << model;
+    for (const std::string& name : names) {
+      EXPECT_EQ(s->tokenize(text_of(name)), ids_of(name)) << model << ": " << name;
+    }
+    // The CLI, with the text as an argument.
+    const CliResult r = run_cli(
+        fmt::format("tokenize -m {} -t '{}' --json", model, text_of("special tokens text")));
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("ids").get<std::vector<int32_t>>(),
+              ids_of("special tokens text"))
+        << model;
+  }
+  const CliResult r = run_cli(fmt::format("inspect {}", path("ckpt.sf")));
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* needle : {"tokenizer.source                 tokenizer.model",
+                             "tokenizer.type                   hf-tokenizer-json",
+                             "tokenizer.bos_token              <s>", "tokenizer.json"})
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
+  const auto m = model::Model::open(path("ckpt.sf"));
+  EXPECT_TRUE(m->tokenizer_model().empty());
+  EXPECT_FALSE(m->tokenizer_json().empty());
+}
+
+// A tokenizer.model SparseFlow cannot take does not stop the weights from opening; what needs the
+// tokenizer says why, and convert refuses rather than drop the tokenizer silently.
+TEST_F(SpmCheckpointTest, UnsupportedTokenizerModel) {
+  auto bytes = sftest::read_bytes(path("ckpt/tokenizer.model"));
+  for (uint8_t b : {0x12, 0x02, 0x18, 0x01}) bytes.push_back(b);  // trainer_spec.model_type UNIGRAM
+  sftest::write_bytes(path("ckpt/tokenizer.model"), bytes);
+  EXPECT_FALSE(model::Model::open(path("ckpt"))->tokenizer_model().empty());
+  CliResult r = run_cli(fmt::format("tokenize -m {} -t hello", path("ckpt")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("SentencePiece UNIGRAM model"), std::string::npos) << r.out;
+  r = run_cli(fmt::format("convert -i {} -o {}", path("ckpt"), path("u.sf")));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("move tokenizer.model out of the checkpoint directory"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("u.sf")));
 }
 
 }  // namespace
