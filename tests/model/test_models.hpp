@@ -45,6 +45,17 @@ std::unique_ptr<MemModel> random_model(const RandomSpec& spec);
 // random_model for an OPT config (the name the OPT tests use).
 std::unique_ptr<MemModel> random_opt(const RandomSpec& spec);
 
+// n token ids in [0, vocab), a fixed sequence for a seed (a linear congruential generator).
+inline std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint32_t s = seed;
+  for (auto& e : t) {
+    s = s * 1664525u + 1013904223u;
+    e = int32_t((s >> 8) % uint32_t(vocab));
+  }
+  return t;
+}
+
 // Tiny configs of the other architectures, every size a multiple of 16 so dense and 2:4 products,
 // the GEMV and the attention kernels all take them (head_dim 64, what the fused prefill attention
 // supports): 2 layers, vocab 96, 64 positions.

@@ -17,15 +17,7 @@
 namespace sf::model {
 namespace {
 
-std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  uint32_t s = seed;
-  for (auto& e : t) {
-    s = s * 1664525u + 1013904223u;
-    e = int32_t((s >> 8) % uint32_t(vocab));
-  }
-  return t;
-}
+using test::some_tokens;
 
 std::unique_ptr<test::MemModel> tiny_mistral() {
   test::RandomSpec spec;

@@ -44,29 +44,26 @@ struct SparseGptSolver::Impl {
   cublasHandle_t blas = nullptr;
   cusolverDnHandle_t solver = nullptr;
 
-  // Factors a (row-major, symmetric) in place with cuSOLVER, which is column-major: its "upper"
-  // triangle is the row-major lower one. Returns cuSOLVER's info: 0, or the failing minor.
-  int potrf(double* a, int n, cublasFillMode_t uplo) {
+  // Runs a cuSOLVER routine on a (row-major, symmetric; cuSOLVER is column-major, so its "upper"
+  // triangle is the row-major lower one) with the workspace it asks for. Returns cuSOLVER's info:
+  // 0, or the failing minor.
+  template <class BufferSize, class Routine>
+  int solve(double* a, int n, cublasFillMode_t uplo, BufferSize buffer_size, Routine routine) {
     int lwork = 0;
-    SF_CUSOLVER_CHECK(cusolverDnDpotrf_bufferSize(solver, uplo, n, a, n, &lwork));
+    SF_CUSOLVER_CHECK(buffer_size(solver, uplo, n, a, n, &lwork));
     DeviceArray<double> work(size_t(std::max(lwork, 1)));
     DeviceArray<int> info(1);
-    SF_CUSOLVER_CHECK(cusolverDnDpotrf(solver, uplo, n, a, n, work.p, lwork, info.p));
+    SF_CUSOLVER_CHECK(routine(solver, uplo, n, a, n, work.p, lwork, info.p));
     int h = 0;
     SF_CUDA_CHECK(cudaMemcpyAsync(&h, info.p, sizeof(int), cudaMemcpyDeviceToHost, stream));
     SF_CUDA_CHECK(cudaStreamSynchronize(stream));
     return h;
   }
+  int potrf(double* a, int n, cublasFillMode_t uplo) {
+    return solve(a, n, uplo, cusolverDnDpotrf_bufferSize, cusolverDnDpotrf);
+  }
   int potri(double* a, int n, cublasFillMode_t uplo) {
-    int lwork = 0;
-    SF_CUSOLVER_CHECK(cusolverDnDpotri_bufferSize(solver, uplo, n, a, n, &lwork));
-    DeviceArray<double> work(size_t(std::max(lwork, 1)));
-    DeviceArray<int> info(1);
-    SF_CUSOLVER_CHECK(cusolverDnDpotri(solver, uplo, n, a, n, work.p, lwork, info.p));
-    int h = 0;
-    SF_CUDA_CHECK(cudaMemcpyAsync(&h, info.p, sizeof(int), cudaMemcpyDeviceToHost, stream));
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream));
-    return h;
+    return solve(a, n, uplo, cusolverDnDpotri_bufferSize, cusolverDnDpotri);
   }
 };
 
